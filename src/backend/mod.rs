@@ -1,0 +1,176 @@
+//! Backends: the payments APIs behind the tools, all behind one [`Backend`] trait.
+//!
+//! A backend instance belongs to one tenant (one caller key, or the stdio user): it holds that
+//! tenant's credentials or, for the sandbox, its data. Requests arrive already validated as domain
+//! types; a backend only says what to send upstream and how to read the answer.
+
+pub mod sandbox;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    CouponId, CurrencyCode, Description, IdFormat, LinkName, MaxPayments, Metadata, PageCursor,
+    PageLimit, PaymentLinkId, ProductId, Quantity, RedirectUrl, ValidUntil,
+};
+use crate::error::Result;
+use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
+
+/// One item of a link to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewItem {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+    pub coupons: Vec<CouponId>,
+}
+
+/// A validated `create_payment_link` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPaymentLink {
+    pub name: LinkName,
+    pub items: Vec<NewItem>,
+    pub description: Option<Description>,
+    /// `None`: the backend's default (SAR on Stream and the sandbox).
+    pub currency: Option<CurrencyCode>,
+    pub coupons: Vec<CouponId>,
+    pub valid_until: Option<ValidUntil>,
+    pub max_number_of_payments: Option<MaxPayments>,
+    pub success_redirect_url: Option<RedirectUrl>,
+    pub failure_redirect_url: Option<RedirectUrl>,
+    pub organization_consumer_id: Option<String>,
+    pub metadata: Metadata,
+}
+
+/// Which line items to list, by item id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineItemsQuery {
+    pub payment_link_id: PaymentLinkId,
+    pub limit: PageLimit,
+    pub starting_after: Option<String>,
+    pub ending_before: Option<String>,
+}
+
+/// Which page of the product catalog to list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductsQuery {
+    pub limit: PageLimit,
+    /// Where to continue; `None` starts at the first page.
+    pub cursor: Option<PageCursor>,
+}
+
+/// What differs between backends in how tool arguments are validated. Static per backend kind, so
+/// the tool schemas can be built once at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendRules {
+    pub kind: BackendKind,
+    pub id_format: IdFormat,
+    /// Currencies a link may be created in; `None` means any known ISO 4217 code.
+    pub currencies: Option<&'static [&'static str]>,
+    /// `create_payment_link` arguments this backend cannot honour: pruned from the schema and
+    /// refused with `unsupported_by_backend` when sent anyway.
+    pub unsupported_create_fields: &'static [&'static str],
+    /// Metadata keys the server adds on create (they count against the caller's 50).
+    pub reserved_metadata_keys: usize,
+}
+
+impl BackendRules {
+    pub fn for_kind(kind: BackendKind) -> Self {
+        match kind {
+            BackendKind::Sandbox | BackendKind::Stream => BackendRules {
+                kind,
+                id_format: IdFormat::Uuid,
+                currencies: Some(crate::domain::STREAM_CURRENCIES),
+                unsupported_create_fields: &[],
+                reserved_metadata_keys: 1,
+            },
+            BackendKind::Stripe => BackendRules {
+                kind,
+                id_format: IdFormat::Stripe,
+                currencies: None,
+                unsupported_create_fields: &[
+                    "valid_until",
+                    "failure_redirect_url",
+                    "coupons",
+                    "organization_consumer_id",
+                    "items[].coupons",
+                ],
+                reserved_metadata_keys: 3,
+            },
+        }
+    }
+}
+
+/// A payments API, as seen by one tenant.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Which API this is.
+    fn kind(&self) -> BackendKind;
+
+    /// True when writes move real money (Stream production, Stripe live keys).
+    fn livemode(&self) -> bool;
+
+    /// Creates a link. Must make at most one upstream write that could create a link.
+    async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink>;
+
+    /// Reads one link; always from the upstream, never from a cache.
+    async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink>;
+
+    /// Lists a link's line items, paged by item id.
+    async fn list_line_items(&self, query: LineItemsQuery) -> Result<Page<LineItem>>;
+
+    /// Lists the product catalog.
+    async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>>;
+}
+
+/// Pages a complete, ordered list of line items by item id: the rule shared by every backend
+/// that has no line-item endpoint of its own (Stream, the sandbox).
+pub fn page_by_item_id(items: Vec<LineItem>, query: &LineItemsQuery) -> Result<Page<LineItem>> {
+    let position = |id: &str, field: &str| {
+        items.iter().position(|i| i.id == id).ok_or_else(|| {
+            crate::error::Error::validation(
+                field,
+                format!(
+                    "no line item `{id}` on payment link {}",
+                    query.payment_link_id
+                ),
+            )
+        })
+    };
+    let limit = query.limit.get();
+    let (start, end) = match (&query.starting_after, &query.ending_before) {
+        (Some(_), Some(_)) => {
+            return Err(crate::error::Error::validation(
+                "ending_before",
+                "pass either starting_after or ending_before, not both",
+            ));
+        }
+        (Some(after), None) => {
+            let start = position(after, "starting_after")? + 1;
+            (start, start.saturating_add(limit).min(items.len()))
+        }
+        (None, Some(before)) => {
+            let end = position(before, "ending_before")?;
+            (end.saturating_sub(limit), end)
+        }
+        (None, None) => (0, limit.min(items.len())),
+    };
+    let backwards = query.ending_before.is_some();
+    // `has_more` looks in the direction of travel, as Stripe's does.
+    let has_more = if backwards {
+        start > 0
+    } else {
+        end < items.len()
+    };
+    let data: Vec<LineItem> = items.into_iter().skip(start).take(end - start).collect();
+    // `next_cursor` is always the forward continuation (`starting_after`); walking backwards,
+    // entries always follow this page (at least the `ending_before` item itself).
+    let next_cursor = if has_more || backwards {
+        data.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Page {
+        data,
+        has_more,
+        next_cursor,
+    })
+}

@@ -1,0 +1,295 @@
+//! Command line and environment: what the operator chose, parsed once at start-up.
+//!
+//! Every option has a `PAYLINK_<OPTION>` environment variable (shown in `--help`); options that
+//! apply to every mode are global, accepted before or after the subcommand. Secrets are never
+//! options: they come from `STREAM_API_KEY`/`STRIPE_API_KEY` or a `*_FILE` variable naming a file,
+//! because a command line is visible to every user of the machine.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::BackendKind;
+use crate::secret::ApiKey;
+
+/// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
+/// Stream, Stripe, or an embedded sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "paylink-mcp", version, about, long_about = None, after_help = ENV_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: GlobalOpts,
+}
+
+const ENV_HELP: &str = "Secrets (environment only, never flags):
+  STREAM_API_KEY       Stream token, or `api-key:api-secret` (Base64-encoded by the server)
+  STREAM_API_KEY_FILE  file holding the above
+  STRIPE_API_KEY       Stripe secret or restricted key (sk_... / rk_...)
+  STRIPE_API_KEY_FILE  file holding the above
+Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over stdin/stdout (the default).
+    Stdio,
+}
+
+/// Which payments API to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The embedded sandbox: in memory, no network, no key.
+    Sandbox,
+    /// Stream (streampay.sa).
+    Stream,
+    /// Stripe.
+    Stripe,
+}
+
+impl From<BackendChoice> for BackendKind {
+    fn from(c: BackendChoice) -> Self {
+        match c {
+            BackendChoice::Sandbox => BackendKind::Sandbox,
+            BackendChoice::Stream => BackendKind::Stream,
+            BackendChoice::Stripe => BackendKind::Stripe,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options of every mode.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Payments API to use. Default: stream if only STREAM_API_KEY is set, stripe if only
+    /// STRIPE_API_KEY is set, otherwise sandbox.
+    #[arg(long, global = true, env = "PAYLINK_BACKEND", value_enum)]
+    pub backend: Option<BackendChoice>,
+
+    /// Only offer tools that do not write (get and list tools).
+    #[arg(long, global = true, env = "PAYLINK_READ_ONLY")]
+    pub read_only: bool,
+
+    /// Only offer these tools (comma-separated names).
+    #[arg(long, global = true, env = "PAYLINK_TOOLS", value_delimiter = ',')]
+    pub tools: Option<Vec<String>>,
+
+    /// Allow writes that move real money (Stream production, Stripe live keys).
+    #[arg(long, global = true, env = "PAYLINK_ALLOW_LIVE")]
+    pub allow_live: bool,
+
+    /// Retries of a failed upstream read (and of writes that are provably safe to retry).
+    #[arg(long, global = true, env = "PAYLINK_MAX_RETRIES", default_value_t = 2)]
+    pub max_retries: u32,
+
+    /// Overall deadline of one tool call, retries included, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_REQUEST_DEADLINE_SECS",
+        default_value_t = 30
+    )]
+    pub request_deadline_secs: u64,
+
+    /// Timeout for opening a connection to the upstream, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_CONNECT_TIMEOUT_SECS",
+        default_value_t = 5
+    )]
+    pub connect_timeout_secs: u64,
+
+    /// Timeout of one upstream request attempt, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_UPSTREAM_TIMEOUT_SECS",
+        default_value_t = 15
+    )]
+    pub upstream_timeout_secs: u64,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Most links one sandbox tenant may hold.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_LINKS",
+        default_value_t = 1000
+    )]
+    pub sandbox_max_links: usize,
+
+    /// Stream API base URL (production is live money; staging is https://staging.streampay.sa).
+    #[arg(
+        long,
+        global = true,
+        env = "STREAM_BASE_URL",
+        default_value = "https://stream-app-service.streampay.sa"
+    )]
+    pub stream_base_url: String,
+
+    /// Stream branch (UUID), sent as x-branch-id.
+    #[arg(long, global = true, env = "STREAM_BRANCH_ID")]
+    pub stream_branch_id: Option<String>,
+}
+
+/// Where a secret came from, for error messages (never its value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(&'static str),
+    File(&'static str),
+}
+
+/// Reads a secret from `NAME` or from the file named by `NAME_FILE`.
+pub fn read_secret(
+    name: &'static str,
+    file_var: &'static str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(ApiKey, SecretSource)>, String> {
+    let direct = env(name).filter(|v| !v.is_empty());
+    let file = env(file_var).filter(|v| !v.is_empty());
+    match (direct, file) {
+        (Some(_), Some(_)) => Err(format!("both {name} and {file_var} are set; set only one")),
+        (Some(v), None) => Ok(Some((ApiKey::new(v), SecretSource::Env(name)))),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{file_var} names {}, which cannot be read: {e}",
+                    path.display()
+                )
+            })?;
+            let key = text.trim();
+            if key.is_empty() {
+                return Err(format!(
+                    "{file_var} names {}, which is empty",
+                    path.display()
+                ));
+            }
+            Ok(Some((ApiKey::new(key), SecretSource::File(file_var))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The keys found in the environment.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub stream: Option<ApiKey>,
+    pub stripe: Option<ApiKey>,
+}
+
+impl Secrets {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        Ok(Secrets {
+            stream: read_secret("STREAM_API_KEY", "STREAM_API_KEY_FILE", env)?.map(|(k, _)| k),
+            stripe: read_secret("STRIPE_API_KEY", "STRIPE_API_KEY_FILE", env)?.map(|(k, _)| k),
+        })
+    }
+}
+
+/// The backend to run: the explicit choice, or inferred from which key is present.
+pub fn choose_backend(
+    explicit: Option<BackendChoice>,
+    secrets: &Secrets,
+) -> Result<BackendKind, String> {
+    if let Some(choice) = explicit {
+        return Ok(choice.into());
+    }
+    match (secrets.stream.is_some(), secrets.stripe.is_some()) {
+        (true, true) => Err(
+            "both STREAM_API_KEY and STRIPE_API_KEY are set; choose one with --backend stream|stripe"
+                .into(),
+        ),
+        (true, false) => Ok(BackendKind::Stream),
+        (false, true) => Ok(BackendKind::Stripe),
+        (false, false) => Ok(BackendKind::Sandbox),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn backend_is_inferred_from_the_keys() {
+        let s = Secrets::from_env(&env_of(&[])).unwrap();
+        assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Sandbox);
+        let s = Secrets::from_env(&env_of(&[("STREAM_API_KEY", "t")])).unwrap();
+        assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Stream);
+        let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY", "sk_test_x")])).unwrap();
+        assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Stripe);
+        let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY", "x"), ("STREAM_API_KEY", "y")]))
+            .unwrap();
+        let e = choose_backend(None, &s).unwrap_err();
+        assert!(e.contains("STREAM_API_KEY") && e.contains("STRIPE_API_KEY"));
+        assert!(!e.contains('x') || !e.contains("=x"));
+        assert_eq!(
+            choose_backend(Some(BackendChoice::Sandbox), &s).unwrap(),
+            BackendKind::Sandbox
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_a_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "sk_test_fromfile\n").unwrap();
+        let p = path.to_str().unwrap();
+        let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY_FILE", p)])).unwrap();
+        assert_eq!(s.stripe.unwrap().expose(), "sk_test_fromfile");
+        let e = Secrets::from_env(&env_of(&[
+            ("STRIPE_API_KEY_FILE", p),
+            ("STRIPE_API_KEY", "k"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("only one"));
+        let e =
+            Secrets::from_env(&env_of(&[("STREAM_API_KEY_FILE", "/nonexistent/k")])).unwrap_err();
+        assert!(e.contains("cannot be read"));
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let a = Cli::try_parse_from(["paylink-mcp", "--read-only", "stdio"]).unwrap();
+        let b = Cli::try_parse_from(["paylink-mcp", "stdio", "--read-only"]).unwrap();
+        assert!(a.global.read_only && b.global.read_only);
+        let c = Cli::try_parse_from([
+            "paylink-mcp",
+            "stdio",
+            "--tools",
+            "get_payment_link,list_products",
+        ])
+        .unwrap();
+        assert_eq!(c.global.tools.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn there_is_no_flag_for_a_key() {
+        assert!(Cli::try_parse_from(["paylink-mcp", "--stream-api-key", "x"]).is_err());
+        assert!(Cli::try_parse_from(["paylink-mcp", "--api-key", "x"]).is_err());
+    }
+}

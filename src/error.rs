@@ -1,0 +1,307 @@
+//! The one error type of the server, and the JSON envelope a caller sees.
+//!
+//! Every failure a caller can cause (bad arguments, an upstream refusal, a network fault) becomes an
+//! [`Error`]; the tool layer turns it into an `isError: true` tool result whose text is exactly
+//! `{"error": {...}}` as built by [`Error::envelope`]. Protocol-level problems (an unknown tool) never
+//! pass through here: they stay JSON-RPC errors.
+//!
+//! This module must never format a secret: messages are built from field names, upstream codes and
+//! upstream messages that have already been scrubbed (see `upstream::scrub`).
+
+use serde::Serialize;
+
+/// What the upstream said about a failed request, kept so the caller can quote it to support.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamContext {
+    /// HTTP status of the upstream answer, when there was one.
+    pub status: Option<u16>,
+    /// The upstream's own error code (Stream `error.code`, Stripe `error.code` or `error.type`).
+    pub code: Option<String>,
+    /// The upstream's request id (Stream `x-request-id`, Stripe `Request-Id`).
+    pub request_id: Option<String>,
+}
+
+/// Everything that can go wrong in a tool call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The arguments are wrong; `field` names the offending argument (`items[2].quantity`).
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+
+    /// The thing asked for does not exist (for this caller).
+    #[error("{message}")]
+    NotFound {
+        field: Option<String>,
+        message: String,
+        upstream: UpstreamContext,
+    },
+
+    /// The upstream refused the credentials, or none were configured.
+    #[error("{message}")]
+    Auth {
+        message: String,
+        upstream: UpstreamContext,
+    },
+
+    /// The active backend cannot honour this argument; it is refused rather than dropped.
+    #[error("{field}: {message}")]
+    UnsupportedByBackend { field: String, message: String },
+
+    /// A write against live money that the operator did not allow (`--allow-live`).
+    #[error("{message}")]
+    LiveGuard { message: String },
+
+    /// Too many requests, from us or from the upstream.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: Option<u64>,
+        upstream: UpstreamContext,
+    },
+
+    /// The upstream failed or refused for a reason that is not one of the above.
+    #[error("{message}")]
+    Upstream {
+        field: Option<String>,
+        message: String,
+        retry_safe: bool,
+        upstream: UpstreamContext,
+    },
+
+    /// A write may or may not have happened upstream; retrying blindly could duplicate it.
+    #[error("{message}")]
+    OutcomeUnknown {
+        message: String,
+        upstream: UpstreamContext,
+    },
+
+    /// The same `idempotency_key` was used with different arguments.
+    #[error("{message}")]
+    IdempotencyConflict { message: String },
+
+    /// A fault of this server (configuration, I/O). Never caused by a secret.
+    #[error("{message}")]
+    Internal { message: String, retry_safe: bool },
+}
+
+/// The `kind` of an error envelope: a closed vocabulary a model can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Validation,
+    NotFound,
+    Auth,
+    UnsupportedByBackend,
+    LiveGuard,
+    RateLimited,
+    Upstream,
+    OutcomeUnknown,
+    IdempotencyConflict,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Validation => "validation",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Auth => "auth",
+            ErrorKind::UnsupportedByBackend => "unsupported_by_backend",
+            ErrorKind::LiveGuard => "live_guard",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::OutcomeUnknown => "outcome_unknown",
+            ErrorKind::IdempotencyConflict => "idempotency_conflict",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// The body of the `isError` result: `{"error": ErrorBody}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    pub retry_safe: bool,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: &'a ErrorBody,
+}
+
+impl Error {
+    /// A validation error on `field`.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A refusal of an argument the backend cannot honour.
+    pub fn unsupported(field: impl Into<String>, backend: &str) -> Self {
+        let field = field.into();
+        Error::UnsupportedByBackend {
+            message: format!(
+                "the {backend} backend cannot honour `{field}`; remove it and call again (it is refused, never silently dropped)"
+            ),
+            field,
+        }
+    }
+
+    /// A fault of this server.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal {
+            message: message.into(),
+            retry_safe: false,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Validation { .. } => ErrorKind::Validation,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Auth { .. } => ErrorKind::Auth,
+            Error::UnsupportedByBackend { .. } => ErrorKind::UnsupportedByBackend,
+            Error::LiveGuard { .. } => ErrorKind::LiveGuard,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::Upstream { .. } => ErrorKind::Upstream,
+            Error::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
+            Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
+            Error::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether sending the very same call again may succeed without side effects a caller would regret.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            Error::RateLimited { .. } => true,
+            Error::Upstream { retry_safe, .. } | Error::Internal { retry_safe, .. } => *retry_safe,
+            _ => false,
+        }
+    }
+
+    /// The upstream context, when the error came from an upstream answer.
+    pub fn upstream(&self) -> Option<&UpstreamContext> {
+        match self {
+            Error::NotFound { upstream, .. }
+            | Error::Auth { upstream, .. }
+            | Error::RateLimited { upstream, .. }
+            | Error::Upstream { upstream, .. }
+            | Error::OutcomeUnknown { upstream, .. } => Some(upstream),
+            _ => None,
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Validation { field, .. } | Error::UnsupportedByBackend { field, .. } => {
+                Some(field)
+            }
+            Error::NotFound { field, .. } | Error::Upstream { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Error::Validation { message, .. }
+            | Error::NotFound { message, .. }
+            | Error::Auth { message, .. }
+            | Error::UnsupportedByBackend { message, .. }
+            | Error::LiveGuard { message }
+            | Error::RateLimited { message, .. }
+            | Error::Upstream { message, .. }
+            | Error::OutcomeUnknown { message, .. }
+            | Error::IdempotencyConflict { message }
+            | Error::Internal { message, .. } => message,
+        }
+    }
+
+    /// The structured body a caller sees.
+    pub fn body(&self) -> ErrorBody {
+        let upstream = self.upstream();
+        ErrorBody {
+            kind: self.kind(),
+            message: self.message().to_owned(),
+            field: self.field().map(str::to_owned),
+            status: upstream.and_then(|u| u.status),
+            upstream_code: upstream.and_then(|u| u.code.clone()),
+            request_id: upstream.and_then(|u| u.request_id.clone()),
+            retry_after_secs: match self {
+                Error::RateLimited {
+                    retry_after_secs, ..
+                } => *retry_after_secs,
+                _ => None,
+            },
+            retry_safe: self.retry_safe(),
+        }
+    }
+
+    /// The exact text of the `isError` result: `{"error": {...}}`.
+    pub fn envelope(&self) -> String {
+        let body = self.body();
+        // Serializing a struct of strings, integers and booleans into a String cannot fail.
+        serde_json::to_string(&Envelope { error: &body }).unwrap_or_else(|_| {
+            r#"{"error":{"kind":"internal","message":"error envelope could not be encoded","retry_safe":false}}"#.to_owned()
+        })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_envelope_names_the_field_and_is_not_retry_safe() {
+        let e = Error::validation("items[0].quantity", "must be at least 1");
+        let v: serde_json::Value = serde_json::from_str(&e.envelope()).unwrap();
+        assert_eq!(v["error"]["kind"], "validation");
+        assert_eq!(v["error"]["field"], "items[0].quantity");
+        assert_eq!(v["error"]["retry_safe"], false);
+        assert!(v["error"].get("status").is_none());
+    }
+
+    #[test]
+    fn upstream_envelope_carries_status_code_and_request_id() {
+        let e = Error::Upstream {
+            field: None,
+            message: "bad gateway".into(),
+            retry_safe: true,
+            upstream: UpstreamContext {
+                status: Some(502),
+                code: Some("BAD_GATEWAY".into()),
+                request_id: Some("req_1".into()),
+            },
+        };
+        let v: serde_json::Value = serde_json::from_str(&e.envelope()).unwrap();
+        assert_eq!(v["error"]["kind"], "upstream");
+        assert_eq!(v["error"]["status"], 502);
+        assert_eq!(v["error"]["upstream_code"], "BAD_GATEWAY");
+        assert_eq!(v["error"]["request_id"], "req_1");
+        assert_eq!(v["error"]["retry_safe"], true);
+    }
+
+    #[test]
+    fn outcome_unknown_is_never_retry_safe() {
+        let e = Error::OutcomeUnknown {
+            message: "timed out".into(),
+            upstream: UpstreamContext::default(),
+        };
+        assert!(!e.retry_safe());
+        assert_eq!(e.kind().as_str(), "outcome_unknown");
+    }
+}

@@ -1,0 +1,31 @@
+//! # paylink-mcp
+//!
+//! A Model Context Protocol server that lets AI assistants create and inspect payment links on
+//! Stream, Stripe, or an embedded sandbox.
+//!
+//! The modules read like the architecture, from the outside in:
+//!
+//! - [`startup`] and [`config`]: the command line, the environment, secrets; building the server.
+//! - [`transport`]: stdio and streamable HTTP.
+//! - [`server`]: the MCP handler; finds the caller's [`tenant`] and hands calls to [`tools`].
+//! - [`tools`]: tool names, schemas, argument decoding and validation, result shaping.
+//! - [`domain`]: values that can only exist valid (`Money`, `Quantity`, `ProductId`, ...).
+//! - [`model`]: the normalized objects every backend returns.
+//! - [`backend`]: the payments APIs behind one trait: sandbox, Stream, Stripe.
+//! - [`error`]: the one error type and the JSON envelope callers see.
+//! - [`secret`]: keys that cannot be printed and are wiped on drop.
+
+pub mod backend;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod model;
+pub mod secret;
+pub mod server;
+pub mod startup;
+pub mod telemetry;
+pub mod tenant;
+pub mod tools;
+pub mod transport;
+
+pub use error::{Error, Result};

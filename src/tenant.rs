@@ -1,0 +1,13 @@
+//! Tenants: who is calling, and the backend instance that holds their key or their sandbox data.
+
+use std::sync::Arc;
+
+use crate::backend::Backend;
+
+/// One caller: the stdio user, or one HTTP bearer key.
+pub struct Tenant {
+    /// Short hash of the tenant's key, for logs. Never the key.
+    pub fingerprint: String,
+    /// This tenant's backend instance.
+    pub backend: Arc<dyn Backend>,
+}

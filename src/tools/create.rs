@@ -1,0 +1,253 @@
+//! `create_payment_link`: arguments, their validation into a [`NewPaymentLink`], and the call.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::backend::{BackendRules, NewItem, NewPaymentLink};
+use crate::domain::{
+    CouponId, CurrencyCode, Description, LinkName, MaxPayments, Metadata, ProductId, Quantity,
+    RedirectUrl, ValidUntil,
+};
+use crate::error::{Error, Result};
+
+/// The most line items one link may carry (Stripe's limit; applied on every backend).
+pub const MAX_ITEMS: usize = 20;
+
+fn one() -> i64 {
+    1
+}
+
+/// One product on the link.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemArgs {
+    /// The product to sell, from list_products (`id`). Stream and sandbox: a UUID v4. Stripe: a
+    /// `price_...` id, or a `prod_...` id meaning that product's default price.
+    pub product_id: String,
+    /// How many units. At least 1; default 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1_000_000), default = "one")]
+    pub quantity: i64,
+    /// Coupon ids (UUID v4) applied to this item only. Stream and sandbox only.
+    #[serde(default)]
+    pub coupons: Vec<String>,
+}
+
+/// Create a payment link: a hosted checkout page for one or more products, to share with payers.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentLinkArgs {
+    /// Name of the link, shown to payers (1 to 160 characters), e.g. "Order #1042".
+    #[schemars(length(min = 1, max = 160))]
+    pub name: String,
+    /// The products to sell: 1 to 20 items. On Stream and the sandbox, one-time and recurring
+    /// products cannot be mixed on one link, and every product needs a price in the link's currency.
+    #[schemars(length(min = 1, max = 20))]
+    pub items: Vec<ItemArgs>,
+    /// Longer description shown to payers (up to 500 characters).
+    #[schemars(length(min = 1, max = 500))]
+    pub description: Option<String>,
+    /// ISO 4217 currency code, case-insensitive (e.g. SAR, USD, KWD). Default: SAR on Stream and the
+    /// sandbox (which accept SAR USD EUR GBP AED BHD KWD OMR QAR); on Stripe, the prices' currency.
+    pub currency: Option<String>,
+    /// Coupon ids (UUID v4) applied to the whole link.
+    #[serde(default)]
+    pub coupons: Vec<String>,
+    /// When the link stops accepting payments: an RFC 3339 timestamp in the future, e.g.
+    /// "2030-01-31T23:59:00Z". Without an offset it is taken as UTC.
+    pub valid_until: Option<String>,
+    /// How many payments the link accepts before it completes (at least 1). Omit for unlimited.
+    #[schemars(range(min = 1))]
+    pub max_number_of_payments: Option<i64>,
+    /// Absolute http(s) URL (up to 2000 characters) the payer is sent to after paying.
+    #[schemars(length(min = 1, max = 2000))]
+    pub success_redirect_url: Option<String>,
+    /// Absolute http(s) URL (up to 2000 characters) the payer is sent to after a failed payment.
+    #[schemars(length(min = 1, max = 2000))]
+    pub failure_redirect_url: Option<String>,
+    /// UUID of an existing Stream customer who alone may pay this link (then usually set
+    /// max_number_of_payments to 1).
+    pub organization_consumer_id: Option<String>,
+    /// Your own key-value strings kept on the link: at most 50 keys (some are used by the server
+    /// itself), keys up to 40 characters, values up to 500. Keys starting with `paylink_` are reserved.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// A key of your choosing (1 to 255 printable characters) that makes this create safe to
+    /// retry: if you are unsure whether a create worked (a timeout, an `outcome_unknown` error),
+    /// call again with the SAME idempotency_key and the same arguments, and you get the link that
+    /// was created instead of a second one. Use a new key for every new link.
+    #[schemars(length(min = 1, max = 255))]
+    pub idempotency_key: Option<String>,
+}
+
+/// An idempotency key as the caller gave it, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str, field: &str) -> Result<Self> {
+        if raw.is_empty() || raw.len() > 255 || !raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(Error::validation(
+                field,
+                "must be 1 to 255 printable ASCII characters",
+            ));
+        }
+        Ok(IdempotencyKey(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated create request and its idempotency key.
+#[derive(Debug)]
+pub struct CreateRequest {
+    pub link: NewPaymentLink,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+fn present(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// Refuses arguments the backend cannot honour before anything else, so that a refused field is
+/// reported as unsupported rather than unknown.
+pub fn refuse_unsupported(args: Option<&Map<String, Value>>, rules: &BackendRules) -> Result<()> {
+    let Some(args) = args else { return Ok(()) };
+    for field in rules.unsupported_create_fields {
+        if let Some(nested) = field.strip_prefix("items[].") {
+            if let Some(Value::Array(items)) = args.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    if present(item.get(nested)) {
+                        return Err(Error::unsupported(
+                            format!("items[{i}].{nested}"),
+                            rules.kind.as_str(),
+                        ));
+                    }
+                }
+            }
+        } else if present(args.get(*field)) {
+            return Err(Error::unsupported(*field, rules.kind.as_str()));
+        }
+    }
+    Ok(())
+}
+
+impl CreatePaymentLinkArgs {
+    /// Checks every rule and builds the domain request.
+    pub fn validate(self, rules: &BackendRules) -> Result<CreateRequest> {
+        let name = LinkName::parse(&self.name, "name")?;
+        if self.items.is_empty() {
+            return Err(Error::validation("items", "at least one item is required"));
+        }
+        if self.items.len() > MAX_ITEMS {
+            return Err(Error::validation(
+                "items",
+                format!(
+                    "at most {MAX_ITEMS} items per link, got {}",
+                    self.items.len()
+                ),
+            ));
+        }
+        let mut items = Vec::with_capacity(self.items.len());
+        for (i, item) in self.items.into_iter().enumerate() {
+            let product_id = ProductId::parse(
+                &item.product_id,
+                &format!("items[{i}].product_id"),
+                rules.id_format,
+            )?;
+            let quantity = Quantity::parse(item.quantity, &format!("items[{i}].quantity"))?;
+            let coupons = item
+                .coupons
+                .iter()
+                .enumerate()
+                .map(|(c, id)| CouponId::parse(id, &format!("items[{i}].coupons[{c}]")))
+                .collect::<Result<Vec<_>>>()?;
+            items.push(NewItem {
+                product_id,
+                quantity,
+                coupons,
+            });
+        }
+        let description = self
+            .description
+            .as_deref()
+            .map(|d| Description::parse(d, "description"))
+            .transpose()?;
+        let currency = self
+            .currency
+            .as_deref()
+            .map(|c| match rules.currencies {
+                Some(allowed) => CurrencyCode::parse_in(c, "currency", allowed),
+                None => CurrencyCode::parse(c, "currency"),
+            })
+            .transpose()?;
+        let coupons = self
+            .coupons
+            .iter()
+            .enumerate()
+            .map(|(c, id)| CouponId::parse(id, &format!("coupons[{c}]")))
+            .collect::<Result<Vec<_>>>()?;
+        let valid_until = self
+            .valid_until
+            .as_deref()
+            .map(|v| ValidUntil::parse(v, "valid_until", Utc::now()))
+            .transpose()?;
+        let max_number_of_payments = self
+            .max_number_of_payments
+            .map(|m| MaxPayments::parse(m, "max_number_of_payments"))
+            .transpose()?;
+        let success_redirect_url = self
+            .success_redirect_url
+            .as_deref()
+            .map(|u| RedirectUrl::parse(u, "success_redirect_url"))
+            .transpose()?;
+        let failure_redirect_url = self
+            .failure_redirect_url
+            .as_deref()
+            .map(|u| RedirectUrl::parse(u, "failure_redirect_url"))
+            .transpose()?;
+        let organization_consumer_id = self
+            .organization_consumer_id
+            .as_deref()
+            .map(|id| {
+                uuid::Uuid::try_parse(id.trim())
+                    .map(|u| u.hyphenated().to_string())
+                    .map_err(|_| {
+                        Error::validation("organization_consumer_id", "must be a customer UUID")
+                    })
+            })
+            .transpose()?;
+        let metadata = Metadata::parse(self.metadata, "metadata", rules.reserved_metadata_keys)?;
+        let idempotency_key = self
+            .idempotency_key
+            .as_deref()
+            .map(|k| IdempotencyKey::parse(k, "idempotency_key"))
+            .transpose()?;
+        Ok(CreateRequest {
+            link: NewPaymentLink {
+                name,
+                items,
+                description,
+                currency,
+                coupons,
+                valid_until,
+                max_number_of_payments,
+                success_redirect_url,
+                failure_redirect_url,
+                organization_consumer_id,
+                metadata,
+            },
+            idempotency_key,
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! The MCP tools: their names, schemas, annotations and the thin code between the protocol and a
+//! backend — decode the arguments, validate them into domain types, call one backend method,
+//! shape the answer. Business rules live below, in `domain` and `backend`.
+//!
+//! The tool list is built once per process ([`ToolSet::new`]): schemas are generated, pruned for
+//! the backend (a Stripe server does not advertise fields Stripe cannot honour) and filtered by
+//! the operator's `--read-only`/`--tools` choice. A tool left out here does not exist for callers.
+
+pub mod args;
+pub mod create;
+pub mod read;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::backend::{Backend, BackendRules};
+use crate::error::{Error, Result};
+use crate::model::{LineItem, Page, PaymentLink, Product};
+
+/// Names of every tool this server knows, in listing order.
+pub const CREATE_PAYMENT_LINK: &str = "create_payment_link";
+pub const GET_PAYMENT_LINK: &str = "get_payment_link";
+pub const LIST_LINE_ITEMS: &str = "list_line_items";
+pub const LIST_PRODUCTS: &str = "list_products";
+pub const ALL_TOOLS: &[&str] = &[
+    CREATE_PAYMENT_LINK,
+    GET_PAYMENT_LINK,
+    LIST_LINE_ITEMS,
+    LIST_PRODUCTS,
+];
+
+/// Which tools the operator enabled.
+#[derive(Debug, Clone, Default)]
+pub struct ToolFilter {
+    /// Only tools that do not write.
+    pub read_only: bool,
+    /// If set, only these tools (names checked at start-up).
+    pub allow: Option<Vec<String>>,
+}
+
+const CREATE_DESCRIPTION: &str = "Create a payment link: a hosted checkout page selling one or more products, whose `url` you share with the payer. \
+Find product ids with list_products first. Returns the new link (id, url, status, total as exact Money). \
+This call is NOT idempotent by itself: calling it twice creates two links. To retry safely after a timeout or an \
+`outcome_unknown` error, pass an `idempotency_key` and reuse the SAME key with the same arguments when you retry the same \
+intent; a new link needs a new key. Errors come back as {\"error\": {kind, message, field, retry_safe}}: fix `field` on \
+`validation`, never blindly retry when retry_safe is false.";
+
+const GET_DESCRIPTION: &str = "Get one payment link by id: status (active, inactive, completed), url, total and \
+collected amounts as exact Money, limits (max payments, valid_until) and metadata. Always read fresh from the payments API.";
+
+const LINE_ITEMS_DESCRIPTION: &str = "List the line items of a payment link (product, quantity, unit and line amounts), \
+a page at a time: `limit` 1-100 (default 10). While `has_more` is true, call again with `starting_after` set to the \
+answer's `next_cursor`.";
+
+const PRODUCTS_DESCRIPTION: &str = "List the merchant's products, a page at a time (`limit` 1-100, default 10; pass \
+`next_cursor` back as `cursor` for the next page). Each product has an `id` to use as `items[].product_id` in \
+create_payment_link, its kind (one_time or recurring, with interval) and its prices, one per currency.";
+
+struct ToolSpec {
+    tool: Tool,
+    read_only: bool,
+}
+
+/// The enabled tools, built once.
+pub struct ToolSet {
+    rules: BackendRules,
+    specs: Vec<ToolSpec>,
+    /// `tools/list` answer, shared by every session.
+    listed: Arc<Vec<Tool>>,
+}
+
+fn prune_create_schema(schema: &JsonObject, rules: &BackendRules) -> JsonObject {
+    let mut schema = schema.clone();
+    for field in rules.unsupported_create_fields {
+        if let Some(nested) = field.strip_prefix("items[].") {
+            // The item schema sits in $defs; prune it there.
+            if let Some(Value::Object(defs)) = schema.get_mut("$defs")
+                && let Some(Value::Object(item)) = defs.get_mut("ItemArgs")
+                && let Some(Value::Object(props)) = item.get_mut("properties")
+            {
+                props.remove(nested);
+            }
+        } else if let Some(Value::Object(props)) = schema.get_mut("properties") {
+            props.remove(*field);
+        }
+    }
+    schema
+}
+
+impl ToolSet {
+    /// Builds the tool list for a backend, applying the operator's filter. Fails on an unknown
+    /// tool name in the allow-list, so a typo is caught at start-up rather than hiding a tool.
+    pub fn new(rules: BackendRules, filter: &ToolFilter) -> Result<Self, String> {
+        if let Some(allow) = &filter.allow {
+            for name in allow {
+                if !ALL_TOOLS.contains(&name.as_str()) {
+                    return Err(format!(
+                        "unknown tool `{name}` in --tools; known tools: {}",
+                        ALL_TOOLS.join(", ")
+                    ));
+                }
+            }
+        }
+        let input = |r: Result<Arc<JsonObject>, String>| r.map_err(|e| format!("tool schema: {e}"));
+        let create_schema = input(schema_for_input::<create::CreatePaymentLinkArgs>())?;
+        let all = vec![
+            ToolSpec {
+                tool: Tool::new(
+                    CREATE_PAYMENT_LINK,
+                    CREATE_DESCRIPTION,
+                    Arc::new(prune_create_schema(&create_schema, &rules)),
+                )
+                .with_title("Create payment link")
+                .with_raw_output_schema(schema_for_output::<PaymentLink>())
+                .with_annotations(
+                    ToolAnnotations::with_title("Create payment link")
+                        .read_only(false)
+                        .destructive(false)
+                        .idempotent(false)
+                        .open_world(true),
+                ),
+                read_only: false,
+            },
+            ToolSpec {
+                tool: Tool::new(
+                    GET_PAYMENT_LINK,
+                    GET_DESCRIPTION,
+                    input(schema_for_input::<read::GetPaymentLinkArgs>())?,
+                )
+                .with_title("Get payment link")
+                .with_raw_output_schema(schema_for_output::<PaymentLink>())
+                .with_annotations(read_annotations("Get payment link")),
+                read_only: true,
+            },
+            ToolSpec {
+                tool: Tool::new(
+                    LIST_LINE_ITEMS,
+                    LINE_ITEMS_DESCRIPTION,
+                    input(schema_for_input::<read::ListLineItemsArgs>())?,
+                )
+                .with_title("List line items")
+                .with_raw_output_schema(schema_for_output::<Page<LineItem>>())
+                .with_annotations(read_annotations("List line items")),
+                read_only: true,
+            },
+            ToolSpec {
+                tool: Tool::new(
+                    LIST_PRODUCTS,
+                    PRODUCTS_DESCRIPTION,
+                    input(schema_for_input::<read::ListProductsArgs>())?,
+                )
+                .with_title("List products")
+                .with_raw_output_schema(schema_for_output::<Page<Product>>())
+                .with_annotations(read_annotations("List products")),
+                read_only: true,
+            },
+        ];
+        let specs: Vec<ToolSpec> = all
+            .into_iter()
+            .filter(|s| !filter.read_only || s.read_only)
+            .filter(|s| {
+                filter
+                    .allow
+                    .as_ref()
+                    .is_none_or(|a| a.iter().any(|n| n == s.tool.name.as_ref()))
+            })
+            .collect();
+        let listed = Arc::new(specs.iter().map(|s| s.tool.clone()).collect());
+        Ok(ToolSet {
+            rules,
+            specs,
+            listed,
+        })
+    }
+
+    /// The `tools/list` answer.
+    pub fn listed(&self) -> Arc<Vec<Tool>> {
+        self.listed.clone()
+    }
+
+    /// The definition of an enabled tool.
+    pub fn get(&self, name: &str) -> Option<&Tool> {
+        self.specs.iter().map(|s| &s.tool).find(|t| t.name == name)
+    }
+
+    pub fn rules(&self) -> &BackendRules {
+        &self.rules
+    }
+
+    /// Runs an enabled tool. `None` means the tool does not exist (or is not enabled): the caller
+    /// answers with the JSON-RPC error for an unknown tool.
+    pub async fn call(
+        &self,
+        name: &str,
+        args: Option<&Map<String, Value>>,
+        backend: &dyn Backend,
+        allow_live: bool,
+    ) -> Option<CallToolResult> {
+        let spec = self.specs.iter().find(|s| s.tool.name == name)?;
+        let rules = &self.rules;
+        let result = match spec.tool.name.as_ref() {
+            CREATE_PAYMENT_LINK => {
+                async {
+                    create::refuse_unsupported(args, rules)?;
+                    let request = args::decode::<create::CreatePaymentLinkArgs>(args)?
+                        .validate(rules)?;
+                    if backend.livemode() && !allow_live {
+                        return Err(Error::LiveGuard {
+                            message: "this server talks to live money and was not started with --allow-live; creating links is refused. Reads work; ask the operator to restart with --allow-live, or use a test/staging key".into(),
+                        });
+                    }
+                    backend.create_payment_link(request.link).await.map(to_value)
+                }
+                .await
+            }
+            GET_PAYMENT_LINK => {
+                async {
+                    let id = args::decode::<read::GetPaymentLinkArgs>(args)?.validate(rules)?;
+                    backend.get_payment_link(&id).await.map(to_value)
+                }
+                .await
+            }
+            LIST_LINE_ITEMS => {
+                async {
+                    let q = args::decode::<read::ListLineItemsArgs>(args)?.validate(rules)?;
+                    backend.list_line_items(q).await.map(to_value)
+                }
+                .await
+            }
+            LIST_PRODUCTS => {
+                async {
+                    let q = args::decode::<read::ListProductsArgs>(args)?.validate(rules)?;
+                    backend.list_products(q).await.map(to_value)
+                }
+                .await
+            }
+            _ => return None,
+        };
+        Some(match result {
+            Ok(Ok(value)) => CallToolResult::structured(value),
+            Ok(Err(e)) | Err(e) => error_result(&e),
+        })
+    }
+}
+
+fn read_annotations(title: &str) -> ToolAnnotations {
+    ToolAnnotations::with_title(title)
+        .read_only(true)
+        .destructive(false)
+        .idempotent(true)
+        .open_world(true)
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value> {
+    serde_json::to_value(v)
+        .map_err(|e| Error::internal(format!("could not encode the result: {e}")))
+}
+
+/// The `isError` result for an error: its text is exactly the JSON envelope.
+pub fn error_result(e: &Error) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(e.envelope())])
+}
+
+/// Borrowed tool name, for logging without allocation.
+pub fn tool_name(tool: &Tool) -> Cow<'static, str> {
+    tool.name.clone()
+}

@@ -1,0 +1,89 @@
+//! Arguments of the read tools: `get_payment_link`, `list_line_items`, `list_products`.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::backend::{BackendRules, LineItemsQuery, ProductsQuery};
+use crate::domain::{PageCursor, PageLimit, PaymentLinkId, parse_item_id};
+use crate::error::Result;
+
+/// Fetch one payment link by id: its status, total, URL and limits.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetPaymentLinkArgs {
+    /// The link's id, as returned by create_payment_link (`id`).
+    pub payment_link_id: String,
+}
+
+impl GetPaymentLinkArgs {
+    pub fn validate(self, rules: &BackendRules) -> Result<PaymentLinkId> {
+        PaymentLinkId::parse(&self.payment_link_id, "payment_link_id", rules.id_format)
+    }
+}
+
+/// List the line items (products, quantities, amounts) of a payment link, a page at a time.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListLineItemsArgs {
+    /// The link whose items to list.
+    pub payment_link_id: String,
+    /// Items per page, 1 to 100. Default 10.
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    /// Return the items after this line item id: pass the previous answer's `next_cursor`.
+    pub starting_after: Option<String>,
+    /// Return the items before this line item id (to page backwards).
+    pub ending_before: Option<String>,
+}
+
+impl ListLineItemsArgs {
+    pub fn validate(self, rules: &BackendRules) -> Result<LineItemsQuery> {
+        Ok(LineItemsQuery {
+            payment_link_id: PaymentLinkId::parse(
+                &self.payment_link_id,
+                "payment_link_id",
+                rules.id_format,
+            )?,
+            limit: PageLimit::parse(self.limit, "limit")?,
+            starting_after: self
+                .starting_after
+                .as_deref()
+                .map(|s| parse_item_id(s, "starting_after"))
+                .transpose()?,
+            ending_before: self
+                .ending_before
+                .as_deref()
+                .map(|s| parse_item_id(s, "ending_before"))
+                .transpose()?,
+        })
+    }
+}
+
+/// List the merchant's products (the catalog), to find the `product_id`s a link can sell.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListProductsArgs {
+    /// Products per page, 1 to 100. Default 10.
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
+    pub cursor: Option<String>,
+}
+
+impl ListProductsArgs {
+    pub fn validate(self, _rules: &BackendRules) -> Result<ProductsQuery> {
+        let explicit = self
+            .limit
+            .map(|l| PageLimit::parse(Some(l), "limit"))
+            .transpose()?;
+        let cursor = self
+            .cursor
+            .as_deref()
+            .map(|c| PageCursor::decode(c, explicit))
+            .transpose()?;
+        Ok(ProductsQuery {
+            limit: explicit.unwrap_or(PageLimit::parse(None, "limit")?),
+            cursor,
+        })
+    }
+}
