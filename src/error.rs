@@ -25,8 +25,13 @@ pub struct UpstreamContext {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The arguments are wrong; `field` names the offending argument (`items[2].quantity`).
+    /// `upstream` is set when the upstream, not this server, found the problem.
     #[error("{field}: {message}")]
-    Validation { field: String, message: String },
+    Validation {
+        field: String,
+        message: String,
+        upstream: Option<UpstreamContext>,
+    },
 
     /// The thing asked for does not exist (for this caller).
     #[error("{message}")]
@@ -146,6 +151,7 @@ impl Error {
         Error::Validation {
             field: field.into(),
             message: message.into(),
+            upstream: None,
         }
     }
 
@@ -195,6 +201,7 @@ impl Error {
     /// The upstream context, when the error came from an upstream answer.
     pub fn upstream(&self) -> Option<&UpstreamContext> {
         match self {
+            Error::Validation { upstream, .. } => upstream.as_ref(),
             Error::NotFound { upstream, .. }
             | Error::Auth { upstream, .. }
             | Error::RateLimited { upstream, .. }

@@ -27,5 +27,6 @@ pub mod telemetry;
 pub mod tenant;
 pub mod tools;
 pub mod transport;
+pub mod upstream;
 
 pub use error::{Error, Result};

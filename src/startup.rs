@@ -4,9 +4,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use clap::Parser;
 
 use crate::backend::sandbox::{SandboxBackend, coupon_summary};
+use crate::backend::stream::StreamBackend;
+use crate::backend::unconfigured::Unconfigured;
 use crate::backend::{Backend, BackendRules};
 use crate::config::{Cli, Command, GlobalOpts, Secrets, choose_backend};
 use crate::model::BackendKind;
@@ -14,6 +18,7 @@ use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource};
 use crate::tenant::Tenant;
 use crate::tools::{ToolFilter, ToolSet};
+use crate::upstream::{UpstreamClient, UpstreamSettings};
 
 /// The process entry point: parse, log, serve. Exit code 2 for configuration errors.
 pub fn main() -> ExitCode {
@@ -84,13 +89,63 @@ pub fn build_tools(kind: BackendKind, opts: &GlobalOpts) -> Result<ToolSet, Stri
     )
 }
 
+/// Upstream timeouts and retries from the options.
+pub fn upstream_settings(opts: &GlobalOpts) -> UpstreamSettings {
+    UpstreamSettings {
+        connect_timeout: Duration::from_secs(opts.connect_timeout_secs.max(1)),
+        attempt_timeout: Duration::from_secs(opts.upstream_timeout_secs.max(1)),
+        deadline: Duration::from_secs(opts.request_deadline_secs.max(1)),
+        max_retries: opts.max_retries,
+        ..UpstreamSettings::default()
+    }
+}
+
+/// Checks an http(s) base URL given by the operator.
+pub fn check_base_url(raw: &str, option: &str) -> Result<String, String> {
+    let url =
+        url::Url::parse(raw.trim()).map_err(|e| format!("{option} `{raw}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "{option} `{raw}` must be an http(s) URL with a host"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Checks `STREAM_BRANCH_ID`.
+pub fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, String> {
+    raw.map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            uuid::Uuid::try_parse(b)
+                .map(|u| u.hyphenated().to_string())
+                .map_err(|_| format!("STREAM_BRANCH_ID `{b}` is not a UUID"))
+        })
+        .transpose()
+}
+
 fn stdio_backend(
     kind: BackendKind,
     opts: &GlobalOpts,
-    _secrets: &Secrets,
+    secrets: &Secrets,
 ) -> Result<Arc<dyn Backend>, String> {
     match kind {
         BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(opts.sandbox_max_links))),
+        BackendKind::Stream => {
+            let base = check_base_url(&opts.stream_base_url, "STREAM_BASE_URL")?;
+            let branch = check_branch_id(opts.stream_branch_id.as_deref())?;
+            let Some(key) = &secrets.stream else {
+                return Ok(Arc::new(Unconfigured::new(
+                    kind,
+                    "no Stream key is configured: set STREAM_API_KEY (or STREAM_API_KEY_FILE) in the server's environment and restart it",
+                )));
+            };
+            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts))?);
+            Ok(match StreamBackend::new(client, key, branch.as_deref()) {
+                Ok(b) => Arc::new(b),
+                Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),
+            })
+        }
         other => Err(format!(
             "the {} backend is not available in this build",
             other.as_str()

@@ -5,6 +5,9 @@
 //! types; a backend only says what to send upstream and how to read the answer.
 
 pub mod sandbox;
+pub mod stream;
+pub mod tolerant;
+pub mod unconfigured;
 
 use async_trait::async_trait;
 

@@ -1,0 +1,77 @@
+//! Tolerant reading of upstream JSON: every field optional, a field of the wrong type treated as
+//! absent, unknown fields ignored. Upstream answers are untrusted input; nothing here can panic.
+
+use serde_json::Value;
+
+/// A borrowed JSON value read as an object; a non-object reads as empty.
+#[derive(Clone, Copy)]
+pub struct Obj<'a>(pub &'a Value);
+
+impl<'a> Obj<'a> {
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn str(&self, key: &str) -> Option<&'a str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(Value::as_bool)
+    }
+
+    /// An integer, also from an integral float (`12.0`) or a string of digits.
+    pub fn i64(&self, key: &str) -> Option<i64> {
+        match self.get(key)? {
+            Value::Number(n) => n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            }),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// A decimal amount as text, from a string or a number.
+    pub fn decimal_str(&self, key: &str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn obj(&self, key: &str) -> Option<Obj<'a>> {
+        self.get(key).filter(|v| v.is_object()).map(Obj)
+    }
+
+    /// An array, or an empty slice when absent or not an array.
+    pub fn array(&self, key: &str) -> &'a [Value] {
+        self.get(key)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wrong_types_read_as_absent() {
+        let v =
+            json!({"a": 1, "s": "x", "n": null, "arr": {"not": "array"}, "f": 12.0, "big": 1e300});
+        let o = Obj(&v);
+        assert_eq!(o.str("a"), None);
+        assert_eq!(o.i64("s"), None);
+        assert_eq!(o.i64("f"), Some(12));
+        assert_eq!(o.i64("big"), None);
+        assert!(o.get("n").is_none());
+        assert!(o.array("arr").is_empty());
+        assert!(Obj(&json!([1, 2])).array("x").is_empty());
+        assert_eq!(Obj(&json!("str")).str("x"), None);
+    }
+}
