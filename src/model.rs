@@ -90,6 +90,8 @@ pub struct PaymentLink {
     pub failure_redirect_url: Option<String>,
     /// Billing interval when the link sells recurring products (e.g. "month").
     pub recurring_interval: Option<String>,
+    /// Message payers see while the link is inactive.
+    pub inactive_message: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: Option<String>,
     /// The caller's metadata (keys reserved by paylink-mcp are not shown).

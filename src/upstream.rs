@@ -51,7 +51,8 @@ impl Default for UpstreamSettings {
 /// How a request may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryMode {
-    /// A read: retried on connect errors, timeouts, 429, 502, 503, 504.
+    /// A read, or a write that sets an absolute state (a status): retried on connect errors,
+    /// timeouts, 429, 502, 503, 504.
     Read,
     /// A write the upstream cannot deduplicate (a Stream create): retried only when the
     /// connection failed before anything was sent.

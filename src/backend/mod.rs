@@ -12,11 +12,12 @@ pub mod unconfigured;
 use async_trait::async_trait;
 
 use crate::domain::{
-    CouponId, CurrencyCode, Description, IdFormat, LinkName, MaxPayments, Metadata, PageCursor,
+    CouponId, CurrencyCode, Cursor, Description, IdFormat, LinkName, MaxPayments, Metadata,
     PageLimit, PaymentLinkId, ProductId, Quantity, RedirectUrl, ValidUntil,
 };
 use crate::error::Result;
-use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
+use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product};
+use chrono::{DateTime, Utc};
 
 /// One item of a link to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +58,35 @@ pub struct LineItemsQuery {
 pub struct ProductsQuery {
     pub limit: PageLimit,
     /// Where to continue; `None` starts at the first page.
-    pub cursor: Option<PageCursor>,
+    pub cursor: Option<Cursor>,
+}
+
+/// Which payment links to list. Newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinksQuery {
+    pub limit: PageLimit,
+    pub cursor: Option<Cursor>,
+    pub status: Option<LinkStatus>,
+    /// Created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created at or before this time.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// The statuses a caller may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetStatus {
+    Active,
+    Inactive,
+}
+
+/// A validated `update_payment_link_status` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    pub payment_link_id: PaymentLinkId,
+    pub status: TargetStatus,
+    /// Shown to payers of a deactivated link.
+    pub message: Option<String>,
 }
 
 /// What differs between backends in how tool arguments are validated. Static per backend kind, so
@@ -122,6 +151,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Lists the product catalog.
     async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>>;
+
+    /// Lists payment links, newest first. A filter the upstream cannot apply is refused with
+    /// `unsupported_by_backend`, never ignored.
+    async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>>;
+
+    /// Activates or deactivates a link; answers the link as it now is.
+    async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink>;
 }
 
 /// Pages a complete, ordered list of line items by item id: the rule shared by every backend

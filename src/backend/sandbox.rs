@@ -12,8 +12,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Backend, LineItemsQuery, NewPaymentLink, ProductsQuery, page_by_item_id};
-use crate::domain::{CurrencyCode, Money, PageCursor, PaymentLinkId};
+use super::{
+    Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
+    page_by_item_id,
+};
+use crate::domain::{CurrencyCode, Cursor, Money, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
@@ -169,6 +172,7 @@ fn discounted(amount: Money, percent: u32) -> Money {
 struct StoredLink {
     link: PaymentLink,
     items: Vec<LineItem>,
+    created: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -303,12 +307,17 @@ impl SandboxBackend {
             success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
             failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
             recurring_interval: interval.map(str::to_owned),
+            inactive_message: None,
             created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
             backend: BackendKind::Sandbox,
             livemode: false,
         };
-        Ok(StoredLink { link, items })
+        Ok(StoredLink {
+            link,
+            items,
+            created: now,
+        })
     }
 
     fn with_link<T>(&self, id: &PaymentLinkId, f: impl FnOnce(&StoredLink) -> T) -> Result<T> {
@@ -360,10 +369,7 @@ impl Backend for SandboxBackend {
     }
 
     async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {
-        let cursor = query.cursor.unwrap_or(PageCursor {
-            page: 1,
-            limit: query.limit,
-        });
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
         let limit = cursor.limit.get();
         let start = (cursor.page as usize - 1).saturating_mul(limit);
         let data: Vec<Product> = PRODUCTS.iter().skip(start).take(limit).cloned().collect();
@@ -371,14 +377,67 @@ impl Backend for SandboxBackend {
         Ok(Page {
             data,
             has_more,
-            next_cursor: has_more.then(|| {
-                PageCursor {
-                    page: cursor.page + 1,
-                    limit: cursor.limit,
-                }
-                .encode()
-            }),
+            next_cursor: has_more.then(|| cursor.next().encode()),
         })
+    }
+
+    async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
+        let limit = cursor.limit.get();
+        let start = (cursor.page as usize - 1).saturating_mul(limit);
+        let store = self.store();
+        let matching: Vec<&StoredLink> = store
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| store.links.get(id))
+            .filter(|s| query.status.is_none_or(|st| s.link.status == Some(st)))
+            .filter(|s| query.created_from.is_none_or(|f| s.created >= f))
+            .filter(|s| query.created_to.is_none_or(|t| s.created <= t))
+            .collect();
+        let has_more = start.saturating_add(limit) < matching.len();
+        let data = matching
+            .into_iter()
+            .skip(start)
+            .take(limit)
+            .map(|s| s.link.clone())
+            .collect();
+        Ok(Page {
+            data,
+            has_more,
+            next_cursor: has_more.then(|| cursor.next().encode()),
+        })
+    }
+
+    async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
+        let mut store = self.store();
+        let stored = store
+            .links
+            .get_mut(update.payment_link_id.as_str())
+            .ok_or_else(|| {
+                not_found(
+                    "payment link",
+                    update.payment_link_id.as_str(),
+                    "payment_link_id",
+                )
+            })?;
+        if stored.link.status == Some(LinkStatus::Completed) {
+            return Err(Error::validation(
+                "status",
+                "this link is completed (it reached its payment limit); a completed link cannot be reactivated or deactivated",
+            ));
+        }
+        match update.status {
+            TargetStatus::Active => {
+                stored.link.status = Some(LinkStatus::Active);
+                stored.link.inactive_message = None;
+            }
+            TargetStatus::Inactive => {
+                stored.link.status = Some(LinkStatus::Inactive);
+                stored.link.inactive_message = update.message;
+            }
+        }
+        Ok(stored.link.clone())
     }
 }
 

@@ -15,8 +15,11 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 use super::tolerant::Obj;
-use super::{Backend, LineItemsQuery, NewPaymentLink, ProductsQuery, page_by_item_id};
-use crate::domain::{CurrencyCode, Money, PageCursor, PaymentLinkId};
+use super::{
+    Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
+    page_by_item_id,
+};
+use crate::domain::{CurrencyCode, Cursor, Money, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
@@ -258,10 +261,7 @@ impl Backend for StreamBackend {
     }
 
     async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {
-        let cursor = query.cursor.unwrap_or(PageCursor {
-            page: 1,
-            limit: query.limit,
-        });
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
         let v = self
             .send(self.request(
                 Method::GET,
@@ -287,14 +287,77 @@ impl Backend for StreamBackend {
         Ok(Page {
             data,
             has_more,
-            next_cursor: has_more.then(|| {
-                PageCursor {
-                    page: cursor.page + 1,
-                    limit: cursor.limit,
-                }
-                .encode()
-            }),
+            next_cursor: has_more.then(|| cursor.next().encode()),
         })
+    }
+
+    async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
+        let mut path = format!(
+            "/api/v2/payment_links?page={}&limit={}&sort_field=created_at&sort_direction=desc",
+            cursor.page,
+            cursor.limit.get()
+        );
+        if let Some(status) = query.status {
+            path.push_str(match status {
+                LinkStatus::Active => "&statuses=ACTIVE",
+                LinkStatus::Inactive => "&statuses=INACTIVE",
+                LinkStatus::Completed => "&statuses=COMPLETED",
+            });
+        }
+        for (name, at) in [
+            ("from_date", query.created_from),
+            ("to_date", query.created_to),
+        ] {
+            if let Some(at) = at {
+                // RFC 3339 in UTC: only digits, `-`, `:`, `T`, `.` and `Z`, all query-safe.
+                let text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                path.push_str(&format!("&{name}={text}"));
+            }
+        }
+        let v = self
+            .send(self.request(Method::GET, path, Body::None, RetryMode::Read))
+            .await?;
+        let root = Obj(&v);
+        let data = root
+            .array("data")
+            .iter()
+            .filter_map(|l| self.link(l).ok())
+            .collect();
+        let has_more = root
+            .obj("pagination")
+            .and_then(|p| p.bool("has_next_page"))
+            .unwrap_or(false);
+        Ok(Page {
+            data,
+            has_more,
+            next_cursor: has_more.then(|| cursor.next().encode()),
+        })
+    }
+
+    async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
+        let mut body = Map::new();
+        body.insert(
+            "status".into(),
+            json!(match update.status {
+                TargetStatus::Active => "ACTIVE",
+                TargetStatus::Inactive => "INACTIVE",
+            }),
+        );
+        if let Some(m) = &update.message {
+            body.insert("deactivate_message".into(), json!(m));
+        }
+        // Setting a status is idempotent: sending it twice leaves the same state.
+        let v = self
+            .send(self.request(
+                Method::PATCH,
+                format!("/api/v2/payment_links/{}/status", update.payment_link_id),
+                Body::Json(Bytes::from(Value::Object(body).to_string())),
+                RetryMode::Read,
+            ))
+            .await
+            .map_err(|e| name_not_found(e, "payment_link_id"))?;
+        self.link(&v)
     }
 }
 
@@ -537,6 +600,7 @@ pub fn link_from_stream(v: &Value, live: bool) -> Result<PaymentLink> {
         success_redirect_url: o.str("success_redirect_url").map(str::to_owned),
         failure_redirect_url: o.str("failure_redirect_url").map(str::to_owned),
         recurring_interval: o.str("recurring_interval").map(str::to_ascii_lowercase),
+        inactive_message: o.str("deactivate_message").map(str::to_owned),
         created_at: o.str("created_at").map(str::to_owned),
         metadata: o
             .obj("custom_metadata")

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::{Backend, LineItemsQuery, NewPaymentLink, ProductsQuery};
+use super::{Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate};
 use crate::domain::PaymentLinkId;
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
@@ -53,6 +53,14 @@ impl Backend for Unconfigured {
     }
 
     async fn list_products(&self, _query: ProductsQuery) -> Result<Page<Product>> {
+        Err(self.error())
+    }
+
+    async fn list_payment_links(&self, _query: LinksQuery) -> Result<Page<PaymentLink>> {
+        Err(self.error())
+    }
+
+    async fn update_payment_link_status(&self, _update: StatusUpdate) -> Result<PaymentLink> {
         Err(self.error())
     }
 }

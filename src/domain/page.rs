@@ -39,37 +39,71 @@ pub struct PageCursor {
     pub limit: PageLimit,
 }
 
-const CURSOR_PREFIX: &str = "pg1.";
+const PAGE_PREFIX: &str = "pg1.";
+const AFTER_PREFIX: &str = "af1.";
 
-impl PageCursor {
-    pub fn encode(self) -> String {
-        let raw = format!("{}.{}", self.page, self.limit.0);
-        format!(
-            "{CURSOR_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        )
+/// Where a list continues, handed to callers as an opaque `next_cursor`: a page number for
+/// page-based upstreams (Stream, the sandbox), or the last id seen for id-based ones (Stripe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    Page(PageCursor),
+    After { id: String, limit: PageLimit },
+}
+
+fn bad_cursor() -> Error {
+    Error::validation(
+        "cursor",
+        "is not a cursor this server issued; pass `next_cursor` from the previous answer unchanged, or omit it to start from the beginning",
+    )
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        match self {
+            Cursor::Page(p) => {
+                format!("{PAGE_PREFIX}{}", b64(&format!("{}.{}", p.page, p.limit.0)))
+            }
+            Cursor::After { id, limit } => {
+                format!("{AFTER_PREFIX}{}", b64(&format!("{}.{id}", limit.0)))
+            }
+        }
     }
 
     /// Decodes a cursor and reconciles it with an explicit `limit` argument, if one was given.
     pub fn decode(raw: &str, explicit_limit: Option<PageLimit>) -> Result<Self, Error> {
-        let bad = || {
-            Error::validation(
-                "cursor",
-                "is not a cursor this server issued; pass `next_cursor` from the previous answer unchanged, or omit it to start from the beginning",
-            )
+        let raw = raw.trim();
+        let (is_page, body) = if let Some(b) = raw.strip_prefix(PAGE_PREFIX) {
+            (true, b)
+        } else if let Some(b) = raw.strip_prefix(AFTER_PREFIX) {
+            (false, b)
+        } else {
+            return Err(bad_cursor());
         };
-        let body = raw.trim().strip_prefix(CURSOR_PREFIX).ok_or_else(bad)?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
-            .map_err(|_| bad())?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
-        let (page, limit) = text.split_once('.').ok_or_else(bad)?;
-        let page: u32 = page.parse().map_err(|_| bad())?;
-        let limit: u8 = limit.parse().map_err(|_| bad())?;
-        if page == 0 || limit == 0 || limit > PageLimit::MAX {
-            return Err(bad());
-        }
-        let limit = PageLimit(limit);
+            .map_err(|_| bad_cursor())?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad_cursor())?;
+        let (first, rest) = text.split_once('.').ok_or_else(bad_cursor)?;
+        let cursor = if is_page {
+            let page: u32 = first.parse().map_err(|_| bad_cursor())?;
+            let limit = PageLimit::parse(rest.parse().ok(), "cursor").map_err(|_| bad_cursor())?;
+            if page == 0 || rest.is_empty() {
+                return Err(bad_cursor());
+            }
+            Cursor::Page(PageCursor { page, limit })
+        } else {
+            let limit = PageLimit::parse(first.parse().ok(), "cursor").map_err(|_| bad_cursor())?;
+            let id = super::ids::parse_item_id(rest, "cursor").map_err(|_| bad_cursor())?;
+            if first.is_empty() {
+                return Err(bad_cursor());
+            }
+            Cursor::After { id, limit }
+        };
+        let limit = cursor.limit();
         if let Some(explicit) = explicit_limit
             && explicit != limit
         {
@@ -81,7 +115,33 @@ impl PageCursor {
                 ),
             ));
         }
-        Ok(PageCursor { page, limit })
+        Ok(cursor)
+    }
+
+    pub fn limit(&self) -> PageLimit {
+        match self {
+            Cursor::Page(p) => p.limit,
+            Cursor::After { limit, .. } => *limit,
+        }
+    }
+
+    /// The page to fetch for a page-based backend: the cursor's, or the first one.
+    pub fn page_or_first(cursor: Option<&Cursor>, limit: PageLimit) -> Result<PageCursor, Error> {
+        match cursor {
+            None => Ok(PageCursor { page: 1, limit }),
+            Some(Cursor::Page(p)) => Ok(*p),
+            Some(Cursor::After { .. }) => Err(bad_cursor()),
+        }
+    }
+}
+
+impl PageCursor {
+    /// The cursor of the page after this one.
+    pub fn next(self) -> Cursor {
+        Cursor::Page(PageCursor {
+            page: self.page.saturating_add(1),
+            limit: self.limit,
+        })
     }
 }
 

@@ -8,9 +8,9 @@
 
 pub mod args;
 pub mod create;
+pub mod lifecycle;
 pub mod read;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
@@ -27,11 +27,15 @@ pub const CREATE_PAYMENT_LINK: &str = "create_payment_link";
 pub const GET_PAYMENT_LINK: &str = "get_payment_link";
 pub const LIST_LINE_ITEMS: &str = "list_line_items";
 pub const LIST_PRODUCTS: &str = "list_products";
+pub const LIST_PAYMENT_LINKS: &str = "list_payment_links";
+pub const UPDATE_PAYMENT_LINK_STATUS: &str = "update_payment_link_status";
 pub const ALL_TOOLS: &[&str] = &[
     CREATE_PAYMENT_LINK,
     GET_PAYMENT_LINK,
     LIST_LINE_ITEMS,
     LIST_PRODUCTS,
+    LIST_PAYMENT_LINKS,
+    UPDATE_PAYMENT_LINK_STATUS,
 ];
 
 /// Which tools the operator enabled.
@@ -60,6 +64,14 @@ answer's `next_cursor`.";
 const PRODUCTS_DESCRIPTION: &str = "List the merchant's products, a page at a time (`limit` 1-100, default 10; pass \
 `next_cursor` back as `cursor` for the next page). Each product has an `id` to use as `items[].product_id` in \
 create_payment_link, its kind (one_time or recurring, with interval) and its prices, one per currency.";
+
+const LIST_LINKS_DESCRIPTION: &str = "List payment links, newest first, a page at a time (`limit` 1-100, default 10; \
+pass `next_cursor` back as `cursor`). Filter by `status` (active, inactive, completed) and by creation time \
+(`created_from`, `created_to`, RFC 3339). A filter the backend cannot apply is refused (unsupported_by_backend), never ignored.";
+
+const UPDATE_STATUS_DESCRIPTION: &str = "Activate or deactivate a payment link. `status: inactive` stops new payments \
+(payers see the optional `message`); `status: active` reopens it. Repeating the same call changes nothing more. \
+Returns the link as it now is.";
 
 struct ToolSpec {
     tool: Tool,
@@ -159,6 +171,34 @@ impl ToolSet {
                 .with_annotations(read_annotations("List products")),
                 read_only: true,
             },
+            ToolSpec {
+                tool: Tool::new(
+                    LIST_PAYMENT_LINKS,
+                    LIST_LINKS_DESCRIPTION,
+                    input(schema_for_input::<lifecycle::ListPaymentLinksArgs>())?,
+                )
+                .with_title("List payment links")
+                .with_raw_output_schema(schema_for_output::<Page<PaymentLink>>())
+                .with_annotations(read_annotations("List payment links")),
+                read_only: true,
+            },
+            ToolSpec {
+                tool: Tool::new(
+                    UPDATE_PAYMENT_LINK_STATUS,
+                    UPDATE_STATUS_DESCRIPTION,
+                    input(schema_for_input::<lifecycle::UpdatePaymentLinkStatusArgs>())?,
+                )
+                .with_title("Activate or deactivate a payment link")
+                .with_raw_output_schema(schema_for_output::<PaymentLink>())
+                .with_annotations(
+                    ToolAnnotations::with_title("Activate or deactivate a payment link")
+                        .read_only(false)
+                        .destructive(false)
+                        .idempotent(true)
+                        .open_world(true),
+                ),
+                read_only: false,
+            },
         ];
         let specs: Vec<ToolSpec> = all
             .into_iter()
@@ -207,14 +247,13 @@ impl ToolSet {
             CREATE_PAYMENT_LINK => {
                 async {
                     create::refuse_unsupported(args, rules)?;
-                    let request = args::decode::<create::CreatePaymentLinkArgs>(args)?
-                        .validate(rules)?;
-                    if backend.livemode() && !allow_live {
-                        return Err(Error::LiveGuard {
-                            message: "this server talks to live money and was not started with --allow-live; creating links is refused. Reads work; ask the operator to restart with --allow-live, or use a test/staging key".into(),
-                        });
-                    }
-                    backend.create_payment_link(request.link).await.map(to_value)
+                    let request =
+                        args::decode::<create::CreatePaymentLinkArgs>(args)?.validate(rules)?;
+                    live_guard(backend, allow_live)?;
+                    backend
+                        .create_payment_link(request.link)
+                        .await
+                        .map(to_value)
                 }
                 .await
             }
@@ -239,6 +278,23 @@ impl ToolSet {
                 }
                 .await
             }
+            LIST_PAYMENT_LINKS => {
+                async {
+                    let q =
+                        args::decode::<lifecycle::ListPaymentLinksArgs>(args)?.validate(rules)?;
+                    backend.list_payment_links(q).await.map(to_value)
+                }
+                .await
+            }
+            UPDATE_PAYMENT_LINK_STATUS => {
+                async {
+                    let u = args::decode::<lifecycle::UpdatePaymentLinkStatusArgs>(args)?
+                        .validate(rules)?;
+                    live_guard(backend, allow_live)?;
+                    backend.update_payment_link_status(u).await.map(to_value)
+                }
+                .await
+            }
             _ => return None,
         };
         Some(match result {
@@ -246,6 +302,16 @@ impl ToolSet {
             Ok(Err(e)) | Err(e) => error_result(&e),
         })
     }
+}
+
+/// Writes against live money need the operator's `--allow-live`.
+fn live_guard(backend: &dyn Backend, allow_live: bool) -> Result<()> {
+    if backend.livemode() && !allow_live {
+        return Err(Error::LiveGuard {
+            message: "this server talks to live money and was not started with --allow-live, so writes are refused. Reads work; ask the operator to restart with --allow-live, or use a test/staging key".into(),
+        });
+    }
+    Ok(())
 }
 
 fn read_annotations(title: &str) -> ToolAnnotations {
@@ -264,9 +330,4 @@ fn to_value<T: Serialize>(v: T) -> Result<Value> {
 /// The `isError` result for an error: its text is exactly the JSON envelope.
 pub fn error_result(e: &Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(e.envelope())])
-}
-
-/// Borrowed tool name, for logging without allocation.
-pub fn tool_name(tool: &Tool) -> Cow<'static, str> {
-    tool.name.clone()
 }

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::backend::{BackendRules, LineItemsQuery, ProductsQuery};
-use crate::domain::{PageCursor, PageLimit, PaymentLinkId, parse_item_id};
+use crate::domain::{Cursor, PageLimit, PaymentLinkId, parse_item_id};
 use crate::error::Result;
 
 /// Fetch one payment link by id: its status, total, URL and limits.
@@ -79,10 +79,14 @@ impl ListProductsArgs {
         let cursor = self
             .cursor
             .as_deref()
-            .map(|c| PageCursor::decode(c, explicit))
+            .map(|c| Cursor::decode(c, explicit))
             .transpose()?;
         Ok(ProductsQuery {
-            limit: explicit.unwrap_or(PageLimit::parse(None, "limit")?),
+            limit: cursor
+                .as_ref()
+                .map(Cursor::limit)
+                .or(explicit)
+                .unwrap_or(PageLimit::parse(None, "limit")?),
             cursor,
         })
     }

@@ -1,0 +1,151 @@
+//! Arguments of the lifecycle tools: `list_payment_links` and `update_payment_link_status`.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
+use crate::domain::{Cursor, PageLimit, PaymentLinkId};
+use crate::error::{Error, Result};
+use crate::model::LinkStatus;
+
+/// A status to filter on.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    Active,
+    Inactive,
+    Completed,
+}
+
+/// List payment links, newest first, optionally filtered by status and creation time.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListPaymentLinksArgs {
+    /// Links per page, 1 to 100. Default 10.
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
+    pub cursor: Option<String>,
+    /// Only links with this status: active, inactive or completed.
+    pub status: Option<StatusFilter>,
+    /// Only links created at or after this RFC 3339 time (no offset means UTC).
+    pub created_from: Option<String>,
+    /// Only links created at or before this RFC 3339 time (no offset means UTC).
+    pub created_to: Option<String>,
+}
+
+fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>> {
+    let s = raw.trim();
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc()))
+        .map_err(|_| {
+            Error::validation(
+                field,
+                "must be an RFC 3339 timestamp such as 2026-01-31T00:00:00Z",
+            )
+        })
+}
+
+impl ListPaymentLinksArgs {
+    pub fn validate(self, _rules: &BackendRules) -> Result<LinksQuery> {
+        let explicit = self
+            .limit
+            .map(|l| PageLimit::parse(Some(l), "limit"))
+            .transpose()?;
+        let cursor = self
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(c, explicit))
+            .transpose()?;
+        let created_from = self
+            .created_from
+            .as_deref()
+            .map(|t| parse_time(t, "created_from"))
+            .transpose()?;
+        let created_to = self
+            .created_to
+            .as_deref()
+            .map(|t| parse_time(t, "created_to"))
+            .transpose()?;
+        if let (Some(from), Some(to)) = (created_from, created_to)
+            && from > to
+        {
+            return Err(Error::validation(
+                "created_to",
+                "must not be before created_from",
+            ));
+        }
+        Ok(LinksQuery {
+            limit: cursor
+                .as_ref()
+                .map(Cursor::limit)
+                .or(explicit)
+                .unwrap_or(PageLimit::parse(None, "limit")?),
+            cursor,
+            status: self.status.map(|s| match s {
+                StatusFilter::Active => LinkStatus::Active,
+                StatusFilter::Inactive => LinkStatus::Inactive,
+                StatusFilter::Completed => LinkStatus::Completed,
+            }),
+            created_from,
+            created_to,
+        })
+    }
+}
+
+/// The status to set.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusArg {
+    /// Accept payments again.
+    Active,
+    /// Stop accepting payments (can be undone by setting active).
+    Inactive,
+}
+
+/// Activate or deactivate a payment link. Deactivating stops new payments (payers see `message`);
+/// activating undoes it. Setting the status a link already has changes nothing.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePaymentLinkStatusArgs {
+    /// The link to change.
+    pub payment_link_id: String,
+    /// active or inactive.
+    pub status: StatusArg,
+    /// Shown to payers who open the link while it is inactive (1 to 500 characters). Only with
+    /// status inactive.
+    #[schemars(length(min = 1, max = 500))]
+    pub message: Option<String>,
+}
+
+impl UpdatePaymentLinkStatusArgs {
+    pub fn validate(self, rules: &BackendRules) -> Result<StatusUpdate> {
+        let payment_link_id =
+            PaymentLinkId::parse(&self.payment_link_id, "payment_link_id", rules.id_format)?;
+        let status = match self.status {
+            StatusArg::Active => TargetStatus::Active,
+            StatusArg::Inactive => TargetStatus::Inactive,
+        };
+        let message = match (self.message, status) {
+            (None, _) => None,
+            (Some(_), TargetStatus::Active) => {
+                return Err(Error::validation(
+                    "message",
+                    "a message is only shown on an inactive link; omit it when activating",
+                ));
+            }
+            (Some(m), TargetStatus::Inactive) => Some(
+                crate::domain::Description::parse(&m, "message")?
+                    .as_str()
+                    .to_owned(),
+            ),
+        };
+        Ok(StatusUpdate {
+            payment_link_id,
+            status,
+            message,
+        })
+    }
+}
