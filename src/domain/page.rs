@@ -162,44 +162,62 @@ mod tests {
     }
 
     #[test]
-    fn cursor_round_trips() {
-        let c = PageCursor {
+    fn cursors_round_trip() {
+        let c = Cursor::Page(PageCursor {
             page: 3,
             limit: PageLimit(25),
+        });
+        assert_eq!(Cursor::decode(&c.encode(), None).unwrap(), c);
+        assert_eq!(Cursor::decode(&c.encode(), Some(PageLimit(25))).unwrap(), c);
+        let a = Cursor::After {
+            id: "plink_123".into(),
+            limit: PageLimit(7),
         };
-        assert_eq!(PageCursor::decode(&c.encode(), None).unwrap(), c);
-        assert_eq!(
-            PageCursor::decode(&c.encode(), Some(PageLimit(25))).unwrap(),
-            c
-        );
+        assert_eq!(Cursor::decode(&a.encode(), None).unwrap(), a);
     }
 
     #[test]
     fn cursor_with_another_limit_is_refused_on_limit() {
-        let c = PageCursor {
+        let c = Cursor::Page(PageCursor {
             page: 2,
             limit: PageLimit(5),
-        };
-        let e = PageCursor::decode(&c.encode(), Some(PageLimit(10))).unwrap_err();
+        });
+        let e = Cursor::decode(&c.encode(), Some(PageLimit(10))).unwrap_err();
         assert_eq!(e.field(), Some("limit"));
     }
 
     #[test]
     fn forged_cursors_are_refused_on_cursor() {
-        for bad in [
-            "",
-            "abc",
-            "pg1.",
-            "pg1.!!!",
-            "pg1.MC4xMA",
-            "pg1.MS4w",
-            "pg1.MS4xMDE",
-        ] {
+        let forged = [
+            String::new(),
+            "abc".into(),
+            "pg1.".into(),
+            "pg1.!!!".into(),
+            "af1.".into(),
+            "af1.!!".into(),
+            format!("pg1.{}", b64("0.10")),
+            format!("pg1.{}", b64("1.0")),
+            format!("pg1.{}", b64("1.101")),
+            format!("pg1.{}", b64("1.")),
+            format!("af1.{}", b64("10.a/b")),
+            format!("af1.{}", b64(".x")),
+        ];
+        for bad in &forged {
             assert_eq!(
-                PageCursor::decode(bad, None).unwrap_err().field(),
+                Cursor::decode(bad, None).unwrap_err().field(),
                 Some("cursor"),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn page_backends_refuse_id_cursors() {
+        let a = Cursor::After {
+            id: "x".into(),
+            limit: PageLimit(7),
+        };
+        assert!(Cursor::page_or_first(Some(&a), PageLimit(7)).is_err());
+        assert_eq!(Cursor::page_or_first(None, PageLimit(7)).unwrap().page, 1);
     }
 }
