@@ -19,6 +19,7 @@ pub mod backend;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod idempotency;
 pub mod model;
 pub mod secret;
 pub mod server;

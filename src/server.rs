@@ -15,7 +15,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use crate::tenant::Tenant;
-use crate::tools::ToolSet;
+use crate::tools::{Caller, ToolSet};
 
 /// Where a call's tenant comes from.
 #[derive(Clone)]
@@ -113,12 +113,15 @@ impl ServerHandler for PaylinkServer {
             ));
         };
         let started = Instant::now();
-        let call = self.shared.tools.call(
-            name,
-            request.arguments.as_ref(),
-            tenant.backend.as_ref(),
-            self.shared.allow_live,
-        );
+        let caller = Caller {
+            backend: tenant.backend.as_ref(),
+            scope: &tenant.scope,
+            allow_live: self.shared.allow_live,
+        };
+        let call = self
+            .shared
+            .tools
+            .call(name, request.arguments.as_ref(), &caller);
         // Cancellation (notifications/cancelled, a dropped HTTP connection) drops this future,
         // which drops any upstream request in flight.
         let result = tokio::select! {

@@ -53,6 +53,8 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
                     BackendKind::Sandbox => "stdio".to_owned(),
                     _ => key_for(kind, &secrets).map_or_else(|| "none".into(), ApiKey::fingerprint),
                 },
+                // One process, one user: the scope only has to be constant.
+                scope: "stdio".to_owned(),
                 backend,
             });
             let server = PaylinkServer::new(

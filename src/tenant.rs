@@ -8,6 +8,8 @@ use crate::backend::Backend;
 pub struct Tenant {
     /// Short hash of the tenant's key, for logs. Never the key.
     pub fingerprint: String,
+    /// Full hash naming the tenant, scoping its idempotency keys. Never the key.
+    pub scope: String,
     /// This tenant's backend instance.
     pub backend: Arc<dyn Backend>,
 }

@@ -1,19 +1,16 @@
 //! The Stream backend against a strict mock of Stream's API on 127.0.0.1: what we send, how we
 //! read answers, how failures become envelopes.
 
+#[path = "mocks/harness.rs"]
+mod harness;
 #[path = "mocks/stream.rs"]
 mod stream_mock;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use paylink_mcp::backend::stream::StreamBackend;
-use paylink_mcp::backend::{Backend, BackendRules};
-use paylink_mcp::model::BackendKind;
-use paylink_mcp::secret::ApiKey;
-use paylink_mcp::tools::{ToolFilter, ToolSet};
-use paylink_mcp::upstream::{UpstreamClient, UpstreamSettings};
+use harness::{harness, harness_with, settings};
+use paylink_mcp::upstream::UpstreamSettings;
 use serde_json::{Value, json};
 use stream_mock::{Fault, MockStream};
 
@@ -21,73 +18,6 @@ const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
 const GRINDER: &str = "22222222-2222-4222-8222-222222222222";
 const CLUB: &str = "33333333-3333-4333-8333-333333333333";
 const BRANCH: &str = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a";
-
-struct Harness {
-    tools: ToolSet,
-    backend: Arc<dyn Backend>,
-    allow_live: bool,
-}
-
-fn settings() -> UpstreamSettings {
-    UpstreamSettings {
-        attempt_timeout: Duration::from_secs(2),
-        deadline: Duration::from_secs(5),
-        backoff_base: Duration::from_millis(10),
-        ..UpstreamSettings::default()
-    }
-}
-
-fn harness_with(
-    base: &str,
-    key: &str,
-    branch: Option<&str>,
-    settings: UpstreamSettings,
-) -> Harness {
-    let client = Arc::new(UpstreamClient::new(base, settings).unwrap());
-    let backend = StreamBackend::new(client, &ApiKey::new(key), branch).unwrap();
-    Harness {
-        tools: ToolSet::new(
-            BackendRules::for_kind(BackendKind::Stream),
-            &ToolFilter::default(),
-        )
-        .unwrap(),
-        backend: Arc::new(backend),
-        allow_live: false,
-    }
-}
-
-fn harness(mock: &MockStream) -> Harness {
-    harness_with(&mock.uri(), &mock.token, None, settings())
-}
-
-impl Harness {
-    /// Ok(structuredContent) or Err(the envelope's `error` object).
-    async fn call(&self, tool: &str, args: Value) -> Result<Value, Value> {
-        let result = self
-            .tools
-            .call(
-                tool,
-                args.as_object(),
-                self.backend.as_ref(),
-                self.allow_live,
-            )
-            .await
-            .expect("tool exists");
-        if result.is_error == Some(true) {
-            let text = result.content[0].as_text().unwrap().text.clone();
-            let v: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(
-                v.as_object().unwrap().len(),
-                1,
-                "envelope has one key: {text}"
-            );
-            assert!(v["error"]["retry_safe"].is_boolean(), "{text}");
-            Err(v["error"].clone())
-        } else {
-            Ok(result.structured_content.unwrap())
-        }
-    }
-}
 
 fn create_args(items: Value) -> Value {
     json!({"name": "Order 7", "items": items})
@@ -444,7 +374,7 @@ async fn a_500_on_create_is_outcome_unknown_after_exactly_one_post() {
 }
 
 #[tokio::test]
-async fn a_slow_upstream_hits_the_timeout() {
+async fn a_slow_upstream_hits_the_timeout_and_a_stored_create_is_recovered() {
     let mock = MockStream::start("t").await;
     let h = harness_with(
         &mock.uri(),
@@ -462,15 +392,18 @@ async fn a_slow_upstream_hits_the_timeout() {
         "/api/v2/payment_links",
         Fault::Delay(Duration::from_secs(5)),
     );
-    let e = h
+    // The mock stores the link, then answers too late: the create is not retried, and the
+    // link is found again by our reference instead of being reported as unknown.
+    let link = h
         .call(
             "create_payment_link",
             create_args(json!([{"product_id": ESPRESSO}])),
         )
         .await
-        .unwrap_err();
-    assert_eq!(e["kind"], "outcome_unknown");
+        .unwrap();
     assert_eq!(mock.posts().await.len(), 1);
+    assert_eq!(mock.link_count(), 1);
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0]["id"]);
 
     mock.fault(
         "GET",

@@ -42,6 +42,10 @@ pub struct NewPaymentLink {
     pub failure_redirect_url: Option<RedirectUrl>,
     pub organization_consumer_id: Option<String>,
     pub metadata: Metadata,
+    /// Our own reference for this create (a UUID), stored with the link upstream
+    /// (`paylink_request_id`) so that a create whose answer was lost can be found again. Derived
+    /// from the caller's idempotency key when there is one, so repeats share it.
+    pub reference: String,
 }
 
 /// Which line items to list, by item id.
@@ -142,6 +146,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Creates a link. Must make at most one upstream write that could create a link.
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink>;
+
+    /// Looks for a link an earlier create made with `reference`, when that create's outcome was
+    /// unknown. `Ok(None)`: not found (or the backend needs no lookup: Stripe replays by
+    /// idempotency key).
+    async fn recover_create(&self, _reference: &str) -> Result<Option<PaymentLink>> {
+        Ok(None)
+    }
 
     /// Reads one link; always from the upstream, never from a cache.
     async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink>;

@@ -39,6 +39,11 @@ pub const STAGING_BASE_URL: &str = "https://staging.streampay.sa";
 /// outcome was lost can be found again.
 pub const REQUEST_REF_KEY: &str = "paylink_request_id";
 
+const RECOVERY_PAGES: u32 = 2;
+const RECOVERY_PAGE_SIZE: u32 = 50;
+const RECOVERY_ATTEMPTS: u32 = 2;
+const RECOVERY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// True when `base` is Stream's production host, where links take real money.
 pub fn is_live_base_url(base: &str) -> bool {
     url::Url::parse(base)
@@ -130,11 +135,53 @@ impl StreamBackend {
     fn link(&self, v: &Value) -> Result<PaymentLink> {
         link_from_stream(v, self.live)
     }
+
+    /// Looks through the most recent links for one carrying `reference` in its metadata.
+    /// Bounded: [`RECOVERY_PAGES`] pages of [`RECOVERY_PAGE_SIZE`], newest first, tried
+    /// [`RECOVERY_ATTEMPTS`] times a short while apart (a link stored just before a 500 may take a
+    /// moment to be listed).
+    async fn find_by_reference(&self, reference: &str) -> Result<Option<PaymentLink>> {
+        for attempt in 0..RECOVERY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RECOVERY_PAUSE).await;
+            }
+            for page in 1..=RECOVERY_PAGES {
+                let v = self
+                    .send(self.request(
+                        Method::GET,
+                        format!(
+                            "/api/v2/payment_links?page={page}&limit={RECOVERY_PAGE_SIZE}&sort_field=created_at&sort_direction=desc"
+                        ),
+                        Body::None,
+                        RetryMode::Read,
+                    ))
+                    .await?;
+                let root = Obj(&v);
+                let found = root.array("data").iter().find(|l| {
+                    Obj(l)
+                        .obj("custom_metadata")
+                        .and_then(|m| m.str(REQUEST_REF_KEY))
+                        == Some(reference)
+                });
+                if let Some(link) = found {
+                    return self.link(link).map(Some);
+                }
+                let more = root
+                    .obj("pagination")
+                    .and_then(|p| p.bool("has_next_page"))
+                    .unwrap_or(false);
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// The JSON body of `POST /api/v2/payment_links`: exactly the documented fields, absent ones
 /// omitted (never null), `quantity` always sent, currency upper-case.
-pub fn create_body(request: &NewPaymentLink, request_ref: &str) -> Value {
+pub fn create_body(request: &NewPaymentLink) -> Value {
     let mut body = Map::new();
     body.insert("name".into(), json!(request.name.as_str()));
     let items: Vec<Value> = request
@@ -192,7 +239,7 @@ pub fn create_body(request: &NewPaymentLink, request_ref: &str) -> Value {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    metadata.insert(REQUEST_REF_KEY.into(), json!(request_ref));
+    metadata.insert(REQUEST_REF_KEY.into(), json!(request.reference));
     body.insert("custom_metadata".into(), Value::Object(metadata));
     Value::Object(body)
 }
@@ -208,8 +255,7 @@ impl Backend for StreamBackend {
     }
 
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
-        let request_ref = uuid::Uuid::new_v4().to_string();
-        let body = create_body(&request, &request_ref);
+        let body = create_body(&request);
         let bytes = Bytes::from(body.to_string());
         let answer = self
             .send(self.request(
@@ -219,10 +265,28 @@ impl Backend for StreamBackend {
                 RetryMode::UnsafeWrite,
             ))
             .await;
-        match answer {
+        match answer.map_err(unknown_outcome_for_5xx) {
             Ok(v) => self.link(&v),
-            Err(e) => Err(unknown_outcome_for_5xx(e)),
+            Err(e @ Error::OutcomeUnknown { .. }) => {
+                // Stream may have stored the link before failing: look for our reference.
+                match self.find_by_reference(&request.reference).await {
+                    Ok(Some(link)) => {
+                        tracing::info!(reference = %request.reference, "create outcome recovered by reference");
+                        Ok(link)
+                    }
+                    Ok(None) => Err(e),
+                    Err(lookup) => {
+                        tracing::warn!(error = %lookup, "could not look for a create's outcome");
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    async fn recover_create(&self, reference: &str) -> Result<Option<PaymentLink>> {
+        self.find_by_reference(reference).await
     }
 
     async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink> {

@@ -13,6 +13,7 @@ use crate::domain::{
     RedirectUrl, ValidUntil,
 };
 use crate::error::{Error, Result};
+use crate::idempotency::{Claim, IdempotencyStore, Outcome, args_hash, wait};
 
 /// The most line items one link may carry (Stripe's limit; applied on every backend).
 pub const MAX_ITEMS: usize = 20;
@@ -104,11 +105,35 @@ impl IdempotencyKey {
     }
 }
 
-/// A validated create request and its idempotency key.
+/// A validated create request and its idempotency key. `link.reference` is left empty: the tool
+/// layer sets it (see [`reference_for`]).
 #[derive(Debug)]
 pub struct CreateRequest {
     pub link: NewPaymentLink,
     pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// The reference of a create: derived from (tenant, idempotency key) when the caller gave a key,
+/// so that repeats (even after a restart, or on another replica) carry the same reference and
+/// Stripe's `Idempotency-Key` derived from it; otherwise random.
+pub fn reference_for(scope: &str, key: Option<&IdempotencyKey>) -> String {
+    use sha2::{Digest, Sha256};
+    match key {
+        None => uuid::Uuid::new_v4().to_string(),
+        Some(key) => {
+            let digest = Sha256::new()
+                .chain_update(b"paylink-reference\0")
+                .chain_update(scope.as_bytes())
+                .chain_update([0])
+                .chain_update(key.as_str().as_bytes())
+                .finalize();
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&digest[..16]);
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string()
+        }
+    }
 }
 
 fn present(value: Option<&Value>) -> bool {
@@ -246,8 +271,81 @@ impl CreatePaymentLinkArgs {
                 failure_redirect_url,
                 organization_consumer_id,
                 metadata,
+                reference: String::new(),
             },
             idempotency_key,
         })
+    }
+}
+
+/// Runs a validated create: straight to the backend without an idempotency key; through the
+/// idempotency store with one (replay, conflict, wait for a concurrent twin, or recover an
+/// earlier unknown outcome before creating again).
+pub async fn run(
+    request: CreateRequest,
+    caller: &super::Caller<'_>,
+    store: &std::sync::Arc<IdempotencyStore>,
+) -> Result<Value> {
+    let CreateRequest {
+        mut link,
+        idempotency_key,
+    } = request;
+    let Some(key) = idempotency_key else {
+        link.reference = reference_for(caller.scope, None);
+        return super::to_value(caller.backend.create_payment_link(link).await?);
+    };
+    // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
+    // equal whatever their JSON spelling.
+    let args = args_hash(&format!("{link:?}"));
+    let claim = store.claim(caller.scope, key.as_str(), args, || {
+        reference_for(caller.scope, Some(&key))
+    })?;
+    let ticket = match claim {
+        Claim::Replay(outcome) => return replayed(outcome),
+        Claim::Wait(rx) => {
+            return match wait(rx).await {
+                Some(outcome) => replayed(outcome),
+                None => Err(Error::Internal {
+                    message: "a call with this idempotency_key was cancelled before it finished; call again with the same key".into(),
+                    retry_safe: true,
+                }),
+            };
+        }
+        Claim::Run(ticket) => ticket,
+    };
+    if ticket.previous_unknown
+        && let Some(found) = caller.backend.recover_create(&ticket.reference).await?
+    {
+        let value = super::to_value(found)?;
+        ticket.complete(Outcome::Created(value.clone()));
+        return Ok(value);
+    }
+    link.reference = ticket.reference.clone();
+    match caller.backend.create_payment_link(link).await {
+        Ok(created) => {
+            let value = super::to_value(created)?;
+            ticket.complete(Outcome::Created(value.clone()));
+            Ok(value)
+        }
+        Err(e @ Error::OutcomeUnknown { .. }) => {
+            let reference = ticket.reference.clone();
+            ticket.complete(Outcome::Unknown { reference });
+            Err(e)
+        }
+        Err(e) => {
+            ticket.complete(Outcome::Failed(e.clone()));
+            Err(e)
+        }
+    }
+}
+
+fn replayed(outcome: Outcome) -> Result<Value> {
+    match outcome {
+        Outcome::Created(value) => Ok(value),
+        Outcome::Failed(e) => Err(e),
+        Outcome::Unknown { .. } => Err(Error::OutcomeUnknown {
+            message: "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link".into(),
+            upstream: Default::default(),
+        }),
     }
 }

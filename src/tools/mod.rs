@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::backend::{Backend, BackendRules};
 use crate::error::{Error, Result};
+use crate::idempotency::{IdempotencyStore, StoreLimits};
 use crate::model::{LineItem, Page, PaymentLink, Product};
 
 /// Names of every tool this server knows, in listing order.
@@ -81,6 +82,7 @@ struct ToolSpec {
 /// The enabled tools, built once.
 pub struct ToolSet {
     rules: BackendRules,
+    idempotency: Arc<IdempotencyStore>,
     specs: Vec<ToolSpec>,
     /// `tools/list` answer, shared by every session.
     listed: Arc<Vec<Tool>>,
@@ -213,6 +215,7 @@ impl ToolSet {
         let listed = Arc::new(specs.iter().map(|s| s.tool.clone()).collect());
         Ok(ToolSet {
             rules,
+            idempotency: IdempotencyStore::new(StoreLimits::default()),
             specs,
             listed,
         })
@@ -238,43 +241,53 @@ impl ToolSet {
         &self,
         name: &str,
         args: Option<&Map<String, Value>>,
-        backend: &dyn Backend,
-        allow_live: bool,
+        caller: &Caller<'_>,
     ) -> Option<CallToolResult> {
         let spec = self.specs.iter().find(|s| s.tool.name == name)?;
+        let result = self.run(spec.tool.name.as_ref(), args, caller).await?;
+        Some(match result {
+            Ok(value) => CallToolResult::structured(value),
+            Err(e) => error_result(&e),
+        })
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        args: Option<&Map<String, Value>>,
+        caller: &Caller<'_>,
+    ) -> Option<Result<Value>> {
         let rules = &self.rules;
-        let result = match spec.tool.name.as_ref() {
+        let backend = caller.backend;
+        Some(match name {
             CREATE_PAYMENT_LINK => {
                 async {
                     create::refuse_unsupported(args, rules)?;
                     let request =
                         args::decode::<create::CreatePaymentLinkArgs>(args)?.validate(rules)?;
-                    live_guard(backend, allow_live)?;
-                    backend
-                        .create_payment_link(request.link)
-                        .await
-                        .map(to_value)
+                    live_guard(backend, caller.allow_live)?;
+                    create::run(request, caller, &self.idempotency).await
                 }
                 .await
             }
             GET_PAYMENT_LINK => {
                 async {
                     let id = args::decode::<read::GetPaymentLinkArgs>(args)?.validate(rules)?;
-                    backend.get_payment_link(&id).await.map(to_value)
+                    to_value(backend.get_payment_link(&id).await?)
                 }
                 .await
             }
             LIST_LINE_ITEMS => {
                 async {
                     let q = args::decode::<read::ListLineItemsArgs>(args)?.validate(rules)?;
-                    backend.list_line_items(q).await.map(to_value)
+                    to_value(backend.list_line_items(q).await?)
                 }
                 .await
             }
             LIST_PRODUCTS => {
                 async {
                     let q = args::decode::<read::ListProductsArgs>(args)?.validate(rules)?;
-                    backend.list_products(q).await.map(to_value)
+                    to_value(backend.list_products(q).await?)
                 }
                 .await
             }
@@ -282,7 +295,7 @@ impl ToolSet {
                 async {
                     let q =
                         args::decode::<lifecycle::ListPaymentLinksArgs>(args)?.validate(rules)?;
-                    backend.list_payment_links(q).await.map(to_value)
+                    to_value(backend.list_payment_links(q).await?)
                 }
                 .await
             }
@@ -290,18 +303,22 @@ impl ToolSet {
                 async {
                     let u = args::decode::<lifecycle::UpdatePaymentLinkStatusArgs>(args)?
                         .validate(rules)?;
-                    live_guard(backend, allow_live)?;
-                    backend.update_payment_link_status(u).await.map(to_value)
+                    live_guard(backend, caller.allow_live)?;
+                    to_value(backend.update_payment_link_status(u).await?)
                 }
                 .await
             }
             _ => return None,
-        };
-        Some(match result {
-            Ok(Ok(value)) => CallToolResult::structured(value),
-            Ok(Err(e)) | Err(e) => error_result(&e),
         })
     }
+}
+
+/// Who is calling: their backend, their scope (a hash naming the tenant, for idempotency keys),
+/// and whether live writes are allowed.
+pub struct Caller<'a> {
+    pub backend: &'a dyn Backend,
+    pub scope: &'a str,
+    pub allow_live: bool,
 }
 
 /// Writes against live money need the operator's `--allow-live`.
@@ -322,7 +339,7 @@ fn read_annotations(title: &str) -> ToolAnnotations {
         .open_world(true)
 }
 
-fn to_value<T: Serialize>(v: T) -> Result<Value> {
+pub(crate) fn to_value<T: Serialize>(v: T) -> Result<Value> {
     serde_json::to_value(v)
         .map_err(|e| Error::internal(format!("could not encode the result: {e}")))
 }

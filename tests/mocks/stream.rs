@@ -69,6 +69,8 @@ pub struct State {
     /// Faults for the next requests, in order, by (method, path prefix).
     pub faults: VecDeque<(String, String, Fault)>,
     pub next_request_id: u64,
+    /// When each request arrived, with its method and path.
+    pub arrivals: Vec<(std::time::Instant, String, String)>,
 }
 
 pub struct MockStream {
@@ -328,6 +330,9 @@ impl Respond for Handler {
         let rid = format!("req-{}", state.next_request_id);
         let method = req.method.as_str().to_string();
         let path = req.url.path().to_string();
+        state
+            .arrivals
+            .push((std::time::Instant::now(), method.clone(), path.clone()));
         let fault = state
             .faults
             .iter()
