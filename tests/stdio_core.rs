@@ -1218,6 +1218,20 @@ async fn stdout_carries_only_json_rpc_and_the_process_exits_cleanly_on_eof() {
     );
 }
 
+/// A client may hang up before the handshake (a host giving up, `paylink-mcp < /dev/null`):
+/// closing stdin is how a stdio session ends, so the server exits with 0 and prints nothing.
+#[tokio::test]
+async fn closing_stdin_before_initialize_exits_cleanly() {
+    let end = RawSession::spawn(&[], &[]).close_and_wait().await;
+    assert_eq!(end.status.code(), Some(0), "stderr:\n{}", end.stderr);
+    assert!(end.stdout_lines.is_empty(), "{:?}", end.stdout_lines);
+    assert!(
+        !end.stderr.contains("ERROR"),
+        "not an error:\n{}",
+        end.stderr
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 10. Backend choice from the environment
 // ---------------------------------------------------------------------------------------------
