@@ -335,6 +335,90 @@ async fn a_link_built_from_the_catalog_reads_back_identically_with_exact_totals(
     server.shutdown().await;
 }
 
+/// The id of a seeded coupon, as a model would find it: in the instructions, which list each
+/// coupon as `CODE (N% off, id <uuid>)`.
+fn coupon_id(instructions: &str, code: &str) -> String {
+    let start = instructions
+        .find(&format!("{code} ("))
+        .unwrap_or_else(|| panic!("instructions name the coupon {code}: {instructions}"));
+    let after = &instructions[start..];
+    let id_at = after.find("id ").expect("the coupon's id follows") + 3;
+    after[id_at..id_at + 36].to_owned()
+}
+
+/// Coupons from the instructions discount exactly: an item coupon lowers its line, a link coupon
+/// lowers the link's total, and `original_total` keeps the price before discounts.
+#[tokio::test]
+async fn seeded_coupons_discount_the_line_and_the_link_exactly() {
+    let server = Server::sandbox().await;
+    let instructions = server.info().instructions.clone().expect("instructions");
+    let welcome10 = coupon_id(&instructions, "WELCOME10");
+    let vip25 = coupon_id(&instructions, "VIP25");
+    let products = catalog(&server).await;
+    let sellable = one_time_in(&products, "SAR");
+    let (a, b) = (sellable[0], sellable[1]);
+    let (price_a, price_b) = (
+        minor(price_in(a, "SAR").unwrap()),
+        minor(price_in(b, "SAR").unwrap()),
+    );
+
+    let link = server
+        .ok(
+            CREATE,
+            json!({
+                "name": "Discounted",
+                "items": [
+                    {"product_id": id_of(a), "quantity": 2, "coupons": [welcome10]},
+                    {"product_id": id_of(b)},
+                ],
+                "coupons": [vip25],
+            }),
+        )
+        .await;
+    // The discount is rounded down, so the payer never pays less than the exact amount.
+    let less = |amount: i64, percent: i64| amount - amount * percent / 100;
+    let line_a = less(2 * price_a, 10);
+    let items_total = line_a + price_b;
+    assert_eq!(minor(&link["original_total"]), 2 * price_a + price_b);
+    assert_eq!(minor(&link["total"]), less(items_total, 25));
+    assert_eq!(link["total"]["amount"], decimal(less(items_total, 25), 2));
+
+    let lines = all_line_items(&server, link["id"].as_str().unwrap()).await;
+    assert_eq!(minor(&lines[0]["total"]), line_a, "the item coupon applies");
+    assert_eq!(
+        minor(&lines[0]["unit_amount"]),
+        price_a,
+        "unit price unchanged"
+    );
+    assert_eq!(minor(&lines[1]["total"]), price_b, "no coupon on this line");
+    server.shutdown().await;
+}
+
+/// The sandbox holds a bounded number of links per process (`PAYLINK_SANDBOX_MAX_LINKS`);
+/// past it, creating is refused as `rate_limited` while existing links stay readable.
+#[tokio::test]
+async fn the_sandbox_refuses_links_beyond_its_cap_and_keeps_the_others() {
+    let server = Server::start(&[], &[("PAYLINK_SANDBOX_MAX_LINKS", "2")]).await;
+    let products = catalog(&server).await;
+    let args = json!({"name": "Capped", "items": [{"product_id": id_of(one_time_in(&products, "SAR")[0])}]});
+    let first = server.ok(CREATE, args.clone()).await;
+    server.ok(CREATE, args.clone()).await;
+    let body = server.err(CREATE, args).await;
+    assert_eq!(body["kind"], "rate_limited", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum of 2 links"),
+        "the message gives the cap: {body}"
+    );
+    let fetched = server
+        .ok(GET, json!({"payment_link_id": first["id"]}))
+        .await;
+    assert_eq!(fetched, first);
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Line-item pagination
 // ---------------------------------------------------------------------------------------------
