@@ -35,8 +35,8 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// Upper bound for the process to exit once it has a reason to (stdin closed, bad configuration).
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The line-item ids, link ids and product ids of the sandbox are UUIDs; this is where its
-/// checkout pages live (an RFC 6761 `.invalid` host that can never resolve).
+/// Where the sandbox's checkout pages live: `<prefix><link id>`, on an RFC 6761 `.invalid` host
+/// that can never resolve.
 pub const SANDBOX_URL_PREFIX: &str = "https://sandbox.paylink.invalid/pay/";
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than `deadline`.
