@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::BackendKind;
@@ -72,7 +73,7 @@ pub struct GlobalOpts {
     pub backend: Option<BackendChoice>,
 
     /// Only offer tools that do not write (get and list tools).
-    #[arg(long, global = true, env = "PAYLINK_READ_ONLY")]
+    #[arg(long, global = true, env = "PAYLINK_READ_ONLY", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub read_only: bool,
 
     /// Only offer these tools (comma-separated names).
@@ -80,7 +81,7 @@ pub struct GlobalOpts {
     pub tools: Option<Vec<String>>,
 
     /// Allow writes that move real money (Stream production, Stripe live keys).
-    #[arg(long, global = true, env = "PAYLINK_ALLOW_LIVE")]
+    #[arg(long, global = true, env = "PAYLINK_ALLOW_LIVE", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_live: bool,
 
     /// Retries of a failed upstream read (and of writes that are provably safe to retry).

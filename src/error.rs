@@ -56,11 +56,13 @@ pub enum Error {
     #[error("{message}")]
     LiveGuard { message: String },
 
-    /// Too many requests, from us or from the upstream.
+    /// Too many requests, from us or from the upstream; or a quota that waiting will not lift
+    /// (then `retry_safe` is false).
     #[error("{message}")]
     RateLimited {
         message: String,
         retry_after_secs: Option<u64>,
+        retry_safe: bool,
         upstream: UpstreamContext,
     },
 
@@ -192,8 +194,9 @@ impl Error {
     /// Whether sending the very same call again may succeed without side effects a caller would regret.
     pub fn retry_safe(&self) -> bool {
         match self {
-            Error::RateLimited { .. } => true,
-            Error::Upstream { retry_safe, .. } | Error::Internal { retry_safe, .. } => *retry_safe,
+            Error::RateLimited { retry_safe, .. }
+            | Error::Upstream { retry_safe, .. }
+            | Error::Internal { retry_safe, .. } => *retry_safe,
             _ => false,
         }
     }

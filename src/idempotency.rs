@@ -178,6 +178,7 @@ impl IdempotencyStore {
             if !self.evict_oldest(&mut inner, Some(tenant)) {
                 // Every entry of this tenant is in flight: refuse rather than grow.
                 return Err(Error::RateLimited {
+                    retry_safe: true,
                     message: format!(
                         "{} creates with an idempotency_key are already in flight for this caller; wait for them to finish",
                         self.limits.max_per_tenant

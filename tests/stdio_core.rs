@@ -18,6 +18,8 @@ const CREATE: &str = "create_payment_link";
 const GET: &str = "get_payment_link";
 const LINE_ITEMS: &str = "list_line_items";
 const PRODUCTS: &str = "list_products";
+const LINKS: &str = "list_payment_links";
+const STATUS: &str = "update_payment_link_status";
 
 /// A v4 UUID that names nothing in the sandbox.
 const UNKNOWN_V4: &str = "11111111-2222-4333-8444-555555555555";
@@ -96,16 +98,16 @@ fn assert_has_required_outputs(tool: &rmcp::model::Tool, value: &Value) {
 // 1. tools/list
 // ---------------------------------------------------------------------------------------------
 
-/// A client listing the tools sees exactly four, each with an input schema that states the
+/// A client listing the tools sees exactly six, each with an input schema that states the
 /// limits the server enforces, an output schema, and honest annotations.
 #[tokio::test]
-async fn tools_list_offers_exactly_four_tools_with_their_limits_output_schemas_and_annotations() {
+async fn tools_list_offers_exactly_six_tools_with_their_limits_output_schemas_and_annotations() {
     let server = Server::sandbox().await;
     let tools = server.tools().await;
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(
         names,
-        [CREATE, GET, LINE_ITEMS, PRODUCTS],
+        [CREATE, GET, LINE_ITEMS, PRODUCTS, LINKS, STATUS],
         "exactly these tools, in this order"
     );
     // Inspect the wire form, as any client sees it.
@@ -143,12 +145,12 @@ async fn tools_list_offers_exactly_four_tools_with_their_limits_output_schemas_a
     }
     assert_eq!(create["properties"]["max_number_of_payments"]["minimum"], 1);
 
-    for read in [GET, LINE_ITEMS] {
+    for read in [GET, LINE_ITEMS, STATUS] {
         let schema = &by_name[read]["inputSchema"];
-        assert_eq!(schema["required"], json!(["payment_link_id"]), "{read}");
+        assert_eq!(schema["required"][0], json!("payment_link_id"), "{read}");
         assert_eq!(schema["additionalProperties"], false, "{read}");
     }
-    for list in [LINE_ITEMS, PRODUCTS] {
+    for list in [LINE_ITEMS, PRODUCTS, LINKS] {
         let limit = &by_name[list]["inputSchema"]["properties"]["limit"];
         assert_eq!(limit["minimum"], 1, "{list}.limit");
         assert_eq!(limit["maximum"], 100, "{list}.limit");
@@ -176,7 +178,7 @@ async fn tools_list_offers_exactly_four_tools_with_their_limits_output_schemas_a
             "{name} has a real description"
         );
     }
-    for paged in [LINE_ITEMS, PRODUCTS] {
+    for paged in [LINE_ITEMS, PRODUCTS, LINKS] {
         let required = &by_name[paged]["outputSchema"]["required"];
         for field in ["data", "has_more", "next_cursor"] {
             assert!(
@@ -191,11 +193,19 @@ async fn tools_list_offers_exactly_four_tools_with_their_limits_output_schemas_a
     assert_eq!(create_hints["destructiveHint"], false);
     assert_eq!(create_hints["idempotentHint"], false);
     assert_eq!(create_hints["openWorldHint"], true);
-    for read in [GET, LINE_ITEMS, PRODUCTS] {
+    for read in [GET, LINE_ITEMS, PRODUCTS, LINKS] {
         let hints = &by_name[read]["annotations"];
         assert_eq!(hints["readOnlyHint"], true, "{read} is read-only");
         assert_ne!(hints["destructiveHint"], true, "{read} destroys nothing");
     }
+    let status_hints = &by_name[STATUS]["annotations"];
+    assert_eq!(status_hints["readOnlyHint"], false);
+    assert_eq!(status_hints["destructiveHint"], false, "it can be undone");
+    assert_eq!(status_hints["idempotentHint"], true);
+    assert_eq!(
+        by_name[STATUS]["inputSchema"]["required"],
+        json!(["payment_link_id", "status"])
+    );
     server.shutdown().await;
 }
 
@@ -966,8 +976,8 @@ async fn metadata_limits_count_the_key_the_server_reserves() {
 
     let set = |metadata: Value| with(&base, "metadata", metadata);
     let long_key = "k".repeat(41);
-    // The field names the key, cut to 40 characters and marked as cut.
-    let long_key_field = format!("metadata.{}…", "k".repeat(40));
+    // The field names the key exactly as sent, so the caller can find it.
+    let long_key_field = format!("metadata.{long_key}");
     let cases = vec![
         case("41-char key", set(json!({&long_key: "v"})), long_key_field),
         case(
@@ -985,7 +995,7 @@ async fn metadata_limits_count_the_key_the_server_reserves() {
             set(json!({"a[b]": "v"})),
             "metadata.a[b]",
         ),
-        case("empty key", set(json!({"": "v"})), "metadata."),
+        case("empty key", set(json!({"": "v"})), "metadata"),
     ];
     expect_validation_cases(&server, CREATE, cases).await;
     server.shutdown().await;
@@ -1276,7 +1286,7 @@ async fn stdout_carries_only_json_rpc_and_the_process_exits_cleanly_on_eof() {
         "one answer per request, even though stdin closed right after them; stderr:\n{}",
         end.stderr
     );
-    assert_eq!(answers[&2]["result"]["tools"].as_array().unwrap().len(), 4);
+    assert_eq!(answers[&2]["result"]["tools"].as_array().unwrap().len(), 6);
     assert_eq!(answers[&3]["result"]["isError"], false);
     for failed in [4, 6, 7] {
         assert_eq!(
@@ -1385,10 +1395,13 @@ async fn an_explicit_sandbox_choice_wins_over_keys_in_the_environment() {
 // 11. Tool filters
 // ---------------------------------------------------------------------------------------------
 
-/// A read-only server lists only the three read tools, and to a client `create_payment_link`
+/// A read-only server lists only the four read tools, and to a client `create_payment_link`
 /// simply does not exist: calling it is the very same JSON-RPC error as any unknown tool.
 async fn assert_read_only(server: &Server) {
-    assert_eq!(server.tool_names().await, [GET, LINE_ITEMS, PRODUCTS]);
+    assert_eq!(
+        server.tool_names().await,
+        [GET, LINE_ITEMS, PRODUCTS, LINKS]
+    );
     let create = server
         .rpc_error(
             CREATE,

@@ -345,6 +345,7 @@ impl Backend for SandboxBackend {
         let mut store = self.store();
         if store.links.len() >= self.max_links {
             return Err(Error::RateLimited {
+                retry_safe: false,
                 message: format!(
                     "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
                     self.max_links

@@ -561,6 +561,7 @@ impl ErrorDecoder for StreamErrors {
                 upstream: ctx,
             },
             429 => Error::RateLimited {
+                retry_safe: true,
                 message: format!("{described}; slow down and retry later"),
                 retry_after_secs: crate::upstream::retry_after(&response.headers)
                     .map(|d| d.as_secs()),

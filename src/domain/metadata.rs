@@ -30,12 +30,20 @@ impl Metadata {
             ));
         }
         for (k, v) in &raw {
-            let key_field = format!("{field}.{}", super::currency::truncate(k, 40));
+            if k.is_empty() {
+                return Err(Error::validation(field, "keys must not be empty"));
+            }
+            // The field names the key as sent, so the caller can find it; a key too long to be
+            // valid is still shown whole up to a sane bound.
+            let key_field = format!("{field}.{}", super::currency::truncate(k, 200));
             let chars = k.chars().count();
-            if chars == 0 || chars > Self::MAX_KEY_CHARS {
+            if chars > Self::MAX_KEY_CHARS {
                 return Err(Error::validation(
                     key_field,
-                    format!("keys must be 1 to {} characters", Self::MAX_KEY_CHARS),
+                    format!(
+                        "keys must be at most {} characters, this one has {chars}",
+                        Self::MAX_KEY_CHARS
+                    ),
                 ));
             }
             if k.contains(['[', ']']) || k.chars().any(char::is_control) {

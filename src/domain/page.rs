@@ -90,13 +90,15 @@ impl Cursor {
         let (first, rest) = text.split_once('.').ok_or_else(bad_cursor)?;
         let cursor = if is_page {
             let page: u32 = first.parse().map_err(|_| bad_cursor())?;
-            let limit = PageLimit::parse(rest.parse().ok(), "cursor").map_err(|_| bad_cursor())?;
+            let limit: i64 = rest.parse().map_err(|_| bad_cursor())?;
+            let limit = PageLimit::parse(Some(limit), "cursor").map_err(|_| bad_cursor())?;
             if page == 0 || rest.is_empty() {
                 return Err(bad_cursor());
             }
             Cursor::Page(PageCursor { page, limit })
         } else {
-            let limit = PageLimit::parse(first.parse().ok(), "cursor").map_err(|_| bad_cursor())?;
+            let limit: i64 = first.parse().map_err(|_| bad_cursor())?;
+            let limit = PageLimit::parse(Some(limit), "cursor").map_err(|_| bad_cursor())?;
             let id = super::ids::parse_item_id(rest, "cursor").map_err(|_| bad_cursor())?;
             if first.is_empty() {
                 return Err(bad_cursor());
@@ -201,6 +203,8 @@ mod tests {
             format!("pg1.{}", b64("1.")),
             format!("af1.{}", b64("10.a/b")),
             format!("af1.{}", b64(".x")),
+            format!("pg1.{}", b64("2.\0")),
+            format!("af1.{}", b64("x.id")),
         ];
         for bad in &forged {
             assert_eq!(

@@ -167,6 +167,23 @@ pub fn refuse_unsupported(args: Option<&Map<String, Value>>, rules: &BackendRule
     Ok(())
 }
 
+/// Coupon ids, each a UUID v4, none twice (a coupon applies once; listing it again would not
+/// discount twice upstream, so it is refused rather than guessed at).
+fn parse_coupons(raw: &[String], field: &str) -> Result<Vec<CouponId>> {
+    let mut out: Vec<CouponId> = Vec::with_capacity(raw.len());
+    for (c, id) in raw.iter().enumerate() {
+        let coupon = CouponId::parse(id, &format!("{field}[{c}]"))?;
+        if out.contains(&coupon) {
+            return Err(Error::validation(
+                format!("{field}[{c}]"),
+                format!("coupon {coupon} is listed twice; list each coupon once"),
+            ));
+        }
+        out.push(coupon);
+    }
+    Ok(out)
+}
+
 impl CreatePaymentLinkArgs {
     /// Checks every rule and builds the domain request.
     pub fn validate(self, rules: &BackendRules) -> Result<CreateRequest> {
@@ -191,12 +208,7 @@ impl CreatePaymentLinkArgs {
                 rules.id_format,
             )?;
             let quantity = Quantity::parse(item.quantity, &format!("items[{i}].quantity"))?;
-            let coupons = item
-                .coupons
-                .iter()
-                .enumerate()
-                .map(|(c, id)| CouponId::parse(id, &format!("items[{i}].coupons[{c}]")))
-                .collect::<Result<Vec<_>>>()?;
+            let coupons = parse_coupons(&item.coupons, &format!("items[{i}].coupons"))?;
             items.push(NewItem {
                 product_id,
                 quantity,
@@ -216,12 +228,7 @@ impl CreatePaymentLinkArgs {
                 None => CurrencyCode::parse(c, "currency"),
             })
             .transpose()?;
-        let coupons = self
-            .coupons
-            .iter()
-            .enumerate()
-            .map(|(c, id)| CouponId::parse(id, &format!("coupons[{c}]")))
-            .collect::<Result<Vec<_>>>()?;
+        let coupons = parse_coupons(&self.coupons, "coupons")?;
         let valid_until = self
             .valid_until
             .as_deref()
@@ -347,5 +354,36 @@ fn replayed(outcome: Outcome) -> Result<Value> {
             message: "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link".into(),
             upstream: Default::default(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_coupon_listed_twice_is_refused_on_the_second() {
+        let id = "7d6c5b4a-3f2e-4d1c-8b0a-9f8e7d6c5b4a".to_owned();
+        let e = parse_coupons(&[id.clone(), id.to_uppercase()], "items[0].coupons").unwrap_err();
+        assert_eq!(e.field(), Some("items[0].coupons[1]"));
+        assert_eq!(parse_coupons(&[id], "coupons").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn references_are_stable_per_tenant_and_key() {
+        let k = IdempotencyKey::parse("order-1", "idempotency_key").unwrap();
+        let a = reference_for("tenant-a", Some(&k));
+        assert_eq!(a, reference_for("tenant-a", Some(&k)));
+        assert_ne!(a, reference_for("tenant-b", Some(&k)));
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 4);
+        assert_ne!(reference_for("t", None), reference_for("t", None));
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_ascii() {
+        assert!(IdempotencyKey::parse("abc-123_X", "k").is_ok());
+        for bad in ["", "tab\there", "é", &"x".repeat(256)] {
+            assert!(IdempotencyKey::parse(bad, "k").is_err(), "{bad:?}");
+        }
     }
 }

@@ -59,8 +59,9 @@ const GET_DESCRIPTION: &str = "Get one payment link by id: status (active, inact
 collected amounts as exact Money, limits (max payments, valid_until) and metadata. Always read fresh from the payments API.";
 
 const LINE_ITEMS_DESCRIPTION: &str = "List the line items of a payment link (product, quantity, unit and line amounts), \
-a page at a time: `limit` 1-100 (default 10). While `has_more` is true, call again with `starting_after` set to the \
-answer's `next_cursor`.";
+a page at a time: `limit` 1-100 (default 10). Forwards: while `has_more` is true, call again with `starting_after` set \
+to the answer's `next_cursor`. Backwards: pass the first item's id (`data[0].id`) as `ending_before`; then `has_more` \
+says whether earlier items exist.";
 
 const PRODUCTS_DESCRIPTION: &str = "List the merchant's products, a page at a time (`limit` 1-100, default 10; pass \
 `next_cursor` back as `cursor` for the next page). Each product has an `id` to use as `items[].product_id` in \
@@ -110,7 +111,15 @@ impl ToolSet {
     /// Builds the tool list for a backend, applying the operator's filter. Fails on an unknown
     /// tool name in the allow-list, so a typo is caught at start-up rather than hiding a tool.
     pub fn new(rules: BackendRules, filter: &ToolFilter) -> Result<Self, String> {
-        if let Some(allow) = &filter.allow {
+        // `--tools "a, b"` and a trailing comma are spelling, not intent.
+        let allow: Option<Vec<String>> = filter.allow.as_ref().map(|names| {
+            names
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect()
+        });
+        if let Some(allow) = &allow {
             for name in allow {
                 if !ALL_TOOLS.contains(&name.as_str()) {
                     return Err(format!(
@@ -206,12 +215,16 @@ impl ToolSet {
             .into_iter()
             .filter(|s| !filter.read_only || s.read_only)
             .filter(|s| {
-                filter
-                    .allow
+                allow
                     .as_ref()
-                    .is_none_or(|a| a.iter().any(|n| n == s.tool.name.as_ref()))
+                    .is_none_or(|a| a.is_empty() || a.iter().any(|n| n == s.tool.name.as_ref()))
             })
             .collect();
+        if specs.is_empty() {
+            return Err(
+                "no tool is left enabled: --read-only hides every tool named in --tools".into(),
+            );
+        }
         let listed = Arc::new(specs.iter().map(|s| s.tool.clone()).collect());
         Ok(ToolSet {
             rules,
@@ -347,4 +360,73 @@ pub(crate) fn to_value<T: Serialize>(v: T) -> Result<Value> {
 /// The `isError` result for an error: its text is exactly the JSON envelope.
 pub fn error_result(e: &Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(e.envelope())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BackendKind;
+
+    fn names(filter: ToolFilter) -> Result<Vec<String>, String> {
+        ToolSet::new(BackendRules::for_kind(BackendKind::Sandbox), &filter)
+            .map(|t| t.listed().iter().map(|t| t.name.to_string()).collect())
+    }
+
+    #[test]
+    fn allow_list_names_are_trimmed_and_empty_entries_ignored() {
+        let got = names(ToolFilter {
+            read_only: false,
+            allow: Some(vec![
+                " get_payment_link".into(),
+                "".into(),
+                "list_products ".into(),
+            ]),
+        })
+        .unwrap();
+        assert_eq!(got, ["get_payment_link", "list_products"]);
+        assert_eq!(
+            names(ToolFilter {
+                read_only: false,
+                allow: Some(vec![String::new()])
+            })
+            .unwrap()
+            .len(),
+            ALL_TOOLS.len()
+        );
+    }
+
+    #[test]
+    fn a_filter_that_leaves_no_tool_is_refused() {
+        let e = names(ToolFilter {
+            read_only: true,
+            allow: Some(vec!["create_payment_link".into()]),
+        })
+        .unwrap_err();
+        assert!(e.contains("no tool"));
+    }
+
+    #[test]
+    fn stripe_schemas_do_not_advertise_what_stripe_cannot_honour() {
+        let tools = ToolSet::new(
+            BackendRules::for_kind(BackendKind::Stripe),
+            &ToolFilter::default(),
+        )
+        .unwrap();
+        let schema =
+            serde_json::to_value(&tools.get(CREATE_PAYMENT_LINK).unwrap().input_schema).unwrap();
+        for field in [
+            "valid_until",
+            "failure_redirect_url",
+            "coupons",
+            "organization_consumer_id",
+        ] {
+            assert!(schema["properties"].get(field).is_none(), "{field}");
+        }
+        assert!(
+            schema["$defs"]["ItemArgs"]["properties"]
+                .get("coupons")
+                .is_none()
+        );
+        assert!(schema["properties"].get("success_redirect_url").is_some());
+    }
 }
