@@ -22,6 +22,7 @@ use crate::upstream::{UpstreamClient, UpstreamSettings};
 
 /// The process entry point: parse, log, serve. Exit code 2 for configuration errors.
 pub fn main() -> ExitCode {
+    forget_empty_settings();
     let cli = Cli::parse();
     crate::telemetry::init(cli.global.log_format);
     let env = |k: &str| std::env::var(k).ok();
@@ -32,6 +33,25 @@ pub fn main() -> ExitCode {
             eprintln!("paylink-mcp: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// An empty `PAYLINK_*`, `STREAM_*` or `STRIPE_*` variable means "not set" (as `.env.example`
+/// and container runtimes write them), not "set to nothing", which clap would refuse.
+fn forget_empty_settings() {
+    let empty: Vec<String> = std::env::vars_os()
+        .filter(|(_, v)| v.is_empty())
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            ["PAYLINK_", "STREAM_", "STRIPE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect();
+    for name in empty {
+        // SAFETY: called first thing in `main`, before any other thread exists, so no one can
+        // be reading the environment concurrently.
+        unsafe { std::env::remove_var(name) };
     }
 }
 
