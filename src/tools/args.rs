@@ -27,11 +27,18 @@ fn field_of(path: &str, message: &str) -> String {
     let named = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next());
-    match (path, named) {
+    let field = match (path, named) {
         (".", Some(name)) => name.to_owned(),
         (".", None) => "arguments".to_owned(),
         (p, Some(name)) => format!("{p}.{name}"),
         (p, None) => p.to_owned(),
+    };
+    // A field whose name is empty (`{"": 1}`) still needs a field the caller can act on.
+    let trimmed = field.trim_end_matches('.');
+    if trimmed.is_empty() {
+        "arguments".to_owned()
+    } else {
+        trimmed.to_owned()
     }
 }
 
@@ -96,6 +103,14 @@ mod tests {
         assert_eq!(e.field(), Some("items[0].product_id"));
         let e = err(serde_json::json!({"name": "x", "items": [{"product_id": "a", "qty": 1}]}));
         assert_eq!(e.field(), Some("items[0].qty"));
+    }
+
+    #[test]
+    fn an_unknown_field_with_an_empty_name_still_names_something() {
+        let e = err(serde_json::json!({"name": "x", "items": [], "": 1}));
+        assert_eq!(e.field(), Some("arguments"));
+        let e = err(serde_json::json!({"name": "x", "items": [{"product_id": "a", "": 1}]}));
+        assert_eq!(e.field(), Some("items[0]"));
     }
 
     #[test]
