@@ -246,6 +246,7 @@ impl CreatePaymentLinkArgs {
                 failure_redirect_url,
                 organization_consumer_id,
                 metadata,
+                idempotency_key: idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             },
             idempotency_key,
         })
