@@ -702,7 +702,9 @@ impl Backend for StripeBackend {
 fn create_failure(e: Error, caller_key: bool) -> Error {
     match e {
         // A timeout or reset after the request left: the upstream layer says "retry with the same
-        // key", which is only true when the key is the caller's; ours dies with this call.
+        // key", which is only true when the key is the caller's; ours dies with this call. Only
+        // a connect failure (the upstream layer's "nothing was sent") stays retry-safe; should
+        // that wording change, the fallback is the cautious answer.
         Error::Upstream {
             message,
             retry_safe: true,
@@ -729,14 +731,16 @@ fn create_failure(e: Error, caller_key: bool) -> Error {
     }
 }
 
-/// Keeps the error, naming `field` when Stripe's answer did not say which argument was wrong.
+/// Names `field` on a 404 about the object in the path: Stripe calls that parameter `id` (or
+/// names none), which means nothing to a caller of our tools. A 404 naming a query parameter
+/// (`starting_after`) keeps it.
 fn name_not_found(e: Error, field: &str) -> Error {
     match e {
         Error::NotFound {
-            field: None,
+            field: path_field,
             message,
             upstream,
-        } => Error::NotFound {
+        } if matches!(path_field.as_deref(), None | Some("id")) => Error::NotFound {
             field: Some(field.to_owned()),
             message,
             upstream,
@@ -1651,6 +1655,23 @@ mod tests {
         assert_eq!(next_cursor(true, None, limit), None);
         let page = Cursor::Page(crate::domain::PageCursor { page: 2, limit });
         assert_eq!(after_id(Some(&page)).unwrap_err().field(), Some("cursor"));
+    }
+
+    #[test]
+    fn a_404_about_the_path_names_our_argument_and_others_keep_theirs() {
+        let nf = |field: Option<&str>| Error::NotFound {
+            field: field.map(str::to_owned),
+            message: "No such thing".into(),
+            upstream: UpstreamContext::default(),
+        };
+        for path in [None, Some("id")] {
+            let e = name_not_found(nf(path), "payment_link_id");
+            assert_eq!(e.field(), Some("payment_link_id"));
+        }
+        let e = name_not_found(nf(Some("starting_after")), "payment_link_id");
+        assert_eq!(e.field(), Some("starting_after"));
+        let e = item_error(nf(Some("id")), "items[2].product_id");
+        assert_eq!(e.field(), Some("items[2].product_id"));
     }
 
     #[test]
