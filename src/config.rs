@@ -146,6 +146,25 @@ pub struct GlobalOpts {
     /// Stream branch (UUID), sent as x-branch-id.
     #[arg(long, global = true, env = "STREAM_BRANCH_ID")]
     pub stream_branch_id: Option<String>,
+
+    /// Stripe API base URL (a test double or proxy; live or test money is decided by the key).
+    #[arg(
+        long,
+        global = true,
+        env = "STRIPE_BASE_URL",
+        default_value = crate::backend::stripe::DEFAULT_BASE_URL
+    )]
+    pub stripe_base_url: String,
+
+    /// Stripe API version sent as Stripe-Version; pinned so the account's default cannot change
+    /// the answers this server reads.
+    #[arg(
+        long,
+        global = true,
+        env = "STRIPE_VERSION",
+        default_value = crate::backend::stripe::DEFAULT_API_VERSION
+    )]
+    pub stripe_version: String,
 }
 
 /// Where a secret came from, for error messages (never its value).

@@ -72,7 +72,9 @@ pub struct PaymentLink {
     pub status: Option<LinkStatus>,
     /// ISO 4217 code of the link's currency.
     pub currency: Option<String>,
-    /// What a payer pays, after discounts.
+    /// What a payer pays, after discounts. Null when it cannot be known exactly: on Stripe a
+    /// link has no amount of its own, so list_payment_links leaves it (and item_count) null;
+    /// get_payment_link sums it from the line items.
     pub total: Option<MoneyView>,
     /// The total before discounts.
     pub original_total: Option<MoneyView>,

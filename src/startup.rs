@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::backend::sandbox::{SandboxBackend, coupon_summary};
 use crate::backend::stream::StreamBackend;
+use crate::backend::stripe::StripeBackend;
 use crate::backend::unconfigured::Unconfigured;
 use crate::backend::{Backend, BackendRules};
 use crate::config::{Cli, Command, GlobalOpts, Secrets, choose_backend};
@@ -168,10 +169,21 @@ fn stdio_backend(
                 Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),
             })
         }
-        other => Err(format!(
-            "the {} backend is not available in this build",
-            other.as_str()
-        )),
+        BackendKind::Stripe => {
+            let base = check_base_url(&opts.stripe_base_url, "STRIPE_BASE_URL")?;
+            let version = crate::backend::stripe::check_version(&opts.stripe_version)?;
+            let Some(key) = &secrets.stripe else {
+                return Ok(Arc::new(Unconfigured::new(
+                    kind,
+                    "no Stripe key is configured: set STRIPE_API_KEY (or STRIPE_API_KEY_FILE) in the server's environment and restart it",
+                )));
+            };
+            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts))?);
+            Ok(match StripeBackend::new(client, key, &version) {
+                Ok(b) => Arc::new(b),
+                Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),
+            })
+        }
     }
 }
 
@@ -190,7 +202,14 @@ pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> 
             coupon_summary()
         ),
         BackendKind::Stream => "Backend: Stream (streampay.sa). Product and coupon ids are UUIDs; currencies SAR (default), USD, EUR, GBP, AED, BHD, KWD, OMR, QAR.".to_owned(),
-        BackendKind::Stripe => "Backend: Stripe. Sell `price_...` ids (or `prod_...` ids for a product's default price).".to_owned(),
+        BackendKind::Stripe => format!(
+            "Backend: Stripe{}. Sell `price_...` ids (or `prod_...` ids for a product's default price).",
+            match live {
+                Some(true) => ", with a LIVE key (sk_live_/rk_live_)",
+                Some(false) => ", with a test-mode key",
+                None => "",
+            }
+        ),
     };
     format!(
         "paylink-mcp creates and inspects payment links (hosted checkout pages). {backend} {money} \

@@ -4,8 +4,10 @@
 //! tenant's credentials or, for the sandbox, its data. Requests arrive already validated as domain
 //! types; a backend only says what to send upstream and how to read the answer.
 
+pub mod form;
 pub mod sandbox;
 pub mod stream;
+pub mod stripe;
 pub mod tolerant;
 pub mod unconfigured;
 
@@ -46,6 +48,10 @@ pub struct NewPaymentLink {
     /// (`paylink_request_id`) so that a create whose answer was lost can be found again. Derived
     /// from the caller's idempotency key when there is one, so repeats share it.
     pub reference: String,
+    /// The caller's `idempotency_key`, already checked. A backend whose upstream deduplicates
+    /// writes (Stripe) derives its own key from it, so that the caller's retry of the same intent
+    /// reaches the upstream under the same key.
+    pub idempotency_key: Option<String>,
 }
 
 /// Which line items to list, by item id.

@@ -279,6 +279,7 @@ impl CreatePaymentLinkArgs {
                 organization_consumer_id,
                 metadata,
                 reference: String::new(),
+                idempotency_key: idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             },
             idempotency_key,
         })
