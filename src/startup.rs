@@ -80,7 +80,12 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
             });
             let server = PaylinkServer::new(
                 tools,
-                instructions(kind, Some(live), cli.global.allow_live),
+                // Without a key nothing is known about liveness; say so rather than guess.
+                instructions(
+                    kind,
+                    key_for(kind, &secrets).map(|_| live),
+                    cli.global.allow_live,
+                ),
                 TenantSource::Fixed(tenant),
                 cli.global.allow_live,
             );
@@ -194,7 +199,7 @@ pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> 
         (_, Some(true)) if allow_live => "This server talks to LIVE money: links you create can be paid for real. Confirm amounts with the user before creating.".to_owned(),
         (_, Some(true)) => "This server talks to LIVE money, and the operator has not allowed writes: create_payment_link will be refused (live_guard); reads work.".to_owned(),
         (_, Some(false)) => "This server uses a test/staging environment: no real money moves.".to_owned(),
-        (_, None) => "Whether money is live depends on the caller's key; every result says `livemode`.".to_owned(),
+        (_, None) => "Whether money is live depends on the key in use; every result says `livemode`.".to_owned(),
     };
     let backend = match kind {
         BackendKind::Sandbox => format!(
