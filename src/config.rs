@@ -35,6 +35,31 @@ Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 pub enum Command {
     /// Serve MCP over stdin/stdout (the default).
     Stdio,
+    /// Probe a running HTTP server's `/healthz`: exit 0 on 200, 1 otherwise; prints nothing on
+    /// stdout. Meant for container health checks (the image has no curl or shell).
+    Healthcheck(HealthcheckOpts),
+}
+
+/// Where the health check in a container image looks by default: the HTTP server on its
+/// default port, over loopback (the probe runs inside the same container).
+pub const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:8080/healthz";
+
+/// Options of `paylink-mcp healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckOpts {
+    /// The URL to GET; set it when the server listens on another port.
+    #[arg(long, env = "PAYLINK_HEALTHCHECK_URL", default_value = DEFAULT_HEALTHCHECK_URL)]
+    pub url: String,
+
+    /// Give up after this many seconds (connect and answer together): a server that hangs is
+    /// unhealthy, and the probe must end well before the container runtime's own timeout.
+    #[arg(
+        long,
+        env = "PAYLINK_HEALTHCHECK_TIMEOUT_SECS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub timeout_secs: u64,
 }
 
 /// Which payments API to talk to.
@@ -305,6 +330,34 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.global.tools.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn healthcheck_takes_a_url_and_a_timeout() {
+        let cli = Cli::try_parse_from(["paylink-mcp", "healthcheck"]).unwrap();
+        let Some(Command::Healthcheck(opts)) = cli.command else {
+            panic!("healthcheck parses as the healthcheck command");
+        };
+        // The environment of the test process may set PAYLINK_HEALTHCHECK_*; only check the
+        // explicit flags below for exact values.
+        assert!(!opts.url.is_empty());
+        let cli = Cli::try_parse_from([
+            "paylink-mcp",
+            "healthcheck",
+            "--url",
+            "http://127.0.0.1:9/healthz",
+            "--timeout-secs",
+            "1",
+        ])
+        .unwrap();
+        let Some(Command::Healthcheck(opts)) = cli.command else {
+            panic!("healthcheck parses as the healthcheck command");
+        };
+        assert_eq!(opts.url, "http://127.0.0.1:9/healthz");
+        assert_eq!(opts.timeout_secs, 1);
+        assert!(
+            Cli::try_parse_from(["paylink-mcp", "healthcheck", "--timeout-secs", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -14,11 +14,13 @@
 //! - [`backend`]: the payments APIs behind one trait: sandbox, Stream, Stripe.
 //! - [`error`]: the one error type and the JSON envelope callers see.
 //! - [`secret`]: keys that cannot be printed and are wiped on drop.
+//! - [`healthcheck`]: the `healthcheck` subcommand, a container's probe of the HTTP server.
 
 pub mod backend;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod healthcheck;
 pub mod idempotency;
 pub mod model;
 pub mod secret;

@@ -25,6 +25,12 @@ use crate::upstream::{UpstreamClient, UpstreamSettings};
 pub fn main() -> ExitCode {
     forget_empty_settings();
     let cli = Cli::parse();
+    // The health probe reads no key and builds no backend: it must answer for the running server
+    // even if this process's environment would not start one, and must never exit 2 (reserved by
+    // Docker's HEALTHCHECK), so it leaves before any of that.
+    if let Some(Command::Healthcheck(opts)) = &cli.command {
+        return crate::healthcheck::main(opts);
+    }
     crate::telemetry::init(cli.global.log_format);
     let env = |k: &str| std::env::var(k).ok();
     match run(cli, &env) {
@@ -95,6 +101,7 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?;
             runtime.block_on(crate::transport::stdio::serve(server))
         }
+        Command::Healthcheck(_) => unreachable!("`main` runs the health probe before `run`"),
     }
 }
 
