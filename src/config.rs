@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
 
+pub mod http;
+pub use http::HttpOpts;
+
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.
 #[derive(Debug, Parser)]
@@ -34,6 +37,8 @@ Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 pub enum Command {
     /// Serve MCP over stdin/stdout (the default).
     Stdio,
+    /// Serve MCP over streamable HTTP at `/mcp`; each caller brings its own key as a Bearer token.
+    Http(Box<HttpOpts>),
 }
 
 /// Which payments API to talk to.
