@@ -632,6 +632,60 @@ async fn concurrency_limits_engage_and_release() {
     assert_eq!(status_of(&url, "someone-else").await.status(), 200);
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(status_of(&url, "one-at-a-time").await.status(), 200);
+
+    // With sessions a tool call's answer is an SSE stream: its slot is held until that stream
+    // ends, and released then, so calls one after another all pass a limit of one.
+    let server = Server::start(&["--max-concurrent-per-tenant", "1"], &[]);
+    let c = client(&server.url(), Some("sequential"), &[]).await;
+    for _ in 0..5 {
+        call(&c, "list_products", json!({})).await.unwrap();
+    }
+    c.cancel().await.unwrap();
+}
+
+async fn new_key_from(url: &str, token: &str, forwarded_for: &str) -> u16 {
+    let mut headers = modern_headers("list_products");
+    headers.push(("x-forwarded-for", forwarded_for));
+    post(
+        url,
+        Some(token),
+        &headers,
+        &modern_call_body(1, "list_products", json!({})),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_tls_proxy_the_client_is_the_last_forwarded_address() {
+    let server = Server::start(
+        &[
+            "--stateless",
+            "--behind-tls-proxy",
+            "--new-tenants-per-minute",
+            "1",
+        ],
+        &[],
+    );
+    let url = server.url();
+    assert_eq!(new_key_from(&url, "a", "203.0.113.1").await, 200);
+    assert_eq!(new_key_from(&url, "b", "203.0.113.1").await, 429);
+    // Earlier entries are whatever the client claimed; the proxy appends the real one.
+    assert_eq!(
+        new_key_from(&url, "b", "203.0.113.1, 198.51.100.7").await,
+        200
+    );
+    assert_eq!(
+        new_key_from(&url, "c", "198.51.100.9, 203.0.113.1").await,
+        429
+    );
+
+    // Without a proxy the header is just a claim: the peer address counts.
+    let server = Server::start(&["--stateless", "--new-tenants-per-minute", "1"], &[]);
+    let url = server.url();
+    assert_eq!(new_key_from(&url, "a", "203.0.113.1").await, 200);
+    assert_eq!(new_key_from(&url, "b", "198.51.100.7").await, 429);
 }
 
 #[tokio::test]

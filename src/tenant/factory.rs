@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::backend::sandbox::SandboxBackend;
 use crate::backend::stream::StreamBackend;
+use crate::config::GlobalOpts;
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
 use crate::upstream::UpstreamPools;
@@ -35,15 +36,17 @@ impl std::fmt::Display for TenantError {
 pub struct TenantFactory {
     kind: BackendKind,
     pools: Arc<UpstreamPools>,
-    sandbox_max_links: usize,
+    /// The operator's options, so that a backend's arm finds its own settings (the sandbox's
+    /// cap, a Stripe API version) without a new constructor parameter per backend.
+    opts: GlobalOpts,
 }
 
 impl TenantFactory {
-    pub fn new(kind: BackendKind, pools: Arc<UpstreamPools>, sandbox_max_links: usize) -> Self {
+    pub fn new(kind: BackendKind, pools: Arc<UpstreamPools>, opts: &GlobalOpts) -> Self {
         TenantFactory {
             kind,
             pools,
-            sandbox_max_links,
+            opts: opts.clone(),
         }
     }
 
@@ -52,7 +55,8 @@ impl TenantFactory {
     }
 
     /// A new backend for one tenant. `key` is what the backend sends upstream (`None` only for
-    /// the sandbox); `base` is a checked base URL; `branch` a checked UUID.
+    /// the sandbox); `base` (a checked Stream base URL) and `branch` (a checked UUID) are the
+    /// request's `X-Stream-*` choices, which other backends ignore.
     pub fn backend(
         &self,
         key: Option<&ApiKey>,
@@ -61,7 +65,9 @@ impl TenantFactory {
     ) -> Result<Arc<dyn Backend>, TenantError> {
         match self.kind {
             // Each sandbox tenant has its own data, bounded, gone with the tenant.
-            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(self.sandbox_max_links))),
+            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(
+                self.opts.sandbox_max_links,
+            ))),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| TenantError::Key("a Stream key is required".into()))?;
                 let client = self.pools.get(base).map_err(TenantError::Unavailable)?;
@@ -90,12 +96,14 @@ impl TenantFactory {
 mod tests {
     use super::*;
     use crate::upstream::UpstreamSettings;
+    use clap::Parser;
 
     fn factory(kind: BackendKind) -> TenantFactory {
+        let cli = crate::config::Cli::parse_from(["paylink-mcp"]);
         TenantFactory::new(
             kind,
             Arc::new(UpstreamPools::new(UpstreamSettings::default())),
-            10,
+            &cli.global,
         )
     }
 

@@ -224,10 +224,10 @@ impl Gate {
         }
     }
 
-    /// A tenant is a key and a base URL: the same key on staging and production is two tenants
-    /// (the sandbox has no base URL: one tenant per key whatever the headers say).
+    /// On Stream a tenant is a key and a base URL: the same key on staging and production is
+    /// two tenants. Other backends have no caller-chosen base URL: one tenant per key.
     fn scope(&self, who: &mut Identity, base: &str) {
-        if self.factory.kind() != BackendKind::Sandbox && who.fixed.is_none() {
+        if self.factory.kind() == BackendKind::Stream && who.fixed.is_none() {
             who.tenant = who.tenant.with(&[b"base", base.as_bytes()]);
         }
     }
@@ -296,12 +296,12 @@ impl Gate {
             return Ok(fixed.clone());
         }
         let key = match self.factory.kind() {
-            BackendKind::Sandbox => who.tenant,
             // The branch is baked into a Stream backend's headers: one backend per branch.
-            _ => match branch {
+            BackendKind::Stream => match branch {
                 Some(b) => who.tenant.with(&[b"branch", b.as_bytes()]),
                 None => who.tenant.with(&[b"no-branch"]),
             },
+            _ => who.tenant,
         };
         if let Some(tenant) = self.cache.get(&key) {
             return Ok(tenant);

@@ -188,7 +188,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
     let pools = Arc::new(UpstreamPools::new(crate::startup::upstream_settings(
         global,
     )));
-    let factory = TenantFactory::new(kind, pools, global.sandbox_max_links);
+    let factory = TenantFactory::new(kind, pools, global);
     factory.self_check(&default_base)?;
 
     let max_tenants = usize::try_from(opts.max_tenants)
