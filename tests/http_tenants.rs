@@ -354,6 +354,22 @@ async fn off_list_base_urls_are_refused_and_never_contacted() {
     .unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 3);
     assert_eq!(mock.requests().await.len(), 1);
+
+    // Naming the server's own default base is always allowed.
+    let server = Server::start(
+        &args(&["--backend", "stream", "--stateless"]),
+        &[("STREAM_BASE_URL", &mock.uri())],
+    );
+    stateless_call(
+        &server.url(),
+        "tok-1",
+        &[("x-stream-base-url", &mock.uri())],
+        "list_products",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mock.requests().await.len(), 2);
 }
 
 #[tokio::test]

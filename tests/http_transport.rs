@@ -93,6 +93,50 @@ async fn sessions_serve_the_same_tools_and_outputs_as_stdio() {
 }
 
 #[tokio::test]
+async fn http_offers_exactly_the_tools_of_stdio() {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_paylink-mcp"));
+    cmd.env_clear().arg("stdio");
+    let (child, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdio = rmcp::ServiceExt::serve(ClientConfig::default(), child)
+        .await
+        .expect("stdio server");
+    let server = Server::start(&[], &[]);
+    let http = client(&server.url(), Some("ivy"), &[]).await;
+    assert_eq!(
+        serde_json::to_value(stdio.list_all_tools().await.unwrap()).unwrap(),
+        serde_json::to_value(http.list_all_tools().await.unwrap()).unwrap()
+    );
+    // The same call gives the same answer, ids and times aside.
+    let strip = |mut v: Value| {
+        for k in ["id", "url", "created_at"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        for item in v["line_items"].as_array_mut().into_iter().flatten() {
+            item.as_object_mut().unwrap().remove("id");
+        }
+        v
+    };
+    let args = create_args("Same", COFFEE);
+    let a = call(&stdio, "create_payment_link", args.clone())
+        .await
+        .unwrap();
+    let b = call(&http, "create_payment_link", args).await.unwrap();
+    assert_eq!(strip(a), strip(b));
+    let bad = json!({"name": "x", "items": [{"product_id": "nope"}]});
+    assert_eq!(
+        call(&stdio, "create_payment_link", bad.clone())
+            .await
+            .unwrap_err(),
+        call(&http, "create_payment_link", bad).await.unwrap_err()
+    );
+    stdio.cancel().await.unwrap();
+    http.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn stateless_mode_answers_json_without_sessions() {
     let server = Server::start(&["--stateless"], &[]);
     let r = post(&server.url(), Some("bob"), &[], &initialize_body()).await;

@@ -131,6 +131,11 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .map(|u| crate::startup::check_base_url(u, "--allowed-base-url"))
         .collect::<Result<Vec<_>, _>>()?;
     let default_base = crate::startup::check_base_url(&global.stream_base_url, "STREAM_BASE_URL")?;
+    // Naming the server's own default explicitly is always allowed: the operator chose it.
+    let mut allowed_bases = allowed_bases;
+    if !allowed_bases.contains(&default_base) {
+        allowed_bases.push(default_base.clone());
+    }
 
     let callers = match &opts.access_tokens_file {
         Some(path) => {
