@@ -232,13 +232,19 @@ pub fn create_args(name: &str, product: &str) -> Value {
     json!({"name": name, "items": [{"product_id": product, "quantity": 2}]})
 }
 
-/// A plain HTTP client for raw requests (no redirects, short timeouts).
-pub fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder()
+thread_local! {
+    /// One client per test thread (each `#[tokio::test]` has its own thread and runtime):
+    /// building a client loads the TLS roots, too slow to do per request.
+    static RAW: reqwest::Client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap()
+        .unwrap();
+}
+
+/// A plain HTTP client for raw requests (no redirects, short timeouts).
+pub fn raw_client() -> reqwest::Client {
+    RAW.with(Clone::clone)
 }
 
 /// The `initialize` request of a legacy (session) client.
