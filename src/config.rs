@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
 
+pub mod http;
+pub use http::HttpOpts;
+
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.
 #[derive(Debug, Parser)]
@@ -38,6 +41,8 @@ pub enum Command {
     /// Probe a running HTTP server's `/healthz`: exit 0 on 200, 1 otherwise; prints nothing on
     /// stdout. Meant for container health checks (the image has no curl or shell).
     Healthcheck(HealthcheckOpts),
+    /// Serve MCP over streamable HTTP at `/mcp`; each caller brings its own key as a Bearer token.
+    Http(Box<HttpOpts>),
 }
 
 /// Where the health check in a container image looks by default: the HTTP server on its

@@ -101,6 +101,9 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?;
             runtime.block_on(crate::transport::stdio::serve(server))
         }
+        Command::Http(opts) => {
+            crate::transport::http::run(kind, &cli.global, &opts, &secrets, tools)
+        }
         Command::Healthcheck(_) => unreachable!("`main` runs the health probe before `run`"),
     }
 }

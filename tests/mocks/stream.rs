@@ -63,9 +63,17 @@ pub enum Fault {
     Delay(Duration),
 }
 
+/// The token that makes the mock accept any non-empty key, each key its own account
+/// ([`MockStream::start_any_key`]).
+pub const ANY_KEY: &str = "*";
+
 #[derive(Default)]
 pub struct State {
     pub links: Vec<Value>,
+    /// Any-key mode: the key that created each link, by link id.
+    pub owners: std::collections::HashMap<String, String>,
+    /// Any-key mode: requests that named a link created with another key (must stay empty).
+    pub cross_tenant: Vec<String>,
     /// Faults for the next requests, in order, by (method, path prefix).
     pub faults: VecDeque<(String, String, Fault)>,
     pub next_request_id: u64,
@@ -360,8 +368,20 @@ impl Respond for Handler {
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if key != self.token {
+        if key.is_empty() || (self.token != ANY_KEY && key != self.token) {
             return with_id(err(401, "UNAUTHORIZED", "Invalid API key"));
+        }
+        // Any-key mode: each key is its own account; touching another's link is recorded.
+        if self.token == ANY_KEY
+            && let Some(rest) = path.strip_prefix("/api/v2/payment_links/")
+        {
+            let id = rest.trim_end_matches("/status");
+            if let Some(owner) = state.owners.get(id)
+                && owner != key
+            {
+                state.cross_tenant.push(format!("{method} {path}"));
+                return with_id(err(404, "PAYMENT_LINK_NOT_FOUND", "Payment link not found"));
+            }
         }
         let response = match (method.as_str(), path.as_str()) {
             ("POST", "/api/v2/payment_links") => {
@@ -389,6 +409,9 @@ impl Respond for Handler {
                 };
                 match self.create(&body) {
                     Ok(link) => {
+                        if let Some(id) = link["id"].as_str() {
+                            state.owners.insert(id.to_owned(), key.to_owned());
+                        }
                         state.links.push(link.clone());
                         if matches!(fault, Some(Fault::StoreThen500)) {
                             err(500, "INTERNAL_ERROR", "Internal server error")
@@ -505,6 +528,11 @@ impl MockStream {
             state,
             token: token.to_string(),
         }
+    }
+
+    /// Starts the mock accepting any non-empty key, each key an account of its own.
+    pub async fn start_any_key() -> Self {
+        Self::start(ANY_KEY).await
     }
 
     pub fn uri(&self) -> String {

@@ -1,0 +1,135 @@
+//! Options of `paylink-mcp http`: the listener, the tenant cache and the abuse limits.
+//!
+//! Kept apart from the global options because none of them means anything over stdio. Every
+//! option has a `PAYLINK_*` variable; list options take a comma-separated value there. Secrets
+//! (the access-token list) come from a file named here, never from the command line itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Loopback names accepted in `Host` by default (any port): a browser page elsewhere that
+/// rebinds its own DNS name to 127.0.0.1 still sends its own name, and is refused.
+pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
+/// Browser origins accepted by default: pages served from this machine, any port.
+pub const DEFAULT_ALLOWED_ORIGINS: &[&str] =
+    &["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
+
+/// The Stream APIs a caller may pick with `X-Stream-Base-URL` by default: production, staging.
+pub const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
+    crate::backend::stream::PRODUCTION_BASE_URL,
+    crate::backend::stream::STAGING_BASE_URL,
+];
+
+/// `paylink-mcp http`: streamable HTTP at `/mcp`; every caller authenticates with
+/// `Authorization: Bearer <their own upstream key>` (or a server access token, see
+/// --access-tokens-file).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP options")]
+pub struct HttpOpts {
+    /// Address to listen on. A non-loopback address requires --tls-cert/--tls-key or
+    /// --behind-tls-proxy. Port 0 picks a free port (the address is logged).
+    #[arg(long, env = "PAYLINK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// No MCP sessions: every request stands alone and is answered as JSON, so replicas behind a
+    /// load balancer need no affinity.
+    #[arg(long, env = "PAYLINK_STATELESS")]
+    pub stateless: bool,
+
+    /// A `Host` value to accept, `name` (any port) or `name:port` (repeatable). Set it to the
+    /// public name when serving behind a proxy.
+    #[arg(
+        long = "allowed-host",
+        env = "PAYLINK_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_values = DEFAULT_ALLOWED_HOSTS
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// A browser `Origin` to accept, `scheme://host[:port|:*]` (repeatable). Requests without an
+    /// Origin (non-browser clients) always pass.
+    #[arg(
+        long = "allowed-origin",
+        env = "PAYLINK_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_values = DEFAULT_ALLOWED_ORIGINS
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// PEM certificate chain: serve HTTPS from this process (with --tls-key).
+    #[arg(long, env = "PAYLINK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "PAYLINK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A TLS-terminating proxy in front of this server carries the traffic: allows a
+    /// non-loopback bind without --tls-cert, and takes the client address from the last
+    /// `X-Forwarded-For` entry (the one the proxy added).
+    #[arg(long, env = "PAYLINK_BEHIND_TLS_PROXY")]
+    pub behind_tls_proxy: bool,
+
+    /// Most tenants (caller keys) kept in memory; the least recently used is dropped first. A
+    /// dropped sandbox tenant loses its links.
+    #[arg(long, env = "PAYLINK_MAX_TENANTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tenants: u64,
+
+    /// A tenant unused for this many seconds is dropped.
+    #[arg(long, env = "PAYLINK_TENANT_IDLE_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tenant_idle_secs: u64,
+
+    /// Most open MCP sessions; opening one more closes the least recently used.
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+
+    /// A Stream base URL callers may select with `X-Stream-Base-URL` (repeatable).
+    #[arg(
+        long = "allowed-base-url",
+        env = "PAYLINK_ALLOWED_BASE_URLS",
+        value_delimiter = ',',
+        default_values = DEFAULT_ALLOWED_BASE_URLS
+    )]
+    pub allowed_base_urls: Vec<String>,
+
+    /// Operator-key mode: a file of SHA-256 hex hashes of server access tokens, one per line
+    /// (`#` starts a comment). Callers present an access token; the server calls the upstream
+    /// with its own STREAM_API_KEY/STRIPE_API_KEY and never forwards the caller's token.
+    #[arg(long, env = "PAYLINK_ACCESS_TOKENS_FILE")]
+    pub access_tokens_file: Option<PathBuf>,
+
+    /// Requests per minute one tenant may make (0: no limit).
+    #[arg(long, env = "PAYLINK_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests one tenant may have in flight at once (0: no limit).
+    #[arg(long, env = "PAYLINK_MAX_CONCURRENT_PER_TENANT", default_value_t = 16)]
+    pub max_concurrent_per_tenant: u32,
+
+    /// Requests per minute one client address may make, whatever the key (0: no limit).
+    #[arg(
+        long,
+        env = "PAYLINK_CLIENT_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 1200
+    )]
+    pub client_rate_limit_per_minute: u32,
+
+    /// Requests one client address may have in flight at once (0: no limit).
+    #[arg(long, env = "PAYLINK_MAX_CONCURRENT_PER_CLIENT", default_value_t = 64)]
+    pub max_concurrent_per_client: u32,
+
+    /// New tenants (keys not in the cache) one client address may bring per minute, so that a
+    /// spray of random keys cannot push real tenants out of the cache (0: no limit).
+    #[arg(long, env = "PAYLINK_NEW_TENANTS_PER_MINUTE", default_value_t = 30)]
+    pub new_tenants_per_minute: u32,
+
+    /// Requests in flight in the whole process (0: no limit).
+    #[arg(long, env = "PAYLINK_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: u32,
+}

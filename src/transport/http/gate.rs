@@ -1,0 +1,510 @@
+//! The gate in front of `/mcp`: every check that must happen before rmcp sees a request, in
+//! this order, each answered with its own status and a JSON body:
+//!
+//! 1. `Host` and `Origin` (403): DNS rebinding, before anything else.
+//! 2. A declared body over the limit (413; rmcp also enforces it while reading).
+//! 3. The whole process and the client address: in flight (503/429) and rate (429).
+//! 4. `Authorization: Bearer` (401), then the tenant's identity.
+//! 5. `X-Stream-Base-URL` and `X-Stream-Branch-Id` (400): checked before any upstream call.
+//! 6. The session belongs to this tenant (403), or is unknown to this server (404).
+//! 7. The tenant's rate and in flight (429); for a tenant not in the cache, the client's rate of
+//!    new tenants (429), so a spray of random keys cannot push real tenants out.
+//!
+//! Only then is the tenant put in the request's extensions, where the MCP handler finds it.
+
+// The error side of these results is the refusal to send; it is built only on that path.
+#![allow(clippy::result_large_err)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderMap, Method, StatusCode};
+
+use super::auth::{self, AccessTokens, Presented};
+use super::guard::{HostGuard, Refusal};
+use super::limits::{HoldingBody, InFlight, RateLimiter, client_key};
+use super::reply::{refuse, too_many, unauthorized};
+use super::sessions::{Ownership, SessionOwners};
+use super::tls::Peer;
+use crate::model::BackendKind;
+use crate::secret::ApiKey;
+use crate::tenant::{Tenant, TenantCache, TenantError, TenantFactory, TenantKey};
+
+/// Largest request body: MCP requests are small JSON documents.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Header a caller uses to pick a Stream API (from the allow-list).
+pub const BASE_URL_HEADER: &str = "x-stream-base-url";
+/// Header a caller uses to pick a Stream branch (a UUID).
+pub const BRANCH_HEADER: &str = "x-stream-branch-id";
+const SESSION_HEADER: &str = "mcp-session-id";
+/// How many client addresses the rate tables remember.
+const CLIENT_TABLE: usize = 65_536;
+
+/// How callers prove who they are.
+pub enum Callers {
+    /// Each caller's Bearer token is its own upstream key (on the sandbox: a tenant name).
+    OwnKeys {
+        /// The tenant of requests with no `Authorization` header at all: only on the sandbox
+        /// bound to loopback.
+        anonymous: Option<Arc<Tenant>>,
+    },
+    /// Operator-key mode: callers present a server access token; upstream calls use the
+    /// operator's key. The access token names the tenant and is never forwarded.
+    Operator {
+        tokens: AccessTokens,
+        upstream_key: Option<ApiKey>,
+        /// `STREAM_BRANCH_ID`, used when a request names no branch.
+        default_branch: Option<String>,
+    },
+}
+
+/// The limits of [`Gate`], from the options.
+pub struct LimitSettings {
+    pub tenant_per_minute: u32,
+    pub tenant_in_flight: u32,
+    pub client_per_minute: u32,
+    pub client_in_flight: u32,
+    pub new_tenants_per_minute: u32,
+    pub process_in_flight: u32,
+    /// Tenants whose rate buckets are remembered.
+    pub tenant_table: NonZeroUsize,
+}
+
+struct Limits {
+    client_rate: RateLimiter<IpAddr>,
+    new_tenants: RateLimiter<IpAddr>,
+    tenant_rate: RateLimiter<TenantKey>,
+    client_in_flight: Arc<InFlight<IpAddr>>,
+    tenant_in_flight: Arc<InFlight<TenantKey>>,
+    process_in_flight: Arc<InFlight<()>>,
+}
+
+/// Everything the gate needs, built once at start-up.
+pub struct Gate {
+    guard: HostGuard,
+    callers: Callers,
+    factory: TenantFactory,
+    cache: TenantCache,
+    sessions: SessionOwners,
+    /// The Stream API used when a request names none (checked, normalized).
+    default_base: String,
+    /// The Stream APIs a request may name (checked, normalized).
+    allowed_bases: Vec<String>,
+    limits: Limits,
+    behind_proxy: bool,
+}
+
+/// Who a request is from, once authenticated.
+struct Identity {
+    /// Names the tenant for sessions and limits (a hash of the key and, once scoped, the base
+    /// URL).
+    tenant: TenantKey,
+    /// What the backend sends upstream.
+    upstream_key: Option<ApiKey>,
+    fingerprint: String,
+    /// The fixed anonymous tenant, when that is who this is.
+    fixed: Option<Arc<Tenant>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+impl Gate {
+    pub fn new(
+        guard: HostGuard,
+        callers: Callers,
+        factory: TenantFactory,
+        cache: TenantCache,
+        sessions: SessionOwners,
+        default_base: String,
+        allowed_bases: Vec<String>,
+        limits: LimitSettings,
+        behind_proxy: bool,
+    ) -> Self {
+        let clients = NonZeroUsize::new(CLIENT_TABLE).unwrap_or(NonZeroUsize::MIN);
+        Gate {
+            guard,
+            callers,
+            factory,
+            cache,
+            sessions,
+            default_base,
+            allowed_bases,
+            limits: Limits {
+                client_rate: RateLimiter::new(limits.client_per_minute, clients),
+                new_tenants: RateLimiter::new(limits.new_tenants_per_minute, clients),
+                tenant_rate: RateLimiter::new(limits.tenant_per_minute, limits.tenant_table),
+                client_in_flight: InFlight::new(limits.client_in_flight),
+                tenant_in_flight: InFlight::new(limits.tenant_in_flight),
+                process_in_flight: InFlight::new(limits.process_in_flight),
+            },
+            behind_proxy,
+        }
+    }
+
+    /// The backend every tenant of this server uses.
+    pub fn kind(&self) -> BackendKind {
+        self.factory.kind()
+    }
+
+    /// Periodic housekeeping: idle tenants and sessions.
+    pub fn sweep(&self) {
+        let tenants = self.cache.sweep();
+        let sessions = self.sessions.sweep();
+        if tenants + sessions > 0 {
+            tracing::debug!(tenants, sessions, "dropped idle tenants and sessions");
+        }
+    }
+
+    /// The client's address: the peer, or behind a TLS proxy the last `X-Forwarded-For` entry
+    /// (the one our proxy appended; earlier entries are whatever the client claimed).
+    fn client_ip(&self, request: &Request) -> IpAddr {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<Peer>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
+        if !self.behind_proxy {
+            return peer;
+        }
+        request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok())
+            .unwrap_or(peer)
+    }
+
+    fn identify(&self, presented: Presented) -> Result<Identity, Response> {
+        let kind = self.factory.kind().as_str().as_bytes();
+        match (&self.callers, presented) {
+            (Callers::OwnKeys { anonymous }, Presented::Nothing) => match anonymous {
+                Some(tenant) => Ok(Identity {
+                    tenant: TenantKey::derive(&[b"anonymous"]),
+                    upstream_key: None,
+                    fingerprint: tenant.fingerprint.clone(),
+                    fixed: Some(tenant.clone()),
+                }),
+                None => Err(unauthorized(
+                    "send your API key as `Authorization: Bearer <key>`",
+                )),
+            },
+            (Callers::OwnKeys { .. }, Presented::Bearer(key)) => Ok(Identity {
+                tenant: TenantKey::derive(&[b"own-key", kind, key.expose().as_bytes()]),
+                fingerprint: key.fingerprint(),
+                upstream_key: Some(key),
+                fixed: None,
+            }),
+            (Callers::Operator { .. }, Presented::Nothing) => Err(unauthorized(
+                "send your server access token as `Authorization: Bearer <token>`",
+            )),
+            (
+                Callers::Operator {
+                    tokens,
+                    upstream_key,
+                    ..
+                },
+                Presented::Bearer(token),
+            ) => {
+                if !tokens.accepts(&token) {
+                    return Err(unauthorized("this access token is not accepted here"));
+                }
+                Ok(Identity {
+                    tenant: TenantKey::derive(&[b"access-token", kind, token.expose().as_bytes()]),
+                    fingerprint: token.fingerprint(),
+                    upstream_key: upstream_key.clone(),
+                    fixed: None,
+                })
+            }
+        }
+    }
+
+    /// On Stream a tenant is a key and a base URL: the same key on staging and production is
+    /// two tenants. Other backends have no caller-chosen base URL: one tenant per key.
+    fn scope(&self, who: &mut Identity, base: &str) {
+        if self.factory.kind() == BackendKind::Stream && who.fixed.is_none() {
+            who.tenant = who.tenant.with(&[b"base", base.as_bytes()]);
+        }
+    }
+
+    /// The Stream API and branch this request targets.
+    fn target(&self, headers: &HeaderMap) -> Result<(String, Option<String>), Response> {
+        let bad = |message: String| refuse(StatusCode::BAD_REQUEST, "validation", &message);
+        let one = |name: &str| -> Result<Option<&str>, Response> {
+            let mut values = headers.get_all(name).iter();
+            let Some(first) = values.next() else {
+                return Ok(None);
+            };
+            if values.next().is_some() {
+                return Err(bad(format!("send at most one {name} header")));
+            }
+            first
+                .to_str()
+                .map(|s| Some(s.trim()))
+                .map_err(|_| bad(format!("{name} must be ASCII")))
+        };
+        let base = match one(BASE_URL_HEADER)? {
+            None => self.default_base.clone(),
+            // Honouring it elsewhere would send another provider's key to a Stream host.
+            Some(_) if self.factory.kind() != BackendKind::Stream => {
+                return Err(bad(format!(
+                    "{BASE_URL_HEADER} only applies to the Stream backend; this server talks to {}",
+                    self.factory.kind().as_str()
+                )));
+            }
+            Some(raw) => {
+                let allowed = || self.allowed_bases.join(", ");
+                let normalized = (raw.len() <= 2048)
+                    .then(|| crate::startup::check_base_url(raw, BASE_URL_HEADER).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "X-Stream-Base-URL is not a valid http(s) URL; allowed values: {}",
+                            allowed()
+                        ))
+                    })?;
+                if !self.allowed_bases.contains(&normalized) {
+                    return Err(bad(format!(
+                        "X-Stream-Base-URL names a Stream API this server does not allow; allowed values: {}",
+                        allowed()
+                    )));
+                }
+                normalized
+            }
+        };
+        let branch = match one(BRANCH_HEADER)? {
+            Some(raw) => Some(
+                uuid::Uuid::try_parse(raw)
+                    .map(|u| u.hyphenated().to_string())
+                    .map_err(|_| bad("X-Stream-Branch-Id must be a UUID".into()))?,
+            ),
+            None => match &self.callers {
+                Callers::Operator { default_branch, .. } => default_branch.clone(),
+                Callers::OwnKeys { .. } => None,
+            },
+        };
+        Ok((base, branch))
+    }
+
+    /// The tenant for `who`, from the cache or built now (rate-limited per client).
+    fn tenant(
+        &self,
+        who: &Identity,
+        base: &str,
+        branch: Option<&str>,
+        client: IpAddr,
+    ) -> Result<Arc<Tenant>, Response> {
+        if let Some(fixed) = &who.fixed {
+            return Ok(fixed.clone());
+        }
+        let key = match self.factory.kind() {
+            // The branch is baked into a Stream backend's headers: one backend per branch.
+            BackendKind::Stream => match branch {
+                Some(b) => who.tenant.with(&[b"branch", b.as_bytes()]),
+                None => who.tenant.with(&[b"no-branch"]),
+            },
+            _ => who.tenant,
+        };
+        if let Some(tenant) = self.cache.get(&key) {
+            return Ok(tenant);
+        }
+        if let Err(wait) = self.limits.new_tenants.check(client) {
+            tracing::info!(%client, "refused: too many new keys from this client");
+            return Err(too_many(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many different keys from this address; retry later",
+                wait,
+            ));
+        }
+        let built = self.cache.get_or_try_insert(key, || {
+            let backend = self
+                .factory
+                .backend(who.upstream_key.as_ref(), base, branch)?;
+            Ok::<_, TenantError>(Arc::new(Tenant {
+                fingerprint: who.fingerprint.clone(),
+                // The cache key: caller, upstream and branch, so an idempotency key used on two
+                // branches names two intents.
+                scope: key.hex(),
+                backend,
+            }))
+        });
+        match built {
+            Ok((tenant, created)) => {
+                if created {
+                    tracing::info!(tenant = %who.fingerprint, "new tenant");
+                }
+                Ok(tenant)
+            }
+            Err(TenantError::Key(message)) => Err(unauthorized(&message)),
+            Err(TenantError::Unavailable(message)) => {
+                tracing::error!(tenant = %who.fingerprint, "cannot build a tenant: {message}");
+                Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "this server cannot serve this request",
+                ))
+            }
+        }
+    }
+}
+
+/// The axum middleware: runs every check, then the MCP service.
+pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+    let client = client_key(gate.client_ip(&request));
+
+    // 1. DNS rebinding.
+    if let Err(refusal) = gate.guard.check(request.uri(), request.headers()) {
+        let (what, message) = match refusal {
+            Refusal::Host => (
+                "host",
+                "the Host header names a host this server does not serve",
+            ),
+            Refusal::Origin => ("origin", "requests from this Origin are not allowed"),
+        };
+        tracing::info!(%client, refused = what, "refused by the Host/Origin check");
+        return refuse(StatusCode::FORBIDDEN, "forbidden", message);
+    }
+
+    // 2. Declared body size.
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than 1 MiB",
+        );
+    }
+
+    // 3. The process and the client.
+    let Some(process_slot) = gate.limits.process_in_flight.acquire(()) else {
+        return too_many(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is busy; retry shortly",
+            Duration::from_secs(1),
+        );
+    };
+    if let Err(wait) = gate.limits.client_rate.check(client) {
+        tracing::info!(%client, "refused: client rate limit");
+        return too_many(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this address; retry later",
+            wait,
+        );
+    }
+    let Some(client_slot) = gate.limits.client_in_flight.acquire(client) else {
+        return too_many(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight from this address; retry shortly",
+            Duration::from_secs(1),
+        );
+    };
+
+    // 4. Who is this.
+    let presented = match auth::bearer(request.headers()) {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::info!(%client, "refused: {reason}");
+            return unauthorized(reason);
+        }
+    };
+
+    let mut who = match gate.identify(presented) {
+        Ok(w) => w,
+        Err(response) => {
+            tracing::info!(%client, "refused: no usable credentials");
+            return response;
+        }
+    };
+
+    // 5. Where to.
+    let (base, branch) = match gate.target(request.headers()) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    gate.scope(&mut who, &base);
+
+    // 6. The session is this tenant's.
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    if let Some(id) = &session {
+        match gate.sessions.check(id, &who.tenant) {
+            Ownership::Mine => {}
+            Ownership::Foreign => {
+                tracing::warn!(tenant = %who.fingerprint, %client, "refused: session opened by another key");
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this session was opened with another key; open your own session",
+                );
+            }
+            Ownership::Unknown => {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "session not found: it expired or was closed; initialize a new one",
+                );
+            }
+        }
+    }
+
+    // 7. The tenant's limits, then the tenant.
+    if let Err(wait) = gate.limits.tenant_rate.check(who.tenant) {
+        tracing::info!(tenant = %who.fingerprint, "refused: tenant rate limit");
+        return too_many(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests for this key; retry later",
+            wait,
+        );
+    }
+    let Some(tenant_slot) = gate.limits.tenant_in_flight.acquire(who.tenant) else {
+        tracing::info!(tenant = %who.fingerprint, "refused: tenant in-flight limit");
+        return too_many(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight for this key; retry shortly",
+            Duration::from_secs(1),
+        );
+    };
+    let tenant = match gate.tenant(&who, &base, branch.as_deref(), client) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+
+    let method = request.method().clone();
+    request.extensions_mut().insert(tenant);
+    let response = next.run(request).await;
+
+    // Session bookkeeping.
+    if response.status().is_success() {
+        match (&session, response.headers().get(SESSION_HEADER)) {
+            (None, Some(new_id)) => {
+                if let Ok(id) = new_id.to_str() {
+                    gate.sessions.record(id, who.tenant);
+                    tracing::info!(tenant = %who.fingerprint, "session opened");
+                }
+            }
+            (Some(id), _) if method == Method::DELETE => gate.sessions.forget(id),
+            _ => {}
+        }
+    }
+
+    // A POST's answer may be an SSE stream still carrying the tool call: keep its slots until
+    // the body ends. A GET stream is a session's idle channel: it holds no slot.
+    if method == Method::POST {
+        let (parts, body) = response.into_parts();
+        let held = Box::new((process_slot, client_slot, tenant_slot));
+        Response::from_parts(parts, HoldingBody::wrap(body, held))
+    } else {
+        response
+    }
+}

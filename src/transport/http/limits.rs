@@ -1,0 +1,245 @@
+//! Abuse limits, answered at the HTTP layer with 429 and `Retry-After`: request rates (token
+//! buckets) and requests in flight, per client address and per tenant.
+//!
+//! Every table is bounded: rate buckets live in an LRU of fixed size (a forgotten bucket comes
+//! back full, which only ever favours the caller, never another one), and in-flight counters
+//! exist only while a request holds them.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::Frame;
+use lru::LruCache;
+
+/// A client, as far as limits are concerned: an IPv4 address, or an IPv6 /64 (one host
+/// usually owns a whole /64, and would otherwise have 2^64 fresh buckets).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// `per_minute` requests a minute per key, in bursts of up to a minute's worth.
+pub struct RateLimiter<K: Hash + Eq> {
+    buckets: Mutex<LruCache<K, Bucket>>,
+    per_minute: u32,
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// `per_minute == 0` disables the limit; `keys` bounds the table.
+    pub fn new(per_minute: u32, keys: NonZeroUsize) -> Self {
+        RateLimiter {
+            buckets: Mutex::new(LruCache::new(keys)),
+            per_minute,
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is available.
+    pub fn check(&self, key: K) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let per_sec = capacity / 60.0;
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.get_or_insert_mut(key, || Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
+        }
+    }
+}
+
+/// Requests in flight per key, at most `max` each. The table holds only keys with at least one
+/// request in flight.
+pub struct InFlight<K: Hash + Eq + Clone + Send + 'static> {
+    counts: Mutex<HashMap<K, u32>>,
+    max: u32,
+}
+
+/// Releases one in-flight slot when dropped.
+pub struct Slot<K: Hash + Eq + Clone + Send + 'static> {
+    table: Arc<InFlight<K>>,
+    key: K,
+    /// False when the limit is off: nothing was counted, nothing to release.
+    counted: bool,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
+    /// `max == 0` disables the limit (nothing is counted).
+    pub fn new(max: u32) -> Arc<Self> {
+        Arc::new(InFlight {
+            counts: Mutex::new(HashMap::new()),
+            max,
+        })
+    }
+
+    /// A slot for `key`, or `None` when `key` already has `max` requests in flight.
+    pub fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
+        if self.max == 0 {
+            return Some(Slot {
+                table: self.clone(),
+                key,
+                counted: false,
+            });
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            table: self.clone(),
+            key,
+            counted: true,
+        })
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.counts.lock().unwrap().len()
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Drop for Slot<K> {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A response body that holds values (in-flight slots) until it is finished or dropped: a
+/// tool call answered over SSE is still running when the response head goes out.
+pub struct HoldingBody {
+    inner: Body,
+    held: Option<Box<dyn Send + Sync>>,
+}
+
+impl HoldingBody {
+    pub fn wrap(inner: Body, held: Box<dyn Send + Sync>) -> Body {
+        Body::new(HoldingBody {
+            inner,
+            held: Some(held),
+        })
+    }
+}
+
+impl http_body::Body for HoldingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.held = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refill_and_say_when() {
+        let limiter = RateLimiter::new(60, NonZeroUsize::new(8).unwrap());
+        for _ in 0..60 {
+            assert!(limiter.check("a").is_ok());
+        }
+        let wait = limiter.check("a").unwrap_err();
+        assert!(
+            wait <= Duration::from_secs(1) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        assert!(limiter.check("b").is_ok());
+        let off = RateLimiter::new(0, NonZeroUsize::new(1).unwrap());
+        for _ in 0..1000 {
+            assert!(off.check(1).is_ok());
+        }
+    }
+
+    #[test]
+    fn bucket_tables_are_bounded() {
+        let limiter = RateLimiter::new(1, NonZeroUsize::new(2).unwrap());
+        for k in 0..100 {
+            assert!(limiter.check(k).is_ok());
+        }
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn in_flight_slots_are_released_on_drop() {
+        let table = InFlight::new(2);
+        let a = table.acquire("t").unwrap();
+        let b = table.acquire("t").unwrap();
+        assert!(table.acquire("t").is_none());
+        assert!(table.acquire("u").is_some());
+        drop(a);
+        assert!(table.acquire("t").is_some());
+        drop(b);
+        assert_eq!(table.keys(), 0);
+        let off = InFlight::<u8>::new(0);
+        let slots: Vec<_> = (0..100).map(|_| off.acquire(1).unwrap()).collect();
+        assert_eq!(off.keys(), 0);
+        drop(slots);
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        let m: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_key(m), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}

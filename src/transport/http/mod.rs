@@ -1,0 +1,436 @@
+//! MCP over streamable HTTP: rmcp's service at `/mcp` inside an axum app, behind the [`gate`].
+//!
+//! - Sessions (`Mcp-Session-Id`) by default; `--stateless` for replicas behind a load balancer.
+//!   Clients of protocol 2026-07-28 (no `initialize`) are always served statelessly.
+//! - Every caller brings its own key as a Bearer token; there is no fallback to a key in the
+//!   server's environment (except in operator-key mode, where callers present access tokens).
+//! - `/healthz` answers 200 without auth; `/.well-known/*` (OAuth discovery) a fast 404: this
+//!   server is not an OAuth resource server.
+//! - A non-loopback bind needs TLS from this process or `--behind-tls-proxy`.
+//! - SIGINT/SIGTERM: stop accepting, end open SSE streams, exit within a few seconds.
+//!
+//! Every option is checked before the socket is opened: a refused configuration never listens.
+
+pub mod auth;
+pub mod gate;
+pub mod guard;
+pub mod limits;
+pub mod reply;
+pub mod sessions;
+pub mod tls;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::Response;
+use axum::routing::{any, get};
+use http::StatusCode;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::auth::AccessTokens;
+use self::gate::{Callers, Gate, LimitSettings, MAX_BODY_BYTES};
+use self::guard::HostGuard;
+use self::reply::refuse;
+use self::sessions::SessionOwners;
+use self::tls::{Peer, TlsListener};
+use crate::backend::sandbox::SandboxBackend;
+use crate::config::{GlobalOpts, HttpOpts, Secrets};
+use crate::model::BackendKind;
+use crate::server::{PaylinkServer, TenantSource};
+use crate::tenant::{Tenant, TenantCache, TenantFactory};
+use crate::tools::ToolSet;
+use crate::upstream::UpstreamPools;
+
+/// After a shutdown signal, connections get this long to finish before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often idle tenants and sessions are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Everything checked and built from the options, before any socket exists.
+struct Plan {
+    bind: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    gate: Arc<Gate>,
+    server: PaylinkServer,
+    rmcp: StreamableHttpServerConfig,
+    sessions: Arc<LocalSessionManager>,
+    stop: CancellationToken,
+}
+
+/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
+pub fn run(
+    kind: BackendKind,
+    global: &GlobalOpts,
+    opts: &HttpOpts,
+    secrets: &Secrets,
+    tools: ToolSet,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    // Built inside the runtime: the session manager and pools may spawn.
+    let result = runtime.block_on(async {
+        let plan = plan(kind, global, opts, secrets, tools)?;
+        serve(plan).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(a) => a.ip().is_loopback(),
+        SocketAddr::V6(a) => {
+            a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+fn plan(
+    kind: BackendKind,
+    global: &GlobalOpts,
+    opts: &HttpOpts,
+    secrets: &Secrets,
+    tools: ToolSet,
+) -> Result<Plan, String> {
+    let loopback = is_loopback(&opts.bind);
+    if !loopback && opts.tls_cert.is_none() && !opts.behind_tls_proxy {
+        return Err(format!(
+            "refusing to listen on {}: on a non-loopback address callers' API keys would cross the network in clear text. \
+Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-terminating proxy is in front of this server",
+            opts.bind
+        ));
+    }
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let guard = HostGuard::new(&opts.allowed_hosts, &opts.allowed_origins)?;
+    if !loopback
+        && opts
+            .allowed_hosts
+            .iter()
+            .all(|h| crate::config::http::DEFAULT_ALLOWED_HOSTS.contains(&h.as_str()))
+    {
+        tracing::warn!(
+            "listening on a non-loopback address with only loopback names in --allowed-host: requests naming this server by its public name will be refused (403)"
+        );
+    }
+    let allowed_bases = opts
+        .allowed_base_urls
+        .iter()
+        .map(|u| crate::startup::check_base_url(u, "--allowed-base-url"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_base = match kind {
+        BackendKind::Stripe => {
+            crate::startup::check_base_url(&global.stripe_base_url, "STRIPE_BASE_URL")?
+        }
+        _ => crate::startup::check_base_url(&global.stream_base_url, "STREAM_BASE_URL")?,
+    };
+    // Naming the server's own default explicitly is always allowed: the operator chose it.
+    let mut allowed_bases = allowed_bases;
+    if !allowed_bases.contains(&default_base) {
+        allowed_bases.push(default_base.clone());
+    }
+
+    let callers = match &opts.access_tokens_file {
+        Some(path) => {
+            let tokens = AccessTokens::load(path)?;
+            if tokens.is_empty() {
+                return Err(format!(
+                    "--access-tokens-file {} holds no token hash",
+                    path.display()
+                ));
+            }
+            let upstream_key = match kind {
+                BackendKind::Sandbox => None,
+                BackendKind::Stream => Some(secrets.stream.clone().ok_or(
+                    "operator-key mode on Stream calls Stream with the server's own key: set STREAM_API_KEY (or STREAM_API_KEY_FILE)",
+                )?),
+                BackendKind::Stripe => Some(secrets.stripe.clone().ok_or(
+                    "operator-key mode on Stripe calls Stripe with the server's own key: set STRIPE_API_KEY (or STRIPE_API_KEY_FILE)",
+                )?),
+            };
+            tracing::info!(
+                tokens = tokens.len(),
+                "operator-key mode: callers present server access tokens"
+            );
+            Callers::Operator {
+                tokens,
+                upstream_key,
+                default_branch: crate::startup::check_branch_id(
+                    global.stream_branch_id.as_deref(),
+                )?,
+            }
+        }
+        None => {
+            if secrets.stream.is_some() || secrets.stripe.is_some() {
+                tracing::warn!(
+                    "STREAM_API_KEY/STRIPE_API_KEY in the environment are not used over HTTP: every caller sends its own key (see --access-tokens-file for operator-key mode)"
+                );
+            }
+            if global.stream_branch_id.is_some() {
+                tracing::warn!(
+                    "STREAM_BRANCH_ID is not used over HTTP: callers pick a branch with X-Stream-Branch-Id"
+                );
+            }
+            // Without a header at all, the sandbox on loopback serves one shared tenant:
+            // nothing real is at stake and a local inspector works out of the box.
+            let anonymous = (kind == BackendKind::Sandbox && loopback).then(|| {
+                Arc::new(Tenant {
+                    fingerprint: "anonymous".to_owned(),
+                    scope: "anonymous".to_owned(),
+                    backend: Arc::new(SandboxBackend::new(global.sandbox_max_links)),
+                })
+            });
+            Callers::OwnKeys { anonymous }
+        }
+    };
+
+    let pools = Arc::new(UpstreamPools::new(crate::startup::upstream_settings(
+        global,
+    )));
+    let factory = TenantFactory::new(kind, pools, global);
+    factory.self_check(&default_base)?;
+
+    let max_tenants = usize::try_from(opts.max_tenants)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .unwrap_or(NonZeroUsize::MIN);
+    let max_sessions = usize::try_from(opts.max_sessions)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .unwrap_or(NonZeroUsize::MIN);
+    let cache = TenantCache::new(max_tenants, Duration::from_secs(opts.tenant_idle_secs));
+    let sessions = Arc::new(LocalSessionManager::default());
+    let owners = SessionOwners::new(max_sessions, sessions.clone());
+    let limits = LimitSettings {
+        tenant_per_minute: opts.rate_limit_per_minute,
+        tenant_in_flight: opts.max_concurrent_per_tenant,
+        client_per_minute: opts.client_rate_limit_per_minute,
+        client_in_flight: opts.max_concurrent_per_client,
+        new_tenants_per_minute: opts.new_tenants_per_minute,
+        process_in_flight: opts.max_concurrent_requests,
+        tenant_table: max_tenants.saturating_mul(NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN)),
+    };
+    let gate = Arc::new(Gate::new(
+        guard,
+        callers,
+        factory,
+        cache,
+        owners,
+        default_base,
+        allowed_bases,
+        limits,
+        opts.behind_tls_proxy,
+    ));
+
+    let live = (kind == BackendKind::Sandbox).then_some(false);
+    let server = PaylinkServer::new(
+        tools,
+        crate::startup::instructions(kind, live, global.allow_live),
+        TenantSource::PerRequest,
+        global.allow_live,
+    );
+    let stop = CancellationToken::new();
+    // rmcp checks Host and Origin too; the gate has already applied the same lists, first.
+    let rmcp = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(!opts.stateless)
+        .with_json_response(opts.stateless)
+        .with_allowed_hosts(opts.allowed_hosts.clone())
+        .with_allowed_origins(opts.allowed_origins.clone())
+        .with_max_request_body_bytes(MAX_BODY_BYTES)
+        .with_cancellation_token(stop.child_token());
+    Ok(Plan {
+        bind: opts.bind,
+        tls,
+        gate,
+        server,
+        rmcp,
+        sessions,
+        stop,
+    })
+}
+
+/// The axum app: `/mcp` behind the gate, plus the unauthenticated odds and ends.
+fn app(plan: &Plan) -> Router {
+    let server = plan.server.clone();
+    // Called for every request (and by rmcp for schema lookups): an Arc clone.
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        plan.sessions.clone(),
+        plan.rmcp.clone(),
+    );
+    let mcp = Router::new().route_service("/mcp", service).route_layer(
+        axum::middleware::from_fn_with_state(plan.gate.clone(), gate::gate),
+    );
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/.well-known/{*rest}", any(well_known))
+        .merge(mcp)
+        .fallback(not_found)
+}
+
+async fn healthz() -> Response {
+    let mut r = Response::new(axum::body::Body::from(r#"{"status":"ok"}"#));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn well_known() -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this server is not an OAuth resource server: send your API key as a Bearer token",
+    )
+}
+
+async fn not_found() -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "not found: the MCP endpoint is /mcp",
+    )
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(plan: Plan) -> Result<(), String> {
+    let app = app(&plan).into_make_service_with_connect_info::<Peer>();
+    let listener = TcpListener::bind(plan.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", plan.bind))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let stop = plan.stop.clone();
+
+    // A signal cancels `stop`: rmcp ends every session and SSE stream (they hold child tokens),
+    // and axum stops accepting and drains.
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        }
+    });
+    tokio::spawn({
+        let gate = plan.gate.clone();
+        let stop = stop.clone();
+        async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => gate.sweep(),
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    });
+
+    let scheme = if plan.tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        "listening on {scheme}://{local}/mcp (backend {}, {})",
+        plan.server_kind(),
+        if plan.rmcp.legacy_session_mode {
+            "sessions"
+        } else {
+            "stateless"
+        }
+    );
+    let drained = {
+        let stop = stop.clone();
+        async move { stop.cancelled_owned().await }
+    };
+    let served: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match plan.tls {
+            Some(config) => {
+                let listener = TlsListener::new(listener, config, stop.clone())
+                    .map_err(|e| format!("cannot start TLS: {e}"))?;
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(drained)
+                        .into_future(),
+                )
+            }
+            None => Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(drained)
+                    .into_future(),
+            ),
+        };
+    let grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = served => r.map_err(|e| format!("the HTTP server failed: {e}"))?,
+        () = grace => tracing::warn!("connections still open after the grace period: closing them"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl Plan {
+    fn server_kind(&self) -> &'static str {
+        self.gate.kind().as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_recognised() {
+        for ok in [
+            "127.0.0.1:0",
+            "127.9.9.9:80",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(is_loopback(&ok.parse().unwrap()), "{ok}");
+        }
+        for bad in ["0.0.0.0:0", "[::]:1", "10.0.0.1:80", "192.168.1.1:8080"] {
+            assert!(!is_loopback(&bad.parse().unwrap()), "{bad}");
+        }
+    }
+}
