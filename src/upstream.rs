@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -172,7 +172,10 @@ impl Scrubber {
 
 /// A connection pool to one base URL, shared by every tenant of that URL.
 pub struct UpstreamClient {
-    http: reqwest::Client,
+    /// Built on first use: building it loads the machine's root certificates (milliseconds of
+    /// file reading and parsing), which a server that starts for every Claude Desktop launch
+    /// should not pay before its first upstream call.
+    http: OnceLock<Result<reqwest::Client, String>>,
     base: String,
     settings: UpstreamSettings,
 }
@@ -189,20 +192,28 @@ enum AttemptError {
 
 impl UpstreamClient {
     pub fn new(base: &str, settings: UpstreamSettings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(concat!("paylink-mcp/", env!("CARGO_PKG_VERSION")))
-            // Never follow a redirect: it could carry the auth header to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(UpstreamClient {
-            http,
+            http: OnceLock::new(),
             base: base.trim_end_matches('/').to_owned(),
             settings,
         })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(self.settings.connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .tcp_nodelay(true)
+                    .user_agent(concat!("paylink-mcp/", env!("CARGO_PKG_VERSION")))
+                    // Never follow a redirect: it could carry the auth header to another host.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| Error::internal(e.clone()))
     }
 
     pub fn base(&self) -> &str {
@@ -221,6 +232,7 @@ impl UpstreamClient {
         decoder: &dyn ErrorDecoder,
         scrubber: &Scrubber,
     ) -> Result<UpstreamResponse, Error> {
+        let http = self.http()?;
         let started = Instant::now();
         let deadline = started + self.settings.deadline;
         let name = decoder.upstream_name();
@@ -232,7 +244,7 @@ impl UpstreamClient {
             }
             let outcome = tokio::time::timeout(
                 remaining,
-                self.attempt(request, decoder, scrubber, remaining),
+                self.attempt(http, request, decoder, scrubber, remaining),
             )
             .await
             .unwrap_or_else(|_| {
@@ -305,14 +317,14 @@ impl UpstreamClient {
 
     async fn attempt(
         &self,
+        http: &reqwest::Client,
         request: &UpstreamRequest,
         decoder: &dyn ErrorDecoder,
         scrubber: &Scrubber,
         remaining: Duration,
     ) -> Result<UpstreamResponse, AttemptError> {
         let url = format!("{}{}", self.base, request.path_and_query);
-        let mut builder = self
-            .http
+        let mut builder = http
             .request(request.method.clone(), &url)
             .headers(request.headers.clone())
             .timeout(self.settings.attempt_timeout.min(remaining));
