@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paylink-mcp");
 const SEQUENTIAL_CALLS: usize = 1000;
+const CONCURRENCIES: &[usize] = &[1, 8, 64];
+/// Calls per HTTP measurement, spread over the clients.
+const HTTP_CALLS: usize = 4000;
+const TENANTS: usize = 10_000;
 const COLD_STARTS: usize = 20;
 const PRODUCT: &str = "11111111-1111-4111-8111-111111111111";
 const LINK_ID: &str = "8b0c7c8e-5f1a-4d2b-9e3c-7a6b5c4d3e2f";
@@ -187,39 +191,326 @@ impl StdioServer {
     }
 
     fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the command).
-        fields
-            .get(11)
-            .and_then(|u| u.parse::<u64>().ok())
-            .unwrap_or(0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
+        proc_cpu_ticks(self.child.id())
     }
 
     fn vm_hwm_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        proc_vm_hwm_kib(self.child.id())
     }
 
     fn close(mut self) {
         drop(self.stdin);
         let _ = self.child.wait();
     }
+}
+
+#[derive(Clone, Copy)]
+struct Load {
+    rps: f64,
+    latency: Latency,
+    calls: usize,
+}
+
+/// The floor at concurrency `c`: `c` clients sending the upstream GET straight to the mock.
+async fn floor_throughput(base: &str, c: usize) -> Load {
+    let client = reqwest::Client::new();
+    let per = HTTP_CALLS / c;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/api/v2/payment_links/{LINK_ID}");
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for _ in 0..per {
+                    let t = Instant::now();
+                    let r = client
+                        .get(&url)
+                        .header("x-api-key", format!("floor-{i}"))
+                        .send()
+                        .await
+                        .expect("floor get");
+                    let _: Value =
+                        serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("floor task"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Load {
+        rps: all.len() as f64 / secs,
+        calls: all.len(),
+        latency: latency(all),
+    }
+}
+
+const ACCEPT: &str = "application/json, text/event-stream";
+
+fn modern_call(id: u64) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+    "name": "get_payment_link", "arguments": {"payment_link_id": LINK_ID},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }}})
+    .to_string()
+}
+
+/// The JSON-RPC answer of a POST, sent as JSON or as SSE `data:` lines.
+fn answer_of(text: &str) -> Value {
+    serde_json::from_str::<Value>(text).ok().unwrap_or_else(|| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|v| v.get("result").is_some() || v.get("error").is_some())
+            .unwrap_or(Value::Null)
+    })
+}
+
+/// One MCP client over HTTP with its own Bearer key (so its own tenant).
+async fn http_client_calls(
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    stateless: bool,
+    n: usize,
+) -> Vec<Duration> {
+    let auth = format!("Bearer {key}");
+    let mut session = None;
+    if !stateless {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}});
+        let r = client
+            .post(&url)
+            .header("authorization", &auth)
+            .header("accept", ACCEPT)
+            .header("content-type", "application/json")
+            .body(init.to_string())
+            .send()
+            .await
+            .expect("initialize");
+        let id = r
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let _ = r.text().await;
+        let id = id.expect("a session id");
+        let _ = client
+            .post(&url)
+            .header("authorization", &auth)
+            .header("accept", ACCEPT)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &id)
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .send()
+            .await
+            .expect("initialized");
+        session = Some(id);
+    }
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut req = client
+            .post(&url)
+            .header("authorization", &auth)
+            .header("accept", ACCEPT)
+            .header("content-type", "application/json");
+        let body = match &session {
+            Some(id) => {
+                req = req
+                    .header("mcp-session-id", id)
+                    .header("mcp-protocol-version", "2025-06-18");
+                json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {
+                    "name": "get_payment_link", "arguments": {"payment_link_id": LINK_ID}}})
+                .to_string()
+            }
+            None => {
+                req = req
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", "tools/call")
+                    .header("mcp-name", "get_payment_link");
+                modern_call(i as u64 + 1)
+            }
+        };
+        let t = Instant::now();
+        let r = req.body(body).send().await.expect("tools/call");
+        let status = r.status();
+        let text = r.text().await.expect("answer");
+        lat.push(t.elapsed());
+        let v = answer_of(&text);
+        assert!(
+            status.is_success() && v["result"]["isError"] == false,
+            "{status}: {text}"
+        );
+    }
+    lat
+}
+
+async fn http_load(url: &str, stateless: bool, c: usize) -> Load {
+    let client = reqwest::Client::new();
+    let per = HTTP_CALLS / c;
+    // Sessions are opened before the clock starts: the load is the tool calls.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|i| {
+            let key = format!("bench-{}-{c}-{i}", if stateless { "sl" } else { "ss" });
+            tokio::spawn(http_client_calls(
+                client.clone(),
+                url.to_owned(),
+                key,
+                stateless,
+                per,
+            ))
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Load {
+        rps: all.len() as f64 / secs,
+        calls: all.len(),
+        latency: latency(all),
+    }
+}
+
+/// `n` distinct Bearer keys, one stateless call each, 64 at a time: `n` tenants in the cache.
+async fn many_tenants(url: &str, n: usize) {
+    let client = reqwest::Client::new();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.to_owned();
+            let next = next.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    http_client_calls(client.clone(), url.clone(), format!("tenant-{i}"), true, 1)
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("tenant task");
+    }
+}
+
+struct HttpServer {
+    child: Child,
+    url: String,
+}
+
+impl HttpServer {
+    fn spawn(base: &str, stateless: bool) -> Self {
+        let mut args = vec![
+            "http",
+            "--bind",
+            "127.0.0.1:0",
+            "--backend",
+            "stream",
+            // The benchmark is one client address with thousands of keys: lift the abuse limits.
+            "--new-tenants-per-minute",
+            "0",
+            "--client-rate-limit-per-minute",
+            "0",
+            "--rate-limit-per-minute",
+            "0",
+            "--max-concurrent-per-client",
+            "100000",
+            "--max-concurrent-per-tenant",
+            "100000",
+            "--max-concurrent-requests",
+            "100000",
+        ];
+        if stateless {
+            args.push("--stateless");
+        }
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env_clear()
+            .env("STREAM_BASE_URL", base)
+            .env("PAYLINK_LOG", "warn,paylink_mcp::transport=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paylink-mcp http");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("stderr line");
+            if let Some(at) = line.find("listening on ") {
+                break line[at + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HttpServer { child, url }
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        proc_cpu_ticks(self.child.id())
+    }
+
+    fn vm_hwm_kib(&self) -> u64 {
+        proc_vm_hwm_kib(self.child.id())
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the command).
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn proc_vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -281,6 +572,47 @@ fn main() {
     let stdio_create = latency(create);
     let stdio_get = latency(read);
 
+    let http_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let mut http_rows = Vec::new();
+    let mut floors = Vec::new();
+    for &c in CONCURRENCIES {
+        floors.push((c, http_runtime.block_on(floor_throughput(&base, c))));
+    }
+    let mut after_load_hwm_kib = 0;
+    let mut http_cpu_ms_per_call = 0.0;
+    for stateless in [false, true] {
+        let server = HttpServer::spawn(&base, stateless);
+        for (c, floor) in &floors {
+            let c = *c;
+            let cpu_before = server.cpu_ticks();
+            let load = http_runtime.block_on(http_load(&server.url, stateless, c));
+            let cpu = (server.cpu_ticks() - cpu_before) as f64 / clock_ticks_per_sec() * 1e3;
+            if stateless && c == 64 {
+                http_cpu_ms_per_call = cpu / load.calls as f64;
+                after_load_hwm_kib = server.vm_hwm_kib();
+            }
+            http_rows.push(json!({
+                "mode": if stateless { "stateless" } else { "session" },
+                "concurrency": c,
+                "throughput_rps": load.rps,
+                "floor_rps": floor.rps,
+                "throughput_ratio": load.rps / floor.rps,
+                "latency": load.latency,
+                "floor_latency": floor.latency,
+            }));
+        }
+        server.stop();
+    }
+    let tenants = HttpServer::spawn(&base, true);
+    let idle_http_hwm_kib = tenants.vm_hwm_kib();
+    http_runtime.block_on(many_tenants(&tenants.url, TENANTS));
+    let tenants_hwm_kib = tenants.vm_hwm_kib();
+    tenants.stop();
+
     let binary_bytes = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
     println!("paylink-mcp overhead benchmark (release build, loopback, mock Stream upstream)");
     println!(
@@ -340,6 +672,14 @@ fn main() {
             "cpu_ms_per_call": cpu_ms_per_call,
             "vm_hwm_kib_idle": idle_hwm_kib,
             "vm_hwm_kib_after": after_hwm_kib,
+        },
+        "http": {
+            "rows": http_rows,
+            "cpu_ms_per_call_stateless_c64": http_cpu_ms_per_call,
+            "vm_hwm_kib_idle": idle_http_hwm_kib,
+            "vm_hwm_kib_after_c64": after_load_hwm_kib,
+            "vm_hwm_kib_with_tenants": tenants_hwm_kib,
+            "tenants": TENANTS,
         },
         "binary_bytes": binary_bytes,
     });
