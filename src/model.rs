@@ -156,6 +156,28 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl Page<LineItem> {
+    /// A page of line items paged by item id. `next_cursor` is always the forward continuation
+    /// (`starting_after`); walking backwards, entries always follow the page (at least the
+    /// `ending_before` item itself), so it is set then too.
+    pub fn of_items(data: Vec<LineItem>, has_more: bool, backwards: bool) -> Self {
+        let next_cursor = if has_more || backwards {
+            data.last().map(|i| i.id.clone())
+        } else {
+            None
+        };
+        Page {
+            data,
+            has_more,
+            next_cursor,
+        }
+    }
+}
+
+/// The metadata key under which every create carries our own reference, so that a create whose
+/// answer was lost can be found again (Stream) and a replay carries equal parameters (Stripe).
+pub const REQUEST_REF_KEY: &str = "paylink_request_id";
+
 /// Turns upstream metadata values into strings and hides the keys this server reserves.
 pub fn visible_metadata<'a, I>(entries: I) -> BTreeMap<String, String>
 where

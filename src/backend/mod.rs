@@ -217,16 +217,5 @@ pub fn page_by_item_id(items: Vec<LineItem>, query: &LineItemsQuery) -> Result<P
         end < items.len()
     };
     let data: Vec<LineItem> = items.into_iter().skip(start).take(end - start).collect();
-    // `next_cursor` is always the forward continuation (`starting_after`); walking backwards,
-    // entries always follow this page (at least the `ending_before` item itself).
-    let next_cursor = if has_more || backwards {
-        data.last().map(|i| i.id.clone())
-    } else {
-        None
-    };
-    Ok(Page {
-        data,
-        has_more,
-        next_cursor,
-    })
+    Ok(Page::of_items(data, has_more, backwards))
 }

@@ -19,10 +19,11 @@ use super::{
     Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
     page_by_item_id,
 };
-use crate::domain::{CurrencyCode, Cursor, Money, PaymentLinkId};
+use crate::domain::{CurrencyCode, Cursor, Money, PageCursor, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{
-    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
+    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, REQUEST_REF_KEY,
+    visible_metadata,
 };
 use crate::secret::ApiKey;
 use crate::upstream::{
@@ -34,10 +35,6 @@ use crate::upstream::{
 pub const PRODUCTION_BASE_URL: &str = "https://stream-app-service.streampay.sa";
 /// Stream's staging API: no real money.
 pub const STAGING_BASE_URL: &str = "https://staging.streampay.sa";
-
-/// The metadata key under which every create carries our own reference, so a create whose
-/// outcome was lost can be found again.
-pub const REQUEST_REF_KEY: &str = "paylink_request_id";
 
 const RECOVERY_PAGES: u32 = 2;
 const RECOVERY_PAGE_SIZE: u32 = 50;
@@ -344,15 +341,7 @@ impl Backend for StreamBackend {
             .iter()
             .filter_map(product_from_stream)
             .collect();
-        let has_more = root
-            .obj("pagination")
-            .and_then(|p| p.bool("has_next_page"))
-            .unwrap_or(false);
-        Ok(Page {
-            data,
-            has_more,
-            next_cursor: has_more.then(|| cursor.next().encode()),
-        })
+        Ok(stream_page(&root, data, cursor))
     }
 
     async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
@@ -388,15 +377,7 @@ impl Backend for StreamBackend {
             .iter()
             .filter_map(|l| self.link(l).ok())
             .collect();
-        let has_more = root
-            .obj("pagination")
-            .and_then(|p| p.bool("has_next_page"))
-            .unwrap_or(false);
-        Ok(Page {
-            data,
-            has_more,
-            next_cursor: has_more.then(|| cursor.next().encode()),
-        })
+        Ok(stream_page(&root, data, cursor))
     }
 
     async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
@@ -422,6 +403,19 @@ impl Backend for StreamBackend {
             .await
             .map_err(|e| name_not_found(e, "payment_link_id"))?;
         self.link(&v)
+    }
+}
+
+/// A page of a Stream listing: Stream says whether a next page exists; our cursor names it.
+fn stream_page<T>(root: &Obj<'_>, data: Vec<T>, cursor: PageCursor) -> Page<T> {
+    let has_more = root
+        .obj("pagination")
+        .and_then(|p| p.bool("has_next_page"))
+        .unwrap_or(false);
+    Page {
+        data,
+        has_more,
+        next_cursor: has_more.then(|| cursor.next().encode()),
     }
 }
 

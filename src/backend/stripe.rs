@@ -26,7 +26,8 @@ use super::{
 use crate::domain::{CurrencyCode, Cursor, Money, PageLimit, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{
-    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
+    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, REQUEST_REF_KEY,
+    visible_metadata,
 };
 use crate::secret::ApiKey;
 use crate::upstream::{
@@ -45,9 +46,6 @@ pub const DEFAULT_API_VERSION: &str = "2024-04-10";
 pub const NAME_KEY: &str = "paylink_name";
 /// Metadata key holding the link's description.
 pub const DESCRIPTION_KEY: &str = "paylink_description";
-/// Metadata key holding our own reference of the create, so a create whose outcome was lost can
-/// be recognised among the account's links.
-pub const REQUEST_REF_KEY: &str = "paylink_request_id";
 
 /// Stripe's page size ceiling, used when we read every line item of a link.
 const MAX_PAGE: u32 = 100;
@@ -560,18 +558,11 @@ impl Backend for StripeBackend {
             .filter_map(|i| line_item_from_stripe(i, None))
             .collect();
         let has_more = root.bool("has_more").unwrap_or(false);
-        // As on every backend: `next_cursor` is the forward continuation; walking backwards,
-        // entries always follow this page (at least the `ending_before` item itself).
-        let next_cursor = if has_more || query.ending_before.is_some() {
-            data.last().map(|i| i.id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
+        Ok(Page::of_items(
             data,
             has_more,
-            next_cursor,
-        })
+            query.ending_before.is_some(),
+        ))
     }
 
     async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {

@@ -120,6 +120,25 @@ impl Cursor {
         Ok(cursor)
     }
 
+    /// Reads a list tool's `limit` and `cursor` arguments together: the page size is the
+    /// cursor's when continuing (an explicit, different `limit` is refused), else `limit`, else
+    /// the default.
+    pub fn resolve(
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> Result<(PageLimit, Option<Cursor>), Error> {
+        let explicit = limit
+            .map(|l| PageLimit::parse(Some(l), "limit"))
+            .transpose()?;
+        let cursor = cursor.map(|c| Cursor::decode(c, explicit)).transpose()?;
+        let limit = match (&cursor, explicit) {
+            (Some(c), _) => c.limit(),
+            (None, Some(l)) => l,
+            (None, None) => PageLimit(PageLimit::DEFAULT),
+        };
+        Ok((limit, cursor))
+    }
+
     pub fn limit(&self) -> PageLimit {
         match self {
             Cursor::Page(p) => p.limit,

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
-use crate::domain::{Cursor, PageLimit, PaymentLinkId};
+use crate::domain::{Cursor, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::LinkStatus;
 
@@ -50,15 +50,7 @@ fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>> {
 
 impl ListPaymentLinksArgs {
     pub fn validate(self, _rules: &BackendRules) -> Result<LinksQuery> {
-        let explicit = self
-            .limit
-            .map(|l| PageLimit::parse(Some(l), "limit"))
-            .transpose()?;
-        let cursor = self
-            .cursor
-            .as_deref()
-            .map(|c| Cursor::decode(c, explicit))
-            .transpose()?;
+        let (limit, cursor) = Cursor::resolve(self.limit, self.cursor.as_deref())?;
         let created_from = self
             .created_from
             .as_deref()
@@ -78,11 +70,7 @@ impl ListPaymentLinksArgs {
             ));
         }
         Ok(LinksQuery {
-            limit: cursor
-                .as_ref()
-                .map(Cursor::limit)
-                .or(explicit)
-                .unwrap_or(PageLimit::parse(None, "limit")?),
+            limit,
             cursor,
             status: self.status.map(|s| match s {
                 StatusFilter::Active => LinkStatus::Active,

@@ -72,22 +72,7 @@ pub struct ListProductsArgs {
 
 impl ListProductsArgs {
     pub fn validate(self, _rules: &BackendRules) -> Result<ProductsQuery> {
-        let explicit = self
-            .limit
-            .map(|l| PageLimit::parse(Some(l), "limit"))
-            .transpose()?;
-        let cursor = self
-            .cursor
-            .as_deref()
-            .map(|c| Cursor::decode(c, explicit))
-            .transpose()?;
-        Ok(ProductsQuery {
-            limit: cursor
-                .as_ref()
-                .map(Cursor::limit)
-                .or(explicit)
-                .unwrap_or(PageLimit::parse(None, "limit")?),
-            cursor,
-        })
+        let (limit, cursor) = Cursor::resolve(self.limit, self.cursor.as_deref())?;
+        Ok(ProductsQuery { limit, cursor })
     }
 }
