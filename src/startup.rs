@@ -104,7 +104,10 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
         Command::Http(opts) => {
             crate::transport::http::run(kind, &cli.global, &opts, &secrets, tools)
         }
-        Command::Healthcheck(_) => unreachable!("`main` runs the health probe before `run`"),
+        // `main` runs the probe before any of the above; reaching here is a bug, not a panic.
+        Command::Healthcheck(_) => {
+            Err("internal: the health probe must run before start-up".into())
+        }
     }
 }
 

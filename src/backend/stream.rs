@@ -504,6 +504,7 @@ impl ErrorDecoder for StreamErrors {
             .map(|r| r.array("detail"))
             .filter(|d| !d.is_empty())
         {
+            // Not empty: filtered just above.
             let first = Obj(&detail[0]);
             let field = our_field(first.array("loc"));
             let msg = first.str("msg").unwrap_or("is invalid");
