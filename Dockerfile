@@ -30,7 +30,8 @@ USER nonroot:nonroot
 
 # The Host allow-list (DNS-rebinding protection): set it to the public name(s) clients use,
 # comma-separated, e.g. `-e PAYLINK_ALLOWED_HOSTS=mcp.example.com`. The default here accepts
-# only loopback names, which is what the health check and `docker run -p` on this machine send.
+# only loopback names, which is what `docker run -p` on this machine sends (the server warns about
+# it at start-up); any other Host on /mcp is 403. /healthz is not behind this check.
 ENV PAYLINK_ALLOWED_HOSTS=localhost,127.0.0.1 \
     PAYLINK_LOG_FORMAT=json \
     PAYLINK_HEALTHCHECK_URL=http://127.0.0.1:8080/healthz

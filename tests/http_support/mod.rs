@@ -76,7 +76,10 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(at) = line.find("listening on ") {
+                    // "listening on http(s)://ADDR/mcp ...": the scheme too, because a warning
+                    // logged before it ("listening on a non-loopback address ...") also
+                    // contains "listening on ".
+                    if let Some(at) = line.find("listening on http") {
                         let _ = tx.send(line[at + "listening on ".len()..].to_owned());
                     }
                     let mut s = stderr.lock().unwrap();
