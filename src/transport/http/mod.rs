@@ -39,7 +39,7 @@ use self::gate::{Callers, Gate, LimitSettings, MAX_BODY_BYTES};
 use self::guard::HostGuard;
 use self::reply::refuse;
 use self::sessions::SessionOwners;
-use self::tls::{Peer, TlsListener};
+use self::tls::{NoDelayListener, Peer, TlsListener};
 use crate::backend::sandbox::SandboxBackend;
 use crate::config::{GlobalOpts, HttpOpts, Secrets};
 use crate::model::BackendKind;
@@ -391,11 +391,14 @@ async fn serve(plan: Plan) -> Result<(), String> {
                         .into_future(),
                 )
             }
-            None => Box::pin(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(drained)
-                    .into_future(),
-            ),
+            None => {
+                let listener = NoDelayListener(listener);
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(drained)
+                        .into_future(),
+                )
+            }
         };
     let grace = async {
         stop.cancelled().await;
