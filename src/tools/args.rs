@@ -9,11 +9,10 @@ use crate::error::Error;
 /// Decodes tool arguments into `T`, naming the offending field on failure.
 pub fn decode<T: DeserializeOwned>(args: Option<&Map<String, Value>>) -> Result<T, Error> {
     // An absent `arguments` is an empty object: a tool without required fields still works.
-    let value = match args {
-        Some(map) => Value::Object(map.clone()),
-        None => Value::Object(Map::new()),
-    };
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    // Deserializing from the borrowed map avoids copying the whole argument tree first.
+    let empty = Map::new();
+    let map = args.unwrap_or(&empty);
+    serde_path_to_error::deserialize(map).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
         let field = field_of(&path, &message);
