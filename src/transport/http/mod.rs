@@ -43,6 +43,7 @@ use self::tls::{Peer, TlsListener};
 use crate::backend::sandbox::SandboxBackend;
 use crate::config::{GlobalOpts, HttpOpts, Secrets};
 use crate::model::BackendKind;
+use crate::observability::Observer;
 use crate::server::{PaylinkServer, TenantSource};
 use crate::tenant::{Tenant, TenantCache, TenantFactory};
 use crate::tools::ToolSet;
@@ -240,6 +241,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         crate::startup::instructions(kind, live, global.allow_live),
         TenantSource::PerRequest,
         global.allow_live,
+        Observer::from_options(global),
     );
     let stop = CancellationToken::new();
     // rmcp checks Host and Origin too; the gate has already applied the same lists, first.
