@@ -155,6 +155,12 @@ pub struct GlobalOpts {
     )]
     pub log_format: LogFormat,
 
+    /// Append one JSON line per write tool call (create_payment_link,
+    /// update_payment_link_status) to this file, synced before the tool answers. A write whose
+    /// line cannot be written fails (`internal`) rather than going unrecorded.
+    #[arg(long, global = true, env = "PAYLINK_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
     /// Most links one sandbox tenant may hold.
     #[arg(
         long,

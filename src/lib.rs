@@ -15,6 +15,8 @@
 //! - [`error`]: the one error type and the JSON envelope callers see.
 //! - [`secret`]: keys that cannot be printed and are wiped on drop.
 //! - [`healthcheck`]: the `healthcheck` subcommand, a container's probe of the HTTP server.
+//! - [`observability`] and [`telemetry`]: the per-call span and log line, Prometheus metrics,
+//!   the audit trail of writes; the log subscriber.
 
 pub mod backend;
 pub mod config;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod idempotency;
 pub mod model;
+pub mod observability;
 pub mod secret;
 pub mod server;
 pub mod startup;

@@ -1,11 +1,11 @@
 //! The MCP server handler: one value per connection (or per stateless request), cheap to clone,
 //! sharing the tool list and configuration built once at start-up.
 //!
-//! It finds the caller's tenant (fixed over stdio; put in the request by the HTTP auth layer),
-//! hands the call to the [`ToolSet`], and logs one line per call with the tenant's fingerprint.
+//! It finds the caller's tenant (fixed over stdio; put in the request by the HTTP auth layer) and
+//! hands the call to the [`ToolSet`] through [`observability::observe`](crate::observability::observe),
+//! which owns the call's span, log line, metrics and audit line.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
@@ -14,6 +14,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use crate::observability::{self, CallInfo, Observed, Observer};
 use crate::tenant::Tenant;
 use crate::tools::{Caller, ToolSet};
 
@@ -31,6 +32,7 @@ struct Shared {
     info: ServerConfig,
     tenants: TenantSource,
     allow_live: bool,
+    observer: Observer,
 }
 
 /// The MCP handler.
@@ -45,6 +47,7 @@ impl PaylinkServer {
         instructions: String,
         tenants: TenantSource,
         allow_live: bool,
+        observer: Observer,
     ) -> Self {
         let info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(
@@ -58,6 +61,7 @@ impl PaylinkServer {
                 info,
                 tenants,
                 allow_live,
+                observer,
             }),
         }
     }
@@ -112,40 +116,41 @@ impl ServerHandler for PaylinkServer {
                 None,
             ));
         };
-        let started = Instant::now();
         let caller = Caller {
             backend: tenant.backend.as_ref(),
             scope: &tenant.scope,
             allow_live: self.shared.allow_live,
         };
+        let info = CallInfo {
+            // Checked above: the name is one of ours, so it can label metrics.
+            tool: observability::metrics::tool_label(name).unwrap_or("unknown"),
+            write: self.shared.tools.writes(name),
+            tenant: &tenant,
+            arguments: request.arguments.as_ref(),
+        };
         let call = self
             .shared
             .tools
             .call(name, request.arguments.as_ref(), &caller);
-        // Cancellation (notifications/cancelled, a dropped HTTP connection) drops this future,
-        // which drops any upstream request in flight.
-        let result = tokio::select! {
-            r = call => r,
-            () = context.ct.cancelled() => {
-                tracing::info!(tool = name, tenant = %tenant.fingerprint, "tool call cancelled");
+        let result = match observability::observe(
+            info,
+            self.shared.observer.audit.as_ref(),
+            &context.ct,
+            call,
+        )
+        .await
+        {
+            Observed::Done(result) => result,
+            Observed::Cancelled => {
                 return Err(ErrorData::internal_error("request cancelled", None));
             }
+            Observed::Unknown => {
+                return Err(ErrorData::invalid_params(
+                    format!("tool not found: {name}"),
+                    None,
+                ));
+            }
         };
-        let Some(result) = result else {
-            return Err(ErrorData::invalid_params(
-                format!("tool not found: {name}"),
-                None,
-            ));
-        };
-        let is_error = result.is_error.unwrap_or(false);
-        tracing::info!(
-            tool = name,
-            backend = tenant.backend.kind().as_str(),
-            tenant = %tenant.fingerprint,
-            is_error,
-            latency_us = started.elapsed().as_micros() as u64,
-            "tool call"
-        );
         Ok(result.into())
     }
 }

@@ -15,6 +15,7 @@ use crate::backend::unconfigured::Unconfigured;
 use crate::backend::{Backend, BackendRules};
 use crate::config::{Cli, Command, GlobalOpts, Secrets, choose_backend};
 use crate::model::BackendKind;
+use crate::observability::Observer;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource};
 use crate::tenant::Tenant;
@@ -94,6 +95,7 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
                 ),
                 TenantSource::Fixed(tenant),
                 cli.global.allow_live,
+                Observer::from_options(&cli.global),
             );
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -6,6 +6,9 @@
 //! [`ErrorDecoder`]); this module decides whether and when to try again. It must never retry a
 //! write that may have reached the upstream unless the backend marked it idempotent
 //! ([`RetryMode::IdempotentWrite`], Stripe's `Idempotency-Key`).
+//!
+//! Every answer and every retry is reported to [`crate::observability`], which puts the status,
+//! request id and retry count on the current tool call's log line and metrics.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -254,6 +257,12 @@ impl UpstreamClient {
                     message: "the call's deadline passed".into(),
                 })
             });
+            if let Ok(response) = &outcome {
+                crate::observability::upstream_answer(
+                    response.status.as_u16(),
+                    response.request_id.as_deref(),
+                );
+            }
             let can_retry = attempt < self.settings.max_retries;
             let (retry, wait_hint, error) = match outcome {
                 Ok(response) if response.status.is_success() => return Ok(response),
@@ -311,6 +320,7 @@ impl UpstreamClient {
                 wait_ms = wait.as_millis() as u64,
                 "retrying upstream request"
             );
+            crate::observability::upstream_retry();
             tokio::time::sleep(wait).await;
             attempt += 1;
         }

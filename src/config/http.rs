@@ -129,6 +129,13 @@ pub struct HttpOpts {
     #[arg(long, env = "PAYLINK_NEW_TENANTS_PER_MINUTE", default_value_t = 30)]
     pub new_tenants_per_minute: u32,
 
+    /// Serve Prometheus `/metrics` on this separate listener (`ADDR:PORT`, or a bare `PORT` on
+    /// 127.0.0.1) instead of on the main one; it needs no auth and has no Host check, so keep it
+    /// on a private interface. Without it, `/metrics` is on the main listener (Host-checked).
+    #[arg(long, env = "PAYLINK_METRICS_BIND",
+          value_parser = crate::transport::http::metrics::parse_bind)]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Requests in flight in the whole process (0: no limit).
     #[arg(long, env = "PAYLINK_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: u32,

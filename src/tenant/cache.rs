@@ -17,6 +17,7 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use super::Tenant;
+use crate::observability::metrics::{self, Eviction};
 
 /// SHA-256 over length-prefixed parts: what the cache, the session table and the limiters key on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +96,7 @@ impl TenantCache {
             }
             Some(_) => {
                 entries.pop(key);
+                metrics::tenant_evicted(Eviction::Idle, 1);
                 None
             }
             None => None,
@@ -118,13 +120,20 @@ impl TenantCache {
             return Ok((entry.tenant.clone(), false));
         }
         let tenant = make()?;
-        entries.put(
+        // `push` hands back what it displaced: the same key's idle entry (expired), or the
+        // least recently used tenant (the cache was full).
+        let displaced = entries.push(
             key,
             Entry {
                 tenant: tenant.clone(),
                 last_used: now,
             },
         );
+        match displaced {
+            Some((old, _)) if old == key => metrics::tenant_evicted(Eviction::Idle, 1),
+            Some(_) => metrics::tenant_evicted(Eviction::Capacity, 1),
+            None => {}
+        }
         Ok((tenant, true))
     }
 
@@ -141,6 +150,7 @@ impl TenantCache {
             entries.pop_lru();
             removed += 1;
         }
+        metrics::tenant_evicted(Eviction::Idle, removed);
         removed
     }
 

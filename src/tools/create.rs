@@ -347,7 +347,9 @@ pub async fn run(
     }
 }
 
+/// Answers from a stored (or a concurrent twin's) outcome, without an upstream call.
 fn replayed(outcome: Outcome) -> Result<Value> {
+    crate::observability::metrics::idempotent_replay();
     match outcome {
         Outcome::Created(value) => Ok(value),
         Outcome::Failed(e) => Err(e),

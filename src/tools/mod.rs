@@ -244,6 +244,14 @@ impl ToolSet {
         self.specs.iter().map(|s| &s.tool).find(|t| t.name == name)
     }
 
+    /// Whether an enabled tool writes upstream (is not read-only): the calls the audit log
+    /// records.
+    pub fn writes(&self, name: &str) -> bool {
+        self.specs
+            .iter()
+            .any(|s| s.tool.name == name && !s.read_only)
+    }
+
     pub fn rules(&self) -> &BackendRules {
         &self.rules
     }

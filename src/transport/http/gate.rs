@@ -32,6 +32,7 @@ use super::reply::{refuse, too_many, unauthorized};
 use super::sessions::{Ownership, SessionOwners};
 use super::tls::Peer;
 use crate::model::BackendKind;
+use crate::observability::metrics;
 use crate::secret::ApiKey;
 use crate::tenant::{Tenant, TenantCache, TenantError, TenantFactory, TenantKey};
 
@@ -143,6 +144,16 @@ impl Gate {
             },
             behind_proxy,
         }
+    }
+
+    /// Tenants in the cache now, for the metrics gauge.
+    pub fn tenant_count(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The `Host`/`Origin` check of `/mcp`, for other routes of the main listener.
+    pub fn host_guard(&self) -> &HostGuard {
+        &self.guard
     }
 
     /// The backend every tenant of this server uses.
@@ -315,6 +326,7 @@ impl Gate {
         }
         if let Err(wait) = self.limits.new_tenants.check(client) {
             tracing::info!(%client, "refused: too many new keys from this client");
+            metrics::rate_limited("new_tenants");
             return Err(too_many(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many different keys from this address; retry later",
@@ -386,6 +398,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
 
     // 3. The process and the client.
     let Some(process_slot) = gate.limits.process_in_flight.acquire(()) else {
+        metrics::rate_limited("process_in_flight");
         return too_many(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is busy; retry shortly",
@@ -394,6 +407,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     };
     if let Err(wait) = gate.limits.client_rate.check(client) {
         tracing::info!(%client, "refused: client rate limit");
+        metrics::rate_limited("client_rate");
         return too_many(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests from this address; retry later",
@@ -401,6 +415,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         );
     }
     let Some(client_slot) = gate.limits.client_in_flight.acquire(client) else {
+        metrics::rate_limited("client_in_flight");
         return too_many(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests in flight from this address; retry shortly",
@@ -461,6 +476,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     // 7. The tenant's limits, then the tenant.
     if let Err(wait) = gate.limits.tenant_rate.check(who.tenant) {
         tracing::info!(tenant = %who.fingerprint, "refused: tenant rate limit");
+        metrics::rate_limited("tenant_rate");
         return too_many(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests for this key; retry later",
@@ -469,6 +485,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     }
     let Some(tenant_slot) = gate.limits.tenant_in_flight.acquire(who.tenant) else {
         tracing::info!(tenant = %who.fingerprint, "refused: tenant in-flight limit");
+        metrics::rate_limited("tenant_in_flight");
         return too_many(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests in flight for this key; retry shortly",

@@ -6,6 +6,7 @@
 //!   server's environment (except in operator-key mode, where callers present access tokens).
 //! - `/healthz` answers 200 without auth; `/.well-known/*` (OAuth discovery) a fast 404: this
 //!   server is not an OAuth resource server.
+//! - `/metrics` (Prometheus) without auth, here or on `--metrics-bind` (see [`metrics`]).
 //! - A non-loopback bind needs TLS from this process or `--behind-tls-proxy`.
 //! - SIGINT/SIGTERM: stop accepting, end open SSE streams, exit within a few seconds.
 //!
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod gate;
 pub mod guard;
 pub mod limits;
+pub mod metrics;
 pub mod reply;
 pub mod sessions;
 pub mod tls;
@@ -43,6 +45,7 @@ use self::tls::{NoDelayListener, Peer, TlsListener};
 use crate::backend::sandbox::SandboxBackend;
 use crate::config::{GlobalOpts, HttpOpts, Secrets};
 use crate::model::BackendKind;
+use crate::observability::Observer;
 use crate::server::{PaylinkServer, TenantSource};
 use crate::tenant::{Tenant, TenantCache, TenantFactory};
 use crate::tools::ToolSet;
@@ -62,6 +65,8 @@ struct Plan {
     rmcp: StreamableHttpServerConfig,
     sessions: Arc<LocalSessionManager>,
     stop: CancellationToken,
+    /// `--metrics-bind`: `/metrics` on a listener of its own instead of the main one.
+    metrics_bind: Option<SocketAddr>,
 }
 
 /// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
@@ -240,6 +245,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         crate::startup::instructions(kind, live, global.allow_live),
         TenantSource::PerRequest,
         global.allow_live,
+        Observer::from_options(global),
     );
     let stop = CancellationToken::new();
     // rmcp checks Host and Origin too; the gate has already applied the same lists, first.
@@ -250,6 +256,8 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .with_allowed_origins(opts.allowed_origins.clone())
         .with_max_request_body_bytes(MAX_BODY_BYTES)
         .with_cancellation_token(stop.child_token());
+    // The metrics exist only in this mode: stdio never installs them and pays nothing.
+    crate::observability::metrics::install();
     Ok(Plan {
         bind: opts.bind,
         tls,
@@ -258,6 +266,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         rmcp,
         sessions,
         stop,
+        metrics_bind: opts.metrics_bind,
     })
 }
 
@@ -273,11 +282,15 @@ fn app(plan: &Plan) -> Router {
     let mcp = Router::new().route_service("/mcp", service).route_layer(
         axum::middleware::from_fn_with_state(plan.gate.clone(), gate::gate),
     );
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/.well-known/{*rest}", any(well_known))
-        .merge(mcp)
-        .fallback(not_found)
+        .merge(mcp);
+    let app = match plan.metrics_bind {
+        Some(_) => app,
+        None => app.merge(metrics::main_route(plan.gate.clone())),
+    };
+    app.fallback(not_found)
 }
 
 async fn healthz() -> Response {
@@ -333,6 +346,11 @@ async fn shutdown_signal() {
 
 async fn serve(plan: Plan) -> Result<(), String> {
     let app = app(&plan).into_make_service_with_connect_info::<Peer>();
+    if let Some(addr) = plan.metrics_bind {
+        let local =
+            metrics::serve_separate(addr, plan.gate.clone(), plan.stop.child_token()).await?;
+        tracing::info!("metrics at http://{local}/metrics");
+    }
     let listener = TcpListener::bind(plan.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", plan.bind))?;

@@ -1,0 +1,408 @@
+//! Prometheus metrics of the HTTP server, encoded for `/metrics` (see
+//! `transport::http::metrics`).
+//!
+//! One process-wide set, installed by the HTTP transport only ([`install`]). The recording
+//! functions below are called from wherever the event happens (the upstream layer, the gate, the
+//! tenant cache) and do nothing until then: stdio has no endpoint, so it pays one atomic load per
+//! event and keeps no series. A global rather than a value threaded through every constructor:
+//! the events happen deep in layers that have no other reason to know about each other.
+//!
+//! Every label value is one of a closed set chosen by this server (a tool name from
+//! [`ALL_TOOLS`], an error kind, a backend, an HTTP status, a fixed reason): never a tenant, a key,
+//! a link id or anything else a caller controls, so the number of series is bounded and nothing
+//! secret or per-tenant can appear in a scrape.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::tools::ALL_TOOLS;
+
+/// Upper bounds of the latency buckets, in seconds: from a sandbox call (well under a
+/// millisecond) to the default 30 s deadline of an upstream call with retries.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The gate's refusals for load, as counted in `paylink_rate_limited_total{reason}`.
+pub const RATE_LIMIT_REASONS: &[&str] = &[
+    "process_in_flight",
+    "client_rate",
+    "client_in_flight",
+    "new_tenants",
+    "tenant_rate",
+    "tenant_in_flight",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    tool: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabel {
+    tool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    backend: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+/// Why a tenant left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// The cache was full: the least recently used tenant made room.
+    Capacity,
+    /// Unused for longer than `--tenant-idle-secs`.
+    Idle,
+}
+
+impl Eviction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Capacity => "capacity",
+            Eviction::Idle => "idle",
+        }
+    }
+}
+
+/// Where an audit line failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditStage {
+    /// The file could not be opened before the call: the write was refused, nothing sent.
+    Open,
+    /// The line could not be written or synced after the call.
+    Write,
+}
+
+impl AuditStage {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuditStage::Open => "open",
+            AuditStage::Write => "write",
+        }
+    }
+}
+
+/// Every metric of the server, registered once.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<ToolLabel, Histogram, fn() -> Histogram>,
+    upstream_responses: Family<UpstreamLabels, Counter>,
+    upstream_retries: Family<BackendLabel, Counter>,
+    idempotent_replays: Counter,
+    tenants: Gauge,
+    tenant_evictions: Family<ReasonLabel, Counter>,
+    rate_limited: Family<ReasonLabel, Counter>,
+    audit_failures: Family<StageLabel, Counter>,
+}
+
+static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+
+/// Installs the process's metrics (idempotent) and returns them. Called by the HTTP transport.
+pub fn install() -> &'static Metrics {
+    GLOBAL.get_or_init(Metrics::new)
+}
+
+/// The installed metrics, if any: `None` over stdio.
+pub fn get() -> Option<&'static Metrics> {
+    GLOBAL.get()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry (tests use their own; the server uses [`install`]).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("paylink");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls answered, by tool and outcome (ok, or the error kind: validation, not_found, upstream, internal, ...; cancelled)",
+            calls.clone(),
+        );
+        let latency = Family::<ToolLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register_with_unit(
+            "tool_call_duration",
+            "Time from the start of a tool call to its answer, by tool",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let upstream_responses = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_responses",
+            "HTTP answers received from the payments API, by backend and status (every attempt, retries included)",
+            upstream_responses.clone(),
+        );
+        let upstream_retries = Family::<BackendLabel, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream requests sent again after a failed attempt, by backend",
+            upstream_retries.clone(),
+        );
+        let idempotent_replays = Counter::default();
+        registry.register(
+            "idempotent_replays",
+            "create_payment_link calls answered from the idempotency store (a repeated idempotency_key) without an upstream call",
+            idempotent_replays.clone(),
+        );
+        let tenants = Gauge::default();
+        registry.register(
+            "tenant_cache_tenants",
+            "Tenants (caller keys) currently held in the tenant cache",
+            tenants.clone(),
+        );
+        let tenant_evictions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tenant_cache_evictions",
+            "Tenants dropped from the cache, by reason (capacity: least recently used made room; idle: unused too long)",
+            tenant_evictions.clone(),
+        );
+        let rate_limited = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "HTTP requests refused by the gate's load limits (429/503), by reason",
+            rate_limited.clone(),
+        );
+        let audit_failures = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "audit_failures",
+            "Write tool calls whose audit line could not be written, by stage (open: refused before any upstream call; write: after it)",
+            audit_failures.clone(),
+        );
+        // Series a dashboard or alert looks for are present at zero from the start, so that
+        // `rate()` and absence alerts work before the first event.
+        for reason in RATE_LIMIT_REASONS {
+            rate_limited.get_or_create_owned(&ReasonLabel { reason });
+        }
+        for reason in [Eviction::Capacity, Eviction::Idle] {
+            tenant_evictions.get_or_create_owned(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        for stage in [AuditStage::Open, AuditStage::Write] {
+            audit_failures.get_or_create_owned(&StageLabel {
+                stage: stage.as_str(),
+            });
+        }
+        Metrics {
+            registry,
+            calls,
+            latency,
+            upstream_responses,
+            upstream_retries,
+            idempotent_replays,
+            tenants,
+            tenant_evictions,
+            rate_limited,
+            audit_failures,
+        }
+    }
+
+    /// The OpenMetrics text exposition, with the tenant gauge set to `tenants` first (it is
+    /// read at scrape time rather than tracked on every cache change).
+    pub fn encode(&self, tenants: usize) -> String {
+        self.tenants.set(i64::try_from(tenants).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail; an encoder error would be a bug in a label type.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot encode the metrics: {e}");
+        }
+        out
+    }
+
+    pub fn tool_call(&self, tool: &'static str, outcome: &'static str, latency: Duration) {
+        self.calls
+            .get_or_create(&CallLabels { tool, outcome })
+            .inc();
+        self.latency
+            .get_or_create(&ToolLabel { tool })
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn upstream_response(&self, backend: &'static str, status: u16) {
+        self.upstream_responses
+            .get_or_create(&UpstreamLabels { backend, status })
+            .inc();
+    }
+
+    pub fn upstream_retry(&self, backend: &'static str) {
+        self.upstream_retries
+            .get_or_create(&BackendLabel { backend })
+            .inc();
+    }
+
+    pub fn idempotent_replay(&self) {
+        self.idempotent_replays.inc();
+    }
+
+    pub fn tenant_evicted(&self, why: Eviction, count: u64) {
+        self.tenant_evictions
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    pub fn rate_limited(&self, reason: &'static str) {
+        self.rate_limited
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn audit_failure(&self, stage: AuditStage) {
+        self.audit_failures
+            .get_or_create(&StageLabel {
+                stage: stage.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// The `'static` name of a known tool, so that a label can never carry a caller's string.
+pub fn tool_label(name: &str) -> Option<&'static str> {
+    ALL_TOOLS.iter().copied().find(|t| *t == name)
+}
+
+// The recording functions the rest of the server calls: no-ops until `install`.
+
+/// An idempotent replay answered without an upstream call.
+pub fn idempotent_replay() {
+    if let Some(m) = get() {
+        m.idempotent_replay();
+    }
+}
+
+/// `count` tenants left the cache for `why`.
+pub fn tenant_evicted(why: Eviction, count: usize) {
+    if count > 0
+        && let Some(m) = get()
+    {
+        m.tenant_evicted(why, count as u64);
+    }
+}
+
+/// The gate refused a request for load; `reason` is one of [`RATE_LIMIT_REASONS`].
+pub fn rate_limited(reason: &'static str) {
+    debug_assert!(RATE_LIMIT_REASONS.contains(&reason));
+    if let Some(m) = get() {
+        m.rate_limited(reason);
+    }
+}
+
+/// An audit line could not be written.
+pub fn audit_failure(stage: AuditStage) {
+    if let Some(m) = get() {
+        m.audit_failure(stage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series `name{labels}` in an exposition (labels as encoded, in order).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn events_become_series_with_bounded_labels() {
+        let m = Metrics::new();
+        m.tool_call("list_products", "ok", Duration::from_millis(3));
+        m.tool_call("list_products", "ok", Duration::from_millis(40));
+        m.tool_call("create_payment_link", "validation", Duration::ZERO);
+        m.upstream_response("stream", 503);
+        m.upstream_retry("stream");
+        m.idempotent_replay();
+        m.tenant_evicted(Eviction::Capacity, 2);
+        m.rate_limited("tenant_rate");
+        let text = m.encode(7);
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_tool_calls_total{tool="list_products",outcome="ok"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_tool_call_duration_seconds_count{tool="list_products"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_tool_call_duration_seconds_bucket{le="0.005",tool="list_products"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_upstream_responses_total{backend="stream",status="503"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "paylink_idempotent_replays_total"), Some(1.0));
+        assert_eq!(value(&text, "paylink_tenant_cache_tenants"), Some(7.0));
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_tenant_cache_evictions_total{reason="capacity"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, r#"paylink_rate_limited_total{reason="client_rate"}"#),
+            Some(0.0),
+            "present at zero"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn only_known_tools_have_labels() {
+        assert_eq!(tool_label("get_payment_link"), Some("get_payment_link"));
+        assert_eq!(tool_label("refund_everything"), None);
+    }
+}
