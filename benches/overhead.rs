@@ -660,6 +660,35 @@ fn main() {
         "binary size",
         binary_bytes as f64 / 1e6
     );
+    println!();
+    println!(
+        "{:<10} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10}",
+        "http mode", "conc", "rps", "floor rps", "ratio", "p50 us", "p99 us", "floor p50"
+    );
+    for r in &http_rows {
+        println!(
+            "{:<10} {:>4} {:>9.0} {:>10.0} {:>5.0}% {:>9.0} {:>9.0} {:>10.0}",
+            r["mode"].as_str().unwrap_or(""),
+            r["concurrency"],
+            r["throughput_rps"].as_f64().unwrap_or(0.0),
+            r["floor_rps"].as_f64().unwrap_or(0.0),
+            r["throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+            r["latency"]["p50_us"].as_f64().unwrap_or(0.0),
+            r["latency"]["p99_us"].as_f64().unwrap_or(0.0),
+            r["floor_latency"]["p50_us"].as_f64().unwrap_or(0.0),
+        );
+    }
+    println!(
+        "{:<34} {:>9.3} ms (stateless, concurrency 64)",
+        "http server CPU per call", http_cpu_ms_per_call
+    );
+    println!(
+        "{:<34} {:>9.1} MB idle, {:.1} MB after the c=64 load, {:.1} MB with {TENANTS} tenants",
+        "http peak RSS (VmHWM)",
+        idle_http_hwm_kib as f64 / 1024.0,
+        after_load_hwm_kib as f64 / 1024.0,
+        tenants_hwm_kib as f64 / 1024.0
+    );
     let report = json!({
         "floor": {"create": floor_create, "get": floor_get},
         "stdio": {

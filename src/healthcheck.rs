@@ -35,6 +35,7 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<(), String> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("`{url}` must be an http(s) URL"));
     }
+    crate::upstream::install_crypto_provider();
     let client = reqwest::Client::builder()
         // The probe targets this very container: a proxy from the environment (HTTP_PROXY) would
         // send it elsewhere and report someone else's health.

@@ -206,6 +206,7 @@ impl UpstreamClient {
     fn http(&self) -> Result<&reqwest::Client, Error> {
         self.http
             .get_or_init(|| {
+                install_crypto_provider();
                 reqwest::Client::builder()
                     .connect_timeout(self.settings.connect_timeout)
                     .pool_idle_timeout(Duration::from_secs(90))
@@ -478,6 +479,13 @@ fn full_jitter(base: Duration, attempt: u32) -> Duration {
     hasher.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(attempt));
     let fraction = (hasher.finish() % 10_000) as f64 / 10_000.0;
     cap.mul_f64(fraction)
+}
+
+/// Makes ring the process's TLS crypto provider (reqwest is built without one): the same TLS as
+/// aws-lc-rs for our purposes, in a much smaller binary. Safe to call more than once; a provider
+/// already installed is kept.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A header value holding a secret: marked sensitive so that it never appears in debug output.
