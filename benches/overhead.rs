@@ -657,7 +657,7 @@ fn main() {
     );
     println!(
         "{:<34} {:>9.1} MB",
-        "binary size",
+        "binary size (bench build)",
         binary_bytes as f64 / 1e6
     );
     println!();
