@@ -108,6 +108,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for code that maps a kind's name back to it.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::Validation,
+        ErrorKind::NotFound,
+        ErrorKind::Auth,
+        ErrorKind::UnsupportedByBackend,
+        ErrorKind::LiveGuard,
+        ErrorKind::RateLimited,
+        ErrorKind::Upstream,
+        ErrorKind::OutcomeUnknown,
+        ErrorKind::IdempotencyConflict,
+        ErrorKind::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Validation => "validation",

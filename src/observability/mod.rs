@@ -146,22 +146,10 @@ fn outcome_of(result: &CallToolResult) -> (&'static str, Option<Value>) {
 
 /// The `'static` label of an error kind named in an envelope.
 fn error_kind_label(kind: &str) -> Option<&'static str> {
-    use crate::error::ErrorKind::*;
-    [
-        Validation,
-        NotFound,
-        Auth,
-        UnsupportedByBackend,
-        LiveGuard,
-        RateLimited,
-        Upstream,
-        OutcomeUnknown,
-        IdempotencyConflict,
-        Internal,
-    ]
-    .into_iter()
-    .map(|k| k.as_str())
-    .find(|k| *k == kind)
+    crate::error::ErrorKind::ALL
+        .into_iter()
+        .map(|k| k.as_str())
+        .find(|k| *k == kind)
 }
 
 /// Runs one tool call inside its span, then logs it, counts it and, for a write, audits it.
