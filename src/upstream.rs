@@ -396,12 +396,14 @@ impl UpstreamClient {
                 ),
                 upstream: UpstreamContext::default(),
             },
-            RetryMode::IdempotentWrite => Error::Upstream {
-                field: None,
+            // Our retries reused the key; whether the *caller* can retry safely depends on
+            // whether the key outlives this call, which only the backend knows. The cautious
+            // answer here; a backend whose key came from the caller turns it into a retry-safe
+            // one (see stripe::create_failure).
+            RetryMode::IdempotentWrite => Error::OutcomeUnknown {
                 message: format!(
-                    "{name} {what} ({message}); retrying with the same idempotency_key is safe and cannot create a duplicate"
+                    "{name} {what} ({message}); the write may or may not have happened"
                 ),
-                retry_safe: true,
                 upstream: UpstreamContext::default(),
             },
             RetryMode::Read => Error::Upstream {

@@ -667,21 +667,26 @@ impl Backend for StripeBackend {
 /// key; what matters here is whether the *caller* can retry without a duplicate.
 fn create_failure(e: Error, caller_key: bool) -> Error {
     match e {
-        // A timeout or reset after the request left: the upstream layer says "retry with the same
-        // key", which is only true when the key is the caller's; ours dies with this call. Only
-        // a connect failure (the upstream layer's "nothing was sent") stays retry-safe; should
-        // that wording change, the fallback is the cautious answer.
-        Error::Upstream {
-            message,
-            retry_safe: true,
-            upstream,
-            ..
-        } if !caller_key && upstream.status.is_none() && !message.contains("nothing was sent") => {
-            Error::OutcomeUnknown {
-                message: format!(
-                    "{message} — but no idempotency_key was given, so a new call would be a new create: the link may or may not have been created. Look for it with list_payment_links before creating it again, and pass an idempotency_key next time"
-                ),
-                upstream,
+        // A timeout or reset after the request left. With the caller's idempotency_key, a retry
+        // reaches Stripe under the same Idempotency-Key and is replayed: safe. Without one, the
+        // key died with this call and a new call would be a new create.
+        Error::OutcomeUnknown { message, upstream } if upstream.status.is_none() => {
+            if caller_key {
+                Error::Upstream {
+                    field: None,
+                    message: format!(
+                        "{message}; retrying with the same idempotency_key is safe: Stripe replays the first answer instead of creating a second link"
+                    ),
+                    retry_safe: true,
+                    upstream,
+                }
+            } else {
+                Error::OutcomeUnknown {
+                    message: format!(
+                        "{message} — and no idempotency_key was given, so a new call would be a new create. Look for the link with list_payment_links before creating it again, and pass an idempotency_key next time"
+                    ),
+                    upstream,
+                }
             }
         }
         // A 2xx whose body cannot be read: Stripe created the link, we cannot say which.
@@ -1639,13 +1644,10 @@ mod tests {
 
     #[test]
     fn create_failures_say_what_the_caller_may_do() {
-        let timeout = || {
-            Error::Upstream {
-            field: None,
-            message: "Stripe did not answer in time (x); retrying with the same idempotency_key is safe and cannot create a duplicate".into(),
-            retry_safe: true,
+        let timeout = || Error::OutcomeUnknown {
+            message: "Stripe did not answer in time (x); the write may or may not have happened"
+                .into(),
             upstream: UpstreamContext::default(),
-        }
         };
         assert_eq!(
             create_failure(timeout(), false).kind().as_str(),
