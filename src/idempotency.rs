@@ -229,6 +229,14 @@ impl IdempotencyStore {
     }
 
     fn remove(&self, inner: &mut Inner, id: &[u8; 32]) {
+        // Records of removed entries stay in `order` until they expire; compact it when they
+        // outnumber the live ones, so a stream of failing creates cannot grow it for 24 hours.
+        if inner.order.len() > 2 * inner.entries.len() + 1024 {
+            let entries = &inner.entries;
+            inner
+                .order
+                .retain(|(k, at)| k == id || entries.get(k).is_some_and(|e| e.created == *at));
+        }
         if let Some(entry) = inner.entries.remove(id) {
             if let Slot::Done { bytes, .. } = entry.slot {
                 inner.bytes = inner.bytes.saturating_sub(bytes);
@@ -248,7 +256,13 @@ impl IdempotencyStore {
         let position = inner.order.iter().position(|(id, at)| {
             inner.entries.get(id).is_some_and(|e| {
                 e.created == *at
-                    && matches!(e.slot, Slot::Done { .. })
+                    && matches!(
+                        e.slot,
+                        Slot::Done {
+                            outcome: Outcome::Created(_),
+                            ..
+                        }
+                    )
                     && tenant.is_none_or(|t| &*e.tenant == t)
             })
         });
@@ -303,8 +317,16 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(tx) = self.sender.take() {
-            // Cancelled before an outcome: forget the key; waiters see the channel close.
-            self.store.finish(&self.id, None);
+            // Dropped before an outcome (the call was cancelled, or failed in a way that skipped
+            // `complete`): the write may already have reached the upstream, so remember the
+            // outcome as unknown — a repeat then looks for the link before creating — rather than
+            // forgetting the key. Waiters see the channel close and are told to call again.
+            self.store.finish(
+                &self.id,
+                Some(Outcome::Unknown {
+                    reference: self.reference.clone(),
+                }),
+            );
             drop(tx);
         }
     }
@@ -394,7 +416,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_first_call_frees_the_key() {
+    async fn a_cancelled_first_call_leaves_an_unknown_outcome_to_look_up() {
         let s = store();
         let t = run(s.claim("t", "k", [1; 32], || "r".into()).unwrap());
         let rx = match s.claim("t", "k", [1; 32], || "r".into()).unwrap() {
@@ -403,10 +425,44 @@ mod tests {
         };
         drop(t);
         assert!(wait(rx).await.is_none());
-        assert!(matches!(
-            s.claim("t", "k", [1; 32], || "r".into()).unwrap(),
-            Claim::Run(_)
-        ));
+        let again = run(s.claim("t", "k", [1; 32], || "other".into()).unwrap());
+        assert!(
+            again.previous_unknown,
+            "the write may have happened: look first"
+        );
+        assert_eq!(again.reference, "r");
+    }
+
+    #[test]
+    fn unknown_outcomes_are_never_evicted() {
+        let s = IdempotencyStore::new(StoreLimits {
+            max_entries: 3,
+            max_bytes: 1 << 20,
+            max_per_tenant: 100,
+        });
+        run(s.claim("t", "unknown", [1; 32], || "r0".into()).unwrap()).complete(Outcome::Unknown {
+            reference: "r0".into(),
+        });
+        for i in 0..10 {
+            run(s
+                .claim("t", &format!("k{i}"), [1; 32], || "r".into())
+                .unwrap())
+            .complete(Outcome::Created(json!({"i": i})));
+        }
+        let t = run(s.claim("t", "unknown", [1; 32], || "new".into()).unwrap());
+        assert!(t.previous_unknown);
+    }
+
+    #[test]
+    fn failed_creates_do_not_grow_the_order_queue() {
+        let s = store();
+        for i in 0..10_000 {
+            run(s
+                .claim("t", &format!("k{i}"), [1; 32], || "r".into())
+                .unwrap())
+            .complete(Outcome::Failed(Error::validation("name", "x")));
+        }
+        assert!(s.lock().order.len() <= 1024 + 1, "{}", s.lock().order.len());
     }
 
     #[test]

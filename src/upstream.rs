@@ -293,19 +293,27 @@ impl UpstreamClient {
                         self.transport_error(name, request.retry, timeout, &message),
                     )
                 }
-                Err(AttemptError::TooLarge) => (
-                    false,
-                    None,
-                    Error::Upstream {
-                        field: None,
-                        message: format!(
-                            "{name}'s answer was larger than {} bytes and was not read",
-                            self.settings.body_cap
-                        ),
-                        retry_safe: request.retry == RetryMode::Read,
-                        upstream: UpstreamContext::default(),
-                    },
-                ),
+                Err(AttemptError::TooLarge) => {
+                    let message = format!(
+                        "{name}'s answer was larger than {} bytes and was not read",
+                        self.settings.body_cap
+                    );
+                    // A write was answered, so it may well have happened.
+                    let error = if request.retry == RetryMode::Read {
+                        Error::Upstream {
+                            field: None,
+                            message,
+                            retry_safe: true,
+                            upstream: UpstreamContext::default(),
+                        }
+                    } else {
+                        Error::OutcomeUnknown {
+                            message: format!("{message}; the write may or may not have happened"),
+                            upstream: UpstreamContext::default(),
+                        }
+                    };
+                    (false, None, error)
+                }
             };
             if !retry {
                 return Err(error);

@@ -382,3 +382,93 @@ async fn a_create_whose_connection_is_reset_is_never_resent() {
         "then only lookups: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_create_cancelled_after_it_reached_stream_is_found_not_repeated() {
+    let mock = MockStream::start("t").await;
+    let h = harness(&mock);
+    // Stream stores the link and answers late; the caller gives up before the answer.
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        Fault::Delay(Duration::from_secs(2)),
+    );
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        h.call("create_payment_link", create(Some("cancel-me"), 1)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the first call was cancelled");
+    assert_eq!(mock.link_count(), 1);
+    let link = h
+        .call("create_payment_link", create(Some("cancel-me"), 1))
+        .await
+        .unwrap();
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0]["id"]);
+    assert_eq!(
+        mock.posts().await.len(),
+        1,
+        "the repeat looked the link up instead of creating again"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_2xx_to_a_create_is_recovered_not_reported_as_nothing_created() {
+    let mock = MockStream::start("t").await;
+    let h = harness(&mock);
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        Fault::StoreThenRaw(200, "text/html", "<html>ok</html>"),
+    );
+    let link = h
+        .call("create_payment_link", create(Some("html-200"), 1))
+        .await
+        .unwrap();
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0]["id"]);
+    assert_eq!(mock.posts().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_recovery_lookup_keeps_the_outcome_unknown_instead_of_creating() {
+    let mock = MockStream::start("t").await;
+    let h = harness_with(
+        &mock.uri(),
+        "t",
+        None,
+        UpstreamSettings {
+            attempt_timeout: Duration::from_millis(200),
+            ..settings()
+        },
+    );
+    // The first create is stored but answered too late, and every lookup fails: unknown.
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        Fault::Delay(Duration::from_secs(2)),
+    );
+    let down = || Fault::Status(503, json!({"error": {"code": "DOWN", "message": "down"}}));
+    for _ in 0..40 {
+        mock.fault("GET", "/api/v2/payment_links", down());
+    }
+    let e = h
+        .call("create_payment_link", create(Some("k-3"), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "outcome_unknown");
+    // The repeat's lookup fails too: still an error, and still no second POST.
+    let e = h
+        .call("create_payment_link", create(Some("k-3"), 1))
+        .await
+        .unwrap_err();
+    assert_ne!(e["kind"], "idempotency_conflict");
+    assert_eq!(mock.posts().await.len(), 1);
+    // Once Stream answers again, the repeat finds the link.
+    mock.state.lock().unwrap().faults.clear();
+    let link = h
+        .call("create_payment_link", create(Some("k-3"), 1))
+        .await
+        .unwrap();
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0]["id"]);
+    assert_eq!(mock.posts().await.len(), 1);
+}

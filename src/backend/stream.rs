@@ -262,8 +262,16 @@ impl Backend for StreamBackend {
                 RetryMode::UnsafeWrite,
             ))
             .await;
-        match answer.map_err(unknown_outcome_for_5xx) {
-            Ok(v) => self.link(&v),
+        let created = answer.and_then(|v| {
+            self.link(&v).map_err(|e| Error::OutcomeUnknown {
+                message: format!(
+                    "{e}; Stream accepted the create but its answer could not be read"
+                ),
+                upstream: UpstreamContext::default(),
+            })
+        });
+        match created.map_err(unknown_outcome_for_5xx) {
+            Ok(link) => Ok(link),
             Err(e @ Error::OutcomeUnknown { .. }) => {
                 // Stream may have stored the link before failing: look for our reference.
                 match self.find_by_reference(&request.reference).await {
@@ -420,16 +428,23 @@ fn stream_page<T>(root: &Obj<'_>, data: Vec<T>, cursor: PageCursor) -> Page<T> {
 }
 
 /// A 5xx answer to a create means Stream may have stored the link before failing.
+/// A 2xx whose body cannot be read means Stream created the link and we cannot say which: unknown
+/// too, never "nothing created".
 fn unknown_outcome_for_5xx(e: Error) -> Error {
     match e {
         Error::Upstream {
             upstream, message, ..
-        } if upstream.status.is_some_and(|s| s >= 500) => Error::OutcomeUnknown {
-            message: format!(
-                "{message}; the link may or may not have been created. Do not create it again blindly: look for it first"
-            ),
-            upstream,
-        },
+        } if upstream
+            .status
+            .is_some_and(|s| s >= 500 || (200..300).contains(&s)) =>
+        {
+            Error::OutcomeUnknown {
+                message: format!(
+                    "{message}; the link may or may not have been created. Do not create it again blindly: look for it first"
+                ),
+                upstream,
+            }
+        }
         other => other,
     }
 }

@@ -321,12 +321,21 @@ pub async fn run(
         }
         Claim::Run(ticket) => ticket,
     };
-    if ticket.previous_unknown
-        && let Some(found) = caller.backend.recover_create(&ticket.reference).await?
-    {
-        let value = super::to_value(found)?;
-        ticket.complete(Outcome::Created(value.clone()));
-        return Ok(value);
+    if ticket.previous_unknown {
+        match caller.backend.recover_create(&ticket.reference).await {
+            Ok(Some(found)) => {
+                let value = super::to_value(found)?;
+                ticket.complete(Outcome::Created(value.clone()));
+                return Ok(value);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Still unknown: keep it so, never fall through to a second create.
+                let reference = ticket.reference.clone();
+                ticket.complete(Outcome::Unknown { reference });
+                return Err(e);
+            }
+        }
     }
     link.reference = ticket.reference.clone();
     match caller.backend.create_payment_link(link).await {

@@ -57,6 +57,8 @@ pub enum Fault {
     Status(u16, Value),
     /// Store the link, then answer 500 (the outcome-unknown case).
     StoreThen500,
+    /// Store the link, then answer with this status, content type and raw body.
+    StoreThenRaw(u16, &'static str, &'static str),
     /// Answer with this raw body and content type.
     Raw(u16, &'static str, &'static str),
     /// Answer normally, but only after this delay.
@@ -415,6 +417,8 @@ impl Respond for Handler {
                         state.links.push(link.clone());
                         if matches!(fault, Some(Fault::StoreThen500)) {
                             err(500, "INTERNAL_ERROR", "Internal server error")
+                        } else if let Some(Fault::StoreThenRaw(status, ct, body)) = fault {
+                            ResponseTemplate::new(status).set_body_raw(body.as_bytes().to_vec(), ct)
                         } else {
                             ResponseTemplate::new(200).set_body_json(link)
                         }

@@ -268,6 +268,20 @@ impl Gate {
                     self.factory.kind().as_str()
                 )));
             }
+            // The operator's own key is for the environment the operator configured: callers
+            // may name it, never another one.
+            Some(raw)
+                if matches!(self.callers, Callers::Operator { .. })
+                    && crate::startup::check_base_url(raw, BASE_URL_HEADER)
+                        .ok()
+                        .as_deref()
+                        != Some(self.default_base.as_str()) =>
+            {
+                return Err(bad(format!(
+                    "{BASE_URL_HEADER} cannot redirect the operator's key in operator-key mode; this server uses {}",
+                    self.default_base
+                )));
+            }
             Some(raw) => {
                 let allowed = || self.allowed_bases.join(", ");
                 let normalized = (raw.len() <= 2048)

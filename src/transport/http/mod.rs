@@ -190,13 +190,15 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
             }
             // Without a header at all, the sandbox on loopback serves one shared tenant:
             // nothing real is at stake and a local inspector works out of the box.
-            let anonymous = (kind == BackendKind::Sandbox && loopback).then(|| {
-                Arc::new(Tenant {
-                    fingerprint: "anonymous".to_owned(),
-                    scope: "anonymous".to_owned(),
-                    backend: Arc::new(SandboxBackend::new(global.sandbox_max_links)),
-                })
-            });
+            // Behind a TLS proxy a loopback bind still serves the internet: no shared tenant.
+            let anonymous = (kind == BackendKind::Sandbox && loopback && !opts.behind_tls_proxy)
+                .then(|| {
+                    Arc::new(Tenant {
+                        fingerprint: "anonymous".to_owned(),
+                        scope: "anonymous".to_owned(),
+                        backend: Arc::new(SandboxBackend::new(global.sandbox_max_links)),
+                    })
+                });
             Callers::OwnKeys { anonymous }
         }
     };
