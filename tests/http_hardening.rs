@@ -64,3 +64,38 @@ async fn operator_mode_pins_the_stream_environment() {
     );
     assert!(!server.stderr().contains("operator-staging-key"));
 }
+
+#[tokio::test]
+async fn a_spray_of_random_keys_does_not_reset_a_tenants_rate_limit() {
+    let server = Server::start(
+        &[
+            "--max-tenants",
+            "4",
+            "--rate-limit-per-minute",
+            "2",
+            "--new-tenants-per-minute",
+            "3",
+        ],
+        &[],
+    );
+    let url = server.url();
+    for _ in 0..2 {
+        assert_eq!(
+            post(&url, Some("key-a"), &[], &initialize_body())
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        post(&url, Some("key-a"), &[], &initialize_body())
+            .await
+            .status(),
+        429
+    );
+    for i in 0..50 {
+        let _ = post(&url, Some(&format!("spray-{i}")), &[], &initialize_body()).await;
+    }
+    let after = post(&url, Some("key-a"), &[], &initialize_body()).await;
+    assert_eq!(after.status(), 429, "key-a's bucket survived the spray");
+}

@@ -487,7 +487,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         }
     }
 
-    // 7. The tenant's limits, then the tenant.
+    // 7. The tenant, then its limits. Resolving the tenant first puts an unknown key behind the
+    // client's new-tenant limit before it can take a slot in the per-tenant limiter tables, so a
+    // spray of random keys cannot push real tenants' buckets out (and reset their limits).
+    let tenant = match gate.tenant(&who, &base, branch.as_deref(), client) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
     if let Err(wait) = gate.limits.tenant_rate.check(who.tenant) {
         tracing::info!(tenant = %who.fingerprint, "refused: tenant rate limit");
         metrics::rate_limited("tenant_rate");
@@ -505,10 +511,6 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             "too many requests in flight for this key; retry shortly",
             Duration::from_secs(1),
         );
-    };
-    let tenant = match gate.tenant(&who, &base, branch.as_deref(), client) {
-        Ok(t) => t,
-        Err(response) => return response,
     };
 
     let method = request.method().clone();
