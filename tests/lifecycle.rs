@@ -3,33 +3,25 @@
 
 #[path = "mocks/harness.rs"]
 mod harness;
+#[path = "mocks/stream_harness.rs"]
+mod stream_harness;
 #[path = "mocks/stream.rs"]
 mod stream_mock;
 
 use std::sync::Arc;
 
-use harness::{Harness, harness, harness_with, settings};
-use paylink_mcp::backend::BackendRules;
+use harness::{Harness, settings};
 use paylink_mcp::backend::sandbox::SandboxBackend;
 use paylink_mcp::model::BackendKind;
-use paylink_mcp::tools::{ToolFilter, ToolSet};
 use serde_json::{Value, json};
+use stream_harness::{harness, harness_with};
 use stream_mock::MockStream;
 
 const SANDBOX_BEANS: &str = "6f1c2a7e-3b4d-4c5e-9f60-7a8b9c0d1e2f";
 const STREAM_ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
 
 fn sandbox() -> Harness {
-    Harness {
-        tools: ToolSet::new(
-            BackendRules::for_kind(BackendKind::Sandbox),
-            &ToolFilter::default(),
-        )
-        .unwrap(),
-        backend: Arc::new(SandboxBackend::new(100)),
-        allow_live: false,
-        scope: "t".into(),
-    }
+    Harness::new(BackendKind::Sandbox, Arc::new(SandboxBackend::new(100)))
 }
 
 async fn make_links(h: &Harness, product: &str, n: usize) -> Vec<String> {

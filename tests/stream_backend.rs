@@ -3,15 +3,18 @@
 
 #[path = "mocks/harness.rs"]
 mod harness;
+#[path = "mocks/stream_harness.rs"]
+mod stream_harness;
 #[path = "mocks/stream.rs"]
 mod stream_mock;
 
 use std::time::Duration;
 
 use base64::Engine;
-use harness::{harness, harness_with, settings};
+use harness::settings;
 use paylink_mcp::upstream::UpstreamSettings;
 use serde_json::{Value, json};
+use stream_harness::{harness, harness_with};
 use stream_mock::{Fault, MockStream};
 
 const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";

@@ -2,6 +2,8 @@
 //! client calls them: what we send (form, headers, idempotency keys), how we read answers, how
 //! failures become envelopes, and what is refused before anything is sent.
 
+#[path = "mocks/harness.rs"]
+mod harness;
 #[path = "mocks/stripe.rs"]
 mod stripe_mock;
 
@@ -9,81 +11,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use harness::{Harness, settings};
+use paylink_mcp::backend::BackendRules;
 use paylink_mcp::backend::stripe::{StripeBackend, idempotency_header};
-use paylink_mcp::backend::{Backend, BackendRules};
 use paylink_mcp::config::Cli;
 use paylink_mcp::model::BackendKind;
 use paylink_mcp::secret::ApiKey;
 use paylink_mcp::tools::create::{IdempotencyKey, reference_for};
-use paylink_mcp::tools::{Caller, ToolFilter, ToolSet};
+use paylink_mcp::tools::{ToolFilter, ToolSet};
 use paylink_mcp::upstream::{UpstreamClient, UpstreamSettings};
 use serde_json::{Value, json};
 use stripe_mock::{Fault, MockStripe, TEAS, VERSION, as_map, header, pairs_of, query_of};
 
 const KEY: &str = "sk_test_51MockKeyForPaylink";
 
-struct Harness {
-    tools: ToolSet,
-    backend: Arc<dyn Backend>,
-    allow_live: bool,
-    scope: String,
-}
-
-fn settings() -> UpstreamSettings {
-    UpstreamSettings {
-        attempt_timeout: Duration::from_secs(2),
-        deadline: Duration::from_secs(5),
-        backoff_base: Duration::from_millis(10),
-        ..UpstreamSettings::default()
-    }
-}
-
 fn harness_with(base: &str, key: &str, settings: UpstreamSettings) -> Harness {
     let client = Arc::new(UpstreamClient::new(base, settings).unwrap());
     let backend = StripeBackend::new(client, &ApiKey::new(key), VERSION).unwrap();
-    Harness {
-        tools: ToolSet::new(
-            BackendRules::for_kind(BackendKind::Stripe),
-            &ToolFilter::default(),
-        )
-        .unwrap(),
-        backend: Arc::new(backend),
-        allow_live: false,
-        scope: "test-tenant".into(),
-    }
+    Harness::new(BackendKind::Stripe, Arc::new(backend))
 }
 
 fn harness(mock: &MockStripe) -> Harness {
     harness_with(&mock.uri(), &mock.key, settings())
-}
-
-impl Harness {
-    /// Ok(structuredContent) or Err(the envelope's `error` object).
-    async fn call(&self, tool: &str, args: Value) -> Result<Value, Value> {
-        let caller = Caller {
-            backend: self.backend.as_ref(),
-            scope: &self.scope,
-            allow_live: self.allow_live,
-        };
-        let result = self
-            .tools
-            .call(tool, args.as_object(), &caller)
-            .await
-            .expect("tool exists");
-        if result.is_error == Some(true) {
-            let text = result.content[0].as_text().unwrap().text.clone();
-            let v: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(
-                v.as_object().unwrap().len(),
-                1,
-                "envelope has one key: {text}"
-            );
-            assert!(v["error"]["retry_safe"].is_boolean(), "{text}");
-            Err(v["error"].clone())
-        } else {
-            Ok(result.structured_content.unwrap())
-        }
-    }
 }
 
 /// The `Idempotency-Key` a create with the caller's `key` carries for tenant `scope`.

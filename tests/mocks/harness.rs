@@ -1,20 +1,17 @@
-//! An in-process harness: a Stream backend on a mock, driven through the real tool layer
-//! (`ToolSet::call`), answering either the structured result or the error envelope.
+//! An in-process harness: a backend (on a mock upstream, or the sandbox) driven through the real
+//! tool layer (`ToolSet::call`), answering either the structured result or the error envelope.
+//! Backend-specific constructors live beside their mocks (`stream_harness.rs`, the Stripe tests).
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use paylink_mcp::backend::stream::StreamBackend;
 use paylink_mcp::backend::{Backend, BackendRules};
 use paylink_mcp::model::BackendKind;
-use paylink_mcp::secret::ApiKey;
 use paylink_mcp::tools::{Caller, ToolFilter, ToolSet};
-use paylink_mcp::upstream::{UpstreamClient, UpstreamSettings};
+use paylink_mcp::upstream::UpstreamSettings;
 use serde_json::Value;
-
-use super::stream_mock::MockStream;
 
 pub struct Harness {
     pub tools: ToolSet,
@@ -32,31 +29,17 @@ pub fn settings() -> UpstreamSettings {
     }
 }
 
-pub fn harness_with(
-    base: &str,
-    key: &str,
-    branch: Option<&str>,
-    settings: UpstreamSettings,
-) -> Harness {
-    let client = Arc::new(UpstreamClient::new(base, settings).unwrap());
-    let backend = StreamBackend::new(client, &ApiKey::new(key), branch).unwrap();
-    Harness {
-        tools: ToolSet::new(
-            BackendRules::for_kind(BackendKind::Stream),
-            &ToolFilter::default(),
-        )
-        .unwrap(),
-        backend: Arc::new(backend),
-        allow_live: false,
-        scope: "test-tenant".into(),
-    }
-}
-
-pub fn harness(mock: &MockStream) -> Harness {
-    harness_with(&mock.uri(), &mock.token, None, settings())
-}
-
 impl Harness {
+    /// The tools of `kind` over `backend`, for tenant "test-tenant", live writes refused.
+    pub fn new(kind: BackendKind, backend: Arc<dyn Backend>) -> Self {
+        Harness {
+            tools: ToolSet::new(BackendRules::for_kind(kind), &ToolFilter::default()).unwrap(),
+            backend,
+            allow_live: false,
+            scope: "test-tenant".into(),
+        }
+    }
+
     /// Ok(structuredContent) or Err(the envelope's `error` object).
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value, Value> {
         let caller = Caller {
