@@ -183,7 +183,7 @@ fn stdio_backend(
                     "no Stream key is configured: set STREAM_API_KEY (or STREAM_API_KEY_FILE) in the server's environment and restart it",
                 )));
             };
-            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts))?);
+            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts)));
             Ok(match StreamBackend::new(client, key, branch.as_deref()) {
                 Ok(b) => Arc::new(b),
                 Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),
@@ -198,7 +198,7 @@ fn stdio_backend(
                     "no Stripe key is configured: set STRIPE_API_KEY (or STRIPE_API_KEY_FILE) in the server's environment and restart it",
                 )));
             };
-            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts))?);
+            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts)));
             Ok(match StripeBackend::new(client, key, &version) {
                 Ok(b) => Arc::new(b),
                 Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),

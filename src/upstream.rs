@@ -195,12 +195,13 @@ enum AttemptError {
 }
 
 impl UpstreamClient {
-    pub fn new(base: &str, settings: UpstreamSettings) -> Result<Self, String> {
-        Ok(UpstreamClient {
+    /// Cheap and infallible: the HTTP client itself is built on first use (see `http`).
+    pub fn new(base: &str, settings: UpstreamSettings) -> Self {
+        UpstreamClient {
             http: OnceLock::new(),
             base: base.trim_end_matches('/').to_owned(),
             settings,
-        })
+        }
     }
 
     fn http(&self) -> Result<&reqwest::Client, Error> {
@@ -534,15 +535,15 @@ impl UpstreamPools {
     }
 
     /// The pool for `base`, created on first use.
-    pub fn get(&self, base: &str) -> Result<Arc<UpstreamClient>, String> {
+    pub fn get(&self, base: &str) -> Arc<UpstreamClient> {
         let key = base.trim_end_matches('/').to_owned();
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = pools.get(&key) {
-            return Ok(client.clone());
+            return client.clone();
         }
-        let client = Arc::new(UpstreamClient::new(&key, self.settings)?);
+        let client = Arc::new(UpstreamClient::new(&key, self.settings));
         pools.insert(key, client.clone());
-        Ok(client)
+        client
     }
 }
 

@@ -26,7 +26,7 @@ use stripe_mock::{Fault, MockStripe, TEAS, VERSION, as_map, header, pairs_of, qu
 const KEY: &str = "sk_test_51MockKeyForPaylink";
 
 fn harness_with(base: &str, key: &str, settings: UpstreamSettings) -> Harness {
-    let client = Arc::new(UpstreamClient::new(base, settings).unwrap());
+    let client = Arc::new(UpstreamClient::new(base, settings));
     let backend = StripeBackend::new(client, &ApiKey::new(key), VERSION).unwrap();
     Harness::new(BackendKind::Stripe, Arc::new(backend))
 }

@@ -69,7 +69,7 @@ impl TenantFactory {
             BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(self.opts.sandbox_max_links))),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| TenantError::Key("a Stream key is required".into()))?;
-                let client = self.pools.get(base).map_err(TenantError::Unavailable)?;
+                let client = self.pools.get(base);
                 let backend = StreamBackend::new(client, key, branch)
                     .map_err(|e| TenantError::Key(e.to_string()))?;
                 Ok(Arc::new(backend))
@@ -82,7 +82,7 @@ impl TenantFactory {
                         "a Stripe secret (sk_...) or restricted (rk_...) key is required".into(),
                     ));
                 }
-                let client = self.pools.get(base).map_err(TenantError::Unavailable)?;
+                let client = self.pools.get(base);
                 let backend = StripeBackend::new(client, key, &self.opts.stripe_version)
                     .map_err(|e| TenantError::Unavailable(e.to_string()))?;
                 Ok(Arc::new(backend))

@@ -18,7 +18,7 @@ pub fn harness_with(
     branch: Option<&str>,
     settings: UpstreamSettings,
 ) -> Harness {
-    let client = Arc::new(UpstreamClient::new(base, settings).unwrap());
+    let client = Arc::new(UpstreamClient::new(base, settings));
     let backend = StreamBackend::new(client, &ApiKey::new(key), branch).unwrap();
     Harness::new(BackendKind::Stream, Arc::new(backend))
 }
