@@ -6,12 +6,17 @@
 //! because a command line is visible to every user of the machine.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backend::factory::BackendSettings;
+use crate::backend::stripe;
+use crate::error::StartupError;
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
+use crate::upstream::UpstreamSettings;
 
 pub mod http;
 pub use http::HttpOpts;
@@ -203,40 +208,34 @@ pub struct GlobalOpts {
     pub stripe_version: String,
 }
 
-/// Where a secret came from, for error messages (never its value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretSource {
-    Env(&'static str),
-    File(&'static str),
-}
-
 /// Reads a secret from `NAME` or from the file named by `NAME_FILE`.
 pub fn read_secret(
     name: &'static str,
     file_var: &'static str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<(ApiKey, SecretSource)>, String> {
+) -> Result<Option<ApiKey>, StartupError> {
     let direct = env(name).filter(|v| !v.is_empty());
     let file = env(file_var).filter(|v| !v.is_empty());
     match (direct, file) {
-        (Some(_), Some(_)) => Err(format!("both {name} and {file_var} are set; set only one")),
-        (Some(v), None) => Ok(Some((ApiKey::new(v), SecretSource::Env(name)))),
+        (Some(_), Some(_)) => Err(StartupError::SecretTwice { name, file_var }),
+        (Some(v), None) => Ok(Some(ApiKey::new(v))),
         (None, Some(path)) => {
             let path = PathBuf::from(path);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!(
-                    "{file_var} names {}, which cannot be read: {e}",
-                    path.display()
-                )
+            let text = std::fs::read_to_string(&path).map_err(|source| {
+                StartupError::SecretUnreadable {
+                    file_var,
+                    path: path.display().to_string(),
+                    source,
+                }
             })?;
             let key = text.trim();
             if key.is_empty() {
-                return Err(format!(
-                    "{file_var} names {}, which is empty",
-                    path.display()
-                ));
+                return Err(StartupError::SecretEmpty {
+                    file_var,
+                    path: path.display().to_string(),
+                });
             }
-            Ok(Some((ApiKey::new(key), SecretSource::File(file_var))))
+            Ok(Some(ApiKey::new(key)))
         }
         (None, None) => Ok(None),
     }
@@ -250,11 +249,20 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
         Ok(Secrets {
-            stream: read_secret("STREAM_API_KEY", "STREAM_API_KEY_FILE", env)?.map(|(k, _)| k),
-            stripe: read_secret("STRIPE_API_KEY", "STRIPE_API_KEY_FILE", env)?.map(|(k, _)| k),
+            stream: read_secret("STREAM_API_KEY", "STREAM_API_KEY_FILE", env)?,
+            stripe: read_secret("STRIPE_API_KEY", "STRIPE_API_KEY_FILE", env)?,
         })
+    }
+
+    /// The operator's key for `kind`'s upstream, if one is set.
+    pub fn key_for(&self, kind: BackendKind) -> Option<&ApiKey> {
+        match kind {
+            BackendKind::Sandbox => None,
+            BackendKind::Stream => self.stream.as_ref(),
+            BackendKind::Stripe => self.stripe.as_ref(),
+        }
     }
 }
 
@@ -262,19 +270,85 @@ impl Secrets {
 pub fn choose_backend(
     explicit: Option<BackendChoice>,
     secrets: &Secrets,
-) -> Result<BackendKind, String> {
+) -> Result<BackendKind, StartupError> {
     if let Some(choice) = explicit {
         return Ok(choice.into());
     }
     match (secrets.stream.is_some(), secrets.stripe.is_some()) {
-        (true, true) => Err(
-            "both STREAM_API_KEY and STRIPE_API_KEY are set; choose one with --backend stream|stripe"
-                .into(),
-        ),
+        (true, true) => Err(StartupError::TwoBackends),
         (true, false) => Ok(BackendKind::Stream),
         (false, true) => Ok(BackendKind::Stripe),
         (false, false) => Ok(BackendKind::Sandbox),
     }
+}
+
+impl GlobalOpts {
+    /// Upstream timeouts and retries.
+    pub fn upstream_settings(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
+            attempt_timeout: Duration::from_secs(self.upstream_timeout_secs.max(1)),
+            deadline: Duration::from_secs(self.request_deadline_secs.max(1)),
+            max_retries: self.max_retries,
+            ..UpstreamSettings::default()
+        }
+    }
+
+    /// What building `kind`'s backends needs, checked.
+    pub fn backend_settings(&self, kind: BackendKind) -> Result<BackendSettings, StartupError> {
+        Ok(BackendSettings {
+            kind,
+            upstream: self.upstream_settings(),
+            sandbox_max_links: self.sandbox_max_links,
+            // Only a Stripe server sends it: another backend does not refuse to start over it.
+            stripe_version: if kind == BackendKind::Stripe {
+                stripe::check_version(&self.stripe_version)?
+            } else {
+                self.stripe_version.clone()
+            },
+        })
+    }
+
+    /// The operator's base URL for `kind`'s upstream (the sandbox has none; it gets Stream's,
+    /// which nothing calls), checked and normalized.
+    pub fn base_url(&self, kind: BackendKind) -> Result<String, StartupError> {
+        match kind {
+            BackendKind::Stripe => check_base_url(&self.stripe_base_url, "STRIPE_BASE_URL"),
+            _ => check_base_url(&self.stream_base_url, "STREAM_BASE_URL"),
+        }
+    }
+
+    /// `STREAM_BRANCH_ID`, checked.
+    pub fn branch_id(&self) -> Result<Option<String>, StartupError> {
+        check_branch_id(self.stream_branch_id.as_deref())
+    }
+}
+
+/// Checks an http(s) base URL given by the operator (or a caller's `X-Stream-Base-URL`), and
+/// normalizes it: no trailing slash.
+pub fn check_base_url(raw: &str, option: &'static str) -> Result<String, StartupError> {
+    let refuse = |reason: String| StartupError::BaseUrl {
+        option,
+        value: raw.to_owned(),
+        reason,
+    };
+    let url = url::Url::parse(raw.trim()).map_err(|e| refuse(format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(refuse("must be an http(s) URL with a host".into()));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Checks `STREAM_BRANCH_ID`: a UUID, normalized to its hyphenated lower-case form.
+pub fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, StartupError> {
+    raw.map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            uuid::Uuid::try_parse(b)
+                .map(|u| u.hyphenated().to_string())
+                .map_err(|_| StartupError::BranchId(b.to_owned()))
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -300,7 +374,7 @@ mod tests {
         assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Stripe);
         let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY", "x"), ("STREAM_API_KEY", "y")]))
             .unwrap();
-        let e = choose_backend(None, &s).unwrap_err();
+        let e = choose_backend(None, &s).unwrap_err().to_string();
         assert!(e.contains("STREAM_API_KEY") && e.contains("STRIPE_API_KEY"));
         assert!(!e.contains('x') || !e.contains("=x"));
         assert_eq!(
@@ -322,10 +396,10 @@ mod tests {
             ("STRIPE_API_KEY", "k"),
         ]))
         .unwrap_err();
-        assert!(e.contains("only one"));
+        assert!(e.to_string().contains("only one"));
         let e =
             Secrets::from_env(&env_of(&[("STREAM_API_KEY_FILE", "/nonexistent/k")])).unwrap_err();
-        assert!(e.contains("cannot be read"));
+        assert!(e.to_string().contains("cannot be read"));
     }
 
     #[test]

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::MoneyView;
 
 /// Which payments API a result came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// The embedded sandbox: no network, no real money.
@@ -34,7 +34,7 @@ impl BackendKind {
 }
 
 /// Whether a payment link accepts payments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkStatus {
     /// Payers can pay.
@@ -58,7 +58,9 @@ pub enum ProductKind {
 }
 
 /// A payment link: a hosted checkout page that payers open at `url`.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+///
+/// Deserializable so that a stored result (an idempotent replay) reads back as the same link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentLink {
     /// The link's id; pass it as `payment_link_id` to other tools.
     pub id: String,

@@ -1,12 +1,15 @@
 //! The MCP server handler: one value per connection (or per stateless request), cheap to clone,
-//! sharing the tool list and configuration built once at start-up.
+//! sharing the tool router and configuration built once at start-up.
 //!
-//! It finds the caller's tenant (fixed over stdio; put in the request by the HTTP auth layer) and
-//! hands the call to the [`ToolSet`] through [`observability::observe`](crate::observability::observe),
-//! which owns the call's span, log line, metrics and audit line.
+//! It finds the caller's tenant (fixed over stdio; put in the request by the HTTP auth layer),
+//! hands it to the call in the request's extensions, and lets rmcp's [`ToolRouter`] run the
+//! tool's route (see [`crate::tools`]), which owns decoding, the observation layer and the MCP
+//! result.
 
 use std::sync::Arc;
 
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -14,9 +17,10 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use crate::observability::{self, CallInfo, Observed, Observer};
+use crate::backend::sandbox::coupon_summary;
+use crate::model::BackendKind;
 use crate::tenant::Tenant;
-use crate::tools::{Caller, ToolSet};
+use crate::tools::{Toolbox, Tools};
 
 /// Where a call's tenant comes from.
 #[derive(Clone)]
@@ -28,11 +32,12 @@ pub enum TenantSource {
 }
 
 struct Shared {
-    tools: ToolSet,
+    router: ToolRouter<Toolbox>,
+    toolbox: Toolbox,
+    /// `tools/list`, built once.
+    listed: Arc<Vec<Tool>>,
     info: ServerConfig,
     tenants: TenantSource,
-    allow_live: bool,
-    observer: Observer,
 }
 
 /// The MCP handler.
@@ -43,11 +48,10 @@ pub struct PaylinkServer {
 
 impl PaylinkServer {
     pub fn new(
-        tools: ToolSet,
+        tools: Tools,
+        toolbox: Toolbox,
         instructions: String,
         tenants: TenantSource,
-        allow_live: bool,
-        observer: Observer,
     ) -> Self {
         let info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(
@@ -57,11 +61,11 @@ impl PaylinkServer {
             .with_instructions(instructions);
         PaylinkServer {
             shared: Arc::new(Shared {
-                tools,
+                router: tools.router,
+                toolbox,
+                listed: tools.listed,
                 info,
                 tenants,
-                allow_live,
-                observer,
             }),
         }
     }
@@ -89,26 +93,19 @@ impl ServerHandler for PaylinkServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            self.shared.tools.listed().as_ref().clone(),
+            self.shared.listed.as_ref().clone(),
         ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.shared.tools.get(name).cloned()
+        self.shared.router.get(name).cloned()
     }
 
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let name = request.name.as_ref();
-        if self.shared.tools.get(name).is_none() {
-            return Err(ErrorData::invalid_params(
-                format!("tool not found: {name}"),
-                None,
-            ));
-        }
         let Some(tenant) = self.tenant(&context) else {
             // Only reachable if the HTTP layer forgot to authenticate: fail closed.
             return Err(ErrorData::internal_error(
@@ -116,41 +113,49 @@ impl ServerHandler for PaylinkServer {
                 None,
             ));
         };
-        let caller = Caller {
-            backend: tenant.backend.as_ref(),
-            scope: &tenant.scope,
-            allow_live: self.shared.allow_live,
-        };
-        let info = CallInfo {
-            // Checked above: the name is one of ours, so it can label metrics.
-            tool: observability::metrics::tool_label(name).unwrap_or("unknown"),
-            write: self.shared.tools.writes(name),
-            tenant: &tenant,
-            arguments: request.arguments.as_ref(),
-        };
-        let call = self
-            .shared
-            .tools
-            .call(name, request.arguments.as_ref(), &caller);
-        let result = match observability::observe(
-            info,
-            self.shared.observer.audit.as_ref(),
-            &context.ct,
-            call,
-        )
-        .await
-        {
-            Observed::Done(result) => result,
-            Observed::Cancelled => {
-                return Err(ErrorData::internal_error("request cancelled", None));
+        context.extensions.insert(tenant);
+        let name = request.name.clone();
+        let call = ToolCallContext::new(&self.shared.toolbox, request, context);
+        self.shared.router.call(call).await.map_err(|e| {
+            if self.shared.router.has_route(&name) {
+                e
+            } else {
+                // rmcp's message does not say which tool; ours does.
+                ErrorData::invalid_params(format!("tool not found: {name}"), None)
             }
-            Observed::Unknown => {
-                return Err(ErrorData::invalid_params(
-                    format!("tool not found: {name}"),
-                    None,
-                ));
-            }
-        };
-        Ok(result.into())
+        })
     }
+}
+
+/// What the model reads at `initialize`: what the tools do, which backend, whether it is live.
+pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> String {
+    let money = match (kind, live) {
+        (BackendKind::Sandbox, _) => "This is the embedded SANDBOX: nothing is charged, links are not real and live only in this server's memory.".to_owned(),
+        (_, Some(true)) if allow_live => "This server talks to LIVE money: links you create can be paid for real. Confirm amounts with the user before creating.".to_owned(),
+        (_, Some(true)) => "This server talks to LIVE money, and the operator has not allowed writes: create_payment_link will be refused (live_guard); reads work.".to_owned(),
+        (_, Some(false)) => "This server uses a test/staging environment: no real money moves.".to_owned(),
+        (_, None) => "Whether money is live depends on the key in use; every result says `livemode`.".to_owned(),
+    };
+    let backend = match kind {
+        BackendKind::Sandbox => format!(
+            "Backend: sandbox (behaves like Stream). Seeded coupons: {}.",
+            coupon_summary()
+        ),
+        BackendKind::Stream => "Backend: Stream (streampay.sa). Product and coupon ids are UUIDs; currencies SAR (default), USD, EUR, GBP, AED, BHD, KWD, OMR, QAR.".to_owned(),
+        BackendKind::Stripe => format!(
+            "Backend: Stripe{}. Sell `price_...` ids (or `prod_...` ids for a product's default price).",
+            match live {
+                Some(true) => ", with a LIVE key (sk_live_/rk_live_)",
+                Some(false) => ", with a test-mode key",
+                None => "",
+            }
+        ),
+    };
+    format!(
+        "paylink-mcp creates and inspects payment links (hosted checkout pages). {backend} {money} \
+Typical flow: list_products to find product ids, create_payment_link with items and an idempotency_key, \
+share the returned `url`; get_payment_link and list_line_items to check a link. Amounts are exact Money objects \
+{{amount_minor, amount, currency}}. Errors are JSON {{\"error\": {{kind, message, field, retry_safe}}}}: fix `field` on \
+validation errors and only retry when retry_safe is true."
+    )
 }

@@ -1,26 +1,25 @@
-//! Start-up: turn the parsed configuration into a running server. No network call happens here
-//! and no key format is checked: a wrong key shows up as a clear tool error, not a dead server.
+//! Start-up: turn the parsed configuration into a running server. Only `main` calls this module.
+//!
+//! No network call happens here and no upstream key is tried: a wrong key shows up as a clear
+//! tool error, not a dead server. What is checked here (options, files, tool names) stops the
+//! process with exit code 2 and a [`StartupError`] naming what to fix.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use clap::Parser;
 
-use crate::backend::sandbox::{SandboxBackend, coupon_summary};
-use crate::backend::stream::StreamBackend;
-use crate::backend::stripe::StripeBackend;
+use crate::backend::BackendRules;
+use crate::backend::factory::{BackendFactory, BuildError};
 use crate::backend::unconfigured::Unconfigured;
-use crate::backend::{Backend, BackendRules};
-use crate::config::{Cli, Command, GlobalOpts, Secrets, choose_backend};
+use crate::config::{Cli, Command, Secrets, choose_backend};
+use crate::error::StartupError;
 use crate::model::BackendKind;
-use crate::observability::Observer;
+use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
-use crate::server::{PaylinkServer, TenantSource};
+use crate::server::{PaylinkServer, TenantSource, instructions};
 use crate::tenant::Tenant;
-use crate::tools::{ToolFilter, ToolSet};
-use crate::upstream::{UpstreamClient, UpstreamSettings};
+use crate::tools::{ToolFilter, Toolbox, Tools};
 
 /// The process entry point: parse, log, serve. Exit code 2 for configuration errors.
 pub fn main() -> ExitCode {
@@ -36,9 +35,9 @@ pub fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     match run(cli, &env) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("paylink-mcp: {message}");
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("paylink-mcp: {error}");
             ExitCode::from(2)
         }
     }
@@ -63,179 +62,108 @@ fn forget_empty_settings() {
     }
 }
 
-fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupError> {
+    let global = &cli.global;
     let secrets = Secrets::from_env(env)?;
-    let kind = choose_backend(cli.global.backend, &secrets)?;
-    let tools = build_tools(kind, &cli.global)?;
+    let kind = choose_backend(global.backend, &secrets)?;
+    let rules = BackendRules::for_kind(kind);
+    let tools = Tools::new(
+        &rules,
+        &ToolFilter {
+            read_only: global.read_only,
+            allow: global.tools.clone(),
+        },
+    )?;
+    let audit = global.audit_log.clone().map(AuditLog::at_start_up);
+    let toolbox = Toolbox::new(rules, global.allow_live, audit);
+    let factory = BackendFactory::new(global.backend_settings(kind)?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {
-            let backend = stdio_backend(kind, &cli.global, &secrets)?;
-            let live = backend.livemode();
+            let key = secrets.key_for(kind);
+            let tenant = Arc::new(Tenant {
+                fingerprint: match kind {
+                    BackendKind::Sandbox => "stdio".to_owned(),
+                    _ => key.map_or_else(|| "none".into(), ApiKey::fingerprint),
+                },
+                // One process, one user: the scope only has to be constant.
+                scope: "stdio".to_owned(),
+                backend: stdio_backend(&factory, global, key)?,
+            });
+            let live = tenant.backend.livemode();
             tracing::info!(
                 backend = kind.as_str(),
                 livemode = live,
                 "serving MCP over stdio"
             );
-            let tenant = Arc::new(Tenant {
-                fingerprint: match kind {
-                    BackendKind::Sandbox => "stdio".to_owned(),
-                    _ => key_for(kind, &secrets).map_or_else(|| "none".into(), ApiKey::fingerprint),
-                },
-                // One process, one user: the scope only has to be constant.
-                scope: "stdio".to_owned(),
-                backend,
-            });
             let server = PaylinkServer::new(
                 tools,
+                toolbox,
                 // Without a key nothing is known about liveness; say so rather than guess.
-                instructions(
-                    kind,
-                    key_for(kind, &secrets).map(|_| live),
-                    cli.global.allow_live,
-                ),
+                instructions(kind, key.map(|_| live), global.allow_live),
                 TenantSource::Fixed(tenant),
-                cli.global.allow_live,
-                Observer::from_options(&cli.global),
             );
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            runtime.block_on(crate::transport::stdio::serve(server))
+                .map_err(StartupError::Runtime)?;
+            runtime
+                .block_on(crate::transport::stdio::serve(server))
+                .map_err(StartupError::Transport)
         }
         Command::Http(opts) => {
-            crate::transport::http::run(kind, &cli.global, &opts, &secrets, tools)
+            // Over HTTP liveness depends on each caller's key; only the sandbox is known.
+            let live = (kind == BackendKind::Sandbox).then_some(false);
+            let server = PaylinkServer::new(
+                tools,
+                toolbox,
+                instructions(kind, live, global.allow_live),
+                TenantSource::PerRequest,
+            );
+            crate::transport::http::run(kind, global, &opts, &secrets, server, factory)
+                .map_err(StartupError::Http)
         }
         // `main` runs the probe before any of the above; reaching here is a bug, not a panic.
-        Command::Healthcheck(_) => {
-            Err("internal: the health probe must run before start-up".into())
-        }
+        Command::Healthcheck(_) => Err(StartupError::Internal(
+            "the health probe must run before start-up",
+        )),
     }
 }
 
-fn key_for(kind: BackendKind, secrets: &Secrets) -> Option<&ApiKey> {
-    match kind {
-        BackendKind::Sandbox => None,
-        BackendKind::Stream => secrets.stream.as_ref(),
-        BackendKind::Stripe => secrets.stripe.as_ref(),
-    }
-}
-
-/// The tool list for `kind`, filtered as the operator asked.
-pub fn build_tools(kind: BackendKind, opts: &GlobalOpts) -> Result<ToolSet, String> {
-    ToolSet::new(
-        BackendRules::for_kind(kind),
-        &ToolFilter {
-            read_only: opts.read_only,
-            allow: opts.tools.clone(),
-        },
-    )
-}
-
-/// Upstream timeouts and retries from the options.
-pub fn upstream_settings(opts: &GlobalOpts) -> UpstreamSettings {
-    UpstreamSettings {
-        connect_timeout: Duration::from_secs(opts.connect_timeout_secs.max(1)),
-        attempt_timeout: Duration::from_secs(opts.upstream_timeout_secs.max(1)),
-        deadline: Duration::from_secs(opts.request_deadline_secs.max(1)),
-        max_retries: opts.max_retries,
-        ..UpstreamSettings::default()
-    }
-}
-
-/// Checks an http(s) base URL given by the operator.
-pub fn check_base_url(raw: &str, option: &str) -> Result<String, String> {
-    let url =
-        url::Url::parse(raw.trim()).map_err(|e| format!("{option} `{raw}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!(
-            "{option} `{raw}` must be an http(s) URL with a host"
-        ));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-/// Checks `STREAM_BRANCH_ID`.
-pub fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, String> {
-    raw.map(str::trim)
-        .filter(|b| !b.is_empty())
-        .map(|b| {
-            uuid::Uuid::try_parse(b)
-                .map(|u| u.hyphenated().to_string())
-                .map_err(|_| format!("STREAM_BRANCH_ID `{b}` is not a UUID"))
-        })
-        .transpose()
-}
-
+/// The stdio user's backend. Without a usable key the server still starts, and every call
+/// explains what the operator must set: Claude Desktop then shows the model a clear error
+/// instead of a server that silently did not start.
 fn stdio_backend(
-    kind: BackendKind,
-    opts: &GlobalOpts,
-    secrets: &Secrets,
-) -> Result<Arc<dyn Backend>, String> {
-    match kind {
-        BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(opts.sandbox_max_links))),
-        BackendKind::Stream => {
-            let base = check_base_url(&opts.stream_base_url, "STREAM_BASE_URL")?;
-            let branch = check_branch_id(opts.stream_branch_id.as_deref())?;
-            let Some(key) = &secrets.stream else {
-                return Ok(Arc::new(Unconfigured::new(
-                    kind,
-                    "no Stream key is configured: set STREAM_API_KEY (or STREAM_API_KEY_FILE) in the server's environment and restart it",
-                )));
-            };
-            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts)));
-            Ok(match StreamBackend::new(client, key, branch.as_deref()) {
-                Ok(b) => Arc::new(b),
-                Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),
-            })
-        }
-        BackendKind::Stripe => {
-            let base = check_base_url(&opts.stripe_base_url, "STRIPE_BASE_URL")?;
-            let version = crate::backend::stripe::check_version(&opts.stripe_version)?;
-            let Some(key) = &secrets.stripe else {
-                return Ok(Arc::new(Unconfigured::new(
-                    kind,
-                    "no Stripe key is configured: set STRIPE_API_KEY (or STRIPE_API_KEY_FILE) in the server's environment and restart it",
-                )));
-            };
-            let client = Arc::new(UpstreamClient::new(&base, upstream_settings(opts)));
-            Ok(match StripeBackend::new(client, key, &version) {
-                Ok(b) => Arc::new(b),
-                Err(e) => Arc::new(Unconfigured::new(kind, e.to_string())),
-            })
-        }
+    factory: &BackendFactory,
+    global: &crate::config::GlobalOpts,
+    key: Option<&ApiKey>,
+) -> Result<Arc<dyn crate::backend::Backend>, StartupError> {
+    let kind = factory.kind();
+    if kind == BackendKind::Sandbox {
+        return factory
+            .backend(None, "", None)
+            .map_err(|_| StartupError::Internal("the sandbox backend could not be built"));
     }
-}
-
-/// What the model reads at `initialize`: what the tools do, which backend, whether it is live.
-pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> String {
-    let money = match (kind, live) {
-        (BackendKind::Sandbox, _) => "This is the embedded SANDBOX: nothing is charged, links are not real and live only in this server's memory.".to_owned(),
-        (_, Some(true)) if allow_live => "This server talks to LIVE money: links you create can be paid for real. Confirm amounts with the user before creating.".to_owned(),
-        (_, Some(true)) => "This server talks to LIVE money, and the operator has not allowed writes: create_payment_link will be refused (live_guard); reads work.".to_owned(),
-        (_, Some(false)) => "This server uses a test/staging environment: no real money moves.".to_owned(),
-        (_, None) => "Whether money is live depends on the key in use; every result says `livemode`.".to_owned(),
+    let base = global.base_url(kind)?;
+    let branch = match kind {
+        BackendKind::Stream => global.branch_id()?,
+        _ => None,
     };
-    let backend = match kind {
-        BackendKind::Sandbox => format!(
-            "Backend: sandbox (behaves like Stream). Seeded coupons: {}.",
-            coupon_summary()
-        ),
-        BackendKind::Stream => "Backend: Stream (streampay.sa). Product and coupon ids are UUIDs; currencies SAR (default), USD, EUR, GBP, AED, BHD, KWD, OMR, QAR.".to_owned(),
-        BackendKind::Stripe => format!(
-            "Backend: Stripe{}. Sell `price_...` ids (or `prod_...` ids for a product's default price).",
-            match live {
-                Some(true) => ", with a LIVE key (sk_live_/rk_live_)",
-                Some(false) => ", with a test-mode key",
-                None => "",
-            }
-        ),
+    let Some(key) = key else {
+        let (name, var) = match kind {
+            BackendKind::Stripe => ("Stripe", "STRIPE_API_KEY"),
+            _ => ("Stream", "STREAM_API_KEY"),
+        };
+        return Ok(Arc::new(Unconfigured::new(
+            kind,
+            format!(
+                "no {name} key is configured: set {var} (or {var}_FILE) in the server's environment and restart it"
+            ),
+        )));
     };
-    format!(
-        "paylink-mcp creates and inspects payment links (hosted checkout pages). {backend} {money} \
-Typical flow: list_products to find product ids, create_payment_link with items and an idempotency_key, \
-share the returned `url`; get_payment_link and list_line_items to check a link. Amounts are exact Money objects \
-{{amount_minor, amount, currency}}. Errors are JSON {{\"error\": {{kind, message, field, retry_safe}}}}: fix `field` on \
-validation errors and only retry when retry_safe is true."
-    )
+    Ok(match factory.backend(Some(key), &base, branch.as_deref()) {
+        Ok(backend) => backend,
+        Err(BuildError::Key(message) | BuildError::Unavailable(message)) => {
+            Arc::new(Unconfigured::new(kind, message))
+        }
+    })
 }

@@ -1,17 +1,15 @@
 //! Tenants: who is calling, and the backend instance that holds their key or their sandbox data.
 //!
 //! Over stdio there is one tenant for the process. Over HTTP every caller key is a tenant, built
-//! by the [`factory`] on first use and kept in the bounded [`cache`].
+//! by the backend factory on first use and kept in the bounded [`cache`].
 
 use std::sync::Arc;
 
 use crate::backend::Backend;
 
 pub mod cache;
-pub mod factory;
 
 pub use cache::{TenantCache, TenantKey};
-pub use factory::{TenantError, TenantFactory};
 
 /// One caller: the stdio user, or one HTTP bearer key.
 pub struct Tenant {

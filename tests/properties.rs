@@ -9,14 +9,13 @@ mod stream_mock;
 
 use std::sync::{Arc, LazyLock};
 
-use paylink_mcp::backend::BackendRules;
 use paylink_mcp::backend::sandbox::SandboxBackend;
 use paylink_mcp::backend::stream::{
     StreamErrors, line_item_from_stream, link_from_stream, product_from_stream,
 };
 use paylink_mcp::domain::{CurrencyCode, Cursor, Money, RedirectUrl, ValidUntil};
 use paylink_mcp::model::BackendKind;
-use paylink_mcp::tools::{ALL_TOOLS, Caller, ToolFilter, ToolSet};
+use paylink_mcp::tools::id::ToolId;
 use paylink_mcp::upstream::{ErrorDecoder, RetryMode, UpstreamResponse, json_body};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -95,26 +94,16 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .unwrap()
 });
 
-static TOOLS: LazyLock<ToolSet> = LazyLock::new(|| {
-    ToolSet::new(
-        BackendRules::for_kind(BackendKind::Sandbox),
-        &ToolFilter::default(),
+/// The sandbox behind the real server and tool router, driven by rmcp's client in process.
+static HARNESS: LazyLock<harness::Harness> = LazyLock::new(|| {
+    harness::Harness::new(
+        BackendKind::Sandbox,
+        Arc::new(SandboxBackend::new(1_000_000)),
     )
-    .unwrap()
 });
 
-static SANDBOX: LazyLock<Arc<SandboxBackend>> =
-    LazyLock::new(|| Arc::new(SandboxBackend::new(1_000_000)));
-
 fn check_tool(tool: &str, args: &Map<String, Value>) -> Result<(), TestCaseError> {
-    let caller = Caller {
-        backend: SANDBOX.as_ref(),
-        scope: "prop",
-        allow_live: false,
-    };
-    let result = RUNTIME
-        .block_on(TOOLS.call(tool, Some(args), &caller))
-        .expect("every listed tool answers");
+    let result = RUNTIME.block_on(HARNESS.raw_call(tool, Value::Object(args.clone())));
     if result.is_error == Some(true) {
         let text = &result.content[0].as_text().expect("text").text;
         let v: Value = serde_json::from_str(text).expect("the error text is JSON");
@@ -144,11 +133,11 @@ fn check_tool(tool: &str, args: &Map<String, Value>) -> Result<(), TestCaseError
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES * ALL_TOOLS.len() as u32, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES * ToolId::ALL.len() as u32, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_arguments_to_every_tool_end_in_a_result_or_an_envelope(
-        tool in prop::sample::select(ALL_TOOLS.to_vec()),
+        tool in prop::sample::select(ToolId::ALL.map(ToolId::name).to_vec()),
         args in arb_args(),
     ) {
         check_tool(tool, &args)?;

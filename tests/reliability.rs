@@ -161,12 +161,12 @@ async fn idempotent_replay_makes_no_upstream_call_and_a_conflict_is_refused() {
 #[tokio::test]
 async fn keys_are_per_tenant() {
     let mock = MockStream::start("t").await;
-    let mut h = harness(&mock);
+    let h = harness(&mock);
     h.call("create_payment_link", create(Some("same"), 1))
         .await
         .unwrap();
-    h.scope = "another-tenant".into();
     let other = h
+        .as_tenant("another-tenant")
         .call("create_payment_link", create(Some("same"), 3))
         .await
         .unwrap();

@@ -18,7 +18,7 @@ use paylink_mcp::config::Cli;
 use paylink_mcp::model::BackendKind;
 use paylink_mcp::secret::ApiKey;
 use paylink_mcp::tools::create::{IdempotencyKey, reference_for};
-use paylink_mcp::tools::{ToolFilter, ToolSet};
+use paylink_mcp::tools::{ToolFilter, Tools};
 use paylink_mcp::upstream::{UpstreamClient, UpstreamSettings};
 use serde_json::{Value, json};
 use stripe_mock::{Fault, MockStripe, TEAS, VERSION, as_map, header, pairs_of, query_of};
@@ -369,12 +369,12 @@ async fn round_trip_prod_ids_get_line_items_paged_by_5_and_products() {
 
 #[tokio::test]
 async fn the_stripe_schema_lacks_what_stripe_cannot_honour() {
-    let tools = ToolSet::new(
-        BackendRules::for_kind(BackendKind::Stripe),
+    let tools = Tools::new(
+        &BackendRules::for_kind(BackendKind::Stripe),
         &ToolFilter::default(),
     )
     .unwrap();
-    let create = tools.get("create_payment_link").unwrap();
+    let create = tools.router.get("create_payment_link").unwrap();
     let schema = serde_json::to_value(create.input_schema.as_ref()).unwrap();
     let props = schema["properties"].as_object().unwrap();
     for gone in [
@@ -668,7 +668,7 @@ async fn a_wrong_key_is_an_auth_error_that_never_echoes_the_key() {
 async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
     let live_key = "sk_live_51MockLiveKey";
     let mock = MockStripe::start(live_key).await;
-    let mut h = harness_with(&mock.uri(), live_key, settings());
+    let h = harness_with(&mock.uri(), live_key, settings());
     assert!(h.backend.livemode());
     let e = h
         .call(
@@ -695,7 +695,7 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
     let products = h.call("list_products", json!({})).await.unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 10);
 
-    h.allow_live = true;
+    let h = h.allowing_live();
     let link = h
         .call(
             "create_payment_link",
@@ -709,12 +709,12 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
     let test = harness_with(&mock.uri(), "rk_test_x", settings());
     assert!(!test.backend.livemode());
 
-    let live_text = paylink_mcp::startup::instructions(BackendKind::Stripe, Some(true), false);
+    let live_text = paylink_mcp::server::instructions(BackendKind::Stripe, Some(true), false);
     assert!(
         live_text.contains("Stripe") && live_text.contains("LIVE"),
         "{live_text}"
     );
-    let test_text = paylink_mcp::startup::instructions(BackendKind::Stripe, Some(false), false);
+    let test_text = paylink_mcp::server::instructions(BackendKind::Stripe, Some(false), false);
     assert!(
         test_text.contains("Stripe") && test_text.contains("test-mode"),
         "{test_text}"
@@ -781,8 +781,7 @@ async fn the_same_idempotency_key_reaches_stripe_as_the_same_header() {
 
     // Another tenant of the same Stripe account (operator-key mode) using the same key string
     // gets its own Idempotency-Key: no cross-tenant replay.
-    let mut other_tenant = harness(&mock);
-    other_tenant.scope = "another-tenant".into();
+    let other_tenant = harness(&mock).as_tenant("another-tenant");
     other_tenant
         .call("create_payment_link", args.clone())
         .await

@@ -4,6 +4,7 @@
 //! tenant's credentials or, for the sandbox, its data. Requests arrive already validated as domain
 //! types; a backend only says what to send upstream and how to read the answer.
 
+pub mod factory;
 pub mod form;
 pub mod sandbox;
 pub mod stream;

@@ -63,7 +63,7 @@ pub fn is_live_key(key: &str) -> bool {
 /// Checks `STRIPE_VERSION`: a date such as `2024-04-10`, optionally with a release name
 /// (`2024-09-30.acacia`). Anything else could not be sent as a header, or is a typo that Stripe
 /// would answer with a confusing error on every call.
-pub fn check_version(raw: &str) -> std::result::Result<String, String> {
+pub fn check_version(raw: &str) -> std::result::Result<String, crate::error::StartupError> {
     let v = raw.trim();
     let date_ok = v
         .get(..10)
@@ -80,10 +80,10 @@ pub fn check_version(raw: &str) -> std::result::Result<String, String> {
     if date_ok && rest_ok {
         Ok(v.to_owned())
     } else {
-        Err(format!(
-            "STRIPE_VERSION `{}` is not a Stripe API version such as {DEFAULT_API_VERSION}",
-            v.chars().take(40).collect::<String>()
-        ))
+        Err(crate::error::StartupError::StripeVersion {
+            value: v.chars().take(40).collect(),
+            example: DEFAULT_API_VERSION,
+        })
     }
 }
 

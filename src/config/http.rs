@@ -133,10 +133,40 @@ pub struct HttpOpts {
     /// 127.0.0.1) instead of on the main one; it needs no auth and has no Host check, so keep it
     /// on a private interface. Without it, `/metrics` is on the main listener (Host-checked).
     #[arg(long, env = "PAYLINK_METRICS_BIND",
-          value_parser = crate::transport::http::metrics::parse_bind)]
+          value_parser = parse_bind)]
     pub metrics_bind: Option<SocketAddr>,
 
     /// Requests in flight in the whole process (0: no limit).
     #[arg(long, env = "PAYLINK_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: u32,
+}
+
+/// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the
+/// operator names another address).
+pub fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
+    let raw = raw.trim();
+    if let Ok(port) = raw.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    raw.parse::<SocketAddr>()
+        .map_err(|_| format!("`{raw}` is neither PORT nor ADDR:PORT (e.g. 127.0.0.1:9464)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_binds_loopback() {
+        assert_eq!(
+            parse_bind("9464").unwrap(),
+            "127.0.0.1:9464".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("0.0.0.0:9464").unwrap(),
+            "0.0.0.0:9464".parse().unwrap()
+        );
+        assert_eq!(parse_bind("[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
+        assert!(parse_bind("localhost").is_err());
+    }
 }

@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{SecondsFormat, Utc};
-use rmcp::model::CallToolResult;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{CallInfo, CallRecord, outcome_of};
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
+use crate::model::{Page, PaymentLink};
+use crate::tools::id::ToolId;
 
 /// The append-only audit file.
 pub struct AuditLog {
@@ -41,7 +42,8 @@ pub struct AuditLog {
 pub struct AuditEntry {
     /// When the call finished, RFC 3339 UTC with milliseconds.
     pub time: String,
-    pub tool: &'static str,
+    #[serde(serialize_with = "tool_name")]
+    pub tool: ToolId,
     pub backend: &'static str,
     /// The tenant's fingerprint (a short hash of its key), never the key.
     pub tenant: String,
@@ -54,16 +56,41 @@ pub struct AuditEntry {
     pub result: Option<AuditResult>,
     /// On failure: the error envelope's body (`{kind, message, field, retry_safe, ...}`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Value>,
+    pub error: Option<ErrorBody>,
     /// The upstream's request id of the last answer, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+fn tool_name<S: serde::Serializer>(tool: &ToolId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tool.name())
 }
 
 #[derive(Debug, Serialize)]
 pub struct AuditResult {
     pub id: Option<String>,
     pub url: Option<String>,
+}
+
+/// What a tool's output says about the thing a write touched, for its audit line.
+pub trait AuditView {
+    /// The link a write created or changed; `None` for outputs that are not one link.
+    fn audit_result(&self) -> Option<AuditResult>;
+}
+
+impl AuditView for PaymentLink {
+    fn audit_result(&self) -> Option<AuditResult> {
+        Some(AuditResult {
+            id: Some(self.id.clone()),
+            url: self.url.clone(),
+        })
+    }
+}
+
+impl<T> AuditView for Page<T> {
+    fn audit_result(&self) -> Option<AuditResult> {
+        None
+    }
 }
 
 /// The refusal of a write whose audit line could not even be started.
@@ -114,6 +141,23 @@ impl AuditLog {
         Self::open_now(&self.path).map(drop)
     }
 
+    /// The log at `path`, checked once (see [`AuditLog::check`]) with the result logged: a path
+    /// that does not work is not fatal, reads are still served and every write is refused
+    /// (`internal`, nothing sent upstream) until the path works.
+    pub fn at_start_up(path: PathBuf) -> Arc<Self> {
+        let log = AuditLog::new(path);
+        match log.check() {
+            Ok(()) => {
+                tracing::info!(path = %log.path.display(), "audit log: one line per write tool call")
+            }
+            Err(e) => tracing::error!(
+                path = %log.path.display(),
+                "the audit log cannot be opened for append ({e}): write tools will be refused until it can"
+            ),
+        }
+        log
+    }
+
     /// Opens the file for append; done before the upstream call.
     pub async fn open(&self) -> io::Result<File> {
         let path = self.path.clone();
@@ -139,34 +183,29 @@ impl AuditLog {
 
 impl AuditEntry {
     /// The line for a finished call; `result` is `None` when the call was cancelled.
-    pub fn new(info: &CallInfo<'_>, record: &CallRecord, result: Option<&CallToolResult>) -> Self {
-        let (outcome, envelope) = match result {
-            Some(r) => outcome_of(r),
-            None => ("cancelled", None),
-        };
-        let success = result
-            .filter(|r| r.is_error != Some(true))
-            .and_then(|r| r.structured_content.as_ref());
-        let error = envelope.map(|mut e| e["error"].take());
-        let request_id = record.request_id.clone().or_else(|| {
-            error
-                .as_ref()
-                .and_then(|e| e["request_id"].as_str())
-                .map(str::to_owned)
-        });
+    pub fn new<T: AuditView>(
+        info: &CallInfo<'_>,
+        record: &CallRecord,
+        result: Option<&Result<T, Error>>,
+    ) -> Self {
+        let outcome = result.map_or("cancelled", outcome_of);
+        let error = result.and_then(|r| r.as_ref().err()).map(Error::body);
+        let request_id = record
+            .request_id
+            .clone()
+            .or_else(|| error.as_ref().and_then(|e| e.request_id.clone()));
         AuditEntry {
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             tool: info.tool,
             backend: record.backend,
-            tenant: info.tenant.fingerprint.clone(),
+            tenant: info.tenant.to_owned(),
             arguments: info
                 .arguments
                 .map_or(Value::Null, |a| Value::Object(a.clone())),
             outcome,
-            result: success.map(|v| AuditResult {
-                id: v["id"].as_str().map(str::to_owned),
-                url: v["url"].as_str().map(str::to_owned),
-            }),
+            result: result
+                .and_then(|r| r.as_ref().ok())
+                .and_then(AuditView::audit_result),
             error,
             request_id,
         }
@@ -177,7 +216,7 @@ impl AuditEntry {
     pub fn unrecorded(&self, cause: &io::Error) -> Error {
         let done = match (&self.result, self.outcome) {
             (Some(AuditResult { id: Some(id), .. }), "ok") => match self.tool {
-                crate::tools::CREATE_PAYMENT_LINK => {
+                ToolId::CreatePaymentLink => {
                     format!("the payment link {id} WAS created (do not create it again)")
                 }
                 _ => format!("the change to payment link {id} WAS made"),
@@ -204,7 +243,7 @@ mod tests {
         let log = AuditLog::new(dir.path().join("audit.log"));
         let entry = AuditEntry {
             time: "t".into(),
-            tool: "create_payment_link",
+            tool: ToolId::CreatePaymentLink,
             backend: "sandbox",
             tenant: "fp".into(),
             arguments: Value::Null,

@@ -2,7 +2,7 @@
 //! Prometheus [`metrics`] (HTTP only), and the [`audit`] trail of writes.
 //!
 //! Everything about a tool call is gathered in one place, [`observe`], which the MCP handler
-//! wraps around [`ToolSet::call`](crate::tools::ToolSet::call). Facts only the upstream layer
+//! wraps around every tool call (see `tools::route`). Facts only the upstream layer
 //! knows (the HTTP status, the upstream's request id, how many retries) reach it through a
 //! task-local [`CallRecord`]: `upstream.rs` reports each answer and retry with
 //! [`upstream_answer`] and [`upstream_retry`], and no backend method needs an extra parameter.
@@ -18,43 +18,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolResult, JsonObject};
-use serde_json::Value;
+use rmcp::model::JsonObject;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use self::audit::{AuditEntry, AuditLog};
-use crate::tenant::Tenant;
-use crate::tools::error_result;
-
-/// The operator's observability choices that belong to one server value (metrics and logs are
-/// process-wide).
-#[derive(Clone, Default)]
-pub struct Observer {
-    /// `--audit-log`: where write tool calls are recorded.
-    pub audit: Option<Arc<AuditLog>>,
-}
-
-impl Observer {
-    /// From the options: checks `--audit-log` once so that a wrong path shows in the log at
-    /// start-up. A path that does not work is not fatal: reads are still served, and every write
-    /// is refused (`internal`, nothing sent upstream) until the path works.
-    pub fn from_options(opts: &crate::config::GlobalOpts) -> Self {
-        let audit = opts.audit_log.as_ref().map(|path| {
-            let log = AuditLog::new(path.clone());
-            match log.check() {
-                Ok(()) => tracing::info!(path = %path.display(), "audit log: one line per write tool call"),
-                Err(e) => tracing::error!(
-                    path = %path.display(),
-                    "the audit log cannot be opened for append ({e}): write tools will be refused until it can"
-                ),
-            }
-            log
-        });
-        Observer { audit }
-    }
-}
+use self::audit::{AuditEntry, AuditLog, AuditView};
+use crate::error::Error;
+use crate::model::BackendKind;
+use crate::tools::id::ToolId;
 
 /// What the upstream layer learnt during one tool call. A call may make several upstream
 /// requests (a Stripe create reads prices first); the last answer is the one reported.
@@ -106,50 +78,30 @@ pub fn upstream_retry() {
     }
 }
 
-/// One tool call, as the handler knows it before running it.
+/// One tool call, as the tool layer knows it before running it.
 pub struct CallInfo<'a> {
-    /// The tool's name, from the server's own list (never the caller's string).
-    pub tool: &'static str,
-    /// Whether the tool writes (audited).
-    pub write: bool,
-    pub tenant: &'a Tenant,
+    /// Which tool (its name labels metrics: never the caller's string).
+    pub tool: ToolId,
+    pub backend: BackendKind,
+    /// The tenant's fingerprint (a short hash of its key), never the key.
+    pub tenant: &'a str,
     pub arguments: Option<&'a JsonObject>,
 }
 
 /// How an observed call ended.
-pub enum Observed {
-    /// A result to send: success or an `isError` envelope.
-    Done(CallToolResult),
-    /// The tool does not exist (`ToolSet::call` said so).
-    Unknown,
+pub enum Observed<T> {
+    /// The tool's own answer: its output, or the error to put in an `isError` result.
+    Done(Result<T, Error>),
     /// The client cancelled the call, or went away.
     Cancelled,
 }
 
-/// The outcome label of a result: `ok`, or the error envelope's `kind`.
-fn outcome_of(result: &CallToolResult) -> (&'static str, Option<Value>) {
-    if result.is_error != Some(true) {
-        return ("ok", None);
+/// The outcome label of a finished call: `ok`, or the error's kind.
+fn outcome_of<T>(result: &Result<T, Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
     }
-    let envelope: Option<Value> = result
-        .content
-        .first()
-        .and_then(|c| c.as_text())
-        .and_then(|t| serde_json::from_str(&t.text).ok());
-    let kind = envelope
-        .as_ref()
-        .and_then(|e| e["error"]["kind"].as_str())
-        .and_then(error_kind_label)
-        .unwrap_or("internal");
-    (kind, envelope)
-}
-
-/// The `'static` label of an error kind named in an envelope.
-fn error_kind_label(kind: &str) -> Option<&'static str> {
-    crate::error::ErrorKind::ALL
-        .into_iter()
-        .map(|k| k.as_str())
-        .find(|k| *k == kind)
 }
 
 /// Runs one tool call inside its span, then logs it, counts it and, for a write, audits it.
@@ -158,22 +110,23 @@ fn error_kind_label(kind: &str) -> Option<&'static str> {
 /// it cannot be, `call` is dropped unpolled (nothing reaches the upstream) and the answer is an
 /// `internal` error. After the call, the line is written and synced before the answer goes out;
 /// if that fails, the answer becomes an `internal` error that names what was done upstream.
-pub async fn observe<F>(
+pub async fn observe<T, F>(
     info: CallInfo<'_>,
     audit: Option<&Arc<AuditLog>>,
     cancel: &CancellationToken,
     call: F,
-) -> Observed
+) -> Observed<T>
 where
-    F: Future<Output = Option<CallToolResult>>,
+    T: AuditView,
+    F: Future<Output = Result<T, Error>>,
 {
     let started = Instant::now();
-    let backend = info.tenant.backend.kind().as_str();
+    let backend = info.backend.as_str();
     let span = tracing::info_span!(
         "tool_call",
-        tool = info.tool,
+        tool = info.tool.name(),
         backend,
-        tenant = %info.tenant.fingerprint,
+        tenant = %info.tenant,
         status = Empty,
         request_id = Empty,
         retries = Empty,
@@ -184,9 +137,9 @@ where
         backend,
         ..CallRecord::default()
     }));
-    let audit = if info.write { audit } else { None };
+    let audit = if info.tool.writes() { audit } else { None };
 
-    let ran = async {
+    let ran: Option<Result<T, Error>> = async {
         let file = match audit {
             Some(log) => match log.open().await {
                 Ok(file) => Some(file),
@@ -196,7 +149,7 @@ where
                         path = %log.path().display(),
                         "the audit log cannot be opened ({e}): write refused, nothing sent upstream"
                     );
-                    return Some(Some(error_result(&audit::refused_before_call())));
+                    return Some(Err(audit::refused_before_call()));
                 }
             },
             None => None,
@@ -204,19 +157,16 @@ where
         // Cancellation (notifications/cancelled, a dropped HTTP connection) drops `call`, which
         // drops any upstream request in flight.
         let result = tokio::select! {
-            r = CALL.scope(record.clone(), call) => match r {
-                Some(result) => Some(result),
-                None => return Some(None),
-            },
+            r = CALL.scope(record.clone(), call) => Some(r),
             () = cancel.cancelled() => None,
         };
         let (Some(log), Some(file)) = (audit, file) else {
-            return result.map(Some);
+            return result;
         };
         let snapshot = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let entry = AuditEntry::new(&info, &snapshot, result.as_ref());
         match log.append(file, &entry).await {
-            Ok(()) => result.map(Some),
+            Ok(()) => result,
             Err(e) => {
                 metrics::audit_failure(metrics::AuditStage::Write);
                 // The line itself goes to the log, so that the operator can reconcile.
@@ -227,7 +177,7 @@ where
                     info.tool
                 );
                 // A cancelled call has no one to tell but the log.
-                result.map(|_| Some(error_result(&entry.unrecorded(&e))))
+                result.map(|_| Err(entry.unrecorded(&e)))
             }
         }
     }
@@ -236,19 +186,15 @@ where
 
     let latency = started.elapsed();
     let record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (observed, outcome) = match ran {
-        Some(Some(result)) => {
-            let (outcome, _) = outcome_of(&result);
-            (Observed::Done(result), outcome)
-        }
-        Some(None) => return Observed::Unknown,
-        None => (Observed::Cancelled, "cancelled"),
-    };
+    let outcome = ran.as_ref().map_or("cancelled", outcome_of);
     log_call(&span, &info, backend, &record, latency, outcome);
     if let Some(m) = metrics::get() {
         m.tool_call(info.tool, outcome, latency);
     }
-    observed
+    match ran {
+        Some(result) => Observed::Done(result),
+        None => Observed::Cancelled,
+    }
 }
 
 /// Records the late fields into the span, then writes the call's one log line (outside the
@@ -271,10 +217,10 @@ fn log_call(
     span.record("retries", record.retries);
     span.record("latency_ms", latency_ms);
     span.record("outcome", outcome);
-    let tenant = info.tenant.fingerprint.as_str();
+    let tenant = info.tenant;
     let request_id = record.request_id.as_deref();
     tracing::info!(
-        tool = info.tool,
+        tool = info.tool.name(),
         backend,
         tenant,
         status = record.status,

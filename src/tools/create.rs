@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::args::decode;
+use super::{BoxFuture, Caller, Toolbox, live_guard, to_value};
 use crate::backend::{BackendRules, NewItem, NewPaymentLink};
 use crate::domain::{
     CouponId, CurrencyCode, Description, LinkName, MaxPayments, Metadata, ProductId, Quantity,
@@ -14,6 +17,22 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::idempotency::{Claim, IdempotencyStore, Outcome, args_hash, wait};
+use crate::model::PaymentLink;
+
+/// `create_payment_link`: refuses what the backend cannot honour, validates, passes the live
+/// guard, then creates (through the idempotency store when the caller gave a key).
+pub fn call<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<PaymentLink>> {
+    Box::pin(async move {
+        refuse_unsupported(args, tools.rules())?;
+        let request = decode::<CreatePaymentLinkArgs>(args)?.validate(tools.rules())?;
+        live_guard(caller.backend, caller.allow_live)?;
+        run(request, caller, &tools.idempotency).await
+    })
+}
 
 /// The most line items one link may carry (Stripe's limit; applied on every backend).
 pub const MAX_ITEMS: usize = 20;
@@ -291,16 +310,16 @@ impl CreatePaymentLinkArgs {
 /// earlier unknown outcome before creating again).
 pub async fn run(
     request: CreateRequest,
-    caller: &super::Caller<'_>,
+    caller: &Caller<'_>,
     store: &std::sync::Arc<IdempotencyStore>,
-) -> Result<Value> {
+) -> Result<PaymentLink> {
     let CreateRequest {
         mut link,
         idempotency_key,
     } = request;
     let Some(key) = idempotency_key else {
         link.reference = reference_for(caller.scope, None);
-        return super::to_value(caller.backend.create_payment_link(link).await?);
+        return caller.backend.create_payment_link(link).await;
     };
     // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
     // equal whatever their JSON spelling.
@@ -324,9 +343,8 @@ pub async fn run(
     if ticket.previous_unknown {
         match caller.backend.recover_create(&ticket.reference).await {
             Ok(Some(found)) => {
-                let value = super::to_value(found)?;
-                ticket.complete(Outcome::Created(value.clone()));
-                return Ok(value);
+                ticket.complete(Outcome::Created(to_value(&found)?));
+                return Ok(found);
             }
             Ok(None) => {}
             Err(e) => {
@@ -340,9 +358,8 @@ pub async fn run(
     link.reference = ticket.reference.clone();
     match caller.backend.create_payment_link(link).await {
         Ok(created) => {
-            let value = super::to_value(created)?;
-            ticket.complete(Outcome::Created(value.clone()));
-            Ok(value)
+            ticket.complete(Outcome::Created(to_value(&created)?));
+            Ok(created)
         }
         Err(e @ Error::OutcomeUnknown { .. }) => {
             let reference = ticket.reference.clone();
@@ -357,10 +374,12 @@ pub async fn run(
 }
 
 /// Answers from a stored (or a concurrent twin's) outcome, without an upstream call.
-fn replayed(outcome: Outcome) -> Result<Value> {
+fn replayed(outcome: Outcome) -> Result<PaymentLink> {
     crate::observability::metrics::idempotent_replay();
     match outcome {
-        Outcome::Created(value) => Ok(value),
+        // Stored by `run` from a `PaymentLink`: it reads back as the same link.
+        Outcome::Created(value) => serde_json::from_value(value)
+            .map_err(|e| Error::internal(format!("a stored result could not be read back: {e}"))),
         Outcome::Failed(e) => Err(e),
         Outcome::Unknown { .. } => Err(Error::OutcomeUnknown {
             message: "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link".into(),

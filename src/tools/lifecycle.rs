@@ -1,13 +1,41 @@
 //! Arguments of the lifecycle tools: `list_payment_links` and `update_payment_link_status`.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::args::decode;
+use super::{BoxFuture, Caller, Toolbox, live_guard};
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
 use crate::domain::{Cursor, PaymentLinkId};
 use crate::error::{Error, Result};
-use crate::model::LinkStatus;
+use crate::model::{LinkStatus, Page, PaymentLink};
+
+/// `list_payment_links`.
+pub fn list_payment_links<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<Page<PaymentLink>>> {
+    Box::pin(async move {
+        let query = decode::<ListPaymentLinksArgs>(args)?.validate(tools.rules())?;
+        caller.backend.list_payment_links(query).await
+    })
+}
+
+/// `update_payment_link_status`: a write, so behind the live guard.
+pub fn update_payment_link_status<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<PaymentLink>> {
+    Box::pin(async move {
+        let update = decode::<UpdatePaymentLinkStatusArgs>(args)?.validate(tools.rules())?;
+        live_guard(caller.backend, caller.allow_live)?;
+        caller.backend.update_payment_link_status(update).await
+    })
+}
 
 /// A status to filter on.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]

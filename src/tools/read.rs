@@ -1,11 +1,51 @@
 //! Arguments of the read tools: `get_payment_link`, `list_line_items`, `list_products`.
 
+use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::args::decode;
+use super::{BoxFuture, Caller, Toolbox};
 use crate::backend::{BackendRules, LineItemsQuery, ProductsQuery};
 use crate::domain::{Cursor, PageLimit, PaymentLinkId, parse_item_id};
 use crate::error::Result;
+use crate::model::{LineItem, Page, PaymentLink, Product};
+
+/// `get_payment_link`.
+pub fn get_payment_link<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<PaymentLink>> {
+    Box::pin(async move {
+        let id = decode::<GetPaymentLinkArgs>(args)?.validate(tools.rules())?;
+        caller.backend.get_payment_link(&id).await
+    })
+}
+
+/// `list_line_items`.
+pub fn list_line_items<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<Page<LineItem>>> {
+    Box::pin(async move {
+        let query = decode::<ListLineItemsArgs>(args)?.validate(tools.rules())?;
+        caller.backend.list_line_items(query).await
+    })
+}
+
+/// `list_products`.
+pub fn list_products<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<Page<Product>>> {
+    Box::pin(async move {
+        let query = decode::<ListProductsArgs>(args)?.validate(tools.rules())?;
+        caller.backend.list_products(query).await
+    })
+}
 
 /// Fetch one payment link by id: its status, total, URL and limits.
 #[derive(Debug, Deserialize, JsonSchema)]

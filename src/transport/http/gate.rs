@@ -31,10 +31,13 @@ use super::limits::{HoldingBody, InFlight, RateLimiter, client_key};
 use super::reply::{refuse, too_many, unauthorized};
 use super::sessions::{Ownership, SessionOwners};
 use super::tls::Peer;
+use crate::backend::factory::{BackendFactory, BuildError};
+use crate::config::check_base_url;
 use crate::model::BackendKind;
 use crate::observability::metrics;
 use crate::secret::ApiKey;
-use crate::tenant::{Tenant, TenantCache, TenantError, TenantFactory, TenantKey};
+use crate::tenant::Tenant;
+use crate::tenant::cache::{TenantCache, TenantKey};
 
 /// Largest request body: MCP requests are small JSON documents.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -89,7 +92,7 @@ struct Limits {
 pub struct Gate {
     guard: HostGuard,
     callers: Callers,
-    factory: TenantFactory,
+    factory: BackendFactory,
     cache: TenantCache,
     sessions: SessionOwners,
     /// The Stream API used when a request names none (checked, normalized).
@@ -117,7 +120,7 @@ impl Gate {
     pub fn new(
         guard: HostGuard,
         callers: Callers,
-        factory: TenantFactory,
+        factory: BackendFactory,
         cache: TenantCache,
         sessions: SessionOwners,
         default_base: String,
@@ -272,9 +275,7 @@ impl Gate {
             // may name it, never another one.
             Some(raw)
                 if matches!(self.callers, Callers::Operator { .. })
-                    && crate::startup::check_base_url(raw, BASE_URL_HEADER)
-                        .ok()
-                        .as_deref()
+                    && check_base_url(raw, BASE_URL_HEADER).ok().as_deref()
                         != Some(self.default_base.as_str()) =>
             {
                 return Err(bad(format!(
@@ -285,7 +286,7 @@ impl Gate {
             Some(raw) => {
                 let allowed = || self.allowed_bases.join(", ");
                 let normalized = (raw.len() <= 2048)
-                    .then(|| crate::startup::check_base_url(raw, BASE_URL_HEADER).ok())
+                    .then(|| check_base_url(raw, BASE_URL_HEADER).ok())
                     .flatten()
                     .ok_or_else(|| {
                         bad(format!(
@@ -351,7 +352,7 @@ impl Gate {
             let backend = self
                 .factory
                 .backend(who.upstream_key.as_ref(), base, branch)?;
-            Ok::<_, TenantError>(Arc::new(Tenant {
+            Ok::<_, BuildError>(Arc::new(Tenant {
                 fingerprint: who.fingerprint.clone(),
                 // The cache key: caller, upstream and branch, so an idempotency key used on two
                 // branches names two intents.
@@ -366,8 +367,8 @@ impl Gate {
                 }
                 Ok(tenant)
             }
-            Err(TenantError::Key(message)) => Err(unauthorized(&message)),
-            Err(TenantError::Unavailable(message)) => {
+            Err(BuildError::Key(message)) => Err(unauthorized(&message)),
+            Err(BuildError::Unavailable(message)) => {
                 tracing::error!(tenant = %who.fingerprint, "cannot build a tenant: {message}");
                 Err(refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -73,17 +73,6 @@ pub fn main_route(gate: Arc<Gate>) -> Router {
         .with_state(gate)
 }
 
-/// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the
-/// operator names another address).
-pub fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
-    let raw = raw.trim();
-    if let Ok(port) = raw.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    raw.parse::<SocketAddr>()
-        .map_err(|_| format!("`{raw}` is neither PORT nor ADDR:PORT (e.g. 127.0.0.1:9464)"))
-}
-
 /// Binds the separate listener now (a refused address stops start-up) and serves it until
 /// `stop`. Returns the bound address.
 pub async fn serve_separate(
@@ -110,23 +99,4 @@ pub async fn serve_separate(
         }
     });
     Ok(local)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bare_port_binds_loopback() {
-        assert_eq!(
-            parse_bind("9464").unwrap(),
-            "127.0.0.1:9464".parse().unwrap()
-        );
-        assert_eq!(
-            parse_bind("0.0.0.0:9464").unwrap(),
-            "0.0.0.0:9464".parse().unwrap()
-        );
-        assert_eq!(parse_bind("[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
-        assert!(parse_bind("localhost").is_err());
-    }
 }

@@ -42,14 +42,12 @@ use self::guard::HostGuard;
 use self::reply::refuse;
 use self::sessions::SessionOwners;
 use self::tls::{NoDelayListener, Peer, TlsListener};
-use crate::backend::sandbox::SandboxBackend;
-use crate::config::{GlobalOpts, HttpOpts, Secrets};
+use crate::backend::factory::BackendFactory;
+use crate::config::{GlobalOpts, HttpOpts, Secrets, check_base_url};
 use crate::model::BackendKind;
-use crate::observability::Observer;
-use crate::server::{PaylinkServer, TenantSource};
-use crate::tenant::{Tenant, TenantCache, TenantFactory};
-use crate::tools::ToolSet;
-use crate::upstream::UpstreamPools;
+use crate::server::PaylinkServer;
+use crate::tenant::Tenant;
+use crate::tenant::cache::TenantCache;
 
 /// After a shutdown signal, connections get this long to finish before the process exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -75,7 +73,8 @@ pub fn run(
     global: &GlobalOpts,
     opts: &HttpOpts,
     secrets: &Secrets,
-    tools: ToolSet,
+    server: PaylinkServer,
+    factory: BackendFactory,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,7 +82,7 @@ pub fn run(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     // Built inside the runtime: the session manager and pools may spawn.
     let result = runtime.block_on(async {
-        let plan = plan(kind, global, opts, secrets, tools)?;
+        let plan = plan(kind, global, opts, secrets, server, factory)?;
         serve(plan).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -104,7 +103,8 @@ fn plan(
     global: &GlobalOpts,
     opts: &HttpOpts,
     secrets: &Secrets,
-    tools: ToolSet,
+    server: PaylinkServer,
+    factory: BackendFactory,
 ) -> Result<Plan, String> {
     let loopback = is_loopback(&opts.bind);
     if !loopback && opts.tls_cert.is_none() && !opts.behind_tls_proxy {
@@ -133,14 +133,10 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
     let allowed_bases = opts
         .allowed_base_urls
         .iter()
-        .map(|u| crate::startup::check_base_url(u, "--allowed-base-url"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let default_base = match kind {
-        BackendKind::Stripe => {
-            crate::startup::check_base_url(&global.stripe_base_url, "STRIPE_BASE_URL")?
-        }
-        _ => crate::startup::check_base_url(&global.stream_base_url, "STREAM_BASE_URL")?,
-    };
+        .map(|u| check_base_url(u, "--allowed-base-url"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let default_base = global.base_url(kind).map_err(|e| e.to_string())?;
     // Naming the server's own default explicitly is always allowed: the operator chose it.
     let mut allowed_bases = allowed_bases;
     if !allowed_bases.contains(&default_base) {
@@ -172,9 +168,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
             Callers::Operator {
                 tokens,
                 upstream_key,
-                default_branch: crate::startup::check_branch_id(
-                    global.stream_branch_id.as_deref(),
-                )?,
+                default_branch: global.branch_id().map_err(|e| e.to_string())?,
             }
         }
         None => {
@@ -191,22 +185,19 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
             // Without a header at all, the sandbox on loopback serves one shared tenant:
             // nothing real is at stake and a local inspector works out of the box.
             // Behind a TLS proxy a loopback bind still serves the internet: no shared tenant.
-            let anonymous = (kind == BackendKind::Sandbox && loopback && !opts.behind_tls_proxy)
-                .then(|| {
-                    Arc::new(Tenant {
-                        fingerprint: "anonymous".to_owned(),
-                        scope: "anonymous".to_owned(),
-                        backend: Arc::new(SandboxBackend::new(global.sandbox_max_links)),
-                    })
-                });
+            let anonymous = if kind == BackendKind::Sandbox && loopback && !opts.behind_tls_proxy {
+                Some(Arc::new(Tenant {
+                    fingerprint: "anonymous".to_owned(),
+                    scope: "anonymous".to_owned(),
+                    backend: factory.backend(None, "", None).map_err(|e| e.to_string())?,
+                }))
+            } else {
+                None
+            };
             Callers::OwnKeys { anonymous }
         }
     };
 
-    let pools = Arc::new(UpstreamPools::new(crate::startup::upstream_settings(
-        global,
-    )));
-    let factory = TenantFactory::new(kind, pools, global);
     factory.self_check(&default_base)?;
 
     let max_tenants = usize::try_from(opts.max_tenants)
@@ -241,14 +232,6 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         opts.behind_tls_proxy,
     ));
 
-    let live = (kind == BackendKind::Sandbox).then_some(false);
-    let server = PaylinkServer::new(
-        tools,
-        crate::startup::instructions(kind, live, global.allow_live),
-        TenantSource::PerRequest,
-        global.allow_live,
-        Observer::from_options(global),
-    );
     let stop = CancellationToken::new();
     // rmcp checks Host and Origin too; the gate has already applied the same lists, first.
     let rmcp = StreamableHttpServerConfig::default()

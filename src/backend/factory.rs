@@ -1,0 +1,158 @@
+//! The one place that builds a backend, for stdio and HTTP alike: one match arm per backend
+//! kind.
+//!
+//! Start-up calls [`BackendFactory::backend`] once for the stdio user's key; the HTTP transport
+//! calls it on a tenant-cache miss, with the upstream key (the caller's own, or the operator's in
+//! operator-key mode), the base URL and branch already checked. Both see the same key checks.
+//! REST backends share one connection pool per base URL ([`UpstreamPools`]), so a new tenant
+//! costs a few header values, never a TLS handshake.
+
+use std::sync::Arc;
+
+use super::Backend;
+use super::sandbox::SandboxBackend;
+use super::stream::StreamBackend;
+use super::stripe::StripeBackend;
+use crate::model::BackendKind;
+use crate::secret::ApiKey;
+use crate::upstream::{UpstreamPools, UpstreamSettings};
+
+/// Why a backend could not be built. Messages never contain the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// The key cannot be used with this backend: the caller should fix it (HTTP 401).
+    Key(String),
+    /// This server cannot serve this backend (refused at start-up).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Key(m) | BuildError::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What a backend needs from the operator's configuration, checked at start-up.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    pub kind: BackendKind,
+    pub upstream: UpstreamSettings,
+    /// Most links one sandbox tenant may hold.
+    pub sandbox_max_links: usize,
+    /// A checked `Stripe-Version` (see `stripe::check_version`).
+    pub stripe_version: String,
+}
+
+/// Builds backends of one kind.
+pub struct BackendFactory {
+    settings: BackendSettings,
+    pools: UpstreamPools,
+}
+
+impl BackendFactory {
+    pub fn new(settings: BackendSettings) -> Self {
+        BackendFactory {
+            pools: UpstreamPools::new(settings.upstream),
+            settings,
+        }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.settings.kind
+    }
+
+    /// A new backend for one tenant. `key` is what the backend sends upstream (`None` only for
+    /// the sandbox); `base` (a checked base URL) and `branch` (a checked UUID, Stream only) say
+    /// where.
+    pub fn backend(
+        &self,
+        key: Option<&ApiKey>,
+        base: &str,
+        branch: Option<&str>,
+    ) -> Result<Arc<dyn Backend>, BuildError> {
+        match self.settings.kind {
+            // Each sandbox tenant has its own data, bounded, gone with the tenant.
+            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(
+                self.settings.sandbox_max_links,
+            ))),
+            BackendKind::Stream => {
+                let key = key.ok_or_else(|| BuildError::Key("a Stream key is required".into()))?;
+                let client = self.pools.get(base);
+                let backend = StreamBackend::new(client, key, branch)
+                    .map_err(|e| BuildError::Key(e.to_string()))?;
+                Ok(Arc::new(backend))
+            }
+            BackendKind::Stripe => {
+                let key = key.ok_or_else(|| BuildError::Key("a Stripe key is required".into()))?;
+                // Refused rather than sent: anything else is not a Stripe key.
+                if !(key.expose().starts_with("sk_") || key.expose().starts_with("rk_")) {
+                    return Err(BuildError::Key(
+                        "a Stripe secret (sk_...) or restricted (rk_...) key is required".into(),
+                    ));
+                }
+                let client = self.pools.get(base);
+                let backend = StripeBackend::new(client, key, &self.settings.stripe_version)
+                    .map_err(|e| BuildError::Unavailable(e.to_string()))?;
+                Ok(Arc::new(backend))
+            }
+        }
+    }
+
+    /// Builds (and drops) one backend with a placeholder key, so that a backend this build
+    /// cannot serve, or a bad base URL, stops the server at start-up rather than at the first
+    /// request. Makes no network call.
+    pub fn self_check(&self, base: &str) -> Result<(), String> {
+        match self.backend(Some(&ApiKey::new("start-up-check")), base, None) {
+            Ok(_) | Err(BuildError::Key(_)) => Ok(()),
+            Err(BuildError::Unavailable(m)) => Err(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn factory(kind: BackendKind) -> BackendFactory {
+        BackendFactory::new(BackendSettings {
+            kind,
+            upstream: UpstreamSettings::default(),
+            sandbox_max_links: 10,
+            stripe_version: "2024-04-10".into(),
+        })
+    }
+
+    #[test]
+    fn each_kind_builds_or_says_why_not() {
+        let base = "https://staging.streampay.sa";
+        let sandbox = factory(BackendKind::Sandbox);
+        assert_eq!(
+            sandbox.backend(None, base, None).unwrap().kind(),
+            BackendKind::Sandbox
+        );
+        let stream = factory(BackendKind::Stream);
+        assert!(stream.self_check(base).is_ok());
+        let b = stream
+            .backend(Some(&ApiKey::new("k:s")), base, None)
+            .unwrap();
+        assert_eq!(b.kind(), BackendKind::Stream);
+        assert!(!b.livemode());
+        assert!(matches!(
+            stream.backend(None, base, None),
+            Err(BuildError::Key(_))
+        ));
+        let stripe = factory(BackendKind::Stripe);
+        assert!(stripe.self_check(base).is_ok());
+        assert!(matches!(
+            stripe.backend(Some(&ApiKey::new("not-a-stripe-key")), base, None),
+            Err(BuildError::Key(_))
+        ));
+        assert!(
+            stripe
+                .backend(Some(&ApiKey::new("sk_test_x")), base, None)
+                .is_ok()
+        );
+    }
+}
