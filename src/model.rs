@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::MoneyView;
+use crate::domain::{MoneyView, RESERVED_METADATA_PREFIX};
 
 /// Which payments API a result came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -197,6 +197,3 @@ where
         })
         .collect()
 }
-
-/// Metadata keys starting with this belong to paylink-mcp (`paylink_name`, `paylink_request_id`).
-pub const RESERVED_METADATA_PREFIX: &str = "paylink_";

@@ -20,7 +20,8 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use crate::backend::sandbox::coupon_summary;
 use crate::model::BackendKind;
 use crate::tenant::Tenant;
-use crate::tools::{Toolbox, Tools};
+use crate::tools::routes::Tools;
+use crate::tools::toolbox::Toolbox;
 
 /// Where a call's tenant comes from.
 #[derive(Clone)]

@@ -19,7 +19,8 @@ use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource, instructions};
 use crate::tenant::Tenant;
-use crate::tools::{ToolFilter, Toolbox, Tools};
+use crate::tools::routes::{ToolFilter, Tools};
+use crate::tools::toolbox::Toolbox;
 
 /// The process entry point: parse, log, serve. Exit code 2 for configuration errors.
 pub fn main() -> ExitCode {

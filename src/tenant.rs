@@ -9,8 +9,6 @@ use crate::backend::Backend;
 
 pub mod cache;
 
-pub use cache::{TenantCache, TenantKey};
-
 /// One caller: the stdio user, or one HTTP bearer key.
 pub struct Tenant {
     /// Short hash of the tenant's key, for logs. Never the key.

@@ -260,7 +260,7 @@ impl UpstreamClient {
                 })
             });
             if let Ok(response) = &outcome {
-                crate::observability::upstream_answer(
+                crate::observability::record::upstream_answer(
                     response.status.as_u16(),
                     response.request_id.as_deref(),
                 );
@@ -330,7 +330,7 @@ impl UpstreamClient {
                 wait_ms = wait.as_millis() as u64,
                 "retrying upstream request"
             );
-            crate::observability::upstream_retry();
+            crate::observability::record::upstream_retry();
             tokio::time::sleep(wait).await;
             attempt += 1;
         }

@@ -18,7 +18,7 @@ use paylink_mcp::config::Cli;
 use paylink_mcp::model::BackendKind;
 use paylink_mcp::secret::ApiKey;
 use paylink_mcp::tools::create::{IdempotencyKey, reference_for};
-use paylink_mcp::tools::{ToolFilter, Tools};
+use paylink_mcp::tools::routes::{ToolFilter, Tools};
 use paylink_mcp::upstream::{UpstreamClient, UpstreamSettings};
 use serde_json::{Value, json};
 use stripe_mock::{Fault, MockStripe, TEAS, VERSION, as_map, header, pairs_of, query_of};

@@ -17,7 +17,7 @@ mod timestamp;
 
 pub use currency::{CurrencyCode, STREAM_CURRENCIES};
 pub use ids::{CouponId, IdFormat, PaymentLinkId, ProductId, parse_item_id};
-pub use metadata::Metadata;
+pub use metadata::{Metadata, RESERVED_METADATA_PREFIX};
 pub use money::{Money, MoneyParseError, MoneyView};
 pub use page::{Cursor, PageCursor, PageLimit};
 pub use quantity::{MaxPayments, Quantity};

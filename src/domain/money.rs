@@ -5,7 +5,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::CurrencyCode;
+use super::currency::CurrencyCode;
 
 /// An exact amount of money.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

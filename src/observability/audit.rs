@@ -25,7 +25,9 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{CallInfo, CallRecord, outcome_of};
+use rmcp::model::JsonObject;
+
+use super::record::CallRecord;
 use crate::error::{Error, ErrorBody};
 use crate::model::{Page, PaymentLink};
 use crate::tools::id::ToolId;
@@ -90,6 +92,14 @@ impl AuditView for PaymentLink {
 impl<T> AuditView for Page<T> {
     fn audit_result(&self) -> Option<AuditResult> {
         None
+    }
+}
+
+/// The outcome label of a finished call: `ok`, or the error's kind.
+pub fn outcome_of<T>(result: &Result<T, Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
     }
 }
 
@@ -184,7 +194,9 @@ impl AuditLog {
 impl AuditEntry {
     /// The line for a finished call; `result` is `None` when the call was cancelled.
     pub fn new<T: AuditView>(
-        info: &CallInfo<'_>,
+        tool: ToolId,
+        tenant: &str,
+        arguments: Option<&JsonObject>,
         record: &CallRecord,
         result: Option<&Result<T, Error>>,
     ) -> Self {
@@ -196,12 +208,10 @@ impl AuditEntry {
             .or_else(|| error.as_ref().and_then(|e| e.request_id.clone()));
         AuditEntry {
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            tool: info.tool,
+            tool,
             backend: record.backend,
-            tenant: info.tenant.to_owned(),
-            arguments: info
-                .arguments
-                .map_or(Value::Null, |a| Value::Object(a.clone())),
+            tenant: tenant.to_owned(),
+            arguments: arguments.map_or(Value::Null, |a| Value::Object(a.clone())),
             outcome,
             result: result
                 .and_then(|r| r.as_ref().ok())

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::args::decode;
-use super::{BoxFuture, Caller, Toolbox, live_guard, to_value};
+use super::toolbox::{BoxFuture, Caller, Toolbox, live_guard, to_value};
 use crate::backend::{BackendRules, NewItem, NewPaymentLink};
 use crate::domain::{
     CouponId, CurrencyCode, Description, LinkName, MaxPayments, Metadata, ProductId, Quantity,

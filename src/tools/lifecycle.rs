@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::args::decode;
-use super::{BoxFuture, Caller, Toolbox, live_guard};
+use super::toolbox::{BoxFuture, Caller, Toolbox, live_guard};
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
 use crate::domain::{Cursor, PaymentLinkId};
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::args::decode;
-use super::{BoxFuture, Caller, Toolbox};
+use super::toolbox::{BoxFuture, Caller, Toolbox};
 use crate::backend::{BackendRules, LineItemsQuery, ProductsQuery};
 use crate::domain::{Cursor, PageLimit, PaymentLinkId, parse_item_id};
 use crate::error::Result;

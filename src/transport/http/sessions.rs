@@ -14,7 +14,7 @@ use lru::LruCache;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 
-use crate::tenant::TenantKey;
+use crate::tenant::cache::TenantKey;
 
 /// Longest session id looked up (rmcp's are UUIDs).
 const MAX_SESSION_ID_LEN: usize = 128;

@@ -1,0 +1,56 @@
+//! The facts of one tool call that only the upstream layer learns (status, request id, retries),
+//! gathered in a task-local record that the observation layer reads back when the call ends.
+
+use std::sync::{Arc, Mutex};
+
+use super::metrics;
+
+/// What the upstream layer learnt during one tool call. A call may make several upstream
+/// requests (a Stripe create reads prices first); the last answer is the one reported.
+#[derive(Debug, Default, Clone)]
+pub struct CallRecord {
+    pub backend: &'static str,
+    /// HTTP status of the last upstream answer.
+    pub status: Option<u16>,
+    /// The upstream's request id of the last answer that had one.
+    pub request_id: Option<String>,
+    /// Upstream attempts sent again, over the whole call.
+    pub retries: u32,
+}
+
+tokio::task_local! {
+    pub(crate) static CALL: Arc<Mutex<CallRecord>>;
+}
+
+fn with_record(f: impl FnOnce(&mut CallRecord)) {
+    // Outside a tool call (unit tests of a backend) there is nothing to record into.
+    let _ = CALL.try_with(|record| f(&mut record.lock().unwrap_or_else(|p| p.into_inner())));
+}
+
+fn current_backend() -> &'static str {
+    CALL.try_with(|r| r.lock().unwrap_or_else(|p| p.into_inner()).backend)
+        .unwrap_or("unknown")
+}
+
+/// The upstream layer received an answer (any status, every attempt).
+pub fn upstream_answer(status: u16, request_id: Option<&str>) {
+    let backend = current_backend();
+    with_record(|r| {
+        r.status = Some(status);
+        if let Some(id) = request_id {
+            r.request_id = Some(id.to_owned());
+        }
+    });
+    if let Some(m) = metrics::get() {
+        m.upstream_response(backend, status);
+    }
+}
+
+/// The upstream layer is about to send a request again.
+pub fn upstream_retry() {
+    let backend = current_backend();
+    with_record(|r| r.retries += 1);
+    if let Some(m) = metrics::get() {
+        m.upstream_retry(backend);
+    }
+}
