@@ -435,7 +435,8 @@ fn assert_two_item_line_items(page: &Value) {
 }
 
 /// Checks a `tools/list --strict --format json` run: exit 0, the six tools in order, and no
-/// error-severity schema finding (warnings are allowed).
+/// schema portability finding at all, of any severity: every schema is in the subset all major
+/// function-calling models accept.
 fn assert_strict_tools_list(run: &Run) {
     let out = run.expect_code(0).json();
     let names: Vec<&str> = out["result"]["tools"]
@@ -445,26 +446,28 @@ fn assert_strict_tools_list(run: &Run) {
         .map(|t| t["name"].as_str().expect("tool name"))
         .collect();
     assert_eq!(names, TOOLS);
-    // With --format json and --strict, findings are in the JSON too; no error may be among them.
-    let mut errors = Vec::new();
+    // With --format json and --strict, findings are in the JSON too.
+    let mut findings = Vec::new();
     for tool in out["schemaFindings"].as_array().into_iter().flatten() {
         for finding in tool["findings"].as_array().expect("findings") {
-            if finding["severity"] != "warning" {
-                errors.push(format!(
-                    "{}: {} {}: {}",
-                    tool["toolName"], finding["schema"], finding["path"], finding["issue"]
-                ));
-            }
+            findings.push(format!(
+                "{}: {} {} {}: {}",
+                tool["toolName"],
+                finding["severity"],
+                finding["schema"],
+                finding["path"],
+                finding["issue"]
+            ));
         }
     }
     assert!(
-        errors.is_empty(),
-        "schema portability errors:\n{}",
-        errors.join("\n")
+        findings.is_empty(),
+        "schema portability findings:\n{}",
+        findings.join("\n")
     );
     assert!(
-        run.stderr.contains("0 errors"),
-        "the --strict summary counts 0 errors: {}",
+        !run.stderr.contains("warning"),
+        "the --strict run warns about nothing: {}",
         run.stderr
     );
 }
@@ -496,11 +499,10 @@ async fn initialize_reports_the_server_and_the_sandbox() {
     );
 }
 
-/// `--strict` lints every tool schema for portability across model providers and exits 6 on
-/// any error-severity finding. Warnings (today: nullable fields typed `["string", "null"]`) are
-/// reported on stderr and do not fail the run.
+/// `--strict` lints every tool schema for portability across model providers (exit 6 on an
+/// error, warnings on stderr): ours draw neither.
 #[tokio::test]
-async fn tools_list_strict_finds_no_schema_portability_errors() {
+async fn tools_list_strict_finds_no_schema_portability_issue() {
     let inspector = Inspector::new();
     let run = inspector
         .cli_sandbox(&["--method", "tools/list", "--strict"])

@@ -103,3 +103,80 @@ async fn every_tool_definition_matches_its_snapshot() {
         problems.join("\n")
     );
 }
+
+/// What a model reads of every tool on every `tools/list` (name, title, description, input
+/// schema) costs tokens in every conversation: together at most 8 KB of compact JSON.
+const TOOL_TEXT_BUDGET: usize = 8 * 1024;
+
+#[tokio::test]
+async fn the_tool_definitions_fit_the_token_budget() {
+    for args in [&[][..], &["--backend", "stripe"][..]] {
+        let tools = listed(args, &[]).await;
+        let read: Vec<Value> = tools
+            .values()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t["name"],
+                    "title": t["title"],
+                    "description": t["description"],
+                    "inputSchema": t["inputSchema"],
+                })
+            })
+            .collect();
+        let size = serde_json::to_string(&read).expect("JSON").len();
+        assert!(
+            size <= TOOL_TEXT_BUDGET,
+            "{args:?}: the tools' names, titles, descriptions and input schemas take {size} bytes, over {TOOL_TEXT_BUDGET}"
+        );
+    }
+}
+
+/// Every keyword some function-calling dialect refuses, anywhere in a schema.
+fn unportable(schema: &Value, path: &str, input: bool, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let here = format!("{path}.{key}");
+                match key.as_str() {
+                    "$ref" | "$defs" | "definitions" => out.push(format!("{here}: a reference")),
+                    "type" if value.is_array() => out.push(format!("{here}: a type array")),
+                    "oneOf" => out.push(format!("{here}: oneOf (enums are `enum`)")),
+                    "format" if map.get("type") == Some(&Value::from("integer")) => {
+                        out.push(format!("{here}: an integer format"))
+                    }
+                    "anyOf" if input => out.push(format!("{here}: anyOf in an input")),
+                    // Property names and values are data.
+                    "properties" => {
+                        for (name, prop) in value.as_object().into_iter().flatten() {
+                            unportable(prop, &format!("{here}.{name}"), input, out);
+                        }
+                    }
+                    "enum" | "const" | "default" | "required" => {}
+                    _ => unportable(value, &here, input, out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                unportable(item, &format!("{path}[{i}]"), input, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_schema_is_in_the_portable_subset() {
+    for args in [&[][..], &["--backend", "stripe"][..]] {
+        for (name, tool) in listed(args, &[]).await {
+            let mut found = Vec::new();
+            unportable(&tool["inputSchema"], "inputSchema", true, &mut found);
+            unportable(&tool["outputSchema"], "outputSchema", false, &mut found);
+            assert!(found.is_empty(), "{name}: {found:#?}");
+            assert_eq!(
+                tool["inputSchema"]["additionalProperties"], false,
+                "{name}: unknown inputs are refused"
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use super::id::ToolId;
-use super::{create, lifecycle, read};
+use super::{create, lifecycle, read, schema};
 use crate::backend::BackendRules;
 use crate::error::StartupError;
 use crate::model::{LineItem, Page, PaymentLink, Product};
@@ -102,10 +102,14 @@ pub fn definition(id: ToolId, rules: &BackendRules) -> Result<Tool, StartupError
                 .open_world(true),
         ),
     };
-    Ok(Tool::new(id.name(), description, Arc::new(input))
-        .with_title(title)
-        .with_raw_output_schema(output)
-        .with_annotations(annotations))
+    Ok(Tool::new(
+        id.name(),
+        description,
+        Arc::new(schema::portable_input(&input)),
+    )
+    .with_title(title)
+    .with_raw_output_schema(Arc::new(schema::portable_output(&output)))
+    .with_annotations(annotations))
 }
 
 fn input<T: JsonSchema + 'static>() -> Result<JsonObject, StartupError> {

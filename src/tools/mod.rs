@@ -20,4 +20,5 @@ pub mod id;
 pub mod lifecycle;
 pub mod read;
 pub mod routes;
+pub mod schema;
 pub mod toolbox;
