@@ -180,7 +180,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "STREAM_BASE_URL",
-        default_value = "https://stream-app-service.streampay.sa"
+        default_value = crate::backend::stream::PRODUCTION_BASE_URL
     )]
     pub stream_base_url: String,
 

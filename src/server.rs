@@ -18,6 +18,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use crate::backend::sandbox::coupon_summary;
+use crate::domain::STREAM_CURRENCIES;
 use crate::model::BackendKind;
 use crate::tenant::Tenant;
 use crate::tools::routes::Tools;
@@ -142,7 +143,10 @@ pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> 
             "Backend: sandbox (behaves like Stream). Seeded coupons: {}.",
             coupon_summary()
         ),
-        BackendKind::Stream => "Backend: Stream (streampay.sa). Product and coupon ids are UUIDs; currencies SAR (default), USD, EUR, GBP, AED, BHD, KWD, OMR, QAR.".to_owned(),
+        BackendKind::Stream => format!(
+            "Backend: Stream (streampay.sa). Product and coupon ids are UUIDs; currencies {} (SAR by default).",
+            STREAM_CURRENCIES.join(", ")
+        ),
         BackendKind::Stripe => format!(
             "Backend: Stripe{}. Sell `price_...` ids (or `prod_...` ids for a product's default price).",
             match live {

@@ -50,7 +50,7 @@ pub struct ItemArgs {
     pub product_id: String,
     /// How many units. At least 1; default 1.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 1_000_000), default = "one")]
+    #[schemars(range(min = 1, max = Quantity::MAX), default = "one")]
     pub quantity: i64,
     /// Coupon ids (UUID v4) applied to this item only. Stream and sandbox only.
     #[serde(default)]
@@ -62,14 +62,14 @@ pub struct ItemArgs {
 #[serde(deny_unknown_fields)]
 pub struct CreatePaymentLinkArgs {
     /// Name of the link, shown to payers (1 to 160 characters), e.g. "Order #1042".
-    #[schemars(length(min = 1, max = 160))]
+    #[schemars(length(min = 1, max = LinkName::MAX_CHARS))]
     pub name: String,
     /// The products to sell: 1 to 20 items. On Stream and the sandbox, one-time and recurring
     /// products cannot be mixed on one link, and every product needs a price in the link's currency.
-    #[schemars(length(min = 1, max = 20))]
+    #[schemars(length(min = 1, max = MAX_ITEMS))]
     pub items: Vec<ItemArgs>,
     /// Longer description shown to payers (up to 500 characters).
-    #[schemars(length(min = 1, max = 500))]
+    #[schemars(length(min = 1, max = Description::MAX_CHARS))]
     pub description: Option<String>,
     /// ISO 4217 currency code, case-insensitive (e.g. SAR, USD, KWD). Default: SAR on Stream and the
     /// sandbox (which accept SAR USD EUR GBP AED BHD KWD OMR QAR); on Stripe, the prices' currency.
@@ -84,10 +84,10 @@ pub struct CreatePaymentLinkArgs {
     #[schemars(range(min = 1))]
     pub max_number_of_payments: Option<i64>,
     /// Absolute http(s) URL (up to 2000 characters) the payer is sent to after paying.
-    #[schemars(length(min = 1, max = 2000))]
+    #[schemars(length(min = 1, max = RedirectUrl::MAX_LEN))]
     pub success_redirect_url: Option<String>,
     /// Absolute http(s) URL (up to 2000 characters) the payer is sent to after a failed payment.
-    #[schemars(length(min = 1, max = 2000))]
+    #[schemars(length(min = 1, max = RedirectUrl::MAX_LEN))]
     pub failure_redirect_url: Option<String>,
     /// UUID of an existing Stream customer who alone may pay this link (then usually set
     /// max_number_of_payments to 1).
@@ -100,7 +100,7 @@ pub struct CreatePaymentLinkArgs {
     /// retry: if you are unsure whether a create worked (a timeout, an `outcome_unknown` error),
     /// call again with the SAME idempotency_key and the same arguments, and you get the link that
     /// was created instead of a second one. Use a new key for every new link.
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = IdempotencyKey::MAX_LEN))]
     pub idempotency_key: Option<String>,
 }
 
@@ -109,11 +109,17 @@ pub struct CreatePaymentLinkArgs {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// Longest key, in bytes (printable ASCII: one byte a character).
+    pub const MAX_LEN: usize = 255;
+
     pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        if raw.is_empty() || raw.len() > 255 || !raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if raw.is_empty()
+            || raw.len() > Self::MAX_LEN
+            || !raw.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
             return Err(Error::validation(
                 field,
-                "must be 1 to 255 printable ASCII characters",
+                format!("must be 1 to {} printable ASCII characters", Self::MAX_LEN),
             ));
         }
         Ok(IdempotencyKey(raw.to_owned()))

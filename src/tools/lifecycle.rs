@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::args::decode;
 use super::toolbox::{BoxFuture, Caller, Toolbox, live_guard};
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
-use crate::domain::{Cursor, PaymentLinkId};
+use crate::domain::{Cursor, Description, PageLimit, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::{LinkStatus, Page, PaymentLink};
 
@@ -51,7 +51,7 @@ pub enum StatusFilter {
 #[serde(deny_unknown_fields)]
 pub struct ListPaymentLinksArgs {
     /// Links per page, 1 to 100. Default 10.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = PageLimit::MAX))]
     pub limit: Option<i64>,
     /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
     pub cursor: Option<String>,
@@ -132,7 +132,7 @@ pub struct UpdatePaymentLinkStatusArgs {
     pub status: StatusArg,
     /// Shown to payers who open the link while it is inactive (1 to 500 characters). Only with
     /// status inactive.
-    #[schemars(length(min = 1, max = 500))]
+    #[schemars(length(min = 1, max = Description::MAX_CHARS))]
     pub message: Option<String>,
 }
 
@@ -152,11 +152,9 @@ impl UpdatePaymentLinkStatusArgs {
                     "a message is only shown on an inactive link; omit it when activating",
                 ));
             }
-            (Some(m), TargetStatus::Inactive) => Some(
-                crate::domain::Description::parse(&m, "message")?
-                    .as_str()
-                    .to_owned(),
-            ),
+            (Some(m), TargetStatus::Inactive) => {
+                Some(Description::parse(&m, "message")?.as_str().to_owned())
+            }
         };
         Ok(StatusUpdate {
             payment_link_id,

@@ -68,7 +68,7 @@ pub struct ListLineItemsArgs {
     /// The link whose items to list.
     pub payment_link_id: String,
     /// Items per page, 1 to 100. Default 10.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = PageLimit::MAX))]
     pub limit: Option<i64>,
     /// Return the items after this line item id: pass the previous answer's `next_cursor`.
     pub starting_after: Option<String>,
@@ -104,7 +104,7 @@ impl ListLineItemsArgs {
 #[serde(deny_unknown_fields)]
 pub struct ListProductsArgs {
     /// Products per page, 1 to 100. Default 10.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = PageLimit::MAX))]
     pub limit: Option<i64>,
     /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
     pub cursor: Option<String>,
