@@ -170,6 +170,91 @@ pub struct GlobalOpts {
     )]
     pub sandbox_max_links: usize,
 
+    /// Most bytes one sandbox tenant's links may hold (their strings' lengths plus a fixed
+    /// overhead per link and per value). A create past it is refused (`rate_limited`).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_TENANT_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_TENANT_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub sandbox_max_tenant_bytes: usize,
+
+    /// Most bytes all sandbox tenants' links together may hold in this process. When reached,
+    /// new links are refused for every tenant; no tenant's links are removed to make room.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub sandbox_max_bytes: usize,
+
+    /// Most bytes of JSON in one page of a list answer; a page that would pass it ends early,
+    /// with `has_more` and a cursor that continues after its last entry. Its first entry is
+    /// always returned.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MAX_PAGE_BYTES",
+        default_value_t = crate::domain::PageBytes::DEFAULT,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(crate::domain::PageBytes::MIN as u64..)
+    )]
+    pub max_page_bytes: usize,
+
+    /// Most entries (idempotency keys remembered) in the idempotency store.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_ENTRIES",
+        default_value_t = 100_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_entries: usize,
+
+    /// Most bytes of the idempotency store (stored results and bookkeeping).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_BYTES",
+        default_value_t = 32 * 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_bytes: usize,
+
+    /// Most idempotency entries of one tenant; its oldest finished one makes room.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_PER_TENANT",
+        default_value_t = 1_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_per_tenant: usize,
+
+    /// Most bytes of one tenant's idempotency entries.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_TENANT_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_tenant_bytes: usize,
+
+    /// Most unknown outcomes (creates cancelled or unanswered) one tenant keeps for a repeat to
+    /// look up; beyond it the oldest is dropped (logged, counted).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_UNKNOWN_PER_TENANT",
+        default_value_t = 100,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_unknown_per_tenant: usize,
+
     /// Stream API base URL (production is live money; staging is https://staging.streampay.sa).
     #[arg(
         long,

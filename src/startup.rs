@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::backend::sandbox::{SandboxBackend, coupon_summary};
+use crate::backend::sandbox::{SandboxBackend, SandboxLimits, coupon_summary};
 use crate::backend::stream::StreamBackend;
 use crate::backend::stripe::StripeBackend;
 use crate::backend::unconfigured::Unconfigured;
@@ -19,7 +19,7 @@ use crate::observability::Observer;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource};
 use crate::tenant::Tenant;
-use crate::tools::{ToolFilter, ToolSet};
+use crate::tools::{ToolFilter, ToolLimits, ToolSet};
 use crate::upstream::{UpstreamClient, UpstreamSettings};
 
 /// The process entry point: parse, log, serve. Exit code 2 for configuration errors.
@@ -130,6 +130,7 @@ pub fn build_tools(kind: BackendKind, opts: &GlobalOpts) -> Result<ToolSet, Stri
             allow: opts.tools.clone(),
         },
     )
+    .map(|tools| tools.with_limits(ToolLimits::from_opts(opts)))
 }
 
 /// Upstream timeouts and retries from the options.
@@ -173,7 +174,9 @@ fn stdio_backend(
     secrets: &Secrets,
 ) -> Result<Arc<dyn Backend>, String> {
     match kind {
-        BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(opts.sandbox_max_links))),
+        BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(
+            SandboxLimits::from_opts(opts),
+        ))),
         BackendKind::Stream => {
             let base = check_base_url(&opts.stream_base_url, "STREAM_BASE_URL")?;
             let branch = check_branch_id(opts.stream_branch_id.as_deref())?;

@@ -15,9 +15,10 @@ use async_trait::async_trait;
 
 use crate::domain::{
     CouponId, CurrencyCode, Cursor, Description, IdFormat, LinkName, MaxPayments, Metadata,
-    PageLimit, PaymentLinkId, ProductId, Quantity, RedirectUrl, ValidUntil,
+    PageBytes, PageLimit, PaymentLinkId, ProductId, Quantity, RedirectUrl, ValidUntil,
 };
 use crate::error::Result;
+use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product};
 use chrono::{DateTime, Utc};
 
@@ -59,6 +60,8 @@ pub struct NewPaymentLink {
 pub struct LineItemsQuery {
     pub payment_link_id: PaymentLinkId,
     pub limit: PageLimit,
+    /// The page's byte cap: a page that would pass it ends early (`has_more`).
+    pub max_bytes: PageBytes,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
 }
@@ -67,6 +70,8 @@ pub struct LineItemsQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProductsQuery {
     pub limit: PageLimit,
+    /// The page's byte cap: a page that would pass it ends early (`has_more`).
+    pub max_bytes: PageBytes,
     /// Where to continue; `None` starts at the first page.
     pub cursor: Option<Cursor>,
 }
@@ -75,6 +80,8 @@ pub struct ProductsQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinksQuery {
     pub limit: PageLimit,
+    /// The page's byte cap: a page that would pass it ends early (`has_more`).
+    pub max_bytes: PageBytes,
     pub cursor: Option<Cursor>,
     pub status: Option<LinkStatus>,
     /// Created at or after this time.
@@ -160,6 +167,13 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The in-process data this backend's links live in, when they live in this process (the
+    /// sandbox): idempotency entries are then scoped to it and go with it. `None`: the links live
+    /// upstream and outlive this instance.
+    fn local_data(&self) -> Option<&LocalData> {
+        None
+    }
+
     /// Reads one link; always from the upstream, never from a cache.
     async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink>;
 
@@ -210,12 +224,39 @@ pub fn page_by_item_id(items: Vec<LineItem>, query: &LineItemsQuery) -> Result<P
         (None, None) => (0, limit.min(items.len())),
     };
     let backwards = query.ending_before.is_some();
+    let window = &items[start..end];
     // `has_more` looks in the direction of travel, as Stripe's does.
-    let has_more = if backwards {
-        start > 0
+    let (start, end, has_more) = if backwards {
+        // Walking backwards, the entries nearest `ending_before` are the page: a cut drops the
+        // earliest ones, which the next backward call returns.
+        let fit = query.max_bytes.fit(window.iter().rev(), window.len());
+        (end - fit.count, end, start > 0 || fit.cut)
     } else {
-        end < items.len()
+        let fit = query.max_bytes.fit(window, window.len());
+        (start, start + fit.count, end < items.len() || fit.cut)
     };
     let data: Vec<LineItem> = items.into_iter().skip(start).take(end - start).collect();
     Ok(Page::of_items(data, has_more, backwards))
+}
+
+/// Cuts a page of line items read from an upstream to its byte cap (see [`PageBytes`]): keeps
+/// the first entries walking forwards, the last ones walking backwards (those nearest
+/// `ending_before`), and says `has_more` when it cut.
+pub fn cap_line_items(
+    mut data: Vec<LineItem>,
+    has_more: bool,
+    query: &LineItemsQuery,
+) -> Page<LineItem> {
+    let backwards = query.ending_before.is_some();
+    let fit = if backwards {
+        query.max_bytes.fit(data.iter().rev(), data.len())
+    } else {
+        query.max_bytes.fit(&data, data.len())
+    };
+    if backwards {
+        data.drain(..data.len() - fit.count);
+    } else {
+        data.truncate(fit.count);
+    }
+    Page::of_items(data, has_more || fit.cut, backwards)
 }

@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::idempotency::StoreStats as IdempotencyStats;
 use crate::tools::ALL_TOOLS;
 
 /// Upper bounds of the latency buckets, in seconds: from a sandbox call (well under a
@@ -71,6 +72,19 @@ struct ReasonLabel {
 struct StageLabel {
     stage: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The states of an idempotency entry, as in `paylink_idempotency_entries{state}`.
+pub const IDEMPOTENCY_STATES: &[&str] = &["in_flight", "created", "unknown"];
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
@@ -124,6 +138,10 @@ pub struct Metrics {
     tenant_evictions: Family<ReasonLabel, Counter>,
     rate_limited: Family<ReasonLabel, Counter>,
     audit_failures: Family<StageLabel, Counter>,
+    idempotency_entries: Family<StateLabel, Gauge>,
+    idempotency_bytes: Gauge,
+    idempotency_evictions: Family<KindLabel, Counter>,
+    sandbox_bytes: Gauge,
 }
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
@@ -205,6 +223,32 @@ impl Metrics {
             "Write tool calls whose audit line could not be written, by stage (open: refused before any upstream call; write: after it)",
             audit_failures.clone(),
         );
+        let idempotency_entries = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "idempotency_entries",
+            "Entries of the idempotency store, by state (in_flight: a create running; created: a result to replay; unknown: an outcome a repeat looks up first)",
+            idempotency_entries.clone(),
+        );
+        let idempotency_bytes = Gauge::default();
+        registry.register_with_unit(
+            "idempotency",
+            "Bytes charged in the idempotency store (stored results and bookkeeping), against --idempotency-max-bytes",
+            Unit::Bytes,
+            idempotency_bytes.clone(),
+        );
+        let idempotency_evictions = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "idempotency_evictions",
+            "Finished idempotency entries dropped to stay within the store's bounds, by kind (created, unknown); a repeat of a dropped key is treated as new",
+            idempotency_evictions.clone(),
+        );
+        let sandbox_bytes = Gauge::default();
+        registry.register_with_unit(
+            "sandbox",
+            "Bytes held by sandbox links, all tenants together, against --sandbox-max-bytes",
+            Unit::Bytes,
+            sandbox_bytes.clone(),
+        );
         // Series a dashboard or alert looks for are present at zero from the start, so that
         // `rate()` and absence alerts work before the first event.
         for reason in RATE_LIMIT_REASONS {
@@ -220,6 +264,12 @@ impl Metrics {
                 stage: stage.as_str(),
             });
         }
+        for state in IDEMPOTENCY_STATES {
+            idempotency_entries.get_or_create_owned(&StateLabel { state });
+        }
+        for kind in ["created", "unknown"] {
+            idempotency_evictions.get_or_create_owned(&KindLabel { kind });
+        }
         Metrics {
             registry,
             calls,
@@ -231,6 +281,10 @@ impl Metrics {
             tenant_evictions,
             rate_limited,
             audit_failures,
+            idempotency_entries,
+            idempotency_bytes,
+            idempotency_evictions,
+            sandbox_bytes,
         }
     }
 
@@ -292,6 +346,33 @@ impl Metrics {
             })
             .inc();
     }
+
+    pub fn idempotency_store(&self, stats: &IdempotencyStats) {
+        for (state, n) in [
+            ("in_flight", stats.in_flight),
+            ("created", stats.created),
+            ("unknown", stats.unknown),
+        ] {
+            self.idempotency_entries
+                .get_or_create(&StateLabel { state })
+                .set(gauge_value(n));
+        }
+        self.idempotency_bytes.set(gauge_value(stats.bytes));
+    }
+
+    pub fn idempotency_evicted(&self, kind: &'static str) {
+        self.idempotency_evictions
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub fn sandbox_bytes(&self, bytes: usize) {
+        self.sandbox_bytes.set(gauge_value(bytes));
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The `'static` name of a known tool, so that a label can never carry a caller's string.
@@ -329,6 +410,27 @@ pub fn rate_limited(reason: &'static str) {
 pub fn audit_failure(stage: AuditStage) {
     if let Some(m) = get() {
         m.audit_failure(stage);
+    }
+}
+
+/// The idempotency store's counts changed (the server has one store).
+pub fn idempotency_store(stats: &IdempotencyStats) {
+    if let Some(m) = get() {
+        m.idempotency_store(stats);
+    }
+}
+
+/// A finished idempotency entry was dropped for the bounds; `kind` is `created` or `unknown`.
+pub fn idempotency_evicted(kind: &'static str) {
+    if let Some(m) = get() {
+        m.idempotency_evicted(kind);
+    }
+}
+
+/// The bytes held by sandbox links, all tenants together, changed.
+pub fn sandbox_bytes(bytes: usize) {
+    if let Some(m) = get() {
+        m.sandbox_bytes(bytes);
     }
 }
 

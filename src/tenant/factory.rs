@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::backend::sandbox::SandboxBackend;
+use crate::backend::sandbox::{SandboxBackend, SandboxLimits};
 use crate::backend::stream::StreamBackend;
 use crate::backend::stripe::StripeBackend;
 use crate::config::GlobalOpts;
@@ -37,9 +37,11 @@ impl std::fmt::Display for TenantError {
 pub struct TenantFactory {
     kind: BackendKind,
     pools: Arc<UpstreamPools>,
-    /// The operator's options, so that a backend's arm finds its own settings (the sandbox's
-    /// cap, a Stripe API version) without a new constructor parameter per backend.
+    /// The operator's options, so that a backend's arm finds its own settings (a Stripe API
+    /// version) without a new constructor parameter per backend.
     opts: GlobalOpts,
+    /// The sandbox's bounds, and the byte pool every sandbox tenant of the process shares.
+    sandbox: SandboxLimits,
 }
 
 impl TenantFactory {
@@ -48,7 +50,15 @@ impl TenantFactory {
             kind,
             pools,
             opts: opts.clone(),
+            sandbox: SandboxLimits::from_opts(opts),
         }
+    }
+
+    /// Sandbox tenants share `limits`' pool (with tenants built elsewhere from the same limits,
+    /// such as the anonymous loopback tenant) instead of a pool of the factory's own.
+    pub fn with_sandbox_limits(mut self, limits: SandboxLimits) -> Self {
+        self.sandbox = limits;
+        self
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -65,8 +75,9 @@ impl TenantFactory {
         branch: Option<&str>,
     ) -> Result<Arc<dyn Backend>, TenantError> {
         match self.kind {
-            // Each sandbox tenant has its own data, bounded, gone with the tenant.
-            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(self.opts.sandbox_max_links))),
+            // Each sandbox tenant has its own data, bounded, gone with the tenant; the byte pool
+            // is shared by all of them.
+            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(self.sandbox.clone()))),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| TenantError::Key("a Stream key is required".into()))?;
                 let client = self.pools.get(base);

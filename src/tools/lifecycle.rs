@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
-use crate::domain::{Cursor, PaymentLinkId};
+use crate::domain::{Cursor, PageBytes, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::LinkStatus;
 
@@ -22,7 +22,8 @@ pub enum StatusFilter {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListPaymentLinksArgs {
-    /// Links per page, 1 to 100. Default 10.
+    /// Links per page, 1 to 100. Default 10. A page holds fewer when they are large (pages are
+    /// capped in bytes); `has_more` then says more follow.
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
     /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
@@ -49,7 +50,7 @@ fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>> {
 }
 
 impl ListPaymentLinksArgs {
-    pub fn validate(self, _rules: &BackendRules) -> Result<LinksQuery> {
+    pub fn validate(self, _rules: &BackendRules, max_bytes: PageBytes) -> Result<LinksQuery> {
         let (limit, cursor) = Cursor::resolve(self.limit, self.cursor.as_deref())?;
         let created_from = self
             .created_from
@@ -71,6 +72,7 @@ impl ListPaymentLinksArgs {
         }
         Ok(LinksQuery {
             limit,
+            max_bytes,
             cursor,
             status: self.status.map(|s| match s {
                 StatusFilter::Active => LinkStatus::Active,

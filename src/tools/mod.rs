@@ -9,7 +9,10 @@
 pub mod args;
 pub mod create;
 pub mod lifecycle;
+pub mod limits;
 pub mod read;
+
+pub use limits::ToolLimits;
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::backend::{Backend, BackendRules};
+use crate::domain::PageBytes;
 use crate::error::{Error, Result};
 use crate::idempotency::{IdempotencyStore, StoreLimits};
 use crate::model::{LineItem, Page, PaymentLink, Product};
@@ -84,6 +88,7 @@ struct ToolSpec {
 pub struct ToolSet {
     rules: BackendRules,
     idempotency: Arc<IdempotencyStore>,
+    page_bytes: PageBytes,
     specs: Vec<ToolSpec>,
     /// `tools/list` answer, shared by every session.
     listed: Arc<Vec<Tool>>,
@@ -229,9 +234,17 @@ impl ToolSet {
         Ok(ToolSet {
             rules,
             idempotency: IdempotencyStore::new(StoreLimits::default()),
+            page_bytes: PageBytes::default(),
             specs,
             listed,
         })
+    }
+
+    /// The same tools with the operator's bounds (the defaults until then).
+    pub fn with_limits(mut self, limits: ToolLimits) -> Self {
+        self.idempotency = IdempotencyStore::new(limits.idempotency);
+        self.page_bytes = limits.page_bytes;
+        self
     }
 
     /// The `tools/list` answer.
@@ -300,22 +313,24 @@ impl ToolSet {
             }
             LIST_LINE_ITEMS => {
                 async {
-                    let q = args::decode::<read::ListLineItemsArgs>(args)?.validate(rules)?;
+                    let q = args::decode::<read::ListLineItemsArgs>(args)?
+                        .validate(rules, self.page_bytes)?;
                     to_value(backend.list_line_items(q).await?)
                 }
                 .await
             }
             LIST_PRODUCTS => {
                 async {
-                    let q = args::decode::<read::ListProductsArgs>(args)?.validate(rules)?;
+                    let q = args::decode::<read::ListProductsArgs>(args)?
+                        .validate(rules, self.page_bytes)?;
                     to_value(backend.list_products(q).await?)
                 }
                 .await
             }
             LIST_PAYMENT_LINKS => {
                 async {
-                    let q =
-                        args::decode::<lifecycle::ListPaymentLinksArgs>(args)?.validate(rules)?;
+                    let q = args::decode::<lifecycle::ListPaymentLinksArgs>(args)?
+                        .validate(rules, self.page_bytes)?;
                     to_value(backend.list_payment_links(q).await?)
                 }
                 .await

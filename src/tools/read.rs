@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::backend::{BackendRules, LineItemsQuery, ProductsQuery};
-use crate::domain::{Cursor, PageLimit, PaymentLinkId, parse_item_id};
+use crate::domain::{Cursor, PageBytes, PageLimit, PaymentLinkId, parse_item_id};
 use crate::error::Result;
 
 /// Fetch one payment link by id: its status, total, URL and limits.
@@ -27,7 +27,8 @@ impl GetPaymentLinkArgs {
 pub struct ListLineItemsArgs {
     /// The link whose items to list.
     pub payment_link_id: String,
-    /// Items per page, 1 to 100. Default 10.
+    /// Items per page, 1 to 100. Default 10. A page holds fewer when they are large (pages are
+    /// capped in bytes); `has_more` then says more follow.
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
     /// Return the items after this line item id: pass the previous answer's `next_cursor`.
@@ -37,8 +38,9 @@ pub struct ListLineItemsArgs {
 }
 
 impl ListLineItemsArgs {
-    pub fn validate(self, rules: &BackendRules) -> Result<LineItemsQuery> {
+    pub fn validate(self, rules: &BackendRules, max_bytes: PageBytes) -> Result<LineItemsQuery> {
         Ok(LineItemsQuery {
+            max_bytes,
             payment_link_id: PaymentLinkId::parse(
                 &self.payment_link_id,
                 "payment_link_id",
@@ -63,7 +65,8 @@ impl ListLineItemsArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListProductsArgs {
-    /// Products per page, 1 to 100. Default 10.
+    /// Products per page, 1 to 100. Default 10. A page holds fewer when they are large (pages are
+    /// capped in bytes); `has_more` then says more follow.
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
     /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
@@ -71,8 +74,12 @@ pub struct ListProductsArgs {
 }
 
 impl ListProductsArgs {
-    pub fn validate(self, _rules: &BackendRules) -> Result<ProductsQuery> {
+    pub fn validate(self, _rules: &BackendRules, max_bytes: PageBytes) -> Result<ProductsQuery> {
         let (limit, cursor) = Cursor::resolve(self.limit, self.cursor.as_deref())?;
-        Ok(ProductsQuery { limit, cursor })
+        Ok(ProductsQuery {
+            limit,
+            max_bytes,
+            cursor,
+        })
     }
 }

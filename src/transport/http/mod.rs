@@ -42,7 +42,7 @@ use self::guard::HostGuard;
 use self::reply::refuse;
 use self::sessions::SessionOwners;
 use self::tls::{NoDelayListener, Peer, TlsListener};
-use crate::backend::sandbox::SandboxBackend;
+use crate::backend::sandbox::{SandboxBackend, SandboxLimits};
 use crate::config::{GlobalOpts, HttpOpts, Secrets};
 use crate::model::BackendKind;
 use crate::observability::Observer;
@@ -147,6 +147,8 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         allowed_bases.push(default_base.clone());
     }
 
+    // One byte pool for every sandbox tenant of the process, the anonymous one included.
+    let sandbox = SandboxLimits::from_opts(global);
     let callers = match &opts.access_tokens_file {
         Some(path) => {
             let tokens = AccessTokens::load(path)?;
@@ -196,7 +198,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                     Arc::new(Tenant {
                         fingerprint: "anonymous".to_owned(),
                         scope: "anonymous".to_owned(),
-                        backend: Arc::new(SandboxBackend::new(global.sandbox_max_links)),
+                        backend: Arc::new(SandboxBackend::with_limits(sandbox.clone())),
                     })
                 });
             Callers::OwnKeys { anonymous }
@@ -206,7 +208,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
     let pools = Arc::new(UpstreamPools::new(crate::startup::upstream_settings(
         global,
     )));
-    let factory = TenantFactory::new(kind, pools, global);
+    let factory = TenantFactory::new(kind, pools, global).with_sandbox_limits(sandbox);
     factory.self_check(&default_base)?;
 
     let max_tenants = usize::try_from(opts.max_tenants)
