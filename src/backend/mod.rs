@@ -260,3 +260,72 @@ pub fn cap_line_items(
     }
     Page::of_items(data, has_more || fit.cut, backwards)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{IdFormat, PAGE_ENVELOPE, json_len};
+
+    fn items(n: usize) -> Vec<LineItem> {
+        (0..n)
+            .map(|i| LineItem {
+                id: format!("li_{i}"),
+                product_id: None,
+                product_name: Some("x".repeat(200)),
+                quantity: 1,
+                unit_amount: None,
+                total: None,
+                kind: None,
+                interval: None,
+            })
+            .collect()
+    }
+
+    fn query(after: Option<&str>, before: Option<&str>, per_page: usize) -> LineItemsQuery {
+        let each = json_len(&items(1)[0]) + 1;
+        LineItemsQuery {
+            payment_link_id: PaymentLinkId::parse(
+                "6f1c2a7e-3b4d-4c5e-9f60-7a8b9c0d1e2f",
+                "id",
+                IdFormat::Uuid,
+            )
+            .unwrap(),
+            limit: PageLimit::parse(Some(10), "limit").unwrap(),
+            max_bytes: PageBytes::new(PAGE_ENVELOPE + per_page * each),
+            starting_after: after.map(str::to_owned),
+            ending_before: before.map(str::to_owned),
+        }
+    }
+
+    fn ids(page: &Page<LineItem>) -> Vec<&str> {
+        page.data.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    #[test]
+    fn line_item_pages_stop_at_their_byte_cap_in_the_direction_of_travel() {
+        let page = page_by_item_id(items(5), &query(None, None, 2)).unwrap();
+        assert_eq!(ids(&page), ["li_0", "li_1"]);
+        assert!(page.has_more);
+        assert_eq!(page.next_cursor.as_deref(), Some("li_1"));
+        let page = page_by_item_id(items(5), &query(Some("li_1"), None, 2)).unwrap();
+        assert_eq!(ids(&page), ["li_2", "li_3"]);
+        let page = page_by_item_id(items(5), &query(Some("li_3"), None, 2)).unwrap();
+        assert_eq!(ids(&page), ["li_4"]);
+        assert!(!page.has_more);
+        // Backwards, the items nearest `ending_before` are kept; earlier ones follow.
+        let page = page_by_item_id(items(5), &query(None, Some("li_4"), 2)).unwrap();
+        assert_eq!(ids(&page), ["li_2", "li_3"]);
+        assert!(page.has_more);
+        // The same rule for a page an upstream answered (Stripe).
+        let page = cap_line_items(items(3), false, &query(None, Some("li_9"), 2));
+        assert_eq!(ids(&page), ["li_1", "li_2"]);
+        assert!(page.has_more);
+        let page = cap_line_items(items(3), false, &query(None, None, 2));
+        assert_eq!(ids(&page), ["li_0", "li_1"]);
+        assert!(page.has_more);
+        assert_eq!(page.next_cursor.as_deref(), Some("li_1"));
+        let page = cap_line_items(items(3), false, &query(None, None, 5));
+        assert_eq!(ids(&page).len(), 3);
+        assert!(!page.has_more);
+    }
+}

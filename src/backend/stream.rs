@@ -823,3 +823,52 @@ pub fn product_from_stream(v: &Value) -> Option<Product> {
         prices: prices.into_iter().map(Money::view).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PAGE_ENVELOPE, PageLimit};
+
+    fn names(page: &Page<String>) -> Vec<&str> {
+        page.data.iter().map(|s| &s[..1]).collect()
+    }
+
+    #[test]
+    fn a_page_cut_by_its_byte_cap_resumes_in_the_same_stream_page() {
+        // Five entries on Stream's page, one of them unreadable (skipped).
+        let entry = |c: &str| json!({"name": c.repeat(300)});
+        let v = json!({
+            "data": [entry("a"), {"name": 7}, entry("b"), entry("c"), entry("d")],
+            "pagination": {"has_next_page": true}
+        });
+        let parse = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let cap = PageBytes::new(PAGE_ENVELOPE + 2 * 303);
+        let first = PageCursor {
+            page: 4,
+            limit: PageLimit::parse(Some(5), "limit").unwrap(),
+            skip: 0,
+        };
+        let page = stream_page(&Obj(&v), first, cap, parse);
+        assert_eq!(names(&page), ["a", "b"]);
+        assert!(page.has_more);
+        let Cursor::Page(resume) = Cursor::decode(&page.next_cursor.unwrap(), None).unwrap() else {
+            panic!("a page cursor")
+        };
+        assert_eq!(
+            (resume.page, resume.skip),
+            (4, 3),
+            "after `b`, in Stream's page 4"
+        );
+        // The same Stream page again, from there: the rest, then Stream's next page.
+        let page = stream_page(&Obj(&v), resume, cap, parse);
+        assert_eq!(names(&page), ["c", "d"]);
+        let Cursor::Page(next) = Cursor::decode(&page.next_cursor.unwrap(), None).unwrap() else {
+            panic!("a page cursor")
+        };
+        assert_eq!((next.page, next.skip), (5, 0));
+        // Uncut and last: no cursor.
+        let last = json!({"data": [entry("a")], "pagination": {"has_next_page": false}});
+        let page = stream_page(&Obj(&last), first, cap, parse);
+        assert!(!page.has_more && page.next_cursor.is_none());
+    }
+}

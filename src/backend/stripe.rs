@@ -1194,6 +1194,32 @@ pub fn product_from_stripe(v: &Value) -> Option<Product> {
 mod tests {
     use super::*;
     use crate::backend::NewItem;
+    use crate::domain::PAGE_ENVELOPE;
+
+    #[test]
+    fn a_page_cut_by_its_byte_cap_continues_after_the_last_id_returned() {
+        let entry = |id: &str| serde_json::json!({"id": id, "name": id.repeat(100)});
+        let v = serde_json::json!({
+            "data": [entry("p1a"), {"no": "id"}, entry("p2b"), entry("p3c")],
+            "has_more": false
+        });
+        let parse = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let limit = PageLimit::parse(Some(10), "limit").unwrap();
+        let cap = PageBytes::new(PAGE_ENVELOPE + 2 * 303);
+        let page = stripe_page(&Obj(&v), limit, cap, parse);
+        assert_eq!(page.data.len(), 2);
+        assert!(page.has_more, "cut, though Stripe's page was the last");
+        assert_eq!(
+            Cursor::decode(&page.next_cursor.unwrap(), None).unwrap(),
+            Cursor::After {
+                id: "p2b".into(),
+                limit
+            }
+        );
+        let page = stripe_page(&Obj(&v), limit, PageBytes::new(1 << 20), parse);
+        assert_eq!(page.data.len(), 3);
+        assert!(!page.has_more && page.next_cursor.is_none());
+    }
     use crate::domain::{
         Description, IdFormat, LinkName, MaxPayments, Metadata, ProductId, Quantity, RedirectUrl,
     };

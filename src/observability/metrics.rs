@@ -455,7 +455,42 @@ mod tests {
         m.idempotent_replay();
         m.tenant_evicted(Eviction::Capacity, 2);
         m.rate_limited("tenant_rate");
+        m.idempotency_store(&IdempotencyStats {
+            entries: 6,
+            in_flight: 1,
+            created: 3,
+            unknown: 2,
+            bytes: 4096,
+            tenants: 2,
+        });
+        m.idempotency_evicted("unknown");
+        m.sandbox_bytes(123_456);
         let text = m.encode(7);
+        assert_eq!(
+            value(&text, r#"paylink_idempotency_entries{state="unknown"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, r#"paylink_idempotency_entries{state="in_flight"}"#),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "paylink_idempotency_bytes"), Some(4096.0));
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_idempotency_evictions_total{kind="unknown"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_idempotency_evictions_total{kind="created"}"#
+            ),
+            Some(0.0),
+            "present at zero"
+        );
+        assert_eq!(value(&text, "paylink_sandbox_bytes"), Some(123_456.0));
         assert_eq!(
             value(
                 &text,
