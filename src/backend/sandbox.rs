@@ -648,9 +648,9 @@ impl Backend for SandboxBackend {
         }
         // The only thing that changes size is the message payers see: charge or refund it
         // before the change, so a refused update changes nothing.
-        let new_message = match (update.status, &update.message) {
-            (TargetStatus::Inactive, Some(m)) => heap(m.len()),
-            _ => 0,
+        let new_message = match update.status {
+            TargetStatus::Inactive => heap_opt(&update.message),
+            TargetStatus::Active => 0,
         };
         if new_message > old_message {
             self.charge(&mut store, new_message - old_message, "this message")?;
