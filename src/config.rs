@@ -12,10 +12,14 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::factory::BackendSettings;
+use crate::backend::sandbox::{SandboxLimits, SandboxPool};
 use crate::backend::stripe;
+use crate::domain::PageBytes;
 use crate::error::StartupError;
+use crate::idempotency::StoreLimits;
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
+use crate::tools::limits::ToolLimits;
 use crate::upstream::UpstreamSettings;
 
 pub mod http;
@@ -175,6 +179,91 @@ pub struct GlobalOpts {
     )]
     pub sandbox_max_links: usize,
 
+    /// Most bytes one sandbox tenant's links may hold (their strings' lengths plus a fixed
+    /// overhead per link and per value). A create past it is refused (`rate_limited`).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_TENANT_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_TENANT_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub sandbox_max_tenant_bytes: usize,
+
+    /// Most bytes all sandbox tenants' links together may hold in this process. When reached,
+    /// new links are refused for every tenant; no tenant's links are removed to make room.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub sandbox_max_bytes: usize,
+
+    /// Most bytes of JSON in one page of a list answer; a page that would pass it ends early,
+    /// with `has_more` and a cursor that continues after its last entry. Its first entry is
+    /// always returned.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MAX_PAGE_BYTES",
+        default_value_t = crate::domain::PageBytes::DEFAULT,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(crate::domain::PageBytes::MIN as u64..)
+    )]
+    pub max_page_bytes: usize,
+
+    /// Most entries (idempotency keys remembered) in the idempotency store.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_ENTRIES",
+        default_value_t = 100_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_entries: usize,
+
+    /// Most bytes of the idempotency store (stored results and bookkeeping).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_BYTES",
+        default_value_t = 32 * 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_bytes: usize,
+
+    /// Most idempotency entries of one tenant; its oldest finished one makes room.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_PER_TENANT",
+        default_value_t = 1_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_per_tenant: usize,
+
+    /// Most bytes of one tenant's idempotency entries.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_TENANT_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_tenant_bytes: usize,
+
+    /// Most unknown outcomes (creates cancelled or unanswered) one tenant keeps for a repeat to
+    /// look up; beyond it the oldest is dropped (logged, counted).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_IDEMPOTENCY_MAX_UNKNOWN_PER_TENANT",
+        default_value_t = 100,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub idempotency_max_unknown_per_tenant: usize,
+
     /// Stream API base URL (production is live money; staging is https://staging.streampay.sa).
     #[arg(
         long,
@@ -299,7 +388,7 @@ impl GlobalOpts {
         Ok(BackendSettings {
             kind,
             upstream: self.upstream_settings(),
-            sandbox_max_links: self.sandbox_max_links,
+            sandbox: self.sandbox_limits(),
             // Only a Stripe server sends it: another backend does not refuse to start over it.
             stripe_version: if kind == BackendKind::Stripe {
                 stripe::check_version(&self.stripe_version)?
@@ -307,6 +396,31 @@ impl GlobalOpts {
                 self.stripe_version.clone()
             },
         })
+    }
+
+    /// The sandbox's bounds, with a new byte pool: called once per process; every sandbox tenant
+    /// shares the pool of the clone it is built from.
+    pub fn sandbox_limits(&self) -> SandboxLimits {
+        SandboxLimits {
+            max_links: self.sandbox_max_links,
+            max_tenant_bytes: self.sandbox_max_tenant_bytes,
+            pool: SandboxPool::new(self.sandbox_max_bytes),
+        }
+    }
+
+    /// The tool layer's bounds: the idempotency store's limits and a list page's byte cap.
+    pub fn tool_limits(&self) -> ToolLimits {
+        ToolLimits {
+            idempotency: StoreLimits {
+                max_entries: self.idempotency_max_entries,
+                max_bytes: self.idempotency_max_bytes,
+                max_per_tenant: self.idempotency_max_per_tenant,
+                max_bytes_per_tenant: self.idempotency_max_tenant_bytes,
+                max_unknown_per_tenant: self.idempotency_max_unknown_per_tenant,
+                ..StoreLimits::default()
+            },
+            page_bytes: PageBytes::new(self.max_page_bytes),
+        }
     }
 
     /// The operator's base URL for `kind`'s upstream (the sandbox has none; it gets Stream's,
@@ -443,6 +557,22 @@ mod tests {
         assert!(
             Cli::try_parse_from(["paylink-mcp", "healthcheck", "--timeout-secs", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn the_defaults_of_the_options_are_the_defaults_of_the_limits() {
+        let cli = Cli::parse_from(["paylink-mcp"]);
+        assert_eq!(cli.global.tool_limits(), ToolLimits::default());
+        let cli = Cli::parse_from([
+            "paylink-mcp",
+            "--max-page-bytes",
+            "4096",
+            "--idempotency-max-unknown-per-tenant",
+            "7",
+        ]);
+        let limits = cli.global.tool_limits();
+        assert_eq!(limits.page_bytes.get(), 4096);
+        assert_eq!(limits.idempotency.max_unknown_per_tenant, 7);
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub struct Product {
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Page<T> {
-    /// The entries of this page, in order.
+    /// The entries of this page, in order: at most `limit`, fewer when they are large (a page
+    /// is capped in bytes; `has_more` then says that more follow).
     pub data: Vec<T>,
     /// True when more entries follow this page.
     pub has_more: bool,

@@ -76,7 +76,7 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         },
     )?;
     let audit = global.audit_log.clone().map(AuditLog::at_start_up);
-    let toolbox = Toolbox::new(rules, global.allow_live, audit);
+    let toolbox = Toolbox::new(rules, global.allow_live, audit, global.tool_limits());
     let factory = BackendFactory::new(global.backend_settings(kind)?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {

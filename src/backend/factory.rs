@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::Backend;
-use super::sandbox::SandboxBackend;
+use super::sandbox::{SandboxBackend, SandboxLimits};
 use super::stream::StreamBackend;
 use super::stripe::StripeBackend;
 use crate::model::BackendKind;
@@ -39,8 +39,8 @@ impl std::fmt::Display for BuildError {
 pub struct BackendSettings {
     pub kind: BackendKind,
     pub upstream: UpstreamSettings,
-    /// Most links one sandbox tenant may hold.
-    pub sandbox_max_links: usize,
+    /// The sandbox's bounds; every sandbox tenant built here shares its byte pool.
+    pub sandbox: SandboxLimits,
     /// A checked `Stripe-Version` (see `stripe::check_version`).
     pub stripe_version: String,
 }
@@ -73,9 +73,10 @@ impl BackendFactory {
         branch: Option<&str>,
     ) -> Result<Arc<dyn Backend>, BuildError> {
         match self.settings.kind {
-            // Each sandbox tenant has its own data, bounded, gone with the tenant.
-            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::new(
-                self.settings.sandbox_max_links,
+            // Each sandbox tenant has its own data, bounded, gone with the tenant; the byte pool
+            // is shared by all of them.
+            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(
+                self.settings.sandbox.clone(),
             ))),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| BuildError::Key("a Stream key is required".into()))?;
@@ -114,12 +115,17 @@ impl BackendFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::sandbox::SandboxPool;
 
     fn factory(kind: BackendKind) -> BackendFactory {
         BackendFactory::new(BackendSettings {
             kind,
             upstream: UpstreamSettings::default(),
-            sandbox_max_links: 10,
+            sandbox: SandboxLimits {
+                max_links: 10,
+                max_tenant_bytes: 1 << 20,
+                pool: SandboxPool::new(1 << 24),
+            },
             stripe_version: "2024-04-10".into(),
         })
     }

@@ -16,9 +16,10 @@ use async_trait::async_trait;
 
 use crate::domain::{
     CouponId, CurrencyCode, Cursor, Description, IdFormat, LinkName, MaxPayments, Metadata,
-    PageLimit, PaymentLinkId, ProductId, Quantity, RedirectUrl, ValidUntil,
+    PageBytes, PageLimit, PaymentLinkId, ProductId, Quantity, RedirectUrl, ValidUntil,
 };
 use crate::error::Result;
+use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product};
 use chrono::{DateTime, Utc};
 
@@ -60,6 +61,8 @@ pub struct NewPaymentLink {
 pub struct LineItemsQuery {
     pub payment_link_id: PaymentLinkId,
     pub limit: PageLimit,
+    /// The page's byte cap: a page that would pass it ends early (`has_more`).
+    pub max_bytes: PageBytes,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
 }
@@ -68,6 +71,8 @@ pub struct LineItemsQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProductsQuery {
     pub limit: PageLimit,
+    /// The page's byte cap: a page that would pass it ends early (`has_more`).
+    pub max_bytes: PageBytes,
     /// Where to continue; `None` starts at the first page.
     pub cursor: Option<Cursor>,
 }
@@ -76,6 +81,8 @@ pub struct ProductsQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinksQuery {
     pub limit: PageLimit,
+    /// The page's byte cap: a page that would pass it ends early (`has_more`).
+    pub max_bytes: PageBytes,
     pub cursor: Option<Cursor>,
     pub status: Option<LinkStatus>,
     /// Created at or after this time.
@@ -161,6 +168,13 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The in-process data this backend's links live in, when they live in this process (the
+    /// sandbox): idempotency entries are then scoped to it and go with it. `None`: the links live
+    /// upstream and outlive this instance.
+    fn local_data(&self) -> Option<&LocalData> {
+        None
+    }
+
     /// Reads one link; always from the upstream, never from a cache.
     async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink>;
 
@@ -211,12 +225,108 @@ pub fn page_by_item_id(items: Vec<LineItem>, query: &LineItemsQuery) -> Result<P
         (None, None) => (0, limit.min(items.len())),
     };
     let backwards = query.ending_before.is_some();
+    let window = &items[start..end];
     // `has_more` looks in the direction of travel, as Stripe's does.
-    let has_more = if backwards {
-        start > 0
+    let (start, end, has_more) = if backwards {
+        // Walking backwards, the entries nearest `ending_before` are the page: a cut drops the
+        // earliest ones, which the next backward call returns.
+        let fit = query.max_bytes.fit(window.iter().rev(), window.len());
+        (end - fit.count, end, start > 0 || fit.cut)
     } else {
-        end < items.len()
+        let fit = query.max_bytes.fit(window, window.len());
+        (start, start + fit.count, end < items.len() || fit.cut)
     };
     let data: Vec<LineItem> = items.into_iter().skip(start).take(end - start).collect();
     Ok(Page::of_items(data, has_more, backwards))
+}
+
+/// Cuts a page of line items read from an upstream to its byte cap (see [`PageBytes`]): keeps
+/// the first entries walking forwards, the last ones walking backwards (those nearest
+/// `ending_before`), and says `has_more` when it cut.
+pub fn cap_line_items(
+    mut data: Vec<LineItem>,
+    has_more: bool,
+    query: &LineItemsQuery,
+) -> Page<LineItem> {
+    let backwards = query.ending_before.is_some();
+    let fit = if backwards {
+        query.max_bytes.fit(data.iter().rev(), data.len())
+    } else {
+        query.max_bytes.fit(&data, data.len())
+    };
+    if backwards {
+        data.drain(..data.len() - fit.count);
+    } else {
+        data.truncate(fit.count);
+    }
+    Page::of_items(data, has_more || fit.cut, backwards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{IdFormat, PAGE_ENVELOPE, json_len};
+
+    fn items(n: usize) -> Vec<LineItem> {
+        (0..n)
+            .map(|i| LineItem {
+                id: format!("li_{i}"),
+                product_id: None,
+                product_name: Some("x".repeat(200)),
+                quantity: 1,
+                unit_amount: None,
+                total: None,
+                kind: None,
+                interval: None,
+            })
+            .collect()
+    }
+
+    fn query(after: Option<&str>, before: Option<&str>, per_page: usize) -> LineItemsQuery {
+        let each = json_len(&items(1)[0]) + 1;
+        LineItemsQuery {
+            payment_link_id: PaymentLinkId::parse(
+                "6f1c2a7e-3b4d-4c5e-9f60-7a8b9c0d1e2f",
+                "id",
+                IdFormat::Uuid,
+            )
+            .unwrap(),
+            limit: PageLimit::parse(Some(10), "limit").unwrap(),
+            max_bytes: PageBytes::new(PAGE_ENVELOPE + per_page * each),
+            starting_after: after.map(str::to_owned),
+            ending_before: before.map(str::to_owned),
+        }
+    }
+
+    fn ids(page: &Page<LineItem>) -> Vec<&str> {
+        page.data.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    #[test]
+    fn line_item_pages_stop_at_their_byte_cap_in_the_direction_of_travel() {
+        let page = page_by_item_id(items(5), &query(None, None, 2)).unwrap();
+        assert_eq!(ids(&page), ["li_0", "li_1"]);
+        assert!(page.has_more);
+        assert_eq!(page.next_cursor.as_deref(), Some("li_1"));
+        let page = page_by_item_id(items(5), &query(Some("li_1"), None, 2)).unwrap();
+        assert_eq!(ids(&page), ["li_2", "li_3"]);
+        let page = page_by_item_id(items(5), &query(Some("li_3"), None, 2)).unwrap();
+        assert_eq!(ids(&page), ["li_4"]);
+        assert!(!page.has_more);
+        // Backwards, the items nearest `ending_before` are kept; earlier ones follow.
+        let page = page_by_item_id(items(5), &query(None, Some("li_4"), 2)).unwrap();
+        assert_eq!(ids(&page), ["li_2", "li_3"]);
+        assert!(page.has_more);
+        // The same rule for a page an upstream answered (Stripe).
+        let page = cap_line_items(items(3), false, &query(None, Some("li_9"), 2));
+        assert_eq!(ids(&page), ["li_1", "li_2"]);
+        assert!(page.has_more);
+        let page = cap_line_items(items(3), false, &query(None, None, 2));
+        assert_eq!(ids(&page), ["li_0", "li_1"]);
+        assert!(page.has_more);
+        assert_eq!(page.next_cursor.as_deref(), Some("li_1"));
+        let page = cap_line_items(items(3), false, &query(None, None, 5));
+        assert_eq!(ids(&page).len(), 3);
+        assert!(!page.has_more);
+    }
 }

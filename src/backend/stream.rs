@@ -11,6 +11,7 @@ use base64::Engine;
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use super::{
     Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
     page_by_item_id,
 };
-use crate::domain::{CurrencyCode, Cursor, Money, PageCursor, PaymentLinkId};
+use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, REQUEST_REF_KEY,
@@ -343,13 +344,12 @@ impl Backend for StreamBackend {
                 RetryMode::Read,
             ))
             .await?;
-        let root = Obj(&v);
-        let data: Vec<Product> = root
-            .array("data")
-            .iter()
-            .filter_map(product_from_stream)
-            .collect();
-        Ok(stream_page(&root, data, cursor))
+        Ok(stream_page(
+            &Obj(&v),
+            cursor,
+            query.max_bytes,
+            product_from_stream,
+        ))
     }
 
     async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
@@ -379,13 +379,9 @@ impl Backend for StreamBackend {
         let v = self
             .send(self.request(Method::GET, path, Body::None, RetryMode::Read))
             .await?;
-        let root = Obj(&v);
-        let data = root
-            .array("data")
-            .iter()
-            .filter_map(|l| self.link(l).ok())
-            .collect();
-        Ok(stream_page(&root, data, cursor))
+        Ok(stream_page(&Obj(&v), cursor, query.max_bytes, |l| {
+            self.link(l).ok()
+        }))
     }
 
     async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
@@ -414,16 +410,42 @@ impl Backend for StreamBackend {
     }
 }
 
-/// A page of a Stream listing: Stream says whether a next page exists; our cursor names it.
-fn stream_page<T>(root: &Obj<'_>, data: Vec<T>, cursor: PageCursor) -> Page<T> {
-    let has_more = root
+/// A page of a Stream listing, within the byte cap: Stream says whether a next page exists;
+/// our cursor names it.
+///
+/// Stream pages by number, so a page cut by the byte cap cannot name its continuation to
+/// Stream: the cursor names the same page and how many of its entries were already returned
+/// (`skip`), and the next call asks Stream for that page again and goes on after them. That is
+/// exact while the listing does not change between the two calls — the guarantee page numbers
+/// give anyway (a link created meanwhile shifts a newest-first listing by one, cut or not).
+fn stream_page<T: Serialize>(
+    root: &Obj<'_>,
+    cursor: PageCursor,
+    max_bytes: PageBytes,
+    parse: impl Fn(&Value) -> Option<T>,
+) -> Page<T> {
+    let upstream_more = root
         .obj("pagination")
         .and_then(|p| p.bool("has_next_page"))
         .unwrap_or(false);
+    // Each entry with its position in Stream's page, so that a cut resumes after the last one
+    // returned even when entries that cannot be read were skipped.
+    let parsed: Vec<(usize, T)> = root
+        .array("data")
+        .iter()
+        .enumerate()
+        .skip(cursor.skip as usize)
+        .filter_map(|(i, v)| parse(v).map(|t| (i, t)))
+        .collect();
+    let fit = max_bytes.fit(parsed.iter().map(|(_, t)| t), parsed.len());
+    let next = match parsed.get(fit.count.wrapping_sub(1)) {
+        Some((last, _)) if fit.cut => Some(cursor.at(last + 1)),
+        _ => upstream_more.then(|| cursor.next()),
+    };
     Page {
-        data,
-        has_more,
-        next_cursor: has_more.then(|| cursor.next().encode()),
+        data: parsed.into_iter().take(fit.count).map(|(_, t)| t).collect(),
+        has_more: next.is_some(),
+        next_cursor: next.map(|c| c.encode()),
     }
 }
 
@@ -800,4 +822,53 @@ pub fn product_from_stream(v: &Value) -> Option<Product> {
         interval: o.str("recurring_interval").map(str::to_ascii_lowercase),
         prices: prices.into_iter().map(Money::view).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PAGE_ENVELOPE, PageLimit};
+
+    fn names(page: &Page<String>) -> Vec<&str> {
+        page.data.iter().map(|s| &s[..1]).collect()
+    }
+
+    #[test]
+    fn a_page_cut_by_its_byte_cap_resumes_in_the_same_stream_page() {
+        // Five entries on Stream's page, one of them unreadable (skipped).
+        let entry = |c: &str| json!({"name": c.repeat(300)});
+        let v = json!({
+            "data": [entry("a"), {"name": 7}, entry("b"), entry("c"), entry("d")],
+            "pagination": {"has_next_page": true}
+        });
+        let parse = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let cap = PageBytes::new(PAGE_ENVELOPE + 2 * 303);
+        let first = PageCursor {
+            page: 4,
+            limit: PageLimit::parse(Some(5), "limit").unwrap(),
+            skip: 0,
+        };
+        let page = stream_page(&Obj(&v), first, cap, parse);
+        assert_eq!(names(&page), ["a", "b"]);
+        assert!(page.has_more);
+        let Cursor::Page(resume) = Cursor::decode(&page.next_cursor.unwrap(), None).unwrap() else {
+            panic!("a page cursor")
+        };
+        assert_eq!(
+            (resume.page, resume.skip),
+            (4, 3),
+            "after `b`, in Stream's page 4"
+        );
+        // The same Stream page again, from there: the rest, then Stream's next page.
+        let page = stream_page(&Obj(&v), resume, cap, parse);
+        assert_eq!(names(&page), ["c", "d"]);
+        let Cursor::Page(next) = Cursor::decode(&page.next_cursor.unwrap(), None).unwrap() else {
+            panic!("a page cursor")
+        };
+        assert_eq!((next.page, next.skip), (5, 0));
+        // Uncut and last: no cursor.
+        let last = json!({"data": [entry("a")], "pagination": {"has_next_page": false}});
+        let page = stream_page(&Obj(&last), first, cap, parse);
+        assert!(!page.has_more && page.next_cursor.is_none());
+    }
 }

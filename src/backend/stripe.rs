@@ -16,14 +16,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::form::{Form, Node};
 use super::tolerant::Obj;
 use super::{
     Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
+    cap_line_items,
 };
-use crate::domain::{CurrencyCode, Cursor, Money, PageLimit, PaymentLinkId};
+use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageLimit, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, REQUEST_REF_KEY,
@@ -460,6 +462,41 @@ fn after_id(cursor: Option<&Cursor>) -> Result<Option<&str>> {
     }
 }
 
+/// A page of a Stripe listing, within the byte cap. Stripe pages by the last id seen, so a page
+/// cut by the byte cap continues exactly after the last entry returned.
+fn stripe_page<T: Serialize>(
+    root: &Obj<'_>,
+    limit: PageLimit,
+    max_bytes: PageBytes,
+    parse: impl Fn(&Value) -> Option<T>,
+) -> Page<T> {
+    let raw = root.array("data");
+    // Each entry with Stripe's own id for it: what `starting_after` continues after.
+    let parsed: Vec<(Option<&str>, T)> = raw
+        .iter()
+        .filter_map(|v| parse(v).map(|t| (Obj(v).str("id"), t)))
+        .collect();
+    let fit = max_bytes.fit(parsed.iter().map(|(_, t)| t), parsed.len());
+    let (has_more, last) = if fit.cut {
+        (
+            true,
+            parsed
+                .get(fit.count.wrapping_sub(1))
+                .and_then(|(id, _)| *id),
+        )
+    } else {
+        (
+            root.bool("has_more").unwrap_or(false),
+            raw.last().and_then(|v| Obj(v).str("id")),
+        )
+    };
+    Page {
+        has_more,
+        next_cursor: next_cursor(has_more, last, limit),
+        data: parsed.into_iter().take(fit.count).map(|(_, t)| t).collect(),
+    }
+}
+
 fn next_cursor(has_more: bool, last_id: Option<&str>, limit: PageLimit) -> Option<String> {
     if !has_more {
         return None;
@@ -558,11 +595,7 @@ impl Backend for StripeBackend {
             .filter_map(|i| line_item_from_stripe(i, None))
             .collect();
         let has_more = root.bool("has_more").unwrap_or(false);
-        Ok(Page::of_items(
-            data,
-            has_more,
-            query.ending_before.is_some(),
-        ))
+        Ok(cap_line_items(data, has_more, &query))
     }
 
     async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {
@@ -583,19 +616,12 @@ impl Backend for StripeBackend {
         )
         .map_err(internal_form)?;
         let v = self.get("/v1/products", &form).await?;
-        let root = Obj(&v);
-        let data: Vec<Product> = root
-            .array("data")
-            .iter()
-            .filter_map(product_from_stripe)
-            .collect();
-        let has_more = root.bool("has_more").unwrap_or(false);
-        let last = root.array("data").last().and_then(|p| Obj(p).str("id"));
-        Ok(Page {
-            next_cursor: next_cursor(has_more, last, query.limit),
-            data,
-            has_more,
-        })
+        Ok(stripe_page(
+            &Obj(&v),
+            query.limit,
+            query.max_bytes,
+            product_from_stripe,
+        ))
     }
 
     async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
@@ -620,19 +646,9 @@ impl Backend for StripeBackend {
                 .map_err(internal_form)?;
         }
         let v = self.get("/v1/payment_links", &form).await?;
-        let root = Obj(&v);
-        let data: Vec<PaymentLink> = root
-            .array("data")
-            .iter()
-            .filter_map(|l| self.link(l).ok())
-            .collect();
-        let has_more = root.bool("has_more").unwrap_or(false);
-        let last = root.array("data").last().and_then(|l| Obj(l).str("id"));
-        Ok(Page {
-            next_cursor: next_cursor(has_more, last, query.limit),
-            data,
-            has_more,
-        })
+        Ok(stripe_page(&Obj(&v), query.limit, query.max_bytes, |l| {
+            self.link(l).ok()
+        }))
     }
 
     async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
@@ -1178,6 +1194,32 @@ pub fn product_from_stripe(v: &Value) -> Option<Product> {
 mod tests {
     use super::*;
     use crate::backend::NewItem;
+    use crate::domain::PAGE_ENVELOPE;
+
+    #[test]
+    fn a_page_cut_by_its_byte_cap_continues_after_the_last_id_returned() {
+        let entry = |id: &str| serde_json::json!({"id": id, "name": id.repeat(100)});
+        let v = serde_json::json!({
+            "data": [entry("p1a"), {"no": "id"}, entry("p2b"), entry("p3c")],
+            "has_more": false
+        });
+        let parse = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let limit = PageLimit::parse(Some(10), "limit").unwrap();
+        let cap = PageBytes::new(PAGE_ENVELOPE + 2 * 303);
+        let page = stripe_page(&Obj(&v), limit, cap, parse);
+        assert_eq!(page.data.len(), 2);
+        assert!(page.has_more, "cut, though Stripe's page was the last");
+        assert_eq!(
+            Cursor::decode(&page.next_cursor.unwrap(), None).unwrap(),
+            Cursor::After {
+                id: "p2b".into(),
+                limit
+            }
+        );
+        let page = stripe_page(&Obj(&v), limit, PageBytes::new(1 << 20), parse);
+        assert_eq!(page.data.len(), 3);
+        assert!(!page.has_more && page.next_cursor.is_none());
+    }
     use crate::domain::{
         Description, IdFormat, LinkName, MaxPayments, Metadata, ProductId, Quantity, RedirectUrl,
     };
@@ -1621,7 +1663,11 @@ mod tests {
         assert_eq!(after_id(Some(&decoded)).unwrap(), Some("prod_9"));
         assert_eq!(next_cursor(false, Some("prod_9"), limit), None);
         assert_eq!(next_cursor(true, None, limit), None);
-        let page = Cursor::Page(crate::domain::PageCursor { page: 2, limit });
+        let page = Cursor::Page(crate::domain::PageCursor {
+            page: 2,
+            limit,
+            skip: 0,
+        });
         assert_eq!(after_id(Some(&page)).unwrap_err().field(), Some("cursor"));
     }
 

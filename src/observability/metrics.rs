@@ -24,6 +24,18 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::tools::id::ToolId;
 
+/// The counts of the idempotency store, as `/metrics` shows them (the store reports them; this
+/// module only encodes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IdempotencyStats {
+    pub entries: usize,
+    pub in_flight: usize,
+    pub created: usize,
+    pub unknown: usize,
+    pub bytes: usize,
+    pub tenants: usize,
+}
+
 /// Upper bounds of the latency buckets, in seconds: from a sandbox call (well under a
 /// millisecond) to the default 30 s deadline of an upstream call with retries.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -71,6 +83,19 @@ struct ReasonLabel {
 struct StageLabel {
     stage: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The states of an idempotency entry, as in `paylink_idempotency_entries{state}`.
+pub const IDEMPOTENCY_STATES: &[&str] = &["in_flight", "created", "unknown"];
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
@@ -124,6 +149,10 @@ pub struct Metrics {
     tenant_evictions: Family<ReasonLabel, Counter>,
     rate_limited: Family<ReasonLabel, Counter>,
     audit_failures: Family<StageLabel, Counter>,
+    idempotency_entries: Family<StateLabel, Gauge>,
+    idempotency_bytes: Gauge,
+    idempotency_evictions: Family<KindLabel, Counter>,
+    sandbox_bytes: Gauge,
 }
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
@@ -205,6 +234,32 @@ impl Metrics {
             "Write tool calls whose audit line could not be written, by stage (open: refused before any upstream call; write: after it)",
             audit_failures.clone(),
         );
+        let idempotency_entries = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "idempotency_entries",
+            "Entries of the idempotency store, by state (in_flight: a create running; created: a result to replay; unknown: an outcome a repeat looks up first)",
+            idempotency_entries.clone(),
+        );
+        let idempotency_bytes = Gauge::default();
+        registry.register_with_unit(
+            "idempotency",
+            "Bytes charged in the idempotency store (stored results and bookkeeping), against --idempotency-max-bytes",
+            Unit::Bytes,
+            idempotency_bytes.clone(),
+        );
+        let idempotency_evictions = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "idempotency_evictions",
+            "Finished idempotency entries dropped to stay within the store's bounds, by kind (created, unknown); a repeat of a dropped key is treated as new",
+            idempotency_evictions.clone(),
+        );
+        let sandbox_bytes = Gauge::default();
+        registry.register_with_unit(
+            "sandbox",
+            "Bytes held by sandbox links, all tenants together, against --sandbox-max-bytes",
+            Unit::Bytes,
+            sandbox_bytes.clone(),
+        );
         // Series a dashboard or alert looks for are present at zero from the start, so that
         // `rate()` and absence alerts work before the first event.
         for reason in RATE_LIMIT_REASONS {
@@ -220,6 +275,12 @@ impl Metrics {
                 stage: stage.as_str(),
             });
         }
+        for state in IDEMPOTENCY_STATES {
+            idempotency_entries.get_or_create_owned(&StateLabel { state });
+        }
+        for kind in ["created", "unknown"] {
+            idempotency_evictions.get_or_create_owned(&KindLabel { kind });
+        }
         Metrics {
             registry,
             calls,
@@ -231,6 +292,10 @@ impl Metrics {
             tenant_evictions,
             rate_limited,
             audit_failures,
+            idempotency_entries,
+            idempotency_bytes,
+            idempotency_evictions,
+            sandbox_bytes,
         }
     }
 
@@ -293,6 +358,33 @@ impl Metrics {
             })
             .inc();
     }
+
+    pub fn idempotency_store(&self, stats: &IdempotencyStats) {
+        for (state, n) in [
+            ("in_flight", stats.in_flight),
+            ("created", stats.created),
+            ("unknown", stats.unknown),
+        ] {
+            self.idempotency_entries
+                .get_or_create(&StateLabel { state })
+                .set(gauge_value(n));
+        }
+        self.idempotency_bytes.set(gauge_value(stats.bytes));
+    }
+
+    pub fn idempotency_evicted(&self, kind: &'static str) {
+        self.idempotency_evictions
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub fn sandbox_bytes(&self, bytes: usize) {
+        self.sandbox_bytes.set(gauge_value(bytes));
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 // The recording functions the rest of the server calls: no-ops until `install`.
@@ -328,6 +420,27 @@ pub fn audit_failure(stage: AuditStage) {
     }
 }
 
+/// The idempotency store's counts changed (the server has one store).
+pub fn idempotency_store(stats: &IdempotencyStats) {
+    if let Some(m) = get() {
+        m.idempotency_store(stats);
+    }
+}
+
+/// A finished idempotency entry was dropped for the bounds; `kind` is `created` or `unknown`.
+pub fn idempotency_evicted(kind: &'static str) {
+    if let Some(m) = get() {
+        m.idempotency_evicted(kind);
+    }
+}
+
+/// The bytes held by sandbox links, all tenants together, changed.
+pub fn sandbox_bytes(bytes: usize) {
+    if let Some(m) = get() {
+        m.sandbox_bytes(bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +462,42 @@ mod tests {
         m.idempotent_replay();
         m.tenant_evicted(Eviction::Capacity, 2);
         m.rate_limited("tenant_rate");
+        m.idempotency_store(&IdempotencyStats {
+            entries: 6,
+            in_flight: 1,
+            created: 3,
+            unknown: 2,
+            bytes: 4096,
+            tenants: 2,
+        });
+        m.idempotency_evicted("unknown");
+        m.sandbox_bytes(123_456);
         let text = m.encode(7);
+        assert_eq!(
+            value(&text, r#"paylink_idempotency_entries{state="unknown"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, r#"paylink_idempotency_entries{state="in_flight"}"#),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "paylink_idempotency_bytes"), Some(4096.0));
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_idempotency_evictions_total{kind="unknown"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_idempotency_evictions_total{kind="created"}"#
+            ),
+            Some(0.0),
+            "present at zero"
+        );
+        assert_eq!(value(&text, "paylink_sandbox_bytes"), Some(123_456.0));
         assert_eq!(
             value(
                 &text,

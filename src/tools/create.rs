@@ -330,7 +330,14 @@ pub async fn run(
     // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
     // equal whatever their JSON spelling.
     let args = args_hash(&format!("{link:?}"));
-    let claim = store.claim(caller.scope, key.as_str(), args, || {
+    // Links kept in this process (the sandbox) die with their data: so do their keys' entries,
+    // or a replay could answer a link that no longer exists.
+    let local_scope = caller
+        .backend
+        .local_data()
+        .map(|data| data.scope(store, caller.scope));
+    let scope = local_scope.as_deref().unwrap_or(caller.scope);
+    let claim = store.claim(scope, key.as_str(), args, || {
         reference_for(caller.scope, Some(&key))
     })?;
     let ticket = match claim {

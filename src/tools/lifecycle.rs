@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::args::decode;
 use super::toolbox::{BoxFuture, Caller, Toolbox, live_guard};
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
-use crate::domain::{Cursor, Description, PageLimit, PaymentLinkId};
+use crate::domain::{Cursor, Description, PageBytes, PageLimit, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::{LinkStatus, Page, PaymentLink};
 
@@ -19,7 +19,8 @@ pub fn list_payment_links<'a>(
     args: Option<&'a JsonObject>,
 ) -> BoxFuture<'a, Result<Page<PaymentLink>>> {
     Box::pin(async move {
-        let query = decode::<ListPaymentLinksArgs>(args)?.validate(tools.rules())?;
+        let query =
+            decode::<ListPaymentLinksArgs>(args)?.validate(tools.rules(), tools.page_bytes())?;
         caller.backend.list_payment_links(query).await
     })
 }
@@ -50,7 +51,7 @@ pub enum StatusFilter {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListPaymentLinksArgs {
-    /// Links per page, 1 to 100. Default 10.
+    /// Links per page, 1 to 100 (default 10); a page of large entries may hold fewer.
     #[schemars(range(min = 1, max = PageLimit::MAX))]
     pub limit: Option<i64>,
     /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
@@ -77,7 +78,7 @@ fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>> {
 }
 
 impl ListPaymentLinksArgs {
-    pub fn validate(self, _rules: &BackendRules) -> Result<LinksQuery> {
+    pub fn validate(self, _rules: &BackendRules, max_bytes: PageBytes) -> Result<LinksQuery> {
         let (limit, cursor) = Cursor::resolve(self.limit, self.cursor.as_deref())?;
         let created_from = self
             .created_from
@@ -99,6 +100,7 @@ impl ListPaymentLinksArgs {
         }
         Ok(LinksQuery {
             limit,
+            max_bytes,
             cursor,
             status: self.status.map(|s| match s {
                 StatusFilter::Active => LinkStatus::Active,

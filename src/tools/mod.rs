@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod create;
 pub mod id;
 pub mod lifecycle;
+pub mod limits;
 pub mod read;
 pub mod routes;
 pub mod schema;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::args::decode;
 use super::toolbox::{BoxFuture, Caller, Toolbox};
 use crate::backend::{BackendRules, LineItemsQuery, ProductsQuery};
-use crate::domain::{Cursor, PageLimit, PaymentLinkId, parse_item_id};
+use crate::domain::{Cursor, PageBytes, PageLimit, PaymentLinkId, parse_item_id};
 use crate::error::Result;
 use crate::model::{LineItem, Page, PaymentLink, Product};
 
@@ -30,7 +30,8 @@ pub fn list_line_items<'a>(
     args: Option<&'a JsonObject>,
 ) -> BoxFuture<'a, Result<Page<LineItem>>> {
     Box::pin(async move {
-        let query = decode::<ListLineItemsArgs>(args)?.validate(tools.rules())?;
+        let query =
+            decode::<ListLineItemsArgs>(args)?.validate(tools.rules(), tools.page_bytes())?;
         caller.backend.list_line_items(query).await
     })
 }
@@ -42,7 +43,8 @@ pub fn list_products<'a>(
     args: Option<&'a JsonObject>,
 ) -> BoxFuture<'a, Result<Page<Product>>> {
     Box::pin(async move {
-        let query = decode::<ListProductsArgs>(args)?.validate(tools.rules())?;
+        let query =
+            decode::<ListProductsArgs>(args)?.validate(tools.rules(), tools.page_bytes())?;
         caller.backend.list_products(query).await
     })
 }
@@ -67,7 +69,7 @@ impl GetPaymentLinkArgs {
 pub struct ListLineItemsArgs {
     /// The link whose items to list.
     pub payment_link_id: String,
-    /// Items per page, 1 to 100. Default 10.
+    /// Items per page, 1 to 100 (default 10); a page of large entries may hold fewer.
     #[schemars(range(min = 1, max = PageLimit::MAX))]
     pub limit: Option<i64>,
     /// Return the items after this line item id: pass the previous answer's `next_cursor`.
@@ -77,8 +79,9 @@ pub struct ListLineItemsArgs {
 }
 
 impl ListLineItemsArgs {
-    pub fn validate(self, rules: &BackendRules) -> Result<LineItemsQuery> {
+    pub fn validate(self, rules: &BackendRules, max_bytes: PageBytes) -> Result<LineItemsQuery> {
         Ok(LineItemsQuery {
+            max_bytes,
             payment_link_id: PaymentLinkId::parse(
                 &self.payment_link_id,
                 "payment_link_id",
@@ -103,7 +106,7 @@ impl ListLineItemsArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListProductsArgs {
-    /// Products per page, 1 to 100. Default 10.
+    /// Products per page, 1 to 100 (default 10); a page of large entries may hold fewer.
     #[schemars(range(min = 1, max = PageLimit::MAX))]
     pub limit: Option<i64>,
     /// Where to continue: the previous answer's `next_cursor`, unchanged. Omit for the first page.
@@ -111,8 +114,12 @@ pub struct ListProductsArgs {
 }
 
 impl ListProductsArgs {
-    pub fn validate(self, _rules: &BackendRules) -> Result<ProductsQuery> {
+    pub fn validate(self, _rules: &BackendRules, max_bytes: PageBytes) -> Result<ProductsQuery> {
         let (limit, cursor) = Cursor::resolve(self.limit, self.cursor.as_deref())?;
-        Ok(ProductsQuery { limit, cursor })
+        Ok(ProductsQuery {
+            limit,
+            max_bytes,
+            cursor,
+        })
     }
 }

@@ -9,9 +9,11 @@ use rmcp::model::JsonObject;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::limits::ToolLimits;
 use crate::backend::{Backend, BackendRules};
+use crate::domain::PageBytes;
 use crate::error::{Error, Result};
-use crate::idempotency::{IdempotencyStore, StoreLimits};
+use crate::idempotency::IdempotencyStore;
 use crate::observability::audit::AuditLog;
 
 /// What every tool call shares, built once at start-up: the `S` of the tool router, handed to
@@ -22,20 +24,32 @@ pub struct Toolbox {
     pub(super) idempotency: Arc<IdempotencyStore>,
     pub(super) allow_live: bool,
     pub(super) audit: Option<Arc<AuditLog>>,
+    /// The byte cap of one list page.
+    page_bytes: PageBytes,
 }
 
 impl Toolbox {
-    pub fn new(rules: BackendRules, allow_live: bool, audit: Option<Arc<AuditLog>>) -> Self {
+    pub fn new(
+        rules: BackendRules,
+        allow_live: bool,
+        audit: Option<Arc<AuditLog>>,
+        limits: ToolLimits,
+    ) -> Self {
         Toolbox {
             rules,
-            idempotency: IdempotencyStore::new(StoreLimits::default()),
+            idempotency: IdempotencyStore::new(limits.idempotency),
             allow_live,
             audit,
+            page_bytes: limits.page_bytes,
         }
     }
 
     pub fn rules(&self) -> &BackendRules {
         &self.rules
+    }
+
+    pub fn page_bytes(&self) -> PageBytes {
+        self.page_bytes
     }
 }
 

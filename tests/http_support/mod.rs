@@ -135,6 +135,37 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The server process's id (to read its /proc entries).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kb * 1024
+    }
+
+    /// The value of one series in the server's `/metrics` (labels as encoded, in order).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = raw_client()
+            .get(format!("{}/metrics", self.root()))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Sends SIGTERM and waits for the exit; `None` if it did not exit within `limit`.
     pub fn terminate(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
         let started = Instant::now();

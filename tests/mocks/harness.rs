@@ -12,6 +12,7 @@ use paylink_mcp::backend::{Backend, BackendRules};
 use paylink_mcp::model::BackendKind;
 use paylink_mcp::server::{PaylinkServer, TenantSource};
 use paylink_mcp::tenant::Tenant;
+use paylink_mcp::tools::limits::ToolLimits;
 use paylink_mcp::tools::routes::{ToolFilter, Tools};
 use paylink_mcp::tools::toolbox::Toolbox;
 use paylink_mcp::upstream::UpstreamSettings;
@@ -47,13 +48,23 @@ impl Harness {
             kind,
             backend,
             "test-tenant",
-            Toolbox::new(BackendRules::for_kind(kind), false, None),
+            Toolbox::new(
+                BackendRules::for_kind(kind),
+                false,
+                None,
+                ToolLimits::default(),
+            ),
         )
     }
 
     /// The same, with live writes allowed (`--allow-live`).
     pub fn allowing_live(self) -> Self {
-        let toolbox = Toolbox::new(BackendRules::for_kind(self.kind), true, None);
+        let toolbox = Toolbox::new(
+            BackendRules::for_kind(self.kind),
+            true,
+            None,
+            ToolLimits::default(),
+        );
         Self::with_toolbox(self.kind, self.backend, &self.scope, toolbox)
     }
 

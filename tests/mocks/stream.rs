@@ -87,11 +87,14 @@ pub struct MockStream {
     pub server: MockServer,
     pub state: Arc<Mutex<State>>,
     pub token: String,
+    /// How many requests have arrived, to await rather than poll.
+    arrived: tokio::sync::watch::Receiver<usize>,
 }
 
 struct Handler {
     state: Arc<Mutex<State>>,
     token: String,
+    arrived: tokio::sync::watch::Sender<usize>,
 }
 
 fn err(status: u16, code: &str, message: &str) -> ResponseTemplate {
@@ -343,6 +346,7 @@ impl Respond for Handler {
         state
             .arrivals
             .push((std::time::Instant::now(), method.clone(), path.clone()));
+        self.arrived.send_modify(|n| *n += 1);
         let fault = state
             .faults
             .iter()
@@ -520,10 +524,12 @@ impl MockStream {
             .start()
             .await;
         let state = Arc::new(Mutex::new(State::default()));
+        let (arrived_tx, arrived) = tokio::sync::watch::channel(0);
         Mock::given(any())
             .respond_with(Handler {
                 state: state.clone(),
                 token: token.to_string(),
+                arrived: arrived_tx,
             })
             .mount(&server)
             .await;
@@ -531,7 +537,14 @@ impl MockStream {
             server,
             state,
             token: token.to_string(),
+            arrived,
         }
+    }
+
+    /// Resolves once `n` requests in all have arrived (answered or not yet).
+    pub async fn arrivals_reach(&self, n: usize) {
+        let mut rx = self.arrived.clone();
+        let _ = rx.wait_for(|count| *count >= n).await;
     }
 
     /// Starts the mock accepting any non-empty key, each key an account of its own.
