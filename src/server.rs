@@ -17,6 +17,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use crate::observability::{self, CallInfo, Observed, Observer};
 use crate::tenant::Tenant;
 use crate::tools::{Caller, ToolSet};
+use crate::transport::http::limits::CallSlots;
 
 /// Where a call's tenant comes from.
 #[derive(Clone)]
@@ -109,6 +110,13 @@ impl ServerHandler for PaylinkServer {
                 None,
             ));
         }
+        // Over HTTP the gate's in-flight slots ride in the request: hold them until this call
+        // ends, even if the caller hung up and rmcp runs the call on.
+        let _slots = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<CallSlots>())
+            .cloned();
         let Some(tenant) = self.tenant(&context) else {
             // Only reachable if the HTTP layer forgot to authenticate: fail closed.
             return Err(ErrorData::internal_error(
