@@ -324,29 +324,32 @@ impl Activity {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn update(&self, f: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        *phase = f(*phase);
-        drop(phase);
+        {
+            let mut phase = self.lock();
+            *phase = f(*phase);
+        }
         // One waiter (the watchdog); a permit is stored if it is not waiting right now.
         self.changed.notify_one();
     }
 
-    /// Bytes arrived from the client.
+    /// Bytes arrived from the client: on an idle connection, a new request head has begun.
     fn bytes_read(&self) {
-        let phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        let mut phase = self.lock();
         if matches!(*phase, Phase::Idle(_)) {
+            *phase = Phase::Head(Instant::now());
             drop(phase);
-            self.update(|p| match p {
-                Phase::Idle(_) => Phase::Head(Instant::now()),
-                other => other,
-            });
+            self.changed.notify_one();
         }
     }
 
     /// When the connection is due to be closed, and why; `None` while it answers a request.
     fn deadline(&self, settings: &ConnSettings) -> Option<(Instant, &'static str)> {
-        match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
+        match *self.lock() {
             Phase::Opened(t) | Phase::Head(t) => Some((
                 t + settings.header_read,
                 "the request head did not arrive within the header-read timeout",

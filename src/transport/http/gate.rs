@@ -332,9 +332,9 @@ impl Gate {
             // another one (as with the base URL above).
             Callers::Operator { default_branch, .. } => {
                 if named.is_some() && named != *default_branch {
-                    return Err(bad(format!(
-                        "{BRANCH_HEADER} cannot choose the branch in operator-key mode; this server uses the operator's branch (STREAM_BRANCH_ID)"
-                    )));
+                    return Err(bad(
+                        "X-Stream-Branch-Id cannot choose the branch in operator-key mode; this server uses the operator's branch (STREAM_BRANCH_ID)".into(),
+                    ));
                 }
                 default_branch.clone()
             }
