@@ -2,8 +2,8 @@
 //! request head or body a byte at a time, open TLS connections and never say hello, never read
 //! their answers, or idle on kept-alive connections; too many connections from one address; a
 //! flood of sessions; session calls dropped as soon as they are sent; a branch chosen against the
-//! operator's key. Each test holds
-//! the attack in place while an honest client is served, then checks the attackers were cut off.
+//! operator's key. Attacks that hold connections are held in place while an honest client is
+//! served (`/healthz` and a tool call), then the attackers are checked to have been cut off.
 //!
 //! Attackers connect from other loopback addresses (127.0.0.2, ...) than the honest client
 //! (127.0.0.1): the per-address caps are what keeps the honest client's share free.
