@@ -6,15 +6,16 @@
 //! connection and sends nothing, or half a request, or never reads its answer, holds that
 //! connection (and what it pins) forever. Here every phase of a connection has a bound:
 //!
-//! | phase | bound |
-//! |---|---|
-//! | accepted | `--max-connections` in all, `--max-connections-per-client` per address (checked at accept: one over is closed at once) |
-//! | TLS handshake | `--tls-handshake-timeout-secs` |
-//! | first request head | `--header-read-timeout-secs` from the connection's start (after TLS) |
-//! | idle between requests | `--keep-alive-timeout-secs` from the end of the previous answer to the next request's first byte |
-//! | a later request head | `--header-read-timeout-secs` from its first byte |
-//! | request body (`/mcp`) | `--body-read-timeout-secs`, enforced by the gate, which reads the body before taking any in-flight slot |
-//! | answer | `--write-timeout-secs` without progress on a write: the connection is closed and the answer dropped |
+//! - accepted: within `--max-connections` in all and `--max-connections-per-client` per address,
+//!   checked at accept (one over is closed at once);
+//! - TLS handshake: `--tls-handshake-timeout-secs`;
+//! - the first request head: `--header-read-timeout-secs` from the connection's start (after TLS);
+//! - idle between requests: `--keep-alive-timeout-secs` from the end of the previous answer to
+//!   the next request's first byte; that request's head then has `--header-read-timeout-secs`;
+//! - a request body to `/mcp`: `--body-read-timeout-secs`, enforced by the gate, which reads the
+//!   body before it takes any in-flight slot;
+//! - an answer: a write that makes no progress for `--write-timeout-secs` fails, which closes the
+//!   connection and drops the answer.
 //!
 //! While a request is being answered there is no other deadline: a tool call is bounded by its
 //! own deadline, and a session's SSE stream is long-lived by design (the write timeout only
@@ -53,7 +54,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::{InFlight, Slot, client_key};
-use super::tls::Peer;
+
+/// The peer address of a connection, plain or TLS: in every request as axum's `ConnectInfo`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
 
 /// The per-connection bounds of a listener (see the module documentation).
 #[derive(Debug, Clone, Copy)]
@@ -365,10 +369,14 @@ impl Activity {
             let changed = self.changed.notified();
             match self.deadline(settings) {
                 None => changed.await,
-                Some((at, why)) => {
+                Some((at, _)) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {
-                            if self.deadline(settings).is_some_and(|(now_due, _)| now_due <= Instant::now()) {
+                            // The phase may have moved on since: only a deadline still passed
+                            // closes the connection.
+                            if let Some((due, why)) = self.deadline(settings)
+                                && due <= Instant::now()
+                            {
                                 return why;
                             }
                         }

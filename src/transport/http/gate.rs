@@ -12,8 +12,8 @@
 //! 6. `X-Stream-Base-URL` and `X-Stream-Branch-Id` (400): checked before any upstream call. In
 //!    operator-key mode both are the operator's: a caller may only name the configured ones.
 //! 7. The session belongs to this tenant (403), or is unknown to this server (404).
-//! 8. The tenant's rate and in flight (429, POSTs only); for a tenant not in the cache, the client's rate of
-//!    new tenants (429), so a spray of random keys cannot push real tenants out.
+//! 8. The tenant's rate and in flight (429, POSTs only); for a tenant not in the cache, the
+//!    client's rate of new tenants (429), so a spray of random keys cannot push real tenants out.
 //!
 //! Only then is the tenant put in the request's extensions, where the MCP handler finds it, with
 //! the request's in-flight slots ([`CallSlots`]): a tool call holds them until it ends.
@@ -37,11 +37,11 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::auth::{self, AccessTokens, Presented};
+use super::conn::Peer;
 use super::guard::{HostGuard, Refusal};
 use super::limits::{CallSlots, InFlight, RateLimiter, client_key};
 use super::reply::{refuse, too_many, unauthorized};
 use super::sessions::{NoRoom, Ownership, SessionOwners};
-use super::tls::Peer;
 use crate::model::BackendKind;
 use crate::observability::metrics;
 use crate::secret::ApiKey;
@@ -442,7 +442,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     let body = match read_body(body, gate.limits.body_read).await {
         Ok(bytes) => bytes,
         Err(refusal) => {
-            tracing::debug!(%client, "refused: the request body did not arrive in full");
+            // Debug only: a slow-body flood would otherwise be one line per connection.
+            tracing::debug!(%client, status = %refusal.status(), "refused: the request body");
             return refusal;
         }
     };
@@ -612,8 +613,8 @@ enum BodyError {
 }
 
 /// Reads a whole request body (at most [`MAX_BODY_BYTES`]) within `within`, or the refusal to
-/// send. A refusal for a body that did not arrive closes the connection: what is left of the
-/// body cannot be told apart from the next request.
+/// send. Every refusal closes the connection: what is left of the body could not be told apart
+/// from the next request.
 async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> {
     let read = async {
         let mut buf = BytesMut::new();
@@ -632,7 +633,7 @@ async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> 
         }
         Ok(buf.freeze())
     };
-    let refusal = match tokio::time::timeout(within, read).await {
+    let mut refusal = match tokio::time::timeout(within, read).await {
         Ok(Ok(bytes)) => return Ok(bytes),
         Ok(Err(BodyError::TooLarge)) => refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -653,7 +654,6 @@ async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> 
             ),
         ),
     };
-    let mut refusal = refusal;
     refusal
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

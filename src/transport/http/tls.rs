@@ -5,16 +5,11 @@
 //! tokio-rustls and rustls are already in the build for the upstream client (reqwest), so serving
 //! TLS adds no new crypto stack.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-/// The peer address of a connection, plain or TLS (in every request as axum's `ConnectInfo`).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// Loads a PEM certificate chain and private key into a server configuration (HTTP/1.1 only).
 /// Errors name the file, never its contents.
