@@ -202,7 +202,7 @@ impl SessionOwners {
         };
         if let Some(old) = given_up {
             tracing::info!(
-                "this tenant's session cap is reached: closing its least recently used session"
+                "a session cap is reached: closing the opening tenant's least recently used session"
             );
             self.close(old);
         }
