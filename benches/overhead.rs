@@ -436,6 +436,8 @@ impl HttpServer {
             "100000",
             "--max-concurrent-requests",
             "100000",
+            "--max-connections-per-client",
+            "0",
         ];
         if stateless {
             args.push("--stateless");

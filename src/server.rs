@@ -24,6 +24,14 @@ use crate::tenant::Tenant;
 use crate::tools::routes::Tools;
 use crate::tools::toolbox::Toolbox;
 
+/// Something a transport asks the server to hold for exactly as long as a tool call runs: the
+/// HTTP gate's in-flight slots, put in the request's extensions. rmcp moves the request's
+/// `http::request::Parts` into the handler's context and does not keep them past it, so what
+/// is held here lives until the call ends, even when the caller hung up and rmcp runs the
+/// call on, and no longer.
+#[derive(Clone)]
+pub struct HeldForCall(pub Arc<dyn Send + Sync>);
+
 /// Where a call's tenant comes from.
 #[derive(Clone)]
 pub enum TenantSource {
@@ -115,6 +123,13 @@ impl ServerHandler for PaylinkServer {
                 None,
             ));
         };
+        // Over HTTP the gate's in-flight slots ride in the request: hold them until this call
+        // ends.
+        let _held = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<HeldForCall>())
+            .cloned();
         context.extensions.insert(tenant);
         let name = request.name.clone();
         let call = ToolCallContext::new(&self.shared.toolbox, request, context);

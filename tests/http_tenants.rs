@@ -29,6 +29,8 @@ const NO_LIMITS: &[&str] = &[
     "0",
     "--max-concurrent-requests",
     "0",
+    "--max-connections-per-client",
+    "0",
 ];
 
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -422,7 +424,8 @@ async fn branches_come_from_the_header_and_stream_branch_id_only_for_operators()
     assert!(v["error"]["message"].as_str().unwrap().contains("UUID"));
     assert_eq!(mock.requests().await.len(), before);
 
-    // Operator-key mode: the environment's branch applies unless the request names one.
+    // Operator-key mode: the branch is the operator's (STREAM_BRANCH_ID); a caller may name it,
+    // never another one.
     let tokens = temp_file(&format!("{}\n", sha256_hex("access-b")));
     let mut env = env.clone();
     env.push(("STREAM_API_KEY", "operator-key"));
@@ -443,13 +446,25 @@ async fn branches_come_from_the_header_and_stream_branch_id_only_for_operators()
     stateless_call(
         &server.url(),
         "access-b",
-        &[("x-stream-branch-id", HEADER_BRANCH)],
+        &[("x-stream-branch-id", ENV_BRANCH)],
         "list_products",
         json!({}),
     )
     .await
     .unwrap();
-    assert_eq!(last_branch().await.as_deref(), Some(HEADER_BRANCH));
+    assert_eq!(last_branch().await.as_deref(), Some(ENV_BRANCH));
+    let before = mock.requests().await.len();
+    let mut headers = modern_headers("list_products");
+    headers.push(("x-stream-branch-id", HEADER_BRANCH));
+    let r = post(
+        &server.url(),
+        Some("access-b"),
+        &headers,
+        &modern_call_body(1, "list_products", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(mock.requests().await.len(), before);
 }
 
 #[tokio::test]
@@ -650,8 +665,9 @@ async fn concurrency_limits_engage_and_release() {
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(status_of(&url, "one-at-a-time").await.status(), 200);
 
-    // With sessions a tool call's answer is an SSE stream: its slot is held until that stream
-    // ends, and released then, so calls one after another all pass a limit of one.
+    // With sessions a tool call's answer is an SSE stream that comes back at once: its slot is
+    // held until the call ends, which is before its answer is written, so calls one after another
+    // all pass a limit of one (and opening the session's GET stream takes no slot).
     let server = Server::start(&["--max-concurrent-per-tenant", "1"], &[]);
     let c = client(&server.url(), Some("sequential"), &[]).await;
     for _ in 0..5 {

@@ -84,10 +84,21 @@ pub struct HttpOpts {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub tenant_idle_secs: u64,
 
-    /// Most open MCP sessions; opening one more closes the least recently used.
+    /// Most open MCP sessions in all. A full table refuses new sessions (503) rather than close
+    /// another tenant's; a tenant at its own cap still rotates its own.
     #[arg(long, env = "PAYLINK_MAX_SESSIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
+
+    /// Most open MCP sessions of one tenant (0: no cap of its own). Opening one more closes that
+    /// tenant's least recently used session, never another tenant's.
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS_PER_TENANT", default_value_t = 64)]
+    pub max_sessions_per_tenant: u32,
+
+    /// Most open MCP sessions opened from one client address (0: no cap of its own). At the cap a
+    /// new session is refused (429) unless its tenant gives up one of its own from that address.
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_sessions_per_client: u32,
 
     /// A Stream base URL callers may select with `X-Stream-Base-URL` (repeatable).
     #[arg(
@@ -139,6 +150,49 @@ pub struct HttpOpts {
     /// Requests in flight in the whole process (0: no limit).
     #[arg(long, env = "PAYLINK_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: u32,
+
+    /// Open connections in the whole process, TLS handshakes included (0: no limit). One more is
+    /// closed as soon as it is accepted. Keep it under the process's file-descriptor limit.
+    #[arg(long, env = "PAYLINK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: u32,
+
+    /// Open connections from one client address (0: no limit). Not applied with
+    /// --behind-tls-proxy, where every connection comes from the proxy.
+    #[arg(
+        long,
+        env = "PAYLINK_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 128
+    )]
+    pub max_connections_per_client: u32,
+
+    /// Seconds a client has to send a complete request head: from the connection's start (after
+    /// TLS), or from the first byte of the next request on a kept-alive connection.
+    #[arg(long, env = "PAYLINK_HEADER_READ_TIMEOUT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a client has to send a whole request body to /mcp (at most 1 MiB), counted once
+    /// the head has arrived; answered 408 and the connection closed after that.
+    #[arg(long, env = "PAYLINK_BODY_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout_secs: u64,
+
+    /// Seconds a TLS handshake may take (with --tls-cert).
+    #[arg(long, env = "PAYLINK_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tls_handshake_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may wait, after an answer, for the next request's first
+    /// byte before it is closed.
+    #[arg(long, env = "PAYLINK_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keep_alive_timeout_secs: u64,
+
+    /// Seconds a write to a client may make no progress (the client is not reading) before the
+    /// connection is closed and its answer dropped. Not a cap on an SSE stream's life.
+    #[arg(long, env = "PAYLINK_WRITE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout_secs: u64,
 }
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the

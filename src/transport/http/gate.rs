@@ -2,15 +2,24 @@
 //! this order, each answered with its own status and a JSON body:
 //!
 //! 1. `Host` and `Origin` (403): DNS rebinding, before anything else.
-//! 2. A declared body over the limit (413; rmcp also enforces it while reading).
-//! 3. The whole process and the client address: in flight (503/429) and rate (429).
-//! 4. `Authorization: Bearer` (401), then the tenant's identity.
-//! 5. `X-Stream-Base-URL` and `X-Stream-Branch-Id` (400): checked before any upstream call.
-//! 6. The session belongs to this tenant (403), or is unknown to this server (404).
-//! 7. The tenant's rate and in flight (429); for a tenant not in the cache, the client's rate of
-//!    new tenants (429), so a spray of random keys cannot push real tenants out.
+//! 2. A declared body over the limit (413).
+//! 3. The whole body is read, within `--body-read-timeout-secs` (408, connection closed) and the
+//!    same limit (413): a client that never finishes its body holds its connection for a bounded
+//!    time and never an in-flight slot.
+//! 4. The whole process and the client address: in flight (503/429, POSTs only: a GET stream
+//!    and a DELETE do no work) and rate (429).
+//! 5. `Authorization: Bearer` (401), then the tenant's identity.
+//! 6. `X-Stream-Base-URL` and `X-Stream-Branch-Id` (400): checked before any upstream call. In
+//!    operator-key mode both are the operator's: a caller may only name the configured ones.
+//! 7. The session belongs to this tenant (403), or is unknown to this server (404).
+//! 8. The tenant's rate and in flight (429, POSTs only); for a tenant not in the cache, the
+//!    client's rate of new tenants (429), so a spray of random keys cannot push real tenants out.
 //!
-//! Only then is the tenant put in the request's extensions, where the MCP handler finds it.
+//! Only then is the tenant put in the request's extensions, where the MCP handler finds it, with
+//! the request's in-flight slots ([`CallSlots`]): a tool call holds them until it ends.
+//!
+//! A new session is recorded when rmcp's answer carries its id; a session cap that leaves no room
+//! turns that answer into a refusal (429/503, see [`sessions`](super::sessions)).
 
 // The error side of these results is the refusal to send; it is built only on that path.
 #![allow(clippy::result_large_err)]
@@ -20,19 +29,22 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderMap, Method, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::auth::{self, AccessTokens, Presented};
+use super::conn::Peer;
 use super::guard::{HostGuard, Refusal};
-use super::limits::{HoldingBody, InFlight, RateLimiter, client_key};
+use super::limits::{CallSlots, InFlight, RateLimiter, client_key};
 use super::reply::{refuse, too_many, unauthorized};
-use super::sessions::{Ownership, SessionOwners};
-use super::tls::Peer;
+use super::sessions::{NoRoom, Ownership, SessionOwners};
 use crate::backend::factory::{BackendFactory, BuildError};
 use crate::config::check_base_url;
+use crate::server::HeldForCall;
 use crate::model::BackendKind;
 use crate::observability::metrics;
 use crate::secret::ApiKey;
@@ -48,6 +60,8 @@ pub const BRANCH_HEADER: &str = "x-stream-branch-id";
 const SESSION_HEADER: &str = "mcp-session-id";
 /// How many client addresses the rate tables remember.
 const CLIENT_TABLE: usize = 65_536;
+/// `Retry-After` of a refused session: sessions free up when closed, or idle for minutes.
+const SESSION_RETRY: Duration = Duration::from_secs(60);
 
 /// How callers prove who they are.
 pub enum Callers {
@@ -77,6 +91,8 @@ pub struct LimitSettings {
     pub process_in_flight: u32,
     /// Tenants whose rate buckets are remembered.
     pub tenant_table: NonZeroUsize,
+    /// How long a request body may take to arrive in full.
+    pub body_read: Duration,
 }
 
 struct Limits {
@@ -86,6 +102,7 @@ struct Limits {
     client_in_flight: Arc<InFlight<IpAddr>>,
     tenant_in_flight: Arc<InFlight<TenantKey>>,
     process_in_flight: Arc<InFlight<()>>,
+    body_read: Duration,
 }
 
 /// Everything the gate needs, built once at start-up.
@@ -144,6 +161,7 @@ impl Gate {
                 client_in_flight: InFlight::new(limits.client_in_flight),
                 tenant_in_flight: InFlight::new(limits.tenant_in_flight),
                 process_in_flight: InFlight::new(limits.process_in_flight),
+                body_read: limits.body_read,
             },
             behind_proxy,
         }
@@ -303,16 +321,26 @@ impl Gate {
                 normalized
             }
         };
-        let branch = match one(BRANCH_HEADER)? {
+        let named = match one(BRANCH_HEADER)? {
             Some(raw) => Some(
                 uuid::Uuid::try_parse(raw)
                     .map(|u| u.hyphenated().to_string())
                     .map_err(|_| bad("X-Stream-Branch-Id must be a UUID".into()))?,
             ),
-            None => match &self.callers {
-                Callers::Operator { default_branch, .. } => default_branch.clone(),
-                Callers::OwnKeys { .. } => None,
-            },
+            None => None,
+        };
+        let branch = match &self.callers {
+            // The operator's key works on the operator's branch: callers may name it, never
+            // another one (as with the base URL above).
+            Callers::Operator { default_branch, .. } => {
+                if named.is_some() && named != *default_branch {
+                    return Err(bad(
+                        "X-Stream-Branch-Id cannot choose the branch in operator-key mode; this server uses the operator's branch (STREAM_BRANCH_ID)".into(),
+                    ));
+                }
+                default_branch.clone()
+            }
+            Callers::OwnKeys { .. } => named,
         };
         Ok((base, branch))
     }
@@ -381,7 +409,7 @@ impl Gate {
 }
 
 /// The axum middleware: runs every check, then the MCP service.
-pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let client = client_key(gate.client_ip(&request));
 
     // 1. DNS rebinding.
@@ -411,8 +439,24 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         );
     }
 
-    // 3. The process and the client.
-    let Some(process_slot) = gate.limits.process_in_flight.acquire(()) else {
+    // 3. The whole body, before any slot is taken.
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, gate.limits.body_read).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => {
+            // Debug only: a slow-body flood would otherwise be one line per connection.
+            tracing::debug!(%client, status = %refusal.status(), "refused: the request body");
+            return refusal;
+        }
+    };
+    let mut request = Request::from_parts(parts, Body::from(body));
+
+    // 4. The process and the client.
+    // Only a POST carries work (an MCP message). A GET is a session's SSE stream and a DELETE
+    // closes one: neither competes with calls for a slot (the connection caps and the rates
+    // bound them), so that opening a session's stream cannot refuse its first call.
+    let work = request.method() == Method::POST;
+    let Some(process_slot) = gate.limits.process_in_flight.acquire_if(work, ()) else {
         metrics::rate_limited("process_in_flight");
         return too_many(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -429,7 +473,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             wait,
         );
     }
-    let Some(client_slot) = gate.limits.client_in_flight.acquire(client) else {
+    let Some(client_slot) = gate.limits.client_in_flight.acquire_if(work, client) else {
         metrics::rate_limited("client_in_flight");
         return too_many(
             StatusCode::TOO_MANY_REQUESTS,
@@ -438,7 +482,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         );
     };
 
-    // 4. Who is this.
+    // 5. Who is this.
     let presented = match auth::bearer(request.headers()) {
         Ok(p) => p,
         Err(reason) => {
@@ -455,14 +499,14 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         }
     };
 
-    // 5. Where to.
+    // 6. Where to.
     let (base, branch) = match gate.target(request.headers()) {
         Ok(t) => t,
         Err(response) => return response,
     };
     gate.scope(&mut who, &base);
 
-    // 6. The session is this tenant's.
+    // 7. The session is this tenant's.
     let session = request
         .headers()
         .get(SESSION_HEADER)
@@ -488,7 +532,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         }
     }
 
-    // 7. The tenant, then its limits. Resolving the tenant first puts an unknown key behind the
+    // 8. The tenant, then its limits. Resolving the tenant first puts an unknown key behind the
     // client's new-tenant limit before it can take a slot in the per-tenant limiter tables, so a
     // spray of random keys cannot push real tenants' buckets out (and reset their limits).
     let tenant = match gate.tenant(&who, &base, branch.as_deref(), client) {
@@ -504,7 +548,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             wait,
         );
     }
-    let Some(tenant_slot) = gate.limits.tenant_in_flight.acquire(who.tenant) else {
+    let Some(tenant_slot) = gate.limits.tenant_in_flight.acquire_if(work, who.tenant) else {
         tracing::info!(tenant = %who.fingerprint, "refused: tenant in-flight limit");
         metrics::rate_limited("tenant_in_flight");
         return too_many(
@@ -516,29 +560,106 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
 
     let method = request.method().clone();
     request.extensions_mut().insert(tenant);
+    // The slots are held here until rmcp has answered, and by a POST's JSON-RPC request (its
+    // tool call) until that ends: with sessions the answer is an SSE stream that comes back at
+    // once while the call runs on in rmcp's session worker, whether or not the caller is still
+    // there. Anything else (a notification's 202, a refusal) holds them no longer than this
+    // function.
+    let slots = CallSlots::new((process_slot, client_slot, tenant_slot));
+    if work {
+        request
+            .extensions_mut()
+            .insert(HeldForCall(Arc::new(slots.clone())));
+    }
     let response = next.run(request).await;
+    if response.status() != StatusCode::OK {
+        slots.release();
+    }
+    drop(slots);
 
     // Session bookkeeping.
     if response.status().is_success() {
         match (&session, response.headers().get(SESSION_HEADER)) {
             (None, Some(new_id)) => {
                 if let Ok(id) = new_id.to_str() {
-                    gate.sessions.record(id, who.tenant);
-                    tracing::info!(tenant = %who.fingerprint, "session opened");
+                    match gate.sessions.record(id, who.tenant, client) {
+                        Ok(()) => tracing::info!(tenant = %who.fingerprint, "session opened"),
+                        Err(NoRoom::Client) => {
+                            tracing::info!(tenant = %who.fingerprint, %client, "refused: session cap of this client address");
+                            return too_many(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "too many open sessions from this address: close unused ones (DELETE) or retry when idle ones expire",
+                                SESSION_RETRY,
+                            );
+                        }
+                        Err(NoRoom::Full) => {
+                            tracing::info!(tenant = %who.fingerprint, "refused: the session table is full");
+                            return too_many(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the server has no room for another session; retry later",
+                                SESSION_RETRY,
+                            );
+                        }
+                    }
                 }
             }
             (Some(id), _) if method == Method::DELETE => gate.sessions.forget(id),
             _ => {}
         }
     }
+    response
+}
 
-    // A POST's answer may be an SSE stream still carrying the tool call: keep its slots until
-    // the body ends. A GET stream is a session's idle channel: it holds no slot.
-    if method == Method::POST {
-        let (parts, body) = response.into_parts();
-        let held = Box::new((process_slot, client_slot, tenant_slot));
-        Response::from_parts(parts, HoldingBody::wrap(body, held))
-    } else {
-        response
-    }
+/// Why a request body could not be read.
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Reads a whole request body (at most [`MAX_BODY_BYTES`]) within `within`, or the refusal to
+/// send. Every refusal closes the connection: what is left of the body could not be told apart
+/// from the next request.
+async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> {
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+        })
+        .await
+        {
+            let frame = frame.map_err(|_| BodyError::Broken)?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > MAX_BODY_BYTES {
+                    return Err(BodyError::TooLarge);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    };
+    let mut refusal = match tokio::time::timeout(within, read).await {
+        Ok(Ok(bytes)) => return Ok(bytes),
+        Ok(Err(BodyError::TooLarge)) => refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than 1 MiB",
+        ),
+        Ok(Err(BodyError::Broken)) => refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read",
+        ),
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!(
+                "the request body did not arrive within {} s",
+                within.as_secs()
+            ),
+        ),
+    };
+    refusal
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    Err(refusal)
 }

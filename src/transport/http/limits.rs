@@ -9,14 +9,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use bytes::Bytes;
-use http_body::Frame;
 use lru::LruCache;
 
 /// A client, as far as limits are concerned: an IPv4 address, or an IPv6 /64 (one host
@@ -105,7 +100,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
 
     /// A slot for `key`, or `None` when `key` already has `max` requests in flight.
     pub fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
-        if self.max == 0 {
+        self.acquire_if(true, key)
+    }
+
+    /// [`acquire`](Self::acquire) when `count`, else a slot that counts nothing.
+    pub fn acquire_if(self: &Arc<Self>, count: bool, key: K) -> Option<Slot<K>> {
+        if self.max == 0 || !count {
             return Some(Slot {
                 table: self.clone(),
                 key,
@@ -146,43 +146,37 @@ impl<K: Hash + Eq + Clone + Send + 'static> Drop for Slot<K> {
     }
 }
 
-/// A response body that holds values (in-flight slots) until it is finished or dropped: a
-/// tool call answered over SSE is still running when the response head goes out.
-pub struct HoldingBody {
-    inner: Body,
-    held: Option<Box<dyn Send + Sync>>,
+/// The in-flight slots of one request, released when the last clone is dropped, or earlier by
+/// [`CallSlots::release`].
+///
+/// The gate puts one in the request's extensions; rmcp moves the request's `http::request::Parts`
+/// (extensions included) into the MCP handler's context, and the handler keeps a clone while a
+/// tool call runs. So the slots live as long as the call does: until it ends, even when the
+/// caller hung up and rmcp's session worker keeps running it, and no longer (released before the
+/// answer is written, so a client that sends its next request as soon as it reads an answer finds
+/// its slot free). rmcp does not keep the parts past the handler: it moves them into the
+/// handler's context (`service.rs`, `serve_inner`) or, for `initialize`, clones them into a
+/// context dropped when the handshake's handler returns.
+///
+/// A notification is handled after its `202` has gone out, at a time the client cannot see: the
+/// gate releases the slots of every answer that is not a request's (`200`) when it gets that
+/// answer, so that a notification cannot hold a slot its sender's next request needs.
+#[derive(Clone)]
+pub struct CallSlots {
+    held: Arc<Mutex<Option<Box<dyn Send>>>>,
 }
 
-impl HoldingBody {
-    pub fn wrap(inner: Body, held: Box<dyn Send + Sync>) -> Body {
-        Body::new(HoldingBody {
-            inner,
-            held: Some(held),
-        })
-    }
-}
-
-impl http_body::Body for HoldingBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.held = None;
+impl CallSlots {
+    pub fn new(held: impl Send + 'static) -> Self {
+        CallSlots {
+            held: Arc::new(Mutex::new(Some(Box::new(held)))),
         }
-        polled
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+    /// Releases the slots now, whoever still holds a clone.
+    pub fn release(&self) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(held);
     }
 }
 
@@ -228,10 +222,36 @@ mod tests {
         assert!(table.acquire("t").is_some());
         drop(b);
         assert_eq!(table.keys(), 0);
+        let held = table.acquire("t").unwrap();
+        let _free: Vec<_> = (0..10)
+            .map(|_| table.acquire_if(false, "t").unwrap())
+            .collect();
+        assert!(table.acquire("t").is_some());
+        drop(held);
         let off = InFlight::<u8>::new(0);
         let slots: Vec<_> = (0..100).map(|_| off.acquire(1).unwrap()).collect();
         assert_eq!(off.keys(), 0);
         drop(slots);
+    }
+
+    #[test]
+    fn call_slots_end_with_the_last_holder_or_on_release() {
+        let table = InFlight::new(1);
+        let slots = CallSlots::new(table.acquire("t").unwrap());
+        let handler = slots.clone();
+        drop(slots);
+        assert!(table.acquire("t").is_none(), "the handler still holds it");
+        drop(handler);
+        assert!(table.acquire("t").is_some());
+        let slots = CallSlots::new(table.acquire("t").unwrap());
+        let notification = slots.clone();
+        slots.release();
+        assert!(
+            table.acquire("t").is_some(),
+            "released while still referenced"
+        );
+        drop(notification);
+        assert_eq!(table.keys(), 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use http::{HeaderValue, StatusCode, header};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{self, ConnSettings};
 use super::gate::Gate;
 use super::reply::refuse;
 use crate::observability::metrics;
@@ -78,6 +79,7 @@ pub fn main_route(gate: Arc<Gate>) -> Router {
 pub async fn serve_separate(
     addr: SocketAddr,
     gate: Arc<Gate>,
+    settings: ConnSettings,
     stop: CancellationToken,
 ) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr)
@@ -90,13 +92,7 @@ pub async fn serve_separate(
         .route("/metrics", get(on_separate))
         .fallback(not_found)
         .with_state(gate);
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!("the metrics listener failed: {e}");
-        }
-    });
+    // The same connection caps and timeouts as the main listener (counted apart).
+    tokio::spawn(conn::serve(listener, None, app, settings, stop));
     Ok(local)
 }

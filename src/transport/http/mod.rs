@@ -9,10 +9,13 @@
 //! - `/metrics` (Prometheus) without auth, here or on `--metrics-bind` (see [`metrics`]).
 //! - A non-loopback bind needs TLS from this process or `--behind-tls-proxy`.
 //! - SIGINT/SIGTERM: stop accepting, end open SSE streams, exit within a few seconds.
+//! - Connections are ours to bound (see [`conn`]): caps on open connections, in all and per
+//!   client address, and timeouts on every phase of a connection.
 //!
 //! Every option is checked before the socket is opened: a refused configuration never listens.
 
 pub mod auth;
+pub mod conn;
 pub mod gate;
 pub mod guard;
 pub mod limits;
@@ -21,7 +24,6 @@ pub mod reply;
 pub mod sessions;
 pub mod tls;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -37,11 +39,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::auth::AccessTokens;
+use self::conn::ConnSettings;
 use self::gate::{Callers, Gate, LimitSettings, MAX_BODY_BYTES};
 use self::guard::HostGuard;
 use self::reply::refuse;
-use self::sessions::SessionOwners;
-use self::tls::{NoDelayListener, Peer, TlsListener};
+use self::sessions::{SessionCaps, SessionOwners};
 use crate::backend::factory::BackendFactory;
 use crate::config::{GlobalOpts, HttpOpts, Secrets, check_base_url};
 use crate::model::BackendKind;
@@ -65,6 +67,8 @@ struct Plan {
     stop: CancellationToken,
     /// `--metrics-bind`: `/metrics` on a listener of its own instead of the main one.
     metrics_bind: Option<SocketAddr>,
+    /// Connection caps and timeouts, for both listeners.
+    conn: ConnSettings,
 }
 
 /// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
@@ -210,7 +214,14 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .unwrap_or(NonZeroUsize::MIN);
     let cache = TenantCache::new(max_tenants, Duration::from_secs(opts.tenant_idle_secs));
     let sessions = Arc::new(LocalSessionManager::default());
-    let owners = SessionOwners::new(max_sessions, sessions.clone());
+    let owners = SessionOwners::new(
+        SessionCaps {
+            total: max_sessions,
+            per_tenant: opts.max_sessions_per_tenant,
+            per_client: opts.max_sessions_per_client,
+        },
+        sessions.clone(),
+    );
     let limits = LimitSettings {
         tenant_per_minute: opts.rate_limit_per_minute,
         tenant_in_flight: opts.max_concurrent_per_tenant,
@@ -219,6 +230,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         new_tenants_per_minute: opts.new_tenants_per_minute,
         process_in_flight: opts.max_concurrent_requests,
         tenant_table: max_tenants.saturating_mul(NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN)),
+        body_read: Duration::from_secs(opts.body_read_timeout_secs),
     };
     let gate = Arc::new(Gate::new(
         guard,
@@ -243,6 +255,20 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .with_cancellation_token(stop.child_token());
     // The metrics exist only in this mode: stdio never installs them and pays nothing.
     crate::observability::metrics::install();
+    let conn = ConnSettings {
+        header_read: Duration::from_secs(opts.header_read_timeout_secs),
+        keep_alive: Duration::from_secs(opts.keep_alive_timeout_secs),
+        handshake: Duration::from_secs(opts.tls_handshake_timeout_secs),
+        write: Duration::from_secs(opts.write_timeout_secs),
+        max_total: opts.max_connections,
+        // Behind a proxy every connection comes from the proxy: a per-address cap would cap the
+        // proxy, and so everyone. The proxy owns per-client connection limits there.
+        max_per_client: if opts.behind_tls_proxy {
+            0
+        } else {
+            opts.max_connections_per_client
+        },
+    };
     Ok(Plan {
         bind: opts.bind,
         tls,
@@ -252,6 +278,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         sessions,
         stop,
         metrics_bind: opts.metrics_bind,
+        conn,
     })
 }
 
@@ -330,10 +357,11 @@ async fn shutdown_signal() {
 }
 
 async fn serve(plan: Plan) -> Result<(), String> {
-    let app = app(&plan).into_make_service_with_connect_info::<Peer>();
+    let app = app(&plan);
     if let Some(addr) = plan.metrics_bind {
         let local =
-            metrics::serve_separate(addr, plan.gate.clone(), plan.stop.child_token()).await?;
+            metrics::serve_separate(addr, plan.gate.clone(), plan.conn, plan.stop.child_token())
+                .await?;
         tracing::info!("metrics at http://{local}/metrics");
     }
     let listener = TcpListener::bind(plan.bind)
@@ -344,8 +372,6 @@ async fn serve(plan: Plan) -> Result<(), String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     let stop = plan.stop.clone();
 
-    // A signal cancels `stop`: rmcp ends every session and SSE stream (they hold child tokens),
-    // and axum stops accepting and drains.
     tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -379,36 +405,15 @@ async fn serve(plan: Plan) -> Result<(), String> {
             "stateless"
         }
     );
-    let drained = {
-        let stop = stop.clone();
-        async move { stop.cancelled_owned().await }
-    };
-    let served: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
-        match plan.tls {
-            Some(config) => {
-                let listener = TlsListener::new(listener, config, stop.clone())
-                    .map_err(|e| format!("cannot start TLS: {e}"))?;
-                Box::pin(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(drained)
-                        .into_future(),
-                )
-            }
-            None => {
-                let listener = NoDelayListener(listener);
-                Box::pin(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(drained)
-                        .into_future(),
-                )
-            }
-        };
+    // A signal cancels `stop`: rmcp ends every session and SSE stream (they hold child tokens),
+    // and the accept loop stops accepting and drains its connections.
+    let served = conn::serve(listener, plan.tls, app, plan.conn, stop.clone());
     let grace = async {
         stop.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        r = served => r.map_err(|e| format!("the HTTP server failed: {e}"))?,
+        () = served => {}
         () = grace => tracing::warn!("connections still open after the grace period: closing them"),
     }
     tracing::info!("stopped");

@@ -15,9 +15,12 @@ pub const REALM_CHALLENGE: &str = "Bearer realm=\"paylink-mcp\"";
 
 /// A JSON refusal.
 pub fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
+    // Refused before any processing: sending the same request again is safe.
     let retry_safe = matches!(
         status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::REQUEST_TIMEOUT
     );
     let body = serde_json::json!({
         "error": {"kind": kind, "message": message, "retry_safe": retry_safe}

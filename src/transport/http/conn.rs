@@ -1,0 +1,615 @@
+//! The connections of the HTTP listeners: our own accept loop, TLS handshakes, the connection
+//! caps and every per-connection timeout. hyper serves HTTP/1.1 on each connection, with axum's
+//! router as the service.
+//!
+//! `axum::serve` runs hyper without a timer and without limits, so a client that opens a
+//! connection and sends nothing, or half a request, or never reads its answer, holds that
+//! connection (and what it pins) forever. Here every phase of a connection has a bound:
+//!
+//! - accepted: within `--max-connections` in all and `--max-connections-per-client` per address,
+//!   checked at accept (one over is closed at once);
+//! - TLS handshake: `--tls-handshake-timeout-secs`;
+//! - the first request head: `--header-read-timeout-secs` from the connection's start (after TLS);
+//! - idle between requests: `--keep-alive-timeout-secs` from the end of the previous answer to
+//!   the next request's first byte; that request's head then has `--header-read-timeout-secs`;
+//! - a request body to `/mcp`: `--body-read-timeout-secs`, enforced by the gate, which reads the
+//!   body before it takes any in-flight slot;
+//! - an answer: a write that makes no progress for `--write-timeout-secs` fails, which closes the
+//!   connection and drops the answer.
+//!
+//! While a request is being answered there is no other deadline: a tool call is bounded by its
+//! own deadline, and a session's SSE stream is long-lived by design (the write timeout only
+//! catches a client that stopped reading it).
+//!
+//! The accept loop waits on nothing but the listener: handshakes and connections run in their
+//! own tasks, and a connection over a cap is dropped before any work is spent on it. A TLS
+//! handshake in progress is a connection like any other, counted against both caps and bounded by
+//! its timeout, so idle TCP connections from a few addresses cannot stop others from connecting.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use bytes::Bytes;
+use http::Request;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::{InFlight, Slot, client_key};
+
+/// The peer address of a connection, plain or TLS: in every request as axum's `ConnectInfo`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The per-connection bounds of a listener (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSettings {
+    pub header_read: Duration,
+    pub keep_alive: Duration,
+    pub handshake: Duration,
+    pub write: Duration,
+    /// Open connections in all (0: no limit).
+    pub max_total: u32,
+    /// Open connections per client address (0: no limit).
+    pub max_per_client: u32,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The whole listener is at `--max-connections`.
+    Total,
+    /// This client address is at `--max-connections-per-client`.
+    Client,
+}
+
+/// Open connections, in all and per client address (an IPv4 address or an IPv6 /64, as for the
+/// request limits).
+pub struct ConnCaps {
+    total: Arc<InFlight<()>>,
+    per_client: Arc<InFlight<IpAddr>>,
+}
+
+/// One open connection's place under the caps, released when dropped (when the connection ends).
+pub struct ConnPermit {
+    _client: Slot<IpAddr>,
+    _total: Slot<()>,
+}
+
+impl ConnCaps {
+    /// `0` disables a cap.
+    pub fn new(max_total: u32, max_per_client: u32) -> Self {
+        ConnCaps {
+            total: InFlight::new(max_total),
+            per_client: InFlight::new(max_per_client),
+        }
+    }
+
+    /// A place for one more connection from `peer`, or why there is none.
+    pub fn admit(&self, peer: IpAddr) -> Result<ConnPermit, Refused> {
+        // The client's own cap first: a client at its cap never takes a place in the total,
+        // not even for a moment.
+        let client = self
+            .per_client
+            .acquire(client_key(peer))
+            .ok_or(Refused::Client)?;
+        let total = self.total.acquire(()).ok_or(Refused::Total)?;
+        Ok(ConnPermit {
+            _client: client,
+            _total: total,
+        })
+    }
+}
+
+/// Serves `app` on `tcp` (over TLS with `tls`) until `stop` is cancelled, then lets every open
+/// connection finish its current answer (SSE streams end through their own tokens) and returns
+/// once all have closed. The caller bounds that wait.
+pub async fn serve(
+    tcp: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    settings: ConnSettings,
+    stop: CancellationToken,
+) {
+    let caps = ConnCaps::new(settings.max_total, settings.max_per_client);
+    let tls = tls.map(TlsAcceptor::from);
+    // Every connection task holds a sender: the channel closes when the last one has ended.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = tcp.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            // The client gave up before we got to it: nothing to do, nothing to wait for.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        let permit = match caps.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                // Debug only: under a flood this would be one line per connection.
+                tracing::debug!(%peer, ?why, "connection refused: over the connection cap");
+                drop(stream);
+                continue;
+            }
+        };
+        // Without it, a tool answer written as several small SSE frames waits on the client's
+        // delayed ACK: about 40 ms per call in session mode (measured by the benchmark).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        tokio::spawn(connection(
+            stream,
+            peer,
+            permit,
+            tls.clone(),
+            app.clone(),
+            settings,
+            stop.clone(),
+            open.clone(),
+        ));
+    }
+    // Stop accepting: new connections are refused by the kernel from here on.
+    drop(tcp);
+    drop(open);
+    let _ = all_closed.recv().await;
+}
+
+/// Errors of one connection attempt, not of the listener (as hyper's and axum's loops treat them).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    settings: ConnSettings,
+    stop: CancellationToken,
+    _open: mpsc::Sender<()>,
+) {
+    let _permit = permit;
+    let Some(acceptor) = tls else {
+        return http(stream, peer, app, settings, stop).await;
+    };
+    let handshake = tokio::select! {
+        h = tokio::time::timeout(settings.handshake, acceptor.accept(stream)) => h,
+        () = stop.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => http(stream, peer, app, settings, stop).await,
+        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, its watchdog fires, or shutdown drains it.
+async fn http<S>(
+    io: S,
+    peer: SocketAddr,
+    app: Router,
+    settings: ConnSettings,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched::new(io, activity.clone(), settings.write));
+    let service = ConnService {
+        app: TowerToHyperService::new(app),
+        peer,
+        activity: activity.clone(),
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // hyper's own header timer starts when it starts waiting for a head, idle time included:
+        // a backstop that can only fire after the watchdog's deadlines.
+        .header_read_timeout(settings.header_read + settings.keep_alive)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            why = activity.expired(&settings) => {
+                // Dropping the connection closes the socket; nothing is in progress on it.
+                tracing::debug!(%peer, "connection closed: {why}");
+                return;
+            }
+            () = stop.cancelled(), if !draining => {
+                // Closes an idle connection now, a busy one after its current answer.
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// The router, with the connection's peer address in every request (axum's `ConnectInfo`) and
+/// the connection's activity tracked from a request's head to its answer's end.
+#[derive(Clone)]
+struct ConnService {
+    app: TowerToHyperService<Router>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(Peer(self.peer)));
+        let busy = Busy::begin(self.activity.clone());
+        let answer = self.app.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| {
+                Body::new(TrackedBody {
+                    inner: body,
+                    _busy: busy,
+                })
+            }))
+        })
+    }
+}
+
+/// Where a connection is between requests, for its watchdog.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Just opened (after TLS): the first request head is due within the header-read timeout.
+    Opened(Instant),
+    /// No request in progress and no byte of the next one since this instant.
+    Idle(Instant),
+    /// The first bytes of the next request head arrived at this instant.
+    Head(Instant),
+    /// This many requests are being answered.
+    Busy(u32),
+}
+
+/// A connection's phase, shared by its reader, its service and its watchdog.
+struct Activity {
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            phase: Mutex::new(Phase::Opened(Instant::now())),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(Phase) -> Phase) {
+        {
+            let mut phase = self.lock();
+            *phase = f(*phase);
+        }
+        // One waiter (the watchdog); a permit is stored if it is not waiting right now.
+        self.changed.notify_one();
+    }
+
+    /// Bytes arrived from the client: on an idle connection, a new request head has begun.
+    fn bytes_read(&self) {
+        let mut phase = self.lock();
+        if matches!(*phase, Phase::Idle(_)) {
+            *phase = Phase::Head(Instant::now());
+            drop(phase);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection is due to be closed, and why; `None` while it answers a request.
+    fn deadline(&self, settings: &ConnSettings) -> Option<(Instant, &'static str)> {
+        match *self.lock() {
+            Phase::Opened(t) | Phase::Head(t) => Some((
+                t + settings.header_read,
+                "the request head did not arrive within the header-read timeout",
+            )),
+            Phase::Idle(t) => Some((t + settings.keep_alive, "idle for the keep-alive timeout")),
+            Phase::Busy(_) => None,
+        }
+    }
+
+    /// Resolves when the connection has passed its deadline.
+    async fn expired(&self, settings: &ConnSettings) -> &'static str {
+        loop {
+            let changed = self.changed.notified();
+            match self.deadline(settings) {
+                None => changed.await,
+                Some((at, _)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {
+                            // The phase may have moved on since: only a deadline still passed
+                            // closes the connection.
+                            if let Some((due, why)) = self.deadline(settings)
+                                && due <= Instant::now()
+                            {
+                                return why;
+                            }
+                        }
+                        () = changed => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One request being answered on a connection, from its head to the end of its answer (or until
+/// either is dropped).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.update(|p| match p {
+            Phase::Busy(n) => Phase::Busy(n.saturating_add(1)),
+            _ => Phase::Busy(1),
+        });
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.update(|p| match p {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle(Instant::now()),
+        });
+    }
+}
+
+/// An answer's body, holding its request's [`Busy`] until hyper is done with it (written out, or
+/// dropped with the connection).
+struct TrackedBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A connection's socket: reports incoming bytes to the watchdog, and fails a write that makes
+/// no progress for the write timeout (hyper then closes the connection and drops the answer).
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    write_timeout: Duration,
+    /// Armed while a write (or flush) is pending: when it fires, the client stopped reading.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, activity: Arc<Activity>, write_timeout: Duration) -> Self {
+        Watched {
+            inner,
+            activity,
+            write_timeout,
+            stalled: None,
+        }
+    }
+
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = self.write_timeout;
+                let stalled = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing for the write timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progress(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_in_all_and_per_client() {
+        let caps = ConnCaps::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = caps.admit(a).unwrap();
+        let _a2 = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).err(), Some(Refused::Client));
+        let _b1 = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(b).err(), Some(Refused::Total));
+        drop(a1);
+        // The refused attempts took nothing: exactly one place came back.
+        let _b2 = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(b).err(), Some(Refused::Client));
+        // IPv6 clients are counted by /64.
+        let caps = ConnCaps::new(0, 1);
+        let _v6 = caps.admit("2001:db8::1".parse().unwrap()).unwrap();
+        assert_eq!(
+            caps.admit("2001:db8::2".parse().unwrap()).err(),
+            Some(Refused::Client)
+        );
+        let unlimited = ConnCaps::new(0, 0);
+        let held: Vec<_> = (0..1000).map(|_| unlimited.admit(a).unwrap()).collect();
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_follows_the_connection() {
+        let settings = ConnSettings {
+            header_read: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(15),
+            handshake: Duration::from_secs(5),
+            write: Duration::from_secs(10),
+            max_total: 0,
+            max_per_client: 0,
+        };
+        let activity = Arc::new(Activity::new());
+        let start = Instant::now();
+        // A new connection gets the header-read timeout, bytes or not.
+        activity.bytes_read();
+        assert_eq!(
+            activity.expired(&settings).await,
+            "the request head did not arrive within the header-read timeout"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+
+        // Busy: no deadline at all, however long.
+        let activity = Arc::new(Activity::new());
+        let busy = Busy::begin(activity.clone());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), activity.expired(&settings))
+                .await
+                .is_err()
+        );
+        // Answered: idle, then the keep-alive timeout; a byte of a new head switches to the
+        // header-read timeout from that byte.
+        drop(busy);
+        let idle_from = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        activity.bytes_read();
+        assert_eq!(
+            activity.expired(&settings).await,
+            "the request head did not arrive within the header-read timeout"
+        );
+        assert_eq!(idle_from.elapsed(), Duration::from_secs(15));
+        let idle = Arc::new(Activity::new());
+        drop(Busy::begin(idle.clone()));
+        let from = Instant::now();
+        assert_eq!(
+            idle.expired(&settings).await,
+            "idle for the keep-alive timeout"
+        );
+        assert_eq!(from.elapsed(), Duration::from_secs(15));
+    }
+}
