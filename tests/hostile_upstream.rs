@@ -222,3 +222,85 @@ async fn a_cancelled_call_aborts_its_upstream_request() {
     let end = session.close_and_wait().await;
     assert!(end.status.success(), "stderr:\n{}", end.stderr);
 }
+
+/// Odd quantities in Stream's answer (missing, negative, zero, above u32, a fraction, a word)
+/// reach the caller as `null` quantity and `null` unit price through the real binary, never as
+/// 1 × the line's total; readable ones are shown as they are.
+#[tokio::test]
+async fn odd_stream_quantities_are_shown_as_null() {
+    let mock = MockStream::start(&token()).await;
+    let server = server_on(&mock).await;
+    let link = server
+        .ok(
+            "create_payment_link",
+            json!({"name": "Odd", "items": [{"product_id": ESPRESSO}]}),
+        )
+        .await;
+    let id = link["id"].as_str().unwrap().to_owned();
+    let cases: Vec<(&str, Option<Value>)> = vec![
+        ("missing", None),
+        ("negative", Some(json!(-3))),
+        ("above u32", Some(json!(5_000_000_000u64))),
+        ("fraction", Some(json!(2.5))),
+        ("word", Some(json!("lots"))),
+        ("zero", Some(json!(0))),
+        ("readable", Some(json!(4))),
+    ];
+    {
+        // As a dashboard (or a broken upstream) could store it: 500,000,000.00 SAR per line, and
+        // no product prices, so the unit price can only come from the quantity.
+        let mut state = mock.state.lock().unwrap();
+        let stored = state
+            .links
+            .iter_mut()
+            .find(|l| l["id"] == id.as_str())
+            .unwrap();
+        let template = stored["items"][0].clone();
+        let items: Vec<Value> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (_, q))| {
+                let mut item = template.clone();
+                item["id"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+                item["original_amount"] = json!("500000000.00");
+                item["original_amount_in_smallest_unit"] = json!(50_000_000_000i64);
+                item["discounted_amount"] = json!("500000000.00");
+                item["discounted_amount_in_smallest_unit"] = json!(50_000_000_000i64);
+                item["product"]["prices"] = json!([]);
+                item["product"]["price"] = Value::Null;
+                match q {
+                    Some(q) => item["quantity"] = q.clone(),
+                    None => {
+                        item.as_object_mut().unwrap().remove("quantity");
+                    }
+                }
+                item
+            })
+            .collect();
+        stored["items"] = json!(items);
+    }
+    let page = server
+        .ok(
+            "list_line_items",
+            json!({"payment_link_id": id, "limit": 20}),
+        )
+        .await;
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), cases.len(), "{page}");
+    for ((what, _), item) in cases.iter().zip(data) {
+        assert_eq!(item["total"]["amount"], "500000000.00", "{what}: {item}");
+        if *what == "readable" {
+            assert_eq!(item["quantity"], 4, "{item}");
+            assert_eq!(item["unit_amount"]["amount"], "125000000.00", "{item}");
+            continue;
+        }
+        let expected_quantity = if *what == "zero" {
+            json!(0)
+        } else {
+            Value::Null
+        };
+        assert_eq!(item["quantity"], expected_quantity, "{what}: {item}");
+        assert_eq!(item["unit_amount"], Value::Null, "{what}: {item}");
+    }
+    server.shutdown().await;
+}

@@ -1106,17 +1106,15 @@ pub fn line_item_from_stripe(v: &Value, link_currency: Option<CurrencyCode>) -> 
     let currency = currency_of(o.str("currency"))
         .or_else(|| price.and_then(|p| currency_of(p.str("currency"))))
         .or(link_currency);
-    let quantity = o
-        .i64("quantity")
-        .and_then(|q| u32::try_from(q).ok())
-        .unwrap_or(1);
+    // Unreadable stays unknown (null), never 1: see `LineItem::quantity`.
+    let quantity = o.count("quantity");
     let unit = currency
         .and_then(|c| price.and_then(|p| unit_amount_in(&p, c)))
         .or_else(|| {
             // Tiered or converted prices: the unit is the subtotal over the quantity, when exact.
             let subtotal = money(o.i64("amount_subtotal"), currency)?;
-            let q = i64::from(quantity);
-            (q > 0 && subtotal.minor() % q == 0)
+            let q = i64::from(quantity.filter(|q| *q > 0)?);
+            (subtotal.minor() % q == 0)
                 .then(|| Money::from_minor(subtotal.minor() / q, subtotal.currency()))
         });
     let product = price.and_then(|p| p.get("product"));
@@ -1569,7 +1567,7 @@ mod tests {
         let li = line_item_from_stripe(&item, None).unwrap();
         assert_eq!(li.product_id.as_deref(), Some("price_D"));
         assert_eq!(li.product_name.as_deref(), Some("Dates"));
-        assert_eq!(li.quantity, 2);
+        assert_eq!(li.quantity, Some(2));
         assert_eq!(
             serde_json::to_value(li.unit_amount.unwrap()).unwrap(),
             json!({"amount_minor": 3500, "amount": "3.500", "currency": "KWD"})
@@ -1591,7 +1589,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(weird.quantity, 1);
+        assert_eq!(weird.quantity, None, "-3 is unreadable, not 1");
         assert!(weird.total.is_none() && weird.unit_amount.is_none());
 
         let product = json!({"id": "prod_1", "name": "Tea", "default_price": {
@@ -1611,6 +1609,56 @@ mod tests {
             product_from_stripe(&json!({"id": "prod_2", "default_price": "price_2"})).unwrap();
         assert!(unexpanded.prices.is_empty() && unexpanded.kind.is_none());
         assert!(product_from_stripe(&json!({"name": "no id"})).is_none());
+    }
+
+    #[test]
+    fn an_unreadable_quantity_is_null_and_so_is_the_unit_derived_from_it() {
+        // A tiered price has no unit_amount: the unit can only be derived from the quantity.
+        let line = |q: Option<Value>| {
+            let mut v = json!({"id": "li_1", "currency": "usd", "amount_subtotal": 50_000_000_000i64,
+                "amount_total": 50_000_000_000i64, "price": {"id": "price_T", "currency": "usd",
+                "billing_scheme": "tiered", "unit_amount": null}});
+            if let Some(q) = q {
+                v["quantity"] = q;
+            }
+            v
+        };
+        let minor = |m: Option<crate::domain::MoneyView>| {
+            m.map(|m| {
+                serde_json::to_value(m).unwrap()["amount_minor"]
+                    .as_i64()
+                    .unwrap()
+            })
+        };
+        for (what, q) in [
+            ("missing", None),
+            ("negative", Some(json!(-3))),
+            ("above u32", Some(json!(5_000_000_000u64))),
+            ("fraction", Some(json!(2.5))),
+            ("word", Some(json!("two"))),
+            ("null", Some(Value::Null)),
+        ] {
+            let item = line_item_from_stripe(&line(q), None).unwrap();
+            assert_eq!(item.quantity, None, "{what}");
+            assert_eq!(item.unit_amount, None, "{what}: no unit without a quantity");
+            assert_eq!(
+                minor(item.total),
+                Some(50_000_000_000),
+                "{what}: the total stays"
+            );
+        }
+        let zero = line_item_from_stripe(&line(Some(json!(0))), None).unwrap();
+        assert_eq!((zero.quantity, zero.unit_amount), (Some(0), None));
+        for q in [json!(4), json!(4.0), json!("4")] {
+            let item = line_item_from_stripe(&line(Some(q.clone())), None).unwrap();
+            assert_eq!(item.quantity, Some(4), "{q}");
+            assert_eq!(minor(item.unit_amount), Some(12_500_000_000), "{q}");
+        }
+        // The price's own unit_amount does not depend on the quantity.
+        let mut priced = line(Some(json!(-1)));
+        priced["price"]["unit_amount"] = json!(700);
+        let item = line_item_from_stripe(&priced, None).unwrap();
+        assert_eq!((item.quantity, minor(item.unit_amount)), (None, Some(700)));
     }
 
     #[test]
