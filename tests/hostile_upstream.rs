@@ -304,3 +304,214 @@ async fn odd_stream_quantities_are_shown_as_null() {
     }
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A key echoed back JSON-escaped, or at an offset where a cut would split it
+// ---------------------------------------------------------------------------------------------
+
+/// A Stream `key:secret` pair whose Base64 form ends in padding, made of characters that no
+/// UUID, hex fingerprint or log word contains in a row.
+const ECHO_PAIR: &str = "KqZvXw7Tgh:SzPq9VkRmY3L";
+const ECHO_SECRET: &str = "SzPq9VkRmY3L";
+
+/// Every character written as a `\uXXXX` escape, as JSON allows.
+fn escaped(s: &str) -> String {
+    s.chars().map(|c| format!("\\u{:04x}", c as u32)).collect()
+}
+
+/// Only the character at `at` escaped.
+fn escaped_at(s: &str, at: usize) -> String {
+    s.char_indices()
+        .map(|(i, c)| {
+            if i == at {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The forms of the echo key: the pair, its secret half, its Base64 header form with and
+/// without padding.
+fn echo_forms() -> Vec<String> {
+    let token = base64::engine::general_purpose::STANDARD.encode(ECHO_PAIR);
+    let unpadded = token.trim_end_matches('=').to_owned();
+    vec![
+        ECHO_PAIR.to_owned(),
+        ECHO_SECRET.to_owned(),
+        token,
+        unpadded,
+    ]
+}
+
+/// No run of 5 characters of any form of the key is in `text`. (Runs made only of characters
+/// a UUID or hex id could hold are skipped: those could match by chance.)
+fn assert_no_key_fragment(text: &str, what: &str) {
+    for form in echo_forms() {
+        for window in form.as_bytes().windows(5) {
+            let window = std::str::from_utf8(window).unwrap();
+            if window
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+            {
+                continue;
+            }
+            assert!(
+                !text.contains(window),
+                "{what} holds `{window}`, a piece of the key form `{form}`:\n{text}"
+            );
+        }
+    }
+}
+
+/// Stream echoes the key back in every way we have seen or can imagine: JSON-escaped (a
+/// character at a time, or all of them) in error messages, codes, validation locations and a
+/// 2xx answer's fields and metadata keys, and in a request-id header at offset 195 of a long
+/// value (which used to be cut at 200 *before* scrubbing, leaking 5 characters). Through the
+/// binary with debug logs and an audit log, no piece of the key, its secret half or its Base64
+/// form reaches a tool result, stderr or the audit file.
+#[tokio::test]
+async fn a_key_echoed_escaped_or_at_an_offset_never_leaks() {
+    let forms = echo_forms();
+    let (pair, secret, token, unpadded) = (&forms[0], &forms[1], &forms[2], &forms[3]);
+    let mock = MockStream::start(token).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let server = Server::start(
+        &[
+            "--backend",
+            "stream",
+            "--max-retries",
+            "0",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+        &[
+            ("STREAM_API_KEY", ECHO_PAIR),
+            ("STREAM_BASE_URL", &mock.uri()),
+            ("PAYLINK_LOG", "debug"),
+        ],
+    )
+    .await;
+    let at_195 = |form: &str| format!("{}{form}{}", "r".repeat(195), "z".repeat(60));
+    let error_body = leak(format!(
+        r#"{{"error": {{"code": "{}{}", "message": "key {} (secret {}) sent as {} or {}; again: {}", "additional_info": {{"{}": "{}"}}}}}}"#,
+        "C".repeat(60),
+        escaped(token),
+        escaped(pair),
+        escaped_at(secret, 3),
+        escaped_at(token, 0),
+        escaped(unpadded),
+        escaped_at(pair, pair.len() - 1),
+        escaped(secret),
+        escaped(token),
+    ));
+    let validation_body = leak(format!(
+        r#"{{"detail": [{{"loc": ["body", "{}"], "msg": "{} is not {}", "type": "{}"}}]}}"#,
+        escaped(token),
+        escaped(pair),
+        escaped_at(secret, 0),
+        escaped(secret),
+    ));
+    let link_json = |id: &str| {
+        format!(
+            r#"{{"id": "{id}", "name": "{}", "description": "{}", "url": "https://pay.example/{}", "status": "ACTIVE", "currency": "SAR", "amount_in_smallest_unit": 100, "deactivate_message": "{}", "custom_metadata": {{"{}": "{}", "order": "{}"}}, "items": [{{"id": "i-1", "quantity": 1, "product": {{"id": "p", "name": "{}"}}}}]}}"#,
+            escaped(pair),
+            escaped_at(secret, 5),
+            escaped(token),
+            escaped(unpadded),
+            escaped(token),
+            escaped(secret),
+            escaped_at(pair, 2),
+            escaped(pair),
+        )
+    };
+    let list_body = leak(format!(
+        r#"{{"data": [{}], "pagination": {{"has_next_page": false}}}}"#,
+        link_json("7d6c5b4a-3f2e-4d1c-8b0a-9f8e7d6c5b4a")
+    ));
+    let created_body = leak(link_json(&format!("pl-{}", escaped(token))));
+
+    let mut results = Vec::new();
+    // A read refused with the key echoed in the body and in the request id.
+    mock.fault(
+        "GET",
+        "/api/v2/products",
+        Fault::RawWithRequestId(401, "application/json", error_body, at_195(token)),
+    );
+    let refused = server.call("list_products", json!({})).await;
+    let body = common::error_body(&refused);
+    assert_eq!(body["kind"], "auth", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("key [redacted] (secret [redacted])"),
+        "{body}"
+    );
+    let id = body["request_id"].as_str().unwrap();
+    assert_eq!(id.len(), 200, "{body}");
+    assert!(
+        id.starts_with(&"r".repeat(195)) && id.ends_with("[reda"),
+        "{id}"
+    );
+    results.push(refused);
+
+    // A successful read whose fields and metadata keys carry the key, escaped.
+    mock.fault(
+        "GET",
+        "/api/v2/payment_links",
+        Fault::Raw(200, "application/json", list_body),
+    );
+    let listed = server.call("list_payment_links", json!({})).await;
+    assert_eq!(listed.is_error, Some(false), "{listed:?}");
+    let first = &listed.structured_content.as_ref().unwrap()["data"][0];
+    assert_eq!(first["name"], "[redacted]", "{first}");
+    assert_eq!(first["metadata"]["[redacted]"], "[redacted]", "{first}");
+    results.push(listed);
+
+    // Writes, audited: refused by Stream's validation, refused as unauthorized, failed with a 500
+    // (outcome unknown, then a recovery lookup), and created with the key in the link's id/url.
+    let create = json!({"name": "Echo", "items": [{"product_id": ESPRESSO}]});
+    for (status, body, id_form) in [
+        (422, validation_body, pair),
+        (401, error_body, secret),
+        (500, error_body, token),
+        (200, created_body, unpadded),
+    ] {
+        mock.fault(
+            "POST",
+            "/api/v2/payment_links",
+            Fault::RawWithRequestId(status, "application/json", body, at_195(id_form)),
+        );
+        let result = server.call("create_payment_link", create.clone()).await;
+        results.push(result);
+    }
+    let created = results.last().unwrap();
+    assert_eq!(created.is_error, Some(false), "{created:?}");
+    assert_eq!(
+        created.structured_content.as_ref().unwrap()["id"],
+        "pl-[redacted]"
+    );
+
+    for (i, result) in results.iter().enumerate() {
+        assert_no_key_fragment(
+            &serde_json::to_string(result).unwrap(),
+            &format!("result {i}"),
+        );
+    }
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(audit_text.lines().count(), 4, "{audit_text}");
+    assert!(audit_text.contains("[redacted]"), "{audit_text}");
+    assert_no_key_fragment(&audit_text, "the audit log");
+    // stderr read to its end once the server has exited: every log line is in.
+    let stderr = server.shutdown_with_stderr().await;
+    assert!(
+        stderr.contains("tool call"),
+        "debug logs were captured:\n{stderr}"
+    );
+    assert_no_key_fragment(&stderr, "stderr");
+}

@@ -81,6 +81,11 @@ impl StreamBackend {
             })
             .transpose()?;
         let mut secrets = vec![token.clone()];
+        // Base64 without its padding is still the whole key.
+        let unpadded = token.trim_end_matches('=');
+        if unpadded != token {
+            secrets.push(unpadded.to_owned());
+        }
         if token != key.expose() {
             secrets.push(key.expose().to_owned());
             if let Some((_, secret)) = key.expose().split_once(':') {
@@ -126,7 +131,7 @@ impl StreamBackend {
             .client
             .send(&request, &StreamErrors, &self.scrubber)
             .await?;
-        json_body(&response, "Stream")
+        json_body(response, "Stream")
     }
 
     fn link(&self, v: &Value) -> Result<PaymentLink> {
@@ -507,12 +512,8 @@ impl ErrorDecoder for StreamErrors {
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error {
         let status = response.status.as_u16();
         let mut ctx = response.context();
-        let parsed: Option<Value> = if response.body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&response.body).ok()
-        };
-        let root = parsed.as_ref().map(Obj);
+        let parsed: Option<&Value> = response.json.as_ref().ok();
+        let root = parsed.map(Obj);
         // 422 {"detail": [{"loc": [...], "msg": ...}]}
         if let Some(detail) = root
             .as_ref()
@@ -546,12 +547,12 @@ impl ErrorDecoder for StreamErrors {
         let described = match (&message, parsed.is_some()) {
             (Some(m), _) => format!("Stream answered {status}: {m}"),
             (None, true) => format!("Stream answered {status}"),
-            (None, false) if response.body.is_empty() => {
+            (None, false) if response.body_len == 0 => {
                 format!("Stream answered {status} with an empty body")
             }
             (None, false) => format!(
                 "Stream answered {status} with a {} body",
-                response.content_type().chars().take(60).collect::<String>()
+                response.content_type()
             ),
         };
         match status {

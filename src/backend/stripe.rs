@@ -161,7 +161,7 @@ impl StripeBackend {
 
     async fn send(&self, request: UpstreamRequest, errors: &StripeErrors) -> Result<Value> {
         let response = self.client.send(&request, errors, &self.scrubber).await?;
-        json_body(&response, "Stripe")
+        json_body(response, "Stripe")
     }
 
     /// A GET; reads are always safe to retry.
@@ -801,12 +801,9 @@ fn should_retry_header(response: &UpstreamResponse) -> Option<bool> {
     }
 }
 
-fn error_code(response: &UpstreamResponse) -> Option<String> {
-    let v: Value = serde_json::from_slice(&response.body).ok()?;
-    Obj(&v)
-        .obj("error")
-        .and_then(|e| e.str("code"))
-        .map(str::to_owned)
+fn error_code(response: &UpstreamResponse) -> Option<&str> {
+    let v = response.json.as_ref().ok()?;
+    Obj(v).obj("error").and_then(|e| e.str("code"))
 }
 
 fn truncate(s: &str) -> String {
@@ -828,8 +825,7 @@ impl ErrorDecoder for StripeErrors {
         }
         // The first request with this key is still running: asking again with the same key
         // either waits for it or replays its answer.
-        if response.status.as_u16() == 409
-            && error_code(response).as_deref() == Some("idempotency_key_in_use")
+        if response.status.as_u16() == 409 && error_code(response) == Some("idempotency_key_in_use")
         {
             return Some(true);
         }
@@ -839,12 +835,8 @@ impl ErrorDecoder for StripeErrors {
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error {
         let status = response.status.as_u16();
         let mut ctx = response.context();
-        let parsed: Option<Value> = if response.body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&response.body).ok()
-        };
-        let error = parsed.as_ref().and_then(|v| Obj(v).obj("error"));
+        let parsed: Option<&Value> = response.json.as_ref().ok();
+        let error = parsed.and_then(|v| Obj(v).obj("error"));
         let kind = error.and_then(|e| e.str("type"));
         let code = error.and_then(|e| e.str("code"));
         let message = error.and_then(|e| e.str("message")).map(truncate);
@@ -855,12 +847,12 @@ impl ErrorDecoder for StripeErrors {
         let described = match (&message, parsed.is_some()) {
             (Some(m), _) => format!("Stripe answered {status}: {m}"),
             (None, true) => format!("Stripe answered {status}"),
-            (None, false) if response.body.is_empty() => {
+            (None, false) if response.body_len == 0 => {
                 format!("Stripe answered {status} with an empty body")
             }
             (None, false) => format!(
                 "Stripe answered {status} with a {} body",
-                response.content_type().chars().take(60).collect::<String>()
+                response.content_type()
             ),
         };
         let should_retry = should_retry_header(response);
@@ -1187,12 +1179,17 @@ mod tests {
         for (k, v) in headers {
             map.insert(*k, HeaderValue::from_str(v).unwrap());
         }
-        UpstreamResponse {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: Bytes::from(body.to_string()),
-            request_id: Some("req_1".into()),
-        }
+        raw_response(status, map, body.to_string().as_bytes())
+    }
+
+    fn raw_response(status: u16, headers: HeaderMap, body: &[u8]) -> UpstreamResponse {
+        UpstreamResponse::new(
+            reqwest::StatusCode::from_u16(status).unwrap(),
+            headers,
+            body,
+            Some("req_1"),
+            &Scrubber::default(),
+        )
     }
 
     fn stripe_error(kind: &str, code: Option<&str>, param: Option<&str>) -> Value {
@@ -1405,11 +1402,12 @@ mod tests {
     #[test]
     fn undecodable_error_bodies_are_described() {
         let d = StripeErrors::default();
-        let mut r = response(502, &[("content-type", "text/html")], json!(null));
-        r.body = Bytes::from_static(b"<html>bad gateway</html>");
+        let mut html = HeaderMap::new();
+        html.insert("content-type", HeaderValue::from_static("text/html"));
+        let r = raw_response(502, html.clone(), b"<html>bad gateway</html>");
         let e = d.decode_error(&r, RetryMode::Read);
         assert!(e.to_string().contains("text/html"), "{e}");
-        r.body = Bytes::new();
+        let r = raw_response(502, html, b"");
         assert!(
             d.decode_error(&r, RetryMode::Read)
                 .to_string()

@@ -97,6 +97,7 @@ impl Captured {
 pub struct Server {
     client: RunningService<RoleClient, ()>,
     stderr: Captured,
+    stderr_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -106,7 +107,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn paylink-mcp");
-        let (stderr, _) = Captured::drain(stderr.expect("stderr is piped"));
+        let (stderr, stderr_task) = Captured::drain(stderr.expect("stderr is piped"));
         let client = within(CALL_DEADLINE, "MCP initialize", ().serve(transport))
             .await
             .unwrap_or_else(|e| {
@@ -115,7 +116,11 @@ impl Server {
                     stderr.text()
                 )
             });
-        Server { client, stderr }
+        Server {
+            client,
+            stderr,
+            stderr_task,
+        }
     }
 
     /// The default server: no arguments, no keys, so the embedded sandbox.
@@ -229,6 +234,19 @@ impl Server {
         within(EXIT_DEADLINE, "client shutdown", self.client.cancel())
             .await
             .expect("client shutdown");
+    }
+
+    /// [`Server::shutdown`], then everything the server wrote to stderr, read to its end.
+    pub async fn shutdown_with_stderr(self) -> String {
+        let stderr = self.stderr.clone();
+        let task = self.stderr_task;
+        within(EXIT_DEADLINE, "client shutdown", self.client.cancel())
+            .await
+            .expect("client shutdown");
+        within(EXIT_DEADLINE, "stderr EOF", task)
+            .await
+            .expect("stderr reader");
+        stderr.text()
     }
 }
 
