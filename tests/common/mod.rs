@@ -391,6 +391,17 @@ impl RawSession {
             .expect("flush stdin");
     }
 
+    /// Writes `bytes` to stdin as they are (no newline added).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        within(CALL_DEADLINE, "write to stdin", stdin.write_all(bytes))
+            .await
+            .expect("write to stdin");
+        within(CALL_DEADLINE, "flush stdin", stdin.flush())
+            .await
+            .expect("flush stdin");
+    }
+
     /// Reads one stdout line (without its newline); `None` at EOF.
     pub async fn read_line(&mut self) -> Option<String> {
         let mut line = String::new();
