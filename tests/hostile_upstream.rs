@@ -1,6 +1,9 @@
 //! A hostile or broken upstream, seen through the real binary over stdio: every malformed answer
 //! ends in an envelope within the deadline, the server stays up, and neither the envelopes nor
-//! stderr ever contain the key or its Base64 form. A cancelled call aborts its upstream request.
+//! stderr ever contain the key or its Base64 form, even echoed JSON-escaped or where a cut would
+//! split it (nor does the audit log). A cancelled call aborts its upstream request. Odd
+//! quantities show as null, and answers that would decode to hundreds of MiB are refused in
+//! bounded memory.
 
 mod common;
 #[path = "mocks/stream.rs"]
@@ -514,4 +517,60 @@ async fn a_key_echoed_escaped_or_at_an_offset_never_leaks() {
         "debug logs were captured:\n{stderr}"
     );
     assert_no_key_fragment(&stderr, "stderr");
+}
+
+/// Answers of 4 MiB (the body cap) that would decode to 64 MiB (`[0,0,...]`) or 333 MiB
+/// (`[{"a":0},...]`) are refused before decoding: the server's peak resident memory stays within
+/// a few body sizes of where it started, call after call. (Before the bound: +70 and +357 MiB.)
+#[tokio::test]
+async fn answers_that_would_decode_to_hundreds_of_mib_are_refused_within_bounded_memory() {
+    let mock = MockStream::start("t").await;
+    let mut session = RawSession::spawn(
+        &["--backend", "stream", "--max-retries", "0"],
+        &[("STREAM_API_KEY", "t"), ("STREAM_BASE_URL", &mock.uri())],
+    );
+    session
+        .send(&[
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        ])
+        .await;
+    session.read_line().await.expect("initialize answered");
+    session
+        .send(&[json!({"jsonrpc": "2.0", "method": "notifications/initialized"})])
+        .await;
+    let Some(idle) = session.peak_rss() else {
+        eprintln!("no /proc on this machine: skipped");
+        return;
+    };
+    let body = |unit: &str| -> &'static str {
+        let n = (4 * 1024 * 1024 - 2) / unit.len();
+        let mut text = String::from("[");
+        text.push_str(&unit.repeat(n));
+        text.pop();
+        text.push(']');
+        leak(text)
+    };
+    let (zeros, objects) = (body("0,"), body("{\"a\":0},"));
+    for (i, answer) in [zeros, objects, zeros, objects].into_iter().enumerate() {
+        mock.fault(
+            "GET",
+            "/api/v2/products",
+            Fault::Raw(200, "application/json", answer),
+        );
+        let id = 10 + i as u64;
+        session
+            .send(&[json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "list_products", "arguments": {}}})])
+            .await;
+        let line: Value = serde_json::from_str(&session.read_line().await.unwrap()).unwrap();
+        assert_eq!(line["id"], id);
+        let text = line["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("JSON too large to read"), "{text}");
+    }
+    let peak = session.peak_rss().unwrap();
+    let grew = peak.saturating_sub(idle);
+    eprintln!("peak RSS: idle {idle} bytes, after four 4 MiB answers {peak} (+{grew})");
+    // The body (4 MiB) and the HTTP client's buffers; decoding would have added 64 to 333 MiB.
+    assert!(grew < 32 * 1024 * 1024, "peak RSS grew by {grew} bytes");
+    let end = session.close_and_wait().await;
+    assert!(end.status.success(), "stderr:\n{}", end.stderr);
 }

@@ -391,6 +391,20 @@ impl RawSession {
             .expect("flush stdin");
     }
 
+    /// The child's peak resident memory so far (`VmHWM`, Linux), in bytes; `None` elsewhere.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
     /// Writes `bytes` to stdin as they are (no newline added).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
