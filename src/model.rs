@@ -115,8 +115,10 @@ pub struct LineItem {
     pub product_id: Option<String>,
     /// The product's name.
     pub product_name: Option<String>,
-    /// Units sold on this line.
-    pub quantity: u32,
+    /// Units sold on this line. Null when the payments API's answer had no readable quantity
+    /// (missing, negative, fractional, not a number, or above 4294967295): it is never guessed,
+    /// and a unit_amount that would have to be derived from it is null too.
+    pub quantity: Option<u32>,
     /// Price of one unit before discounts.
     pub unit_amount: Option<MoneyView>,
     /// What this line costs: unit price times quantity, after item-level discounts.

@@ -2,6 +2,10 @@
 //! headers marked sensitive, timeouts, the retry policy, a capped body read, and scrubbing of
 //! secrets from anything an upstream echoes back.
 //!
+//! Every answer is decoded in one place ([`json::read`], called by [`UpstreamResponse::new`]):
+//! bounded in memory before decoding, then scrubbed of the tenant's key after decoding (see
+//! [`scrub`]). Backends read answers only through [`UpstreamResponse::json`], never raw bytes.
+//!
 //! A backend only says what to send ([`UpstreamRequest`]) and how to read an error answer (its
 //! [`ErrorDecoder`]); this module decides whether and when to try again. It must never retry a
 //! write that may have reached the upstream unless the backend marked it idempotent
@@ -20,6 +24,18 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, UpstreamContext};
+
+pub mod json;
+pub mod scrub;
+
+pub use scrub::Scrubber;
+use scrub::scrub_then_cut;
+
+/// Request ids longer than this (in characters) are cut, after scrubbing.
+pub const REQUEST_ID_MAX_CHARS: usize = 200;
+
+/// Content types are quoted in messages up to this many characters, after scrubbing.
+const CONTENT_TYPE_MAX_CHARS: usize = 60;
 
 /// Answers larger than this are cut off and reported, not buffered.
 pub const DEFAULT_BODY_CAP: usize = 4 * 1024 * 1024;
@@ -84,16 +100,51 @@ pub struct UpstreamRequest {
     pub retry: RetryMode,
 }
 
-/// An answer, body read in full (under the cap).
+/// An answer, body read in full (under the cap) and decoded. Every string in it that came from
+/// the upstream has been scrubbed of the tenant's key, before any cut.
 #[derive(Debug, Clone)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
+    /// The raw headers, for values read by machine only (`Retry-After`, `Stripe-Should-Retry`).
+    /// Never put a header's text in a message: use the scrubbed fields below.
     pub headers: HeaderMap,
-    pub body: Bytes,
+    /// Length of the body in bytes.
+    pub body_len: usize,
+    /// The body decoded as JSON (bounded and scrubbed, see [`json::read`]), or why it was not.
+    pub json: Result<serde_json::Value, json::Refusal>,
+    /// The upstream's request id: scrubbed, then cut to [`REQUEST_ID_MAX_CHARS`].
     pub request_id: Option<String>,
+    /// The `Content-Type`, scrubbed and cut, or `none`.
+    content_type: String,
 }
 
 impl UpstreamResponse {
+    /// Decodes an answer: `body` through [`json::read`], `request_id` (the raw header value) and
+    /// the content type through the scrubber, each before being cut to length.
+    pub fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: &[u8],
+        request_id: Option<&str>,
+        scrubber: &Scrubber,
+    ) -> Self {
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(
+                || "none".to_owned(),
+                |ct| scrub_then_cut(scrubber, ct, CONTENT_TYPE_MAX_CHARS),
+            );
+        UpstreamResponse {
+            status,
+            body_len: body.len(),
+            json: json::read(body, scrubber),
+            request_id: request_id.map(|id| scrub_then_cut(scrubber, id, REQUEST_ID_MAX_CHARS)),
+            content_type,
+            headers,
+        }
+    }
+
     pub fn context(&self) -> UpstreamContext {
         UpstreamContext {
             status: Some(self.status.as_u16()),
@@ -110,11 +161,9 @@ impl UpstreamResponse {
             .is_none_or(|ct| ct.contains("json"))
     }
 
+    /// The `Content-Type` to quote in a message: scrubbed, at most 60 characters.
     pub fn content_type(&self) -> &str {
-        self.headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none")
+        &self.content_type
     }
 }
 
@@ -126,51 +175,14 @@ pub trait ErrorDecoder: Send + Sync {
     /// The response header carrying the upstream's request id.
     fn request_id_header(&self) -> &'static str;
 
-    /// Turns a non-2xx answer into an error. `scrub` has already been applied to the body.
+    /// Turns a non-2xx answer into an error. Read the body through `response.json` only: it has
+    /// been scrubbed.
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error;
 
     /// For an answer that failed, whether the upstream itself says retrying is safe and useful.
     /// `None` leaves the decision to the status-code rules.
     fn upstream_says_retry(&self, _response: &UpstreamResponse) -> Option<bool> {
         None
-    }
-}
-
-/// Strings that must never leave the process: a tenant's key in its forms.
-#[derive(Clone, Default)]
-pub struct Scrubber(Arc<Vec<String>>);
-
-impl Scrubber {
-    pub fn new(secrets: Vec<String>) -> Self {
-        Scrubber(Arc::new(
-            secrets.into_iter().filter(|s| s.len() >= 4).collect(),
-        ))
-    }
-
-    /// Replaces every secret in `text` with `[redacted]`.
-    pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in self.0.iter() {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        out
-    }
-
-    fn scrub_bytes(&self, body: Bytes) -> Bytes {
-        if self.0.is_empty() {
-            return body;
-        }
-        // A SIMD substring search: this runs on every upstream answer.
-        let needs = self
-            .0
-            .iter()
-            .any(|s| memchr::memmem::find(&body, s.as_bytes()).is_some());
-        if !needs {
-            return body;
-        }
-        Bytes::from(self.scrub(&String::from_utf8_lossy(&body)))
     }
 }
 
@@ -364,28 +376,30 @@ impl UpstreamClient {
         let mut response = builder.send().await.map_err(|e| classify(&e, scrubber))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let request_id = headers
-            .get(decoder.request_id_header())
-            .and_then(|v| v.to_str().ok())
-            .map(|s| scrubber.scrub(&s.chars().take(200).collect::<String>()));
-        if let Some(len) = response.content_length()
-            && len > self.settings.body_cap as u64
-        {
+        let declared = response.content_length();
+        if declared.is_some_and(|len| len > self.settings.body_cap as u64) {
             return Err(AttemptError::TooLarge);
         }
-        let mut body = Vec::new();
+        // Sized once when the length is declared: growing by doubling would hold up to twice
+        // the body at the end.
+        let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, scrubber))? {
             if body.len() + chunk.len() > self.settings.body_cap {
                 return Err(AttemptError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(UpstreamResponse {
+        let request_id = headers
+            .get(decoder.request_id_header())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(UpstreamResponse::new(
             status,
             headers,
-            body: scrubber.scrub_bytes(Bytes::from(body)),
-            request_id,
-        })
+            &body,
+            request_id.as_deref(),
+            scrubber,
+        ))
     }
 
     fn deadline_error(&self, name: &str, mode: RetryMode) -> Error {
@@ -547,39 +561,65 @@ impl UpstreamPools {
     }
 }
 
-/// Reads a JSON body, or explains what came instead.
-pub fn json_body(response: &UpstreamResponse, name: &str) -> Result<serde_json::Value, Error> {
+/// The JSON body of a successful answer, or an error that explains what came instead.
+pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::Value, Error> {
+    let upstream = response.context();
     let bad = |what: String| Error::Upstream {
         field: None,
         message: format!("{name} answered {} with {what}", response.status.as_u16()),
         retry_safe: false,
-        upstream: response.context(),
+        upstream: upstream.clone(),
     };
-    if response.body.is_empty() {
+    if response.body_len == 0 {
         return Err(bad("an empty body".into()));
     }
     if !response.is_json() {
         return Err(bad(format!(
             "a {} body instead of JSON",
-            response.content_type().chars().take(60).collect::<String>()
+            response.content_type()
         )));
     }
-    serde_json::from_slice(&response.body).map_err(|e| bad(format!("malformed JSON ({e})")))
+    let status = response.status.as_u16();
+    response.json.map_err(|refusal| Error::Upstream {
+        field: None,
+        message: format!("{name} answered {status} with {refusal}"),
+        retry_safe: false,
+        upstream,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The request id and content type are scrubbed before they are cut: a key echoed at offset
+    /// 195 of a long request id leaves none of its characters, and an escaped key in the body is
+    /// gone from the decoded tree.
     #[test]
-    fn scrubber_removes_every_form_of_the_key() {
-        let s = Scrubber::new(vec!["secret-key".into(), "c2VjcmV0LWtleQ==".into()]);
-        assert_eq!(
-            s.scrub("bad key secret-key (c2VjcmV0LWtleQ==)"),
-            "bad key [redacted] ([redacted])"
+    fn responses_are_scrubbed_before_anything_is_cut() {
+        let key = "sk_live_Q7zX9wKv";
+        let s = Scrubber::new(vec![key.into()]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_str(&format!("{}{key}", "x".repeat(55))).unwrap(),
         );
-        let b = s.scrub_bytes(Bytes::from_static(b"{\"m\":\"secret-key\"}"));
-        assert_eq!(&b[..], b"{\"m\":\"[redacted]\"}");
+        let id = format!("{}{key}{}", "r".repeat(195), "s".repeat(100));
+        let r = UpstreamResponse::new(
+            StatusCode::UNAUTHORIZED,
+            headers,
+            br#"{"error": {"message": "bad key \u0073k_live_Q7zX9wKv"}}"#,
+            Some(&id),
+            &s,
+        );
+        let rid = r.request_id.clone().unwrap();
+        assert_eq!(rid.chars().count(), REQUEST_ID_MAX_CHARS);
+        assert_eq!(&rid[195..], "[reda");
+        assert!(!r.content_type().contains("sk_"), "{}", r.content_type());
+        assert_eq!(
+            r.json.as_ref().unwrap()["error"]["message"],
+            "bad key [redacted]"
+        );
     }
 
     #[test]

@@ -679,6 +679,116 @@ async fn a_cancelled_write_is_audited_as_cancelled() {
     assert!(!end.stderr.contains("cancel-key"));
 }
 
+/// The audit-log flood of the hardening review (200 write calls carrying 1 MiB of junk each
+/// wrote 208 MB), replayed over stdio at a smaller scale: junk the server refuses in every argument it has, built
+/// of the characters that grow most when escaped, and large valid creates that reach the
+/// backend. The file grows by at most `MAX_LINE_BYTES` per call, and every line is JSON carrying
+/// the truncation mark and the SHA-256 of the arguments as sent.
+#[tokio::test]
+async fn an_audit_log_flood_grows_the_file_by_a_bounded_line_per_call() {
+    use paylink_mcp::observability::audit::MAX_LINE_BYTES;
+    use sha2::{Digest, Sha256};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let server = common::Server::start(&["--audit-log", path.to_str().unwrap()], &[]).await;
+    let mib = 1024 * 1024;
+    let quotes = "\"".repeat(mib);
+    let controls = "\u{1}".repeat(mib);
+    let junk: Vec<(&str, Value)> = vec![
+        (
+            "create_payment_link",
+            json!({"name": quotes, "items": [{"product_id": COFFEE}]}),
+        ),
+        // An unknown argument whose name the error echoes (64 KiB: the answer carries it twice).
+        (
+            "create_payment_link",
+            json!({"name": "x", "items": [{"product_id": COFFEE}], quotes[..64 * 1024].to_owned(): 1}),
+        ),
+        (
+            "create_payment_link",
+            json!({"name": "x", "items": [{"product_id": COFFEE}], "metadata": {"k": quotes}}),
+        ),
+        (
+            "create_payment_link",
+            json!({"name": "x", "items": [{"product_id": controls}]}),
+        ),
+        (
+            "update_payment_link_status",
+            json!({"payment_link_id": quotes, "status": "inactive"}),
+        ),
+        (
+            "update_payment_link_status",
+            json!({"payment_link_id": UNKNOWN_LINK, "status": "inactive", "message": controls}),
+        ),
+    ];
+    // Valid, but over the 8 KiB argument cap: 40 metadata values of 500 two-byte characters.
+    let metadata: serde_json::Map<String, Value> = (0..40)
+        .map(|i| (format!("key{i:02}"), json!("ع".repeat(500))))
+        .collect();
+    let large = json!({"name": "Large", "items": [{"product_id": COFFEE}], "metadata": metadata});
+
+    // 30 rather than the review's 200: each 1 MiB call takes a quarter of a second in a debug
+    // build, and the bound is per line, so more calls only repeat the same lines.
+    let calls = 30;
+    let mut sent = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let (tool, args) = if i % 5 == 4 {
+            ("create_payment_link", large.clone())
+        } else {
+            junk[i % junk.len()].clone()
+        };
+        let result = server.call(tool, args.clone()).await;
+        let expected_ok = i % 5 == 4;
+        assert_eq!(result.is_error, Some(!expected_ok), "call {i} ({tool})");
+        sent.push(args);
+    }
+    server.shutdown().await;
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let size = text.len();
+    let bound = calls * MAX_LINE_BYTES;
+    eprintln!(
+        "audit flood: {calls} calls of ~1 MiB wrote {size} bytes ({} per line on average; bound {MAX_LINE_BYTES} per line)",
+        size / calls
+    );
+    assert!(
+        size <= bound,
+        "{size} bytes for {calls} calls, over {bound}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), calls);
+    for (i, (line, args)) in lines.iter().zip(&sent).enumerate() {
+        assert!(
+            line.len() < MAX_LINE_BYTES,
+            "line {i}: {} bytes",
+            line.len()
+        );
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {i} is not JSON ({e}): {line}"));
+        assert_eq!(v["arguments_truncated"], true, "line {i}: {line}");
+        let compact = serde_json::to_vec(args).unwrap();
+        let sha: String = Sha256::digest(&compact)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(v["arguments_sha256"], sha, "line {i}");
+        assert_eq!(v["arguments_bytes"], compact.len(), "line {i}");
+        if i % 5 == 4 {
+            // Reached the backend: the start of the arguments is kept as text.
+            assert_eq!(v["outcome"], "ok", "{line}");
+            let prefix = v["arguments_prefix"].as_str().unwrap();
+            let kept = prefix.trim_end_matches('…');
+            assert!(
+                String::from_utf8(compact).unwrap().starts_with(kept),
+                "line {i}"
+            );
+        } else {
+            assert!(v.get("arguments_prefix").is_none(), "line {i}: {line}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON logs
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ use paylink_mcp::backend::stream::{
 use paylink_mcp::domain::{CurrencyCode, Cursor, Money, RedirectUrl, ValidUntil};
 use paylink_mcp::model::BackendKind;
 use paylink_mcp::tools::id::ToolId;
-use paylink_mcp::upstream::{ErrorDecoder, RetryMode, UpstreamResponse, json_body};
+use paylink_mcp::upstream::{ErrorDecoder, RetryMode, Scrubber, UpstreamResponse, json_body};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -191,27 +191,29 @@ proptest! {
         } else {
             headers.insert("content-type", "text/html".parse().unwrap());
         }
-        let response = UpstreamResponse {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
+        let response = UpstreamResponse::new(
+            reqwest::StatusCode::from_u16(status).unwrap(),
             headers,
-            body: bytes.into(),
-            request_id: None,
-        };
+            &bytes,
+            None,
+            &Scrubber::default(),
+        );
         for mode in [RetryMode::Read, RetryMode::UnsafeWrite, RetryMode::IdempotentWrite] {
             let e = StreamErrors.decode_error(&response, mode);
             prop_assert!(!e.envelope().is_empty());
         }
-        let _ = json_body(&response, "Stream");
+        let _ = json_body(response, "Stream");
     }
 
     #[test]
     fn structured_error_bodies_never_panic_error_decoding(body in arb_json(), status in 400u16..600) {
-        let response = UpstreamResponse {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: reqwest::header::HeaderMap::new(),
-            body: serde_json::to_vec(&json!({"detail": body.clone(), "error": body})).unwrap().into(),
-            request_id: Some("r".into()),
-        };
+        let response = UpstreamResponse::new(
+            reqwest::StatusCode::from_u16(status).unwrap(),
+            reqwest::header::HeaderMap::new(),
+            &serde_json::to_vec(&json!({"detail": body.clone(), "error": body})).unwrap(),
+            Some("r"),
+            &Scrubber::default(),
+        );
         let e = StreamErrors.decode_error(&response, RetryMode::Read);
         let v: Value = serde_json::from_str(&e.envelope()).unwrap();
         prop_assert!(v["error"]["kind"].is_string());

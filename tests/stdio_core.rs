@@ -1306,6 +1306,83 @@ async fn stdout_carries_only_json_rpc_and_the_process_exits_cleanly_on_eof() {
     );
 }
 
+/// JSON-RPC 2.0 over stdio: a line that is not JSON (broken, not UTF-8, or longer than the 16 MiB
+/// line limit) is answered with -32700 Parse error and `"id": null`, a JSON line that is not a
+/// message with -32600 and `"id": null`, and the session keeps serving in between.
+#[tokio::test]
+async fn an_unparseable_line_gets_a_parse_error_and_the_session_goes_on() {
+    let mut session = RawSession::spawn(&[], &[]);
+    session
+        .send(&[json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "raw-test", "version": "0"}},
+        })])
+        .await;
+    let init = json_rpc_line(&session.read_line().await.expect("initialize answered"));
+    assert_eq!(init["id"], 1);
+    session
+        .send(&[json!({"jsonrpc": "2.0", "method": "notifications/initialized"})])
+        .await;
+
+    let mut too_long = vec![b'['; 16 * 1024 * 1024 + 10];
+    too_long.push(b'\n');
+    let bad_lines: Vec<(&str, Vec<u8>, i64)> = vec![
+        (
+            "broken JSON",
+            br#"{"jsonrpc": "2.0", "id": 2, "method": "tools/list""#.to_vec(),
+            -32700,
+        ),
+        ("not JSON at all", b"hello there".to_vec(), -32700),
+        (
+            "not UTF-8",
+            b"{\"jsonrpc\": \"2.0\", \"id\": \"\xff\xfe\"}".to_vec(),
+            -32700,
+        ),
+        (
+            "JSON, not a message",
+            br#"{"jsonrpc": "2.0", "id": 3, "method": 42}"#.to_vec(),
+            -32600,
+        ),
+        ("a bare number", b"12".to_vec(), -32600),
+        ("over the line limit", too_long, -32700),
+    ];
+    for (i, (what, mut line, code)) in bad_lines.into_iter().enumerate() {
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        session.send_raw(&line).await;
+        let answer = json_rpc_line(&session.read_line().await.expect("an answer"));
+        assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
+        assert!(
+            answer.as_object().unwrap().contains_key("id") && answer["id"].is_null(),
+            "{what}: `id: null` as JSON-RPC 2.0 requires: {answer}"
+        );
+        assert!(answer.get("result").is_none(), "{what}: {answer}");
+        // Still serving: the next request is answered.
+        let id = 100 + i as u64;
+        session
+            .send(&[json!({"jsonrpc": "2.0", "id": id, "method": "ping"})])
+            .await;
+        let pong = json_rpc_line(&session.read_line().await.expect("a ping answer"));
+        assert_eq!(pong["id"], id, "{what}: {pong}");
+        assert_eq!(pong["result"], json!({}));
+    }
+    // Empty lines and non-MCP notifications are still ignored without an answer.
+    session.send_raw(b"\n\r\n").await;
+    session
+        .send(&[
+            json!({"jsonrpc": "2.0", "method": "$/lsp-thing", "params": {}}),
+            json!({"jsonrpc": "2.0", "id": 200, "method": "tools/list"}),
+        ])
+        .await;
+    let listed = json_rpc_line(&session.read_line().await.expect("tools/list answered"));
+    assert_eq!(listed["id"], 200, "{listed}");
+    let end = session.close_and_wait().await;
+    assert_eq!(end.status.code(), Some(0), "stderr:\n{}", end.stderr);
+    assert!(end.stdout_lines.is_empty(), "{:?}", end.stdout_lines);
+}
+
 /// A client may hang up before the handshake (a host giving up, `paylink-mcp < /dev/null`):
 /// closing stdin is how a stdio session ends, so the server exits with 0 and prints nothing.
 #[tokio::test]

@@ -273,7 +273,7 @@ mod tests {
                 id: format!("li_{i}"),
                 product_id: None,
                 product_name: Some("x".repeat(200)),
-                quantity: 1,
+                quantity: Some(1),
                 unit_amount: None,
                 total: None,
                 kind: None,

@@ -467,7 +467,7 @@ No tenant's links are removed to make room; space comes back as idle tenants are
                 id: Uuid::new_v4().to_string(),
                 product_id: Some(product.id.to_owned()),
                 product_name: Some(product.name.to_owned()),
-                quantity: item.quantity.get(),
+                quantity: Some(item.quantity.get()),
                 unit_amount: Some(unit.view()),
                 total: Some(line_total.view()),
                 kind: Some(kind_of(product)),

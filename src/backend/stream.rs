@@ -82,6 +82,11 @@ impl StreamBackend {
             })
             .transpose()?;
         let mut secrets = vec![token.clone()];
+        // Base64 without its padding is still the whole key.
+        let unpadded = token.trim_end_matches('=');
+        if unpadded != token {
+            secrets.push(unpadded.to_owned());
+        }
         if token != key.expose() {
             secrets.push(key.expose().to_owned());
             if let Some((_, secret)) = key.expose().split_once(':') {
@@ -127,7 +132,7 @@ impl StreamBackend {
             .client
             .send(&request, &StreamErrors, &self.scrubber)
             .await?;
-        json_body(&response, "Stream")
+        json_body(response, "Stream")
     }
 
     fn link(&self, v: &Value) -> Result<PaymentLink> {
@@ -529,12 +534,8 @@ impl ErrorDecoder for StreamErrors {
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error {
         let status = response.status.as_u16();
         let mut ctx = response.context();
-        let parsed: Option<Value> = if response.body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&response.body).ok()
-        };
-        let root = parsed.as_ref().map(Obj);
+        let parsed: Option<&Value> = response.json.as_ref().ok();
+        let root = parsed.map(Obj);
         // 422 {"detail": [{"loc": [...], "msg": ...}]}
         if let Some(detail) = root
             .as_ref()
@@ -568,12 +569,12 @@ impl ErrorDecoder for StreamErrors {
         let described = match (&message, parsed.is_some()) {
             (Some(m), _) => format!("Stream answered {status}: {m}"),
             (None, true) => format!("Stream answered {status}"),
-            (None, false) if response.body.is_empty() => {
+            (None, false) if response.body_len == 0 => {
                 format!("Stream answered {status} with an empty body")
             }
             (None, false) => format!(
                 "Stream answered {status} with a {} body",
-                response.content_type().chars().take(60).collect::<String>()
+                response.content_type()
             ),
         };
         match status {
@@ -713,10 +714,8 @@ pub fn link_from_stream(v: &Value, live: bool) -> Result<PaymentLink> {
 pub fn line_item_from_stream(v: &Value, link_currency: Option<CurrencyCode>) -> Option<LineItem> {
     let o = Obj(v);
     let id = o.str("id")?.to_owned();
-    let quantity = o
-        .i64("quantity")
-        .and_then(|q| u32::try_from(q).ok())
-        .unwrap_or(1);
+    // Unreadable stays unknown: reading it as 1 made the line's total look like its unit price.
+    let quantity = o.count("quantity");
     let currency = o
         .str("currency")
         .and_then(|c| CurrencyCode::parse(c, "currency").ok())
@@ -732,9 +731,9 @@ pub fn line_item_from_stream(v: &Value, link_currency: Option<CurrencyCode>) -> 
                 "original_amount",
                 currency,
             )?;
-            (quantity > 0 && original.minor() % i64::from(quantity) == 0).then(|| {
-                Money::from_minor(original.minor() / i64::from(quantity), original.currency())
-            })
+            let q = i64::from(quantity.filter(|q| *q > 0)?);
+            (original.minor() % q == 0)
+                .then(|| Money::from_minor(original.minor() / q, original.currency()))
         });
     Some(LineItem {
         id,
@@ -870,5 +869,66 @@ mod tests {
         let last = json!({"data": [entry("a")], "pagination": {"has_next_page": false}});
         let page = stream_page(&Obj(&last), first, cap, parse);
         assert!(!page.has_more && page.next_cursor.is_none());
+    }
+
+    /// A line of 500,000,000.00 SAR, with no product price to read the unit from: the unit can
+    /// only be derived from the quantity.
+    fn line(quantity: Option<Value>) -> Value {
+        let mut v = json!({
+            "id": "li-1", "currency": "SAR", "product_id": "p-1",
+            "original_amount_in_smallest_unit": 50_000_000_000i64,
+            "discounted_amount_in_smallest_unit": 50_000_000_000i64,
+        });
+        if let Some(q) = quantity {
+            v["quantity"] = q;
+        }
+        v
+    }
+
+    fn minor(m: Option<crate::domain::MoneyView>) -> Option<i64> {
+        m.map(|m| {
+            serde_json::to_value(m).unwrap()["amount_minor"]
+                .as_i64()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn an_unreadable_quantity_is_null_and_so_is_the_unit_derived_from_it() {
+        for (what, q) in [
+            ("missing", None),
+            ("negative", Some(json!(-3))),
+            ("above u32", Some(json!(5_000_000_000u64))),
+            ("fraction", Some(json!(2.5))),
+            ("word", Some(json!("two"))),
+            ("null", Some(Value::Null)),
+            ("object", Some(json!({"value": 2}))),
+        ] {
+            let item = line_item_from_stream(&line(q), None).unwrap();
+            assert_eq!(item.quantity, None, "{what}");
+            assert_eq!(item.unit_amount, None, "{what}: no unit without a quantity");
+            assert_eq!(
+                minor(item.total),
+                Some(50_000_000_000),
+                "{what}: the total stays"
+            );
+        }
+        // Zero is what the answer says: shown as 0, but no unit can be derived from it.
+        let zero = line_item_from_stream(&line(Some(json!(0))), None).unwrap();
+        assert_eq!(zero.quantity, Some(0));
+        assert_eq!(zero.unit_amount, None);
+        // Readable forms: an integer, an integral float, a string of digits.
+        for q in [json!(4), json!(4.0), json!("4")] {
+            let item = line_item_from_stream(&line(Some(q.clone())), None).unwrap();
+            assert_eq!(item.quantity, Some(4), "{q}");
+            assert_eq!(minor(item.unit_amount), Some(12_500_000_000), "{q}");
+        }
+        // A unit price read from the product does not depend on the quantity.
+        let mut priced = line(Some(json!(-1)));
+        priced["product"] =
+            json!({"id": "p-1", "prices": [{"currency": "SAR", "amount": "12.50"}]});
+        let item = line_item_from_stream(&priced, None).unwrap();
+        assert_eq!(item.quantity, None);
+        assert_eq!(minor(item.unit_amount), Some(1250));
     }
 }

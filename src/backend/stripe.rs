@@ -163,7 +163,7 @@ impl StripeBackend {
 
     async fn send(&self, request: UpstreamRequest, errors: &StripeErrors) -> Result<Value> {
         let response = self.client.send(&request, errors, &self.scrubber).await?;
-        json_body(&response, "Stripe")
+        json_body(response, "Stripe")
     }
 
     /// A GET; reads are always safe to retry.
@@ -817,12 +817,9 @@ fn should_retry_header(response: &UpstreamResponse) -> Option<bool> {
     }
 }
 
-fn error_code(response: &UpstreamResponse) -> Option<String> {
-    let v: Value = serde_json::from_slice(&response.body).ok()?;
-    Obj(&v)
-        .obj("error")
-        .and_then(|e| e.str("code"))
-        .map(str::to_owned)
+fn error_code(response: &UpstreamResponse) -> Option<&str> {
+    let v = response.json.as_ref().ok()?;
+    Obj(v).obj("error").and_then(|e| e.str("code"))
 }
 
 fn truncate(s: &str) -> String {
@@ -844,8 +841,7 @@ impl ErrorDecoder for StripeErrors {
         }
         // The first request with this key is still running: asking again with the same key
         // either waits for it or replays its answer.
-        if response.status.as_u16() == 409
-            && error_code(response).as_deref() == Some("idempotency_key_in_use")
+        if response.status.as_u16() == 409 && error_code(response) == Some("idempotency_key_in_use")
         {
             return Some(true);
         }
@@ -855,12 +851,8 @@ impl ErrorDecoder for StripeErrors {
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error {
         let status = response.status.as_u16();
         let mut ctx = response.context();
-        let parsed: Option<Value> = if response.body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&response.body).ok()
-        };
-        let error = parsed.as_ref().and_then(|v| Obj(v).obj("error"));
+        let parsed: Option<&Value> = response.json.as_ref().ok();
+        let error = parsed.and_then(|v| Obj(v).obj("error"));
         let kind = error.and_then(|e| e.str("type"));
         let code = error.and_then(|e| e.str("code"));
         let message = error.and_then(|e| e.str("message")).map(truncate);
@@ -871,12 +863,12 @@ impl ErrorDecoder for StripeErrors {
         let described = match (&message, parsed.is_some()) {
             (Some(m), _) => format!("Stripe answered {status}: {m}"),
             (None, true) => format!("Stripe answered {status}"),
-            (None, false) if response.body.is_empty() => {
+            (None, false) if response.body_len == 0 => {
                 format!("Stripe answered {status} with an empty body")
             }
             (None, false) => format!(
                 "Stripe answered {status} with a {} body",
-                response.content_type().chars().take(60).collect::<String>()
+                response.content_type()
             ),
         };
         let should_retry = should_retry_header(response);
@@ -1122,17 +1114,15 @@ pub fn line_item_from_stripe(v: &Value, link_currency: Option<CurrencyCode>) -> 
     let currency = currency_of(o.str("currency"))
         .or_else(|| price.and_then(|p| currency_of(p.str("currency"))))
         .or(link_currency);
-    let quantity = o
-        .i64("quantity")
-        .and_then(|q| u32::try_from(q).ok())
-        .unwrap_or(1);
+    // Unreadable stays unknown (null), never 1: see `LineItem::quantity`.
+    let quantity = o.count("quantity");
     let unit = currency
         .and_then(|c| price.and_then(|p| unit_amount_in(&p, c)))
         .or_else(|| {
             // Tiered or converted prices: the unit is the subtotal over the quantity, when exact.
             let subtotal = money(o.i64("amount_subtotal"), currency)?;
-            let q = i64::from(quantity);
-            (q > 0 && subtotal.minor() % q == 0)
+            let q = i64::from(quantity.filter(|q| *q > 0)?);
+            (subtotal.minor() % q == 0)
                 .then(|| Money::from_minor(subtotal.minor() / q, subtotal.currency()))
         });
     let product = price.and_then(|p| p.get("product"));
@@ -1231,12 +1221,17 @@ mod tests {
         for (k, v) in headers {
             map.insert(*k, HeaderValue::from_str(v).unwrap());
         }
-        UpstreamResponse {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: Bytes::from(body.to_string()),
-            request_id: Some("req_1".into()),
-        }
+        raw_response(status, map, body.to_string().as_bytes())
+    }
+
+    fn raw_response(status: u16, headers: HeaderMap, body: &[u8]) -> UpstreamResponse {
+        UpstreamResponse::new(
+            reqwest::StatusCode::from_u16(status).unwrap(),
+            headers,
+            body,
+            Some("req_1"),
+            &Scrubber::default(),
+        )
     }
 
     fn stripe_error(kind: &str, code: Option<&str>, param: Option<&str>) -> Value {
@@ -1449,11 +1444,12 @@ mod tests {
     #[test]
     fn undecodable_error_bodies_are_described() {
         let d = StripeErrors::default();
-        let mut r = response(502, &[("content-type", "text/html")], json!(null));
-        r.body = Bytes::from_static(b"<html>bad gateway</html>");
+        let mut html = HeaderMap::new();
+        html.insert("content-type", HeaderValue::from_static("text/html"));
+        let r = raw_response(502, html.clone(), b"<html>bad gateway</html>");
         let e = d.decode_error(&r, RetryMode::Read);
         assert!(e.to_string().contains("text/html"), "{e}");
-        r.body = Bytes::new();
+        let r = raw_response(502, html, b"");
         assert!(
             d.decode_error(&r, RetryMode::Read)
                 .to_string()
@@ -1611,7 +1607,7 @@ mod tests {
         let li = line_item_from_stripe(&item, None).unwrap();
         assert_eq!(li.product_id.as_deref(), Some("price_D"));
         assert_eq!(li.product_name.as_deref(), Some("Dates"));
-        assert_eq!(li.quantity, 2);
+        assert_eq!(li.quantity, Some(2));
         assert_eq!(
             serde_json::to_value(li.unit_amount.unwrap()).unwrap(),
             json!({"amount_minor": 3500, "amount": "3.500", "currency": "KWD"})
@@ -1633,7 +1629,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(weird.quantity, 1);
+        assert_eq!(weird.quantity, None, "-3 is unreadable, not 1");
         assert!(weird.total.is_none() && weird.unit_amount.is_none());
 
         let product = json!({"id": "prod_1", "name": "Tea", "default_price": {
@@ -1653,6 +1649,56 @@ mod tests {
             product_from_stripe(&json!({"id": "prod_2", "default_price": "price_2"})).unwrap();
         assert!(unexpanded.prices.is_empty() && unexpanded.kind.is_none());
         assert!(product_from_stripe(&json!({"name": "no id"})).is_none());
+    }
+
+    #[test]
+    fn an_unreadable_quantity_is_null_and_so_is_the_unit_derived_from_it() {
+        // A tiered price has no unit_amount: the unit can only be derived from the quantity.
+        let line = |q: Option<Value>| {
+            let mut v = json!({"id": "li_1", "currency": "usd", "amount_subtotal": 50_000_000_000i64,
+                "amount_total": 50_000_000_000i64, "price": {"id": "price_T", "currency": "usd",
+                "billing_scheme": "tiered", "unit_amount": null}});
+            if let Some(q) = q {
+                v["quantity"] = q;
+            }
+            v
+        };
+        let minor = |m: Option<crate::domain::MoneyView>| {
+            m.map(|m| {
+                serde_json::to_value(m).unwrap()["amount_minor"]
+                    .as_i64()
+                    .unwrap()
+            })
+        };
+        for (what, q) in [
+            ("missing", None),
+            ("negative", Some(json!(-3))),
+            ("above u32", Some(json!(5_000_000_000u64))),
+            ("fraction", Some(json!(2.5))),
+            ("word", Some(json!("two"))),
+            ("null", Some(Value::Null)),
+        ] {
+            let item = line_item_from_stripe(&line(q), None).unwrap();
+            assert_eq!(item.quantity, None, "{what}");
+            assert_eq!(item.unit_amount, None, "{what}: no unit without a quantity");
+            assert_eq!(
+                minor(item.total),
+                Some(50_000_000_000),
+                "{what}: the total stays"
+            );
+        }
+        let zero = line_item_from_stripe(&line(Some(json!(0))), None).unwrap();
+        assert_eq!((zero.quantity, zero.unit_amount), (Some(0), None));
+        for q in [json!(4), json!(4.0), json!("4")] {
+            let item = line_item_from_stripe(&line(Some(q.clone())), None).unwrap();
+            assert_eq!(item.quantity, Some(4), "{q}");
+            assert_eq!(minor(item.unit_amount), Some(12_500_000_000), "{q}");
+        }
+        // The price's own unit_amount does not depend on the quantity.
+        let mut priced = line(Some(json!(-1)));
+        priced["price"]["unit_amount"] = json!(700);
+        let item = line_item_from_stripe(&priced, None).unwrap();
+        assert_eq!((item.quantity, minor(item.unit_amount)), (None, Some(700)));
     }
 
     #[test]

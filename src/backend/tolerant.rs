@@ -33,6 +33,12 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A count (a quantity): an integer read as [`Obj::i64`] that is neither negative nor above
+    /// `u32::MAX`. Anything else is unreadable (`None`), never clamped to a plausible value.
+    pub fn count(&self, key: &str) -> Option<u32> {
+        self.i64(key).and_then(|n| u32::try_from(n).ok())
+    }
+
     /// A decimal amount as text, from a string or a number.
     pub fn decimal_str(&self, key: &str) -> Option<String> {
         match self.get(key)? {
@@ -73,5 +79,25 @@ mod tests {
         assert!(o.array("arr").is_empty());
         assert!(Obj(&json!([1, 2])).array("x").is_empty());
         assert_eq!(Obj(&json!("str")).str("x"), None);
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_within_u32_or_nothing() {
+        let v = json!({
+            "ok": 3, "zero": 0, "text": "7", "whole_float": 2.0, "max": 4_294_967_295u64,
+            "negative": -3, "above": 5_000_000_000u64, "fraction": 2.5, "word": "two",
+            "null": null, "object": {"n": 1}, "bool": true,
+        });
+        let o = Obj(&v);
+        assert_eq!(o.count("ok"), Some(3));
+        assert_eq!(o.count("zero"), Some(0));
+        assert_eq!(o.count("text"), Some(7));
+        assert_eq!(o.count("whole_float"), Some(2));
+        assert_eq!(o.count("max"), Some(u32::MAX));
+        for unreadable in [
+            "negative", "above", "fraction", "word", "null", "object", "bool", "missing",
+        ] {
+            assert_eq!(o.count(unreadable), None, "{unreadable}");
+        }
     }
 }

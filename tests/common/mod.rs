@@ -97,6 +97,7 @@ impl Captured {
 pub struct Server {
     client: RunningService<RoleClient, ()>,
     stderr: Captured,
+    stderr_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -106,7 +107,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn paylink-mcp");
-        let (stderr, _) = Captured::drain(stderr.expect("stderr is piped"));
+        let (stderr, stderr_task) = Captured::drain(stderr.expect("stderr is piped"));
         let client = within(CALL_DEADLINE, "MCP initialize", ().serve(transport))
             .await
             .unwrap_or_else(|e| {
@@ -115,7 +116,11 @@ impl Server {
                     stderr.text()
                 )
             });
-        Server { client, stderr }
+        Server {
+            client,
+            stderr,
+            stderr_task,
+        }
     }
 
     /// The default server: no arguments, no keys, so the embedded sandbox.
@@ -229,6 +234,19 @@ impl Server {
         within(EXIT_DEADLINE, "client shutdown", self.client.cancel())
             .await
             .expect("client shutdown");
+    }
+
+    /// [`Server::shutdown`], then everything the server wrote to stderr, read to its end.
+    pub async fn shutdown_with_stderr(self) -> String {
+        let stderr = self.stderr.clone();
+        let task = self.stderr_task;
+        within(EXIT_DEADLINE, "client shutdown", self.client.cancel())
+            .await
+            .expect("client shutdown");
+        within(EXIT_DEADLINE, "stderr EOF", task)
+            .await
+            .expect("stderr reader");
+        stderr.text()
     }
 }
 
@@ -368,6 +386,31 @@ impl RawSession {
             .await
             .expect("write to stdin");
         }
+        within(CALL_DEADLINE, "flush stdin", stdin.flush())
+            .await
+            .expect("flush stdin");
+    }
+
+    /// The child's peak resident memory so far (`VmHWM`, Linux), in bytes; `None` elsewhere.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Writes `bytes` to stdin as they are (no newline added).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        within(CALL_DEADLINE, "write to stdin", stdin.write_all(bytes))
+            .await
+            .expect("write to stdin");
         within(CALL_DEADLINE, "flush stdin", stdin.flush())
             .await
             .expect("flush stdin");

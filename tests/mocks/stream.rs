@@ -61,6 +61,8 @@ pub enum Fault {
     StoreThenRaw(u16, &'static str, &'static str),
     /// Answer with this raw body and content type.
     Raw(u16, &'static str, &'static str),
+    /// Like `Raw`, with this `x-request-id` instead of the mock's own.
+    RawWithRequestId(u16, &'static str, &'static str, String),
     /// Answer normally, but only after this delay.
     Delay(Duration),
 }
@@ -362,6 +364,11 @@ impl Respond for Handler {
                 return with_id(
                     ResponseTemplate::new(*s).set_body_raw(body.as_bytes().to_vec(), ct),
                 );
+            }
+            Some(Fault::RawWithRequestId(s, ct, body, id)) => {
+                return ResponseTemplate::new(*s)
+                    .set_body_raw(body.as_bytes().to_vec(), ct)
+                    .insert_header("x-request-id", id.as_str());
             }
             _ => {}
         }

@@ -44,10 +44,10 @@ use super::reply::{refuse, too_many, unauthorized};
 use super::sessions::{NoRoom, Ownership, SessionOwners};
 use crate::backend::factory::{BackendFactory, BuildError};
 use crate::config::check_base_url;
-use crate::server::HeldForCall;
 use crate::model::BackendKind;
 use crate::observability::metrics;
 use crate::secret::ApiKey;
+use crate::server::HeldForCall;
 use crate::tenant::Tenant;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
