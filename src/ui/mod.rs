@@ -12,7 +12,9 @@
 //! and from tool calls it asks the host to make. Clients without MCP Apps ignore all of this:
 //! tool results are the same with or without it.
 
-use rmcp::model::{ListResourcesResult, MetaObject, ReadResourceResult, Resource, ResourceContents};
+use rmcp::model::{
+    ListResourcesResult, MetaObject, ReadResourceResult, Resource, ResourceContents,
+};
 use serde_json::json;
 
 /// The card's resource URI, named by the tools' `_meta.ui.resourceUri`.

@@ -357,8 +357,10 @@ function renderItems() {
     const li = el("li", "item");
     const main = el("div", "item-main");
     main.append(el("span", "item-name", item.product_name || item.product_id || "Item"), el("span", "item-total", money(item.total)));
-    const quantity = Number.isInteger(item.quantity) ? String(item.quantity) : DASH;
-    li.append(main, el("div", "item-sub", quantity + " × " + money(item.unit_amount)));
+    const known = Number.isInteger(item.quantity);
+    const sub = el("div", "item-sub", (known ? String(item.quantity) : DASH) + " × " + money(item.unit_amount));
+    if (!known) sub.title = "Quantity unknown: the payments API gave none that could be read.";
+    li.append(main, sub);
     list.append(li);
   }
   if (items.error) {

@@ -9,6 +9,14 @@
 // tools/call requests go view -> AppBridge -> a page binding -> this script's MCP client -> the
 // server: the browser never talks to the server.
 //
+// Two scenarios:
+// - without --link, on the sandbox: create a link, then check everything the card shows and does
+//   (items, total, QR, copy, refresh, deactivate/activate, errors, themes, display mode, size);
+// - with --link ID (an existing link, e.g. on a mocked Stream whose items have unreadable
+//   quantities): get it, and check that the card shows every item as the server lists it, with
+//   "—" where a quantity or unit price is null.
+// Both check that nothing was fetched from outside the host.
+//
 // Prints one line per check; exits 0 when every check passed, 1 at the first that did not.
 // Screenshots go to DIR (link-card-light.png, link-card-dark.png, link-card-error.png, ...).
 
@@ -25,10 +33,15 @@ import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/cli
 const here = dirname(fileURLToPath(import.meta.url));
 const started = Date.now();
 const { values: opts } = parseArgs({
-  options: { server: { type: "string" }, artifacts: { type: "string" } },
+  options: {
+    server: { type: "string" },
+    artifacts: { type: "string" },
+    token: { type: "string", default: "card-browser-test" },
+    link: { type: "string" },
+  },
 });
 if (!opts.server || !opts.artifacts) {
-  console.error("usage: run.mjs --server URL --artifacts DIR");
+  console.error("usage: run.mjs --server URL --artifacts DIR [--token T] [--link ID]");
   process.exit(2);
 }
 mkdirSync(opts.artifacts, { recursive: true });
@@ -89,9 +102,6 @@ const client = new Client(
 const serverCalls = []; // every tools/call this script made for the view
 const server = new URL(opts.server);
 
-async function callTool(params) {
-  return await client.callTool({ name: params.name, arguments: params.arguments });
-}
 
 // ------------------------------------------------------------------------------------------
 // The host's two origins: the page, and the sandbox proxy (the spec wants them different)
@@ -122,17 +132,18 @@ function cspOf(csp = {}) {
   ].join("; ");
 }
 
-async function main() {
-  // -- The server: tools, the card resource, a real create ------------------------------------
+// Everything both scenarios share: the MCP client connected, the card read from the server, the
+// host's two origins serving, the browser open, and the host's way to the server bound.
+async function setup() {
   await client.connect(new StreamableHTTPClientTransport(server, {
-    requestInit: { headers: { Authorization: "Bearer card-browser-test" } },
+    requestInit: { headers: { Authorization: "Bearer " + opts.token } },
   }));
   cleanup.push(() => client.close());
 
   const { tools } = await client.listTools();
-  const create = tools.find((t) => t.name === "create_payment_link");
-  const uri = create && create._meta && create._meta.ui && create._meta.ui.resourceUri;
-  equal(uri, "ui://paylink/link-card.html", "create_payment_link's _meta.ui.resourceUri names the card");
+  const get = tools.find((t) => t.name === "get_payment_link");
+  const uri = get && get._meta && get._meta.ui && get._meta.ui.resourceUri;
+  equal(uri, "ui://paylink/link-card.html", "get_payment_link's _meta.ui.resourceUri names the card");
   const read = await client.readResource({ uri });
   const content = read.contents[0];
   equal(content.mimeType, "text/html;profile=mcp-app", "resources/read serves the card as an MCP App");
@@ -141,26 +152,6 @@ async function main() {
     csp: content._meta && content._meta.ui && content._meta.ui.csp,
     permissions: content._meta && content._meta.ui && content._meta.ui.permissions,
   };
-
-  const args = {
-    name: "Counter QR: coffee order",
-    items: [
-      { product_id: BEANS, quantity: 2 },
-      { product_id: MUG, quantity: 1 },
-    ],
-    valid_until: "2031-01-31T23:59:00Z",
-    max_number_of_payments: 5,
-    idempotency_key: "card-browser-test-" + Date.now(),
-  };
-  const created = await client.callTool({ name: "create_payment_link", arguments: args });
-  check(!created.isError, "create_payment_link succeeded on the sandbox", JSON.stringify(created.content));
-  const link = created.structuredContent;
-  const lines = await client.callTool({
-    name: "list_line_items",
-    arguments: { payment_link_id: link.id, limit: 50 },
-  });
-  const items = lines.structuredContent.data;
-  equal(items.length, 2, "the server lists the link's two line items");
 
   // -- The host: two origins on 127.0.0.1, the page's script bundled with the real AppBridge ----
   const bundle = await esbuild.build({
@@ -221,24 +212,28 @@ async function main() {
   await context.grantPermissions(["clipboard-write"], { origin: sandboxOrigin });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: hostOrigin });
 
-  // Every request any page of this context makes, and what the console says (a CSP refusal).
+  // Every request any page of this context makes, and what the consoles say (a CSP refusal).
   const requests = [];
   const consoleErrors = [];
   context.on("request", (r) => requests.push({ url: r.url(), frame: r.frame() }));
+  const pages = [];
 
-  const page = await context.newPage();
-  page.on("console", (m) => {
-    if (m.type() === "error" || /Content Security Policy|Refused to/i.test(m.text())) consoleErrors.push(m.text());
-  });
-  page.on("pageerror", (e) => consoleErrors.push("page error: " + e.message));
-
-  // The host's way to the server, callable only from the host page itself (not from the view's
-  // frames): a view that found it could otherwise bypass the bridge.
-  await page.exposeBinding("paylinkCallTool", async (source, params) => {
-    if (source.frame !== page.mainFrame()) throw new Error("only the host page may call the server");
-    serverCalls.push(params.name);
-    return await callTool(params);
-  });
+  async function newPage() {
+    const page = await context.newPage();
+    pages.push(page);
+    page.on("console", (m) => {
+      if (m.type() === "error" || /Content Security Policy|Refused to/i.test(m.text())) consoleErrors.push(m.text());
+    });
+    page.on("pageerror", (e) => consoleErrors.push("page error: " + e.message));
+    // The host's way to the server, callable only from the host page itself (not from the
+    // view's frames): a view that found it could otherwise bypass the bridge.
+    await page.exposeBinding("paylinkCallTool", async (source, params) => {
+      if (source.frame !== page.mainFrame()) throw new Error("only the host page may call the server");
+      serverCalls.push(params.name);
+      return await client.callTool({ name: params.name, arguments: params.arguments });
+    });
+    return page;
+  }
 
   const hostContext = {
     theme: "light",
@@ -249,19 +244,120 @@ async function main() {
     platform: "web",
     containerDimensions: { width: 320, maxHeight: 2000 },
   };
-  async function show(target, toolName, toolArguments, result) {
-    await target.goto(`${hostOrigin}/host.html`);
-    await target.evaluate((o) => window.paylinkHost.start(o), {
+
+  // Shows the card on `page` for one tool call and its result; returns the card's frame.
+  async function show(page, toolName, toolArguments, result) {
+    await page.goto(`${hostOrigin}/host.html`);
+    await page.evaluate((o) => window.paylinkHost.start(o), {
       sandboxUrl,
       view,
       tool: { name: toolName, arguments: toolArguments, result },
       context: hostContext,
       width: 320,
     });
-    return target.frameLocator("#sandbox").frameLocator("iframe");
+    return page.frameLocator("#sandbox").frameLocator("iframe");
   }
 
-  const card = await show(page, "create_payment_link", args, created);
+  // What every scenario ends with: nothing fetched from outside the host, by anyone.
+  async function checkNetwork() {
+    const outside = requests.filter((r) => {
+      const origin = new URL(r.url).origin;
+      return origin !== hostOrigin && origin !== sandboxOrigin;
+    });
+    equal(outside.map((r) => r.url), [], "the pages made no network request outside the host's two origins");
+    const viewFrames = pages.flatMap((p) => p.frames()).filter((f) => f.parentFrame() && f.parentFrame().parentFrame());
+    check(viewFrames.length === pages.length, "the view ran in a frame inside the sandbox frame, one per page", String(viewFrames.length));
+    const fromView = requests.filter((r) => viewFrames.includes(r.frame));
+    equal(fromView.map((r) => r.url), [], "the card itself made no network request at all");
+    equal(unexpected, [], "the host's servers were asked for nothing but the host and sandbox pages");
+    check(!requests.some((r) => r.url.includes(server.host)), "the browser never talked to the MCP server");
+    equal(consoleErrors, [], "no console error, CSP refusal or page error");
+    const forwarded = [];
+    for (const p of pages) forwarded.push(...(await p.evaluate(() => window.host.forwarded)));
+    equal(serverCalls, forwarded, "every tools/call the server saw for the view came through the AppBridge");
+  }
+
+  return { view, newPage, show, checkNetwork };
+}
+
+// The rows the card must show for `items` as list_line_items returned them: "—" for what is null.
+function expectedRows(items) {
+  const money = (m) => (m ? `${m.amount} ${m.currency}` : "—");
+  return items.map((i) => ({
+    name: i.product_name,
+    total: money(i.total),
+    sub: `${Number.isInteger(i.quantity) ? i.quantity : "—"} × ${money(i.unit_amount)}`,
+    visible: true,
+  }));
+}
+
+async function shownRows(card) {
+  return await card.locator(".item").evaluateAll((rows) =>
+    rows.map((r) => ({
+      name: r.querySelector(".item-name").textContent,
+      total: r.querySelector(".item-total").textContent,
+      sub: r.querySelector(".item-sub").textContent,
+      visible: r.getBoundingClientRect().height > 0,
+    })),
+  );
+}
+
+async function main() {
+  const host = await setup();
+  if (opts.link) await existingLink(host, opts.link);
+  else await createdLink(host);
+  await host.checkNetwork();
+}
+
+// An existing link read with get_payment_link: every item as the server lists it, "—" for an
+// unreadable quantity and the unit price that cannot be known without it.
+async function existingLink(host, id) {
+  const got = await client.callTool({ name: "get_payment_link", arguments: { payment_link_id: id } });
+  check(!got.isError, "get_payment_link found the link", JSON.stringify(got.content));
+  const lines = await client.callTool({ name: "list_line_items", arguments: { payment_link_id: id, limit: 50 } });
+  const items = lines.structuredContent.data;
+  check(
+    items.some((i) => i.quantity === null && i.unit_amount === null),
+    "the server lists an item whose quantity and unit price are null",
+    JSON.stringify(items),
+  );
+  const page = await host.newPage();
+  const card = await host.show(page, "get_payment_link", { payment_link_id: id }, got);
+  await card.locator(".item").nth(items.length - 1).waitFor({ timeout: WAIT });
+  equal(await shownRows(card), expectedRows(items), "every item is shown as listed, with — for a null quantity and unit price");
+  check(
+    (await shownRows(card)).some((r) => r.sub === "— × —"),
+    "an item without a readable quantity shows — × —, never a made-up number",
+  );
+  const total = got.structuredContent.total;
+  equal((await card.locator("#total").textContent()).trim(), `${total.amount} ${total.currency}`, "the card shows the link's exact total");
+  await page.locator("#sandbox").screenshot({ path: join(opts.artifacts, "link-card-unreadable.png") });
+}
+
+// A link created on the sandbox: everything the card shows and does.
+async function createdLink(host) {
+  const args = {
+    name: "Counter QR: coffee order",
+    items: [
+      { product_id: BEANS, quantity: 2 },
+      { product_id: MUG, quantity: 1 },
+    ],
+    valid_until: "2031-01-31T23:59:00Z",
+    max_number_of_payments: 5,
+    idempotency_key: "card-browser-test-" + Date.now(),
+  };
+  const created = await client.callTool({ name: "create_payment_link", arguments: args });
+  check(!created.isError, "create_payment_link succeeded on the sandbox", JSON.stringify(created.content));
+  const link = created.structuredContent;
+  const lines = await client.callTool({
+    name: "list_line_items",
+    arguments: { payment_link_id: link.id, limit: 50 },
+  });
+  const items = lines.structuredContent.data;
+  equal(items.length, 2, "the server lists the link's two line items");
+
+  const page = await host.newPage();
+  const card = await host.show(page, "create_payment_link", args, created);
   const text = async (selector) => (await card.locator(selector).textContent({ timeout: WAIT })).trim();
 
   // -- What the card shows --------------------------------------------------------------------
@@ -274,22 +370,9 @@ async function main() {
   equal(await text("#url"), link.url, "the card shows the link's URL");
 
   await card.locator(".item").nth(1).waitFor({ timeout: WAIT });
-  const shown = await card.locator(".item").evaluateAll((rows) =>
-    rows.map((r) => ({
-      name: r.querySelector(".item-name").textContent,
-      total: r.querySelector(".item-total").textContent,
-      sub: r.querySelector(".item-sub").textContent,
-      visible: r.getBoundingClientRect().height > 0,
-    })),
-  );
   equal(
-    shown,
-    items.map((i) => ({
-      name: i.product_name,
-      total: `${i.total.amount} ${i.total.currency}`,
-      sub: `${i.quantity} × ${i.unit_amount.amount} ${i.unit_amount.currency}`,
-      visible: true,
-    })),
+    await shownRows(card),
+    expectedRows(items),
     "every item is visible with its name, quantity, unit price and line total (from list_line_items)",
   );
   const facts = await card.locator("#facts").evaluate((dl) => [...dl.children].map((c) => c.textContent));
@@ -402,9 +485,8 @@ async function main() {
   const missing = { payment_link_id: "00000000-0000-4000-8000-000000000000" };
   const notFound = await client.callTool({ name: "get_payment_link", arguments: missing });
   check(notFound.isError === true, "the server answers get_payment_link of an unknown id with isError");
-  const errorPage = await context.newPage();
-  errorPage.on("pageerror", (e) => consoleErrors.push("page error: " + e.message));
-  const errorCard = await show(errorPage, "get_payment_link", missing, notFound);
+  const errorPage = await host.newPage();
+  const errorCard = await host.show(errorPage, "get_payment_link", missing, notFound);
   await errorCard.locator("#message").filter({ hasText: "Could not show the payment link" }).waitFor({ timeout: WAIT });
   const said = (await errorCard.locator("#message").textContent()).trim();
   const envelope = JSON.parse(notFound.content[0].text).error;
@@ -414,22 +496,6 @@ async function main() {
     said,
   );
   await errorPage.locator("#sandbox").screenshot({ path: join(opts.artifacts, "link-card-error.png") });
-
-  // -- No network request outside the host ------------------------------------------------------
-  const outside = requests.filter((r) => {
-    const origin = new URL(r.url).origin;
-    return origin !== hostOrigin && origin !== sandboxOrigin;
-  });
-  equal(outside.map((r) => r.url), [], "the pages made no network request outside the host's two origins");
-  const viewFrames = [...page.frames(), ...errorPage.frames()].filter((f) => f.parentFrame() && f.parentFrame().parentFrame());
-  check(viewFrames.length === 2, "the view ran in a frame inside the sandbox frame (one per page)", String(viewFrames.length));
-  const fromView = requests.filter((r) => viewFrames.includes(r.frame));
-  equal(fromView.map((r) => r.url), [], "the card itself made no network request at all");
-  equal(unexpected, [], "the host's servers were asked for nothing but the host and sandbox pages");
-  check(!requests.some((r) => r.url.includes(server.host)), "the browser never talked to the MCP server");
-  equal(consoleErrors, [], "no console error, CSP refusal or page error");
-  const forwarded = await page.evaluate(() => window.host.forwarded);
-  equal(serverCalls, forwarded, "every tools/call the server saw came through the AppBridge");
 }
 
 // The QR code in a screenshot, as zbarimg (Debian's zbar-tools) reads it.
