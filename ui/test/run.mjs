@@ -437,6 +437,11 @@ async function createdLink(host) {
   const clip = await page.evaluate(() => navigator.clipboard.readText());
   equal(clip, link.url, "the copy button put exactly the link's URL on the clipboard");
 
+  // -- Open: ui/open-link with exactly the URL, handled by the host ------------------------------
+  await card.locator("#open").click();
+  await page.waitForFunction(() => window.host.opened.length > 0, null, { timeout: WAIT });
+  equal(await page.evaluate(() => window.host.opened), [link.url], "the open button asked the host to open exactly the URL (ui/open-link)");
+
   // -- Refresh: one tools/call get_payment_link through the bridge ------------------------------
   let before = (await page.evaluate(() => window.host.calls)).length;
   await card.locator("#refresh").click();
