@@ -55,7 +55,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::error::Error;
+use crate::error::{Error, UpstreamContext};
 use crate::observability::metrics;
 use crate::observability::metrics::IdempotencyStats;
 
@@ -335,12 +335,7 @@ impl Inner {
 }
 
 fn busy(message: String) -> Error {
-    Error::RateLimited {
-        retry_safe: true,
-        message,
-        retry_after_secs: Some(1),
-        upstream: Default::default(),
-    }
+    Error::rate_limited(message, Some(1), UpstreamContext::default())
 }
 
 impl IdempotencyStore {
@@ -412,9 +407,9 @@ impl IdempotencyStore {
         let mut previous_unknown = None;
         if let Some(entry) = inner.entries.get(&id) {
             if entry.args_hash != args {
-                return Err(Error::IdempotencyConflict {
-                    message: "this idempotency_key was already used with different arguments in the last 24 hours; use a new key for a new link, or repeat the original arguments exactly".into(),
-                });
+                return Err(Error::idempotency_conflict(
+                    "this idempotency_key was already used with different arguments in the last 24 hours; use a new key for a new link, or repeat the original arguments exactly",
+                ));
             }
             match &entry.slot {
                 Slot::InFlight(rx) => return Ok(Claim::Wait(rx.clone())),

@@ -289,14 +289,12 @@ impl UpstreamClient {
                 Err(AttemptError::Connect(message)) => (
                     can_retry,
                     None,
-                    Error::Upstream {
-                        field: None,
-                        message: format!(
+                    Error::upstream_retryable(
+                        format!(
                             "could not connect to {name}: {message}; nothing was sent, retrying is safe"
                         ),
-                        retry_safe: true,
-                        upstream: UpstreamContext::default(),
-                    },
+                        UpstreamContext::default(),
+                    ),
                 ),
                 Err(AttemptError::Transport { timeout, message }) => {
                     let retry = can_retry && request.retry != RetryMode::UnsafeWrite;
@@ -313,17 +311,12 @@ impl UpstreamClient {
                     );
                     // A write was answered, so it may well have happened.
                     let error = if request.retry == RetryMode::Read {
-                        Error::Upstream {
-                            field: None,
-                            message,
-                            retry_safe: true,
-                            upstream: UpstreamContext::default(),
-                        }
+                        Error::upstream_retryable(message, UpstreamContext::default())
                     } else {
-                        Error::OutcomeUnknown {
-                            message: format!("{message}; the write may or may not have happened"),
-                            upstream: UpstreamContext::default(),
-                        }
+                        Error::outcome_unknown(
+                            format!("{message}; the write may or may not have happened"),
+                            UpstreamContext::default(),
+                        )
                     };
                     (false, None, error)
                 }
@@ -413,28 +406,24 @@ impl UpstreamClient {
             "failed mid-request"
         };
         match mode {
-            RetryMode::UnsafeWrite => Error::OutcomeUnknown {
-                message: format!(
+            RetryMode::UnsafeWrite => Error::outcome_unknown(
+                format!(
                     "{name} {what} ({message}); the link may or may not have been created. Do not create it again blindly: look for it first"
                 ),
-                upstream: UpstreamContext::default(),
-            },
+                UpstreamContext::default(),
+            ),
             // Our retries reused the key; whether the *caller* can retry safely depends on
             // whether the key outlives this call, which only the backend knows. The cautious
             // answer here; a backend whose key came from the caller turns it into a retry-safe
             // one (see stripe::create_failure).
-            RetryMode::IdempotentWrite => Error::OutcomeUnknown {
-                message: format!(
-                    "{name} {what} ({message}); the write may or may not have happened"
-                ),
-                upstream: UpstreamContext::default(),
-            },
-            RetryMode::Read => Error::Upstream {
-                field: None,
-                message: format!("{name} {what} ({message}); retrying is safe"),
-                retry_safe: true,
-                upstream: UpstreamContext::default(),
-            },
+            RetryMode::IdempotentWrite => Error::outcome_unknown(
+                format!("{name} {what} ({message}); the write may or may not have happened"),
+                UpstreamContext::default(),
+            ),
+            RetryMode::Read => Error::upstream_retryable(
+                format!("{name} {what} ({message}); retrying is safe"),
+                UpstreamContext::default(),
+            ),
         }
     }
 }
@@ -515,9 +504,11 @@ pub fn install_crypto_provider() {
 
 /// A header value holding a secret: marked sensitive so that it never appears in debug output.
 pub fn sensitive_header(value: &str) -> Result<HeaderValue, Error> {
-    let mut v = HeaderValue::from_str(value).map_err(|_| Error::Auth {
-        message: "the API key contains characters that cannot be sent in an HTTP header".into(),
-        upstream: UpstreamContext::default(),
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        Error::auth(
+            "the API key contains characters that cannot be sent in an HTTP header",
+            UpstreamContext::default(),
+        )
     })?;
     v.set_sensitive(true);
     Ok(v)
@@ -564,11 +555,11 @@ impl UpstreamPools {
 /// The JSON body of a successful answer, or an error that explains what came instead.
 pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::Value, Error> {
     let upstream = response.context();
-    let bad = |what: String| Error::Upstream {
-        field: None,
-        message: format!("{name} answered {} with {what}", response.status.as_u16()),
-        retry_safe: false,
-        upstream: upstream.clone(),
+    let bad = |what: String| {
+        Error::upstream_failure(
+            format!("{name} answered {} with {what}", response.status.as_u16()),
+            upstream.clone(),
+        )
     };
     if response.body_len == 0 {
         return Err(bad("an empty body".into()));
@@ -580,11 +571,8 @@ pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::V
         )));
     }
     let status = response.status.as_u16();
-    response.json.map_err(|refusal| Error::Upstream {
-        field: None,
-        message: format!("{name} answered {status} with {refusal}"),
-        retry_safe: false,
-        upstream,
+    response.json.map_err(|refusal| {
+        Error::upstream_failure(format!("{name} answered {status} with {refusal}"), upstream)
     })
 }
 

@@ -225,11 +225,11 @@ pub fn coupon_summary() -> String {
 }
 
 fn not_found(what: &str, id: &str, field: &str) -> Error {
-    Error::NotFound {
-        field: Some(field.to_owned()),
-        message: format!("no {what} with id {id} in the sandbox"),
-        upstream: UpstreamContext::default(),
-    }
+    Error::not_found(
+        format!("no {what} with id {id} in the sandbox"),
+        UpstreamContext::default(),
+    )
+    .on_field(field)
 }
 
 fn coupon_percent(id: &str, field: &str) -> Result<u8> {
@@ -372,31 +372,25 @@ impl SandboxBackend {
     fn charge(&self, store: &mut Store, bytes: usize, what: &str) -> Result<()> {
         let max = self.limits.max_tenant_bytes;
         if store.bytes.saturating_add(bytes) > max {
-            return Err(Error::RateLimited {
-                retry_safe: false,
-                message: format!(
-                    "this sandbox tenant's links hold {} of its {max} bytes and {what} needs {bytes} more, so nothing was stored. \
+            return Err(Error::quota_exhausted(format!(
+                "this sandbox tenant's links hold {} of its {max} bytes and {what} needs {bytes} more, so nothing was stored. \
 The sandbox is for trying things out and keeps no data: use less metadata or shorter texts, or start over with a fresh sandbox \
 (over HTTP another Bearer token, or this one after it has been idle; over stdio restart the server). Deactivating links frees nothing",
-                    store.bytes
-                ),
-                retry_after_secs: None,
-                upstream: UpstreamContext::default(),
-            });
+                store.bytes
+            )));
         }
         if !self.limits.pool.reserve(bytes) {
-            return Err(Error::RateLimited {
-                retry_safe: true,
-                message: format!(
+            return Err(Error::rate_limited(
+                format!(
                     "the sandbox of this server is full: all its tenants' links together hold {} of {} bytes, so nothing was stored. \
 No tenant's links are removed to make room; space comes back as idle tenants are dropped. Try again later, or use a sandbox of your own \
 (paylink-mcp over stdio)",
                     self.limits.pool.used(),
                     self.limits.pool.max_bytes()
                 ),
-                retry_after_secs: None,
-                upstream: UpstreamContext::default(),
-            });
+                None,
+                UpstreamContext::default(),
+            ));
         }
         store.bytes += bytes;
         Ok(())
@@ -557,15 +551,10 @@ impl Backend for SandboxBackend {
         let size = stored_size(&stored);
         let mut store = self.store();
         if store.links.len() >= self.limits.max_links {
-            return Err(Error::RateLimited {
-                retry_safe: false,
-                message: format!(
-                    "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
-                    self.limits.max_links
-                ),
-                retry_after_secs: None,
-                upstream: UpstreamContext::default(),
-            });
+            return Err(Error::quota_exhausted(format!(
+                "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
+                self.limits.max_links
+            )));
         }
         self.charge(&mut store, size, "this link")?;
         let link = stored.link.clone();

@@ -284,10 +284,9 @@ fn clipped_error(body: &Value) -> Value {
 
 /// The refusal of a write whose audit line could not even be started.
 pub fn refused_before_call() -> Error {
-    Error::Internal {
-        message: "the server's audit log cannot be written, so this write was refused before anything was sent to the payments API (nothing was created or changed). Reads still work; ask the operator to fix --audit-log, then call again".into(),
-        retry_safe: true,
-    }
+    Error::internal_retryable(
+        "the server's audit log cannot be written, so this write was refused before anything was sent to the payments API (nothing was created or changed). Reads still work; ask the operator to fix --audit-log, then call again",
+    )
 }
 
 /// Runs blocking file I/O off the async workers (a sync can take milliseconds).
@@ -466,12 +465,9 @@ impl AuditEntry {
             (_, "ok") => "the call succeeded upstream".to_owned(),
             (_, kind) => format!("the call itself failed ({kind})"),
         };
-        Error::Internal {
-            message: format!(
-                "{done}, but the server's audit log could not record it ({cause}); tell the operator, who must add it to the audit log by hand"
-            ),
-            retry_safe: false,
-        }
+        Error::internal(format!(
+            "{done}, but the server's audit log could not record it ({cause}); tell the operator, who must add it to the audit log by hand"
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::domain::{
     CouponId, CurrencyCode, Description, LinkName, MaxPayments, Metadata, ProductId, Quantity,
     RedirectUrl, ValidUntil,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UpstreamContext};
 use crate::idempotency::{Claim, IdempotencyStore, Outcome, args_hash, wait};
 use crate::model::PaymentLink;
 
@@ -345,10 +345,9 @@ pub async fn run(
         Claim::Wait(rx) => {
             return match wait(rx).await {
                 Some(outcome) => replayed(outcome),
-                None => Err(Error::Internal {
-                    message: "a call with this idempotency_key was cancelled before it finished; call again with the same key".into(),
-                    retry_safe: true,
-                }),
+                None => Err(Error::internal_retryable(
+                    "a call with this idempotency_key was cancelled before it finished; call again with the same key",
+                )),
             };
         }
         Claim::Run(ticket) => ticket,
@@ -394,10 +393,10 @@ fn replayed(outcome: Outcome) -> Result<PaymentLink> {
         Outcome::Created(value) => serde_json::from_value(value)
             .map_err(|e| Error::internal(format!("a stored result could not be read back: {e}"))),
         Outcome::Failed(e) => Err(e),
-        Outcome::Unknown { .. } => Err(Error::OutcomeUnknown {
-            message: "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link".into(),
-            upstream: Default::default(),
-        }),
+        Outcome::Unknown { .. } => Err(Error::outcome_unknown(
+            "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link",
+            UpstreamContext::default(),
+        )),
     }
 }
 
