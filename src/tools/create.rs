@@ -34,8 +34,8 @@ pub fn call<'a>(
     })
 }
 
-/// The most line items one link may carry (Stripe's limit; applied on every backend).
-pub const MAX_ITEMS: usize = 20;
+/// The most line items one link may carry (see [`crate::domain::MAX_LINE_ITEMS`]).
+pub const MAX_ITEMS: usize = crate::domain::MAX_LINE_ITEMS;
 
 fn one() -> i64 {
     1
