@@ -33,16 +33,21 @@ pub struct UpstreamSettings {
     pub body_cap: usize,
 }
 
+impl UpstreamSettings {
+    /// The defaults, which the command line's defaults are read from.
+    pub const DEFAULT: UpstreamSettings = UpstreamSettings {
+        connect_timeout: Duration::from_secs(5),
+        attempt_timeout: Duration::from_secs(15),
+        deadline: Duration::from_secs(30),
+        max_retries: 2,
+        backoff_base: Duration::from_millis(200),
+        body_cap: DEFAULT_BODY_CAP,
+    };
+}
+
 impl Default for UpstreamSettings {
     fn default() -> Self {
-        UpstreamSettings {
-            connect_timeout: Duration::from_secs(5),
-            attempt_timeout: Duration::from_secs(15),
-            deadline: Duration::from_secs(30),
-            max_retries: 2,
-            backoff_base: Duration::from_millis(200),
-            body_cap: DEFAULT_BODY_CAP,
-        }
+        Self::DEFAULT
     }
 }
 
