@@ -510,16 +510,14 @@ mod tests {
 
     #[test]
     fn upstream_envelope_carries_status_code_and_request_id() {
-        let e = Error::Upstream {
-            field: None,
-            message: "bad gateway".into(),
-            retry_safe: true,
-            upstream: UpstreamContext {
+        let e = Error::upstream_retryable(
+            "bad gateway",
+            UpstreamContext {
                 status: Some(502),
                 code: Some("BAD_GATEWAY".into()),
                 request_id: Some("req_1".into()),
             },
-        };
+        );
         let v: serde_json::Value = serde_json::from_str(&e.envelope()).unwrap();
         assert_eq!(v["error"]["kind"], "upstream");
         assert_eq!(v["error"]["status"], 502);
@@ -530,11 +528,37 @@ mod tests {
 
     #[test]
     fn outcome_unknown_is_never_retry_safe() {
-        let e = Error::OutcomeUnknown {
-            message: "timed out".into(),
-            upstream: UpstreamContext::default(),
-        };
+        let e = Error::outcome_unknown("timed out", UpstreamContext::default());
         assert!(!e.retry_safe());
         assert_eq!(e.kind().as_str(), "outcome_unknown");
+    }
+
+    #[test]
+    fn on_field_names_the_argument_only_where_a_field_belongs() {
+        let ctx = UpstreamContext::default;
+        for e in [
+            Error::validation("x", "m"),
+            Error::not_found("m", ctx()),
+            Error::upstream_failure("m", ctx()),
+            Error::upstream_retryable("m", ctx()),
+        ] {
+            let retry_safe = e.retry_safe();
+            let named = e.on_field("items[1].quantity");
+            assert_eq!(named.field(), Some("items[1].quantity"));
+            assert_eq!(named.retry_safe(), retry_safe, "nothing else changes");
+        }
+        for e in [
+            Error::auth("m", ctx()),
+            Error::rate_limited("m", Some(1), ctx()),
+            Error::outcome_unknown("m", ctx()),
+            Error::internal("m"),
+        ] {
+            let kind = e.kind();
+            let same = e.on_field("items");
+            assert_eq!((same.kind(), same.field()), (kind, None));
+        }
+        assert!(!Error::quota_exhausted("m").retry_safe());
+        assert!(Error::rate_limited("m", None, ctx()).retry_safe());
+        assert!(Error::internal_retryable("m").retry_safe());
     }
 }

@@ -174,3 +174,180 @@ pub(crate) fn no_link_id(name: &str) -> Error {
         UpstreamContext::default(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Scrubber;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn answer(status: u16, body: &[u8]) -> UpstreamResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("7"));
+        UpstreamResponse::new(
+            reqwest::StatusCode::from_u16(status).unwrap(),
+            headers,
+            body,
+            Some("req_9"),
+            &Scrubber::default(),
+        )
+    }
+
+    const HINTS: StatusHints<'static> = StatusHints {
+        key_refused: "check the key",
+        forbidden: "ask for access",
+        read_again: Some("retrying is safe"),
+        write_unknown: "look for it first",
+    };
+
+    fn decide(status: u16, retry: RetryMode, field: Option<&str>) -> Error {
+        let r = answer(status, br#"{"m": 1}"#);
+        Refused::new(
+            "Up",
+            &r,
+            Some("CODE"),
+            Some("nope"),
+            field.map(str::to_owned),
+        )
+        .by_status(&HINTS, &r, retry)
+    }
+
+    #[test]
+    fn refusals_are_decided_by_status_alike_for_every_rest_upstream() {
+        for (status, retry, kind, retry_safe, message) in [
+            (
+                401,
+                RetryMode::Read,
+                "auth",
+                false,
+                "Up answered 401: nope; check the key",
+            ),
+            (
+                403,
+                RetryMode::Read,
+                "auth",
+                false,
+                "Up answered 403: nope; ask for access",
+            ),
+            (
+                404,
+                RetryMode::Read,
+                "not_found",
+                false,
+                "Up answered 404: nope",
+            ),
+            (
+                410,
+                RetryMode::Read,
+                "not_found",
+                false,
+                "Up answered 410: nope",
+            ),
+            (
+                429,
+                RetryMode::UnsafeWrite,
+                "rate_limited",
+                true,
+                "Up answered 429: nope; slow down and retry later",
+            ),
+            (
+                503,
+                RetryMode::Read,
+                "upstream",
+                true,
+                "Up answered 503: nope; retrying is safe",
+            ),
+            (
+                500,
+                RetryMode::UnsafeWrite,
+                "outcome_unknown",
+                false,
+                "Up answered 500: nope; look for it first",
+            ),
+            (
+                502,
+                RetryMode::IdempotentWrite,
+                "outcome_unknown",
+                false,
+                "Up answered 502: nope; look for it first",
+            ),
+            (
+                409,
+                RetryMode::Read,
+                "upstream",
+                false,
+                "Up answered 409: nope",
+            ),
+        ] {
+            let e = decide(status, retry, Some("items[0]"));
+            let body = e.body();
+            assert_eq!(e.kind().as_str(), kind, "{status}");
+            assert_eq!(e.retry_safe(), retry_safe, "{status}");
+            assert_eq!(body.message, message, "{status}");
+            assert_eq!(body.status, Some(status));
+            assert_eq!(body.upstream_code.as_deref(), Some("CODE"));
+            assert_eq!(body.request_id.as_deref(), Some("req_9"));
+            // Only a refusal about the request's content names the argument.
+            let named = matches!(kind, "not_found") || (kind == "upstream" && !retry_safe);
+            assert_eq!(e.field(), named.then_some("items[0]"), "{status}");
+        }
+        assert_eq!(
+            decide(429, RetryMode::Read, None).body().retry_after_secs,
+            Some(7)
+        );
+        // Without the upstream's hint, a failed read says nothing more.
+        let r = answer(500, b"");
+        let quiet = StatusHints {
+            read_again: None,
+            ..HINTS
+        };
+        let e = Refused::new("Up", &r, None, None, None).by_status(&quiet, &r, RetryMode::Read);
+        assert_eq!(e.to_string(), "Up answered 500 with an empty body");
+        assert!(e.retry_safe());
+    }
+
+    #[test]
+    fn upstream_text_is_cut_to_one_length() {
+        let r = answer(400, b"{}");
+        let long = "é".repeat(MESSAGE_MAX_CHARS + 50);
+        let refused = Refused::new("Up", &r, Some(&"c".repeat(200)), Some(&long), None);
+        assert_eq!(
+            refused.described,
+            format!("Up answered 400: {}", "é".repeat(MESSAGE_MAX_CHARS))
+        );
+        assert_eq!(refused.ctx.code.unwrap().len(), CODE_MAX_CHARS);
+    }
+
+    #[test]
+    fn a_write_answered_2xx_but_unreadable_is_an_unknown_outcome() {
+        let at = |status: u16| UpstreamContext {
+            status: Some(status),
+            ..UpstreamContext::default()
+        };
+        let e = unreadable_write(
+            Error::upstream_failure("Up answered 201 with malformed JSON", at(201)),
+            "look for it",
+        );
+        assert_eq!(e.kind().as_str(), "outcome_unknown");
+        assert_eq!(
+            e.to_string(),
+            "Up answered 201 with malformed JSON; look for it"
+        );
+        assert_eq!(e.body().status, Some(201));
+        // Anything else is left as it is.
+        for other in [
+            Error::upstream_failure("Up answered 400", at(400)),
+            Error::upstream_retryable("could not connect", UpstreamContext::default()),
+            Error::validation("name", "too long"),
+        ] {
+            let kind = other.kind();
+            assert_eq!(unreadable_write(other, "look for it").kind(), kind);
+        }
+        let e = unreadable_created(no_link_id("Up"), "Up", ", so look");
+        assert_eq!(e.kind().as_str(), "outcome_unknown");
+        assert_eq!(
+            e.to_string(),
+            "Up's answer has no payment link id; Up accepted the create but its answer could not be read, so look"
+        );
+    }
+}

@@ -377,33 +377,29 @@ mod tests {
 
     #[test]
     fn create_failures_say_what_the_caller_may_do() {
-        let timeout = || Error::OutcomeUnknown {
-            message: "Stripe did not answer in time (x); the write may or may not have happened"
-                .into(),
-            upstream: UpstreamContext::default(),
+        let timeout = || {
+            Error::outcome_unknown(
+                "Stripe did not answer in time (x); the write may or may not have happened",
+                UpstreamContext::default(),
+            )
         };
         assert_eq!(
             create_failure(timeout(), false).kind().as_str(),
             "outcome_unknown"
         );
         assert!(create_failure(timeout(), true).retry_safe());
-        let refused = Error::Upstream {
-            field: None,
-            message: "could not connect to Stripe: refused; nothing was sent, retrying is safe"
-                .into(),
-            retry_safe: true,
-            upstream: UpstreamContext::default(),
-        };
+        let refused = Error::upstream_retryable(
+            "could not connect to Stripe: refused; nothing was sent, retrying is safe",
+            UpstreamContext::default(),
+        );
         assert!(create_failure(refused, false).retry_safe());
-        let unreadable = Error::Upstream {
-            field: None,
-            message: "Stripe answered 200 with malformed JSON".into(),
-            retry_safe: false,
-            upstream: UpstreamContext {
+        let unreadable = Error::upstream_failure(
+            "Stripe answered 200 with malformed JSON",
+            UpstreamContext {
                 status: Some(200),
                 ..UpstreamContext::default()
             },
-        };
+        );
         assert_eq!(
             create_failure(unreadable, true).kind().as_str(),
             "outcome_unknown"

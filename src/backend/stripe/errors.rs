@@ -397,10 +397,12 @@ mod tests {
 
     #[test]
     fn a_404_about_the_path_names_our_argument_and_others_keep_theirs() {
-        let nf = |field: Option<&str>| Error::NotFound {
-            field: field.map(str::to_owned),
-            message: "No such thing".into(),
-            upstream: UpstreamContext::default(),
+        let nf = |field: Option<&str>| {
+            let e = Error::not_found("No such thing", UpstreamContext::default());
+            match field {
+                Some(f) => e.on_field(f),
+                None => e,
+            }
         };
         for path in [None, Some("id")] {
             let e = name_not_found(nf(path), "payment_link_id");

@@ -421,16 +421,15 @@ mod tests {
         // 126 backslashes (2 bytes each, escaped) and the mark fill the 256 bytes.
         let id = ok_line["result"]["id"].as_str().unwrap();
         assert_eq!(id, format!("{}…", "\\".repeat(126)));
-        let failed: Answer = Err(Error::RateLimited {
-            message: huge('\u{4}'),
-            retry_after_secs: Some(u64::MAX),
-            retry_safe: true,
-            upstream: UpstreamContext {
+        let failed: Answer = Err(Error::rate_limited(
+            huge('\u{4}'),
+            Some(u64::MAX),
+            UpstreamContext {
                 status: Some(599),
                 code: Some(huge('"')),
                 request_id: Some(huge('\u{5}')),
             },
-        });
+        ));
         let (_, failed_len) = line_for(&t, &arguments, &record, &failed);
         // Both results and errors at once cannot happen; the sum bounds it anyway.
         let mut both = AuditEntry::new(
