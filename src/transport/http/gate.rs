@@ -111,14 +111,14 @@ impl Gate {
         let clients = NonZeroUsize::new(CLIENT_TABLE).unwrap_or(NonZeroUsize::MIN);
         Gate {
             guard,
-            tenancy: Tenancy::new(
+            tenancy: Tenancy {
                 callers,
                 factory,
                 cache,
                 default_base,
                 allowed_bases,
-                RateLimiter::new(limits.new_tenants_per_minute, clients),
-            ),
+                new_tenants: RateLimiter::new(limits.new_tenants_per_minute, clients),
+            },
             sessions,
             limits: Limits {
                 client_rate: RateLimiter::new(limits.client_per_minute, clients),

@@ -63,36 +63,18 @@ pub(super) struct Identity {
 
 /// Everything that resolves a request's tenant, built once at start-up.
 pub(super) struct Tenancy {
-    callers: Callers,
-    factory: BackendFactory,
-    cache: TenantCache,
+    pub callers: Callers,
+    pub factory: BackendFactory,
+    pub cache: TenantCache,
     /// The Stream API used when a request names none (checked, normalized).
-    default_base: String,
+    pub default_base: String,
     /// The Stream APIs a request may name (checked, normalized).
-    allowed_bases: Vec<String>,
+    pub allowed_bases: Vec<String>,
     /// New tenants per client address.
-    new_tenants: RateLimiter<IpAddr>,
+    pub new_tenants: RateLimiter<IpAddr>,
 }
 
 impl Tenancy {
-    pub(super) fn new(
-        callers: Callers,
-        factory: BackendFactory,
-        cache: TenantCache,
-        default_base: String,
-        allowed_bases: Vec<String>,
-        new_tenants: RateLimiter<IpAddr>,
-    ) -> Self {
-        Tenancy {
-            callers,
-            factory,
-            cache,
-            default_base,
-            allowed_bases,
-            new_tenants,
-        }
-    }
-
     /// The backend every tenant of this server uses.
     pub(super) fn kind(&self) -> BackendKind {
         self.factory.kind()
