@@ -14,8 +14,8 @@
 //! Every answer and every retry is reported to [`crate::observability`], which puts the status,
 //! request id and retry count on the current tool call's log line and metrics.
 //!
-//! The files: [`request`] (what to send), [`client`] (sending it, pools, the retry loop),
-//! [`retry`] (when to try again), [`response`] (the decoded answer and the [`ErrorDecoder`]),
+//! The files: `request` (what to send), `client` (sending it, pools, the retry loop),
+//! `retry` (when to try again), `response` (the decoded answer and the [`ErrorDecoder`]),
 //! [`json`] (the one bounded JSON reader) and [`scrub`] (the key scrubber).
 
 mod client;

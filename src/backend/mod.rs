@@ -3,11 +3,10 @@
 //! A backend instance belongs to one tenant (one caller key, or the stdio user): it holds that
 //! tenant's credentials or, for the sandbox, its data. Requests arrive already validated as domain
 //! types; a backend only says what to send upstream and how to read the answer.
-
 //!
-//! The files: [`request`] (what the tools ask), the backends ([`sandbox`], [`stream`],
+//! The files: `request` (what the tools ask), the backends ([`sandbox`], [`stream`],
 //! [`stripe`], [`unconfigured`]) and the one place that builds them ([`factory`]); what the
-//! backends share is written once: [`paging`], `rest` (how the REST backends read refusals and
+//! backends share is written once: `paging`, `rest` (how the REST backends read refusals and
 //! unreadable answers), `prices` (unit prices from subtotals, one price per currency) and
 //! [`tolerant`] (the lenient JSON reader).
 
