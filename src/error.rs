@@ -183,7 +183,7 @@ impl Error {
     }
 
     /// A validation error the upstream found (it answered with the refusal).
-    pub fn upstream_validation(
+    pub(crate) fn upstream_validation(
         field: impl Into<String>,
         message: impl Into<String>,
         upstream: UpstreamContext,
@@ -196,7 +196,7 @@ impl Error {
     }
 
     /// The thing asked for does not exist; [`Error::on_field`] names the argument.
-    pub fn not_found(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>, upstream: UpstreamContext) -> Self {
         Error::NotFound {
             field: None,
             message: message.into(),
@@ -205,7 +205,7 @@ impl Error {
     }
 
     /// The credentials were refused, or none were configured.
-    pub fn auth(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+    pub(crate) fn auth(message: impl Into<String>, upstream: UpstreamContext) -> Self {
         Error::Auth {
             message: message.into(),
             upstream,
@@ -213,7 +213,7 @@ impl Error {
     }
 
     /// A write against live money that the operator did not allow.
-    pub fn live_guard(message: impl Into<String>) -> Self {
+    pub(crate) fn live_guard(message: impl Into<String>) -> Self {
         Error::LiveGuard {
             message: message.into(),
         }
@@ -221,7 +221,7 @@ impl Error {
 
     /// Too many requests: waiting (`retry_after_secs`, when known) and sending the same call
     /// again is safe.
-    pub fn rate_limited(
+    pub(crate) fn rate_limited(
         message: impl Into<String>,
         retry_after_secs: Option<u64>,
         upstream: UpstreamContext,
@@ -235,7 +235,7 @@ impl Error {
     }
 
     /// A quota that waiting will not lift: `rate_limited`, but not retry-safe.
-    pub fn quota_exhausted(message: impl Into<String>) -> Self {
+    pub(crate) fn quota_exhausted(message: impl Into<String>) -> Self {
         Error::RateLimited {
             message: message.into(),
             retry_after_secs: None,
@@ -246,7 +246,7 @@ impl Error {
 
     /// The upstream failed or refused, and sending the same call again would not help (or
     /// could repeat a write).
-    pub fn upstream_failure(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+    pub(crate) fn upstream_failure(message: impl Into<String>, upstream: UpstreamContext) -> Self {
         Error::Upstream {
             field: None,
             message: message.into(),
@@ -257,7 +257,10 @@ impl Error {
 
     /// The upstream failed in a way that sending the same call again cannot make worse: nothing
     /// was done, or the call only reads.
-    pub fn upstream_retryable(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+    pub(crate) fn upstream_retryable(
+        message: impl Into<String>,
+        upstream: UpstreamContext,
+    ) -> Self {
         Error::Upstream {
             field: None,
             message: message.into(),
@@ -267,7 +270,7 @@ impl Error {
     }
 
     /// A write may or may not have happened upstream.
-    pub fn outcome_unknown(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+    pub(crate) fn outcome_unknown(message: impl Into<String>, upstream: UpstreamContext) -> Self {
         Error::OutcomeUnknown {
             message: message.into(),
             upstream,
@@ -275,7 +278,7 @@ impl Error {
     }
 
     /// The same `idempotency_key` was used with other arguments.
-    pub fn idempotency_conflict(message: impl Into<String>) -> Self {
+    pub(crate) fn idempotency_conflict(message: impl Into<String>) -> Self {
         Error::IdempotencyConflict {
             message: message.into(),
         }
@@ -290,7 +293,7 @@ impl Error {
     }
 
     /// A fault of this server that has done nothing yet: the same call may simply be sent again.
-    pub fn internal_retryable(message: impl Into<String>) -> Self {
+    pub(crate) fn internal_retryable(message: impl Into<String>) -> Self {
         Error::Internal {
             message: message.into(),
             retry_safe: true,
@@ -299,7 +302,7 @@ impl Error {
 
     /// The same error, as belonging to the argument `field`: kinds that name a field
     /// (`validation`, `not_found`, `upstream`) take it, others are returned unchanged.
-    pub fn on_field(self, field: impl Into<String>) -> Self {
+    pub(crate) fn on_field(self, field: impl Into<String>) -> Self {
         match self {
             Error::Validation {
                 message, upstream, ..

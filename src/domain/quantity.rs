@@ -4,7 +4,7 @@ use crate::error::Error;
 
 /// The most line items one link may carry: Stripe's limit, applied on every backend so that a
 /// link that works on one works on all.
-pub const MAX_LINE_ITEMS: usize = 20;
+pub(crate) const MAX_LINE_ITEMS: usize = 20;
 
 /// How many units of a product a line item sells: 1 ..= 1,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -47,7 +47,7 @@ impl Default for StoreLimits {
 
 impl StoreLimits {
     /// The defaults, which the command line's defaults are read from.
-    pub const DEFAULT: StoreLimits = StoreLimits {
+    pub(crate) const DEFAULT: StoreLimits = StoreLimits {
         max_entries: 100_000,
         max_bytes: 32 * 1024 * 1024,
         max_per_tenant: 1_000,

@@ -35,7 +35,7 @@ pub struct UpstreamSettings {
 
 impl UpstreamSettings {
     /// The defaults, which the command line's defaults are read from.
-    pub const DEFAULT: UpstreamSettings = UpstreamSettings {
+    pub(crate) const DEFAULT: UpstreamSettings = UpstreamSettings {
         connect_timeout: Duration::from_secs(5),
         attempt_timeout: Duration::from_secs(15),
         deadline: Duration::from_secs(30),
