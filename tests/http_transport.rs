@@ -398,6 +398,61 @@ async fn bodies_over_one_mib_are_413() {
     assert_ne!(r.status(), 413);
 }
 
+/// A body too large that is still being sent when the server refuses it, declared or chunked:
+/// the client still reads the 413 (the server drains the rest before closing, rather than
+/// resetting a connection its peer is still writing to).
+#[tokio::test]
+async fn a_refused_body_still_being_sent_gets_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[], &[]);
+    for chunked in [false, true] {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+            .await
+            .unwrap();
+        let size = 3 * 1024 * 1024 / 2;
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_owned()
+        } else {
+            format!("Content-Length: {size}")
+        };
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer frank\r\nContent-Type: application/json\r\nAccept: {ACCEPT}\r\n{framing}\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let piece = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < size {
+            let frame = if chunked {
+                let mut f = format!("{:x}\r\n", piece.len()).into_bytes();
+                f.extend_from_slice(&piece);
+                f.extend_from_slice(b"\r\n");
+                f
+            } else {
+                piece.clone()
+            };
+            if conn.write_all(&frame).await.is_err() {
+                break;
+            }
+            sent += piece.len();
+        }
+        if chunked {
+            let _ = conn.write_all(b"0\r\n\r\n").await;
+        }
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {}",
+            text.chars().take(200).collect::<String>()
+        );
+        assert!(
+            text.contains("payload_too_large"),
+            "chunked={chunked}: {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn healthz_and_oauth_discovery_need_no_auth() {
     let server = Server::start(&["--backend", "stream"], &[]);
