@@ -86,6 +86,24 @@ pub enum Error {
     #[error("{message}")]
     IdempotencyConflict { message: String },
 
+    /// The user did not confirm a write (declined, cancelled, unchecked, or no answer in time):
+    /// nothing was sent upstream.
+    #[error("{message}")]
+    Declined { message: String },
+
+    /// A write needs the user's confirmation and this client or transport cannot carry the
+    /// question: nothing was sent upstream.
+    #[error("{message}")]
+    ConfirmationRequired { message: String },
+
+    /// A link over the operator's spend cap (per link, or what is left of the daily budget).
+    #[error("{message}")]
+    CapExceeded { message: String },
+
+    /// A product the operator's `--allowed-products` list does not hold; `field` names it.
+    #[error("{field}: {message}")]
+    ProductNotAllowed { field: String, message: String },
+
     /// A fault of this server (configuration, I/O). Never caused by a secret.
     #[error("{message}")]
     Internal { message: String, retry_safe: bool },
@@ -104,12 +122,16 @@ pub enum ErrorKind {
     Upstream,
     OutcomeUnknown,
     IdempotencyConflict,
+    Declined,
+    ConfirmationRequired,
+    CapExceeded,
+    ProductNotAllowed,
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, for code that maps a kind's name back to it.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Validation,
         ErrorKind::NotFound,
         ErrorKind::Auth,
@@ -119,6 +141,10 @@ impl ErrorKind {
         ErrorKind::Upstream,
         ErrorKind::OutcomeUnknown,
         ErrorKind::IdempotencyConflict,
+        ErrorKind::Declined,
+        ErrorKind::ConfirmationRequired,
+        ErrorKind::CapExceeded,
+        ErrorKind::ProductNotAllowed,
         ErrorKind::Internal,
     ];
 
@@ -133,6 +159,10 @@ impl ErrorKind {
             ErrorKind::Upstream => "upstream",
             ErrorKind::OutcomeUnknown => "outcome_unknown",
             ErrorKind::IdempotencyConflict => "idempotency_conflict",
+            ErrorKind::Declined => "declined",
+            ErrorKind::ConfirmationRequired => "confirmation_required",
+            ErrorKind::CapExceeded => "cap_exceeded",
+            ErrorKind::ProductNotAllowed => "product_not_allowed",
             ErrorKind::Internal => "internal",
         }
     }
@@ -284,6 +314,38 @@ impl Error {
         }
     }
 
+    /// The user did not confirm the write.
+    pub(crate) fn declined(message: impl Into<String>) -> Self {
+        Error::Declined {
+            message: message.into(),
+        }
+    }
+
+    /// The write needs a confirmation this client or transport cannot carry.
+    pub(crate) fn confirmation_required(message: impl Into<String>) -> Self {
+        Error::ConfirmationRequired {
+            message: message.into(),
+        }
+    }
+
+    /// Over a spend cap.
+    pub(crate) fn cap_exceeded(message: impl Into<String>) -> Self {
+        Error::CapExceeded {
+            message: message.into(),
+        }
+    }
+
+    /// A product outside the operator's list, at `field`.
+    pub(crate) fn product_not_allowed(
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::ProductNotAllowed {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     /// A fault of this server.
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal {
@@ -344,6 +406,10 @@ impl Error {
             Error::Upstream { .. } => ErrorKind::Upstream,
             Error::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
             Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
+            Error::Declined { .. } => ErrorKind::Declined,
+            Error::ConfirmationRequired { .. } => ErrorKind::ConfirmationRequired,
+            Error::CapExceeded { .. } => ErrorKind::CapExceeded,
+            Error::ProductNotAllowed { .. } => ErrorKind::ProductNotAllowed,
             Error::Internal { .. } => ErrorKind::Internal,
         }
     }
@@ -373,9 +439,9 @@ impl Error {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            Error::Validation { field, .. } | Error::UnsupportedByBackend { field, .. } => {
-                Some(field)
-            }
+            Error::Validation { field, .. }
+            | Error::UnsupportedByBackend { field, .. }
+            | Error::ProductNotAllowed { field, .. } => Some(field),
             Error::NotFound { field, .. } | Error::Upstream { field, .. } => field.as_deref(),
             _ => None,
         }
@@ -392,6 +458,10 @@ impl Error {
             | Error::Upstream { message, .. }
             | Error::OutcomeUnknown { message, .. }
             | Error::IdempotencyConflict { message }
+            | Error::Declined { message }
+            | Error::ConfirmationRequired { message }
+            | Error::CapExceeded { message }
+            | Error::ProductNotAllowed { message, .. }
             | Error::Internal { message, .. } => message,
         }
     }
@@ -481,6 +551,13 @@ pub enum StartupError {
     StripeVersion {
         value: String,
         example: &'static str,
+    },
+    /// A safety option (`--max-link-amount`, `--allowed-products`, the request-state key, ...)
+    /// cannot be used as given; `option` names the flag or variable.
+    #[error("{option}: {message}")]
+    Safety {
+        option: &'static str,
+        message: String,
     },
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]

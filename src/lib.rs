@@ -9,6 +9,7 @@
 //! - [`transport`]: stdio and streamable HTTP.
 //! - [`server`]: the MCP handler; finds the caller's [`tenant`] and hands calls to [`tools`].
 //! - [`tools`]: tool names, schemas, argument decoding and validation, result shaping.
+//! - [`spend`]: the operator's spend caps and the tenants' rolling daily budgets.
 //! - [`domain`]: values that can only exist valid (`Money`, `Quantity`, `ProductId`, ...).
 //! - [`model`]: the normalized objects every backend returns.
 //! - [`backend`]: the payments APIs behind one trait: sandbox, Stream, Stripe.
@@ -29,6 +30,7 @@ pub mod model;
 pub mod observability;
 pub mod secret;
 pub mod server;
+pub mod spend;
 pub mod startup;
 pub mod telemetry;
 pub mod tenant;

@@ -4,7 +4,7 @@
 //! tenant's credentials or, for the sandbox, its data. Requests arrive already validated as domain
 //! types; a backend only says what to send upstream and how to read the answer.
 //!
-//! The files: `request` (what the tools ask), the backends ([`sandbox`], [`stream`],
+//! The files: `request` (what the tools ask), `preview` (what a create will charge), the backends ([`sandbox`], [`stream`],
 //! [`stripe`], [`unconfigured`]) and the one place that builds them ([`factory`]); what the
 //! backends share is written once: `paging`, `rest` (how the REST backends read refusals and
 //! unreadable answers), `prices` (unit prices from subtotals, one price per currency) and
@@ -12,6 +12,7 @@
 
 pub mod factory;
 mod paging;
+mod preview;
 mod prices;
 mod request;
 mod rest;
@@ -29,6 +30,7 @@ use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
 
 pub use paging::{cap_line_items, page_by_item_id};
+pub use preview::{Preview, PreviewLine};
 pub use request::{
     LineItemsQuery, LinksQuery, NewItem, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
@@ -86,6 +88,23 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Creates a link. Must make at most one upstream write that could create a link.
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink>;
+
+    /// Works out the exact lines and total a create of `request` would make, from the catalog,
+    /// without writing anything (reads only). Refuses what the create would refuse when the
+    /// catalog tells it (a product without a price in the currency, ...).
+    async fn preview_payment_link(&self, request: &NewPaymentLink) -> Result<Preview>;
+
+    /// Creates the link `preview` showed: what was confirmed is what is sent. A backend that
+    /// resolved upstream prices for the preview sells exactly those, without looking them up
+    /// again; by default the request is created as is (its lines are priced the way the preview
+    /// priced them).
+    async fn create_previewed(
+        &self,
+        request: NewPaymentLink,
+        _preview: &Preview,
+    ) -> Result<PaymentLink> {
+        self.create_payment_link(request).await
+    }
 
     /// Looks for a link an earlier create made with `reference`, when that create's outcome was
     /// unknown. `Ok(None)`: not found (or the backend needs no lookup: Stripe replays by

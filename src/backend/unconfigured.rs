@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 
-use super::{Backend, LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate};
+use super::{
+    Backend, LineItemsQuery, LinksQuery, NewPaymentLink, Preview, ProductsQuery, StatusUpdate,
+};
 use crate::domain::PaymentLinkId;
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
@@ -38,6 +40,10 @@ impl Backend for Unconfigured {
     }
 
     async fn create_payment_link(&self, _request: NewPaymentLink) -> Result<PaymentLink> {
+        Err(self.error())
+    }
+
+    async fn preview_payment_link(&self, _request: &NewPaymentLink) -> Result<Preview> {
         Err(self.error())
     }
 

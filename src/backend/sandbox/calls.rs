@@ -10,21 +10,22 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::catalog::{self, PRODUCTS, coupon_percent, discounted, kind_of, not_found, price};
+use super::catalog::{PRODUCTS, not_found};
+use super::pricing::{Priced, price_link};
 use super::store::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxLimits, SandboxPool, Store, StoredLink,
     heap_opt, stored_size,
 };
-use crate::backend::Backend;
 use crate::backend::paging::{page_by_item_id, page_numbered};
 use crate::backend::request::{
     LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
-use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
+use crate::backend::{Backend, Preview};
+use crate::domain::{Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::idempotency::LocalData;
 use crate::model::{
-    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
+    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, visible_metadata,
 };
 
 /// Links of the sandbox live under this host, which can never resolve (RFC 6761 `.invalid`).
@@ -95,86 +96,30 @@ impl SandboxBackend {
     }
 
     pub(super) fn build(&self, request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
-        let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
-        let mut kinds = Vec::with_capacity(request.items.len());
-        let mut items = Vec::with_capacity(request.items.len());
-        let mut original_total = Money::from_minor(0, currency);
-        let mut item_total = Money::from_minor(0, currency);
-        let overflow = |field: String| Error::validation(field, "the total is too large");
-        let mut interval = None;
-        for (i, item) in request.items.iter().enumerate() {
-            let field = format!("items[{i}].product_id");
-            let product = catalog::product(item.product_id.as_str())
-                .ok_or_else(|| not_found("product", item.product_id.as_str(), &field))?;
-            let unit = product
-                .prices
-                .iter()
-                .find(|(c, _)| *c == currency.code())
-                .and_then(|(c, a)| price(c, a))
-                .ok_or_else(|| {
-                    let have: Vec<&str> = product.prices.iter().map(|(c, _)| *c).collect();
-                    Error::validation(
-                        &field,
-                        format!(
-                            "product {} has no price in {currency}; it is priced in {}",
-                            product.name,
-                            have.join(", ")
-                        ),
-                    )
-                })?;
-            kinds.push(kind_of(product));
-            interval = interval.or(product.interval);
-            let line = unit
-                .checked_mul(item.quantity.get())
-                .ok_or_else(|| overflow(format!("items[{i}].quantity")))?;
-            let mut percent = 0u32;
-            for (c, coupon) in item.coupons.iter().enumerate() {
-                percent += u32::from(coupon_percent(
-                    coupon.as_str(),
-                    &format!("items[{i}].coupons[{c}]"),
-                )?);
-            }
-            let line_total = discounted(line, percent);
-            original_total = original_total
-                .checked_add(line)
-                .ok_or_else(|| overflow("items".into()))?;
-            item_total = item_total
-                .checked_add(line_total)
-                .ok_or_else(|| overflow("items".into()))?;
-            items.push(LineItem {
+        // The same pricing as the preview: what a user confirmed is what the link shows.
+        let Priced {
+            preview,
+            original_total,
+            kinds,
+            interval,
+        } = price_link(&request)?;
+        let currency = preview.currency;
+        let total = preview.total;
+        let items: Vec<LineItem> = preview
+            .lines
+            .into_iter()
+            .zip(kinds)
+            .map(|(line, kind)| LineItem {
                 id: Uuid::new_v4().to_string(),
-                product_id: Some(product.id.to_owned()),
-                product_name: Some(product.name.to_owned()),
-                quantity: Some(item.quantity.get()),
-                unit_amount: Some(unit.view()),
-                total: Some(line_total.view()),
-                kind: Some(kind_of(product)),
-                interval: product.interval.map(str::to_owned),
-            });
-        }
-        if kinds.contains(&ProductKind::OneTime) && kinds.contains(&ProductKind::Recurring) {
-            return Err(Error::validation(
-                "items",
-                "one-time and recurring products cannot be mixed in one payment link; create one link per kind",
-            ));
-        }
-        let recurring: Vec<_> = request
-            .items
-            .iter()
-            .filter_map(|i| catalog::product(i.product_id.as_str()))
-            .filter_map(|p| p.interval)
+                product_id: Some(line.sells),
+                product_name: line.name,
+                quantity: Some(line.quantity),
+                unit_amount: Some(line.unit.view()),
+                total: Some(line.total.view()),
+                kind: Some(kind),
+                interval: line.interval,
+            })
             .collect();
-        if recurring.windows(2).any(|w| w[0] != w[1]) {
-            return Err(Error::validation(
-                "items",
-                "recurring products on one link must share a billing interval",
-            ));
-        }
-        let mut link_percent = 0u32;
-        for (c, coupon) in request.coupons.iter().enumerate() {
-            link_percent += u32::from(coupon_percent(coupon.as_str(), &format!("coupons[{c}]"))?);
-        }
-        let total = discounted(item_total, link_percent);
         let id = Uuid::new_v4().to_string();
         let metadata: Vec<(String, serde_json::Value)> = request
             .metadata
@@ -245,6 +190,10 @@ impl Backend for SandboxBackend {
         store.order.push_back(link.id.clone());
         store.links.insert(link.id.clone(), stored);
         Ok(link)
+    }
+
+    async fn preview_payment_link(&self, request: &NewPaymentLink) -> Result<Preview> {
+        price_link(request).map(|priced| priced.preview)
     }
 
     fn local_data(&self) -> Option<&LocalData> {

@@ -17,12 +17,14 @@
 //! tenant and never removes anyone's links to make room. Bytes return to the pool when a tenant
 //! is dropped (evicted or idle, see the tenant cache).
 //!
-//! The files, by job: `catalog` (the seeded products and coupons), `store` (a tenant's links
+//! The files, by job: `catalog` (the seeded products and coupons), `pricing` (a create's lines
+//! and totals, for its preview and for the link), `store` (a tenant's links
 //! and their byte accounting, the shared pool) and `calls` (the [`Backend`](super::Backend)
 //! implementation); `tests` drives the backend through that trait. This file only re-exports.
 
 mod calls;
 mod catalog;
+mod pricing;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -13,22 +13,22 @@ use std::sync::Arc;
 
 use super::errors::{CREATE_MAY_HAVE_HAPPENED, StreamErrors};
 use super::parse::{
-    find_reference, line_items_of, link_from_stream, product_from_stream, stream_page,
+    find_reference, line_items_of, link_from_stream, preview_line, product_from_stream, stream_page,
 };
 use super::request::{
     LINKS_PATH, LinksFilter, StreamHeaders, create_body, is_live_base_url, link_path, links_path,
-    products_path, status_body, status_path,
+    product_path, products_path, status_body, status_path,
 };
-use crate::backend::Backend;
 use crate::backend::paging::page_by_item_id;
 use crate::backend::request::{
     LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate,
 };
 use crate::backend::rest::{name_not_found, unreadable_created, unreadable_write};
 use crate::backend::tolerant::Obj;
-use crate::domain::{Cursor, PaymentLinkId};
+use crate::backend::{Backend, Preview};
+use crate::domain::{CurrencyCode, Cursor, PaymentLinkId};
 use crate::error::{Error, Result};
-use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
+use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product, ProductKind};
 use crate::secret::ApiKey;
 use crate::upstream::{Body, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body};
 
@@ -156,6 +156,66 @@ impl Backend for StreamBackend {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// One `GET /api/v2/products/{id}` per distinct product. Coupons are Stream's to compute
+    /// (percentage or fixed, per item and per link, rounded its own way): the preview does not
+    /// guess their effect, it says they apply and totals the link before them.
+    async fn preview_payment_link(&self, request: &NewPaymentLink) -> Result<Preview> {
+        let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
+        let mut products: Vec<(&str, Value)> = Vec::new();
+        let mut lines = Vec::with_capacity(request.items.len());
+        let mut kinds = Vec::with_capacity(request.items.len());
+        for (i, item) in request.items.iter().enumerate() {
+            let id = item.product_id.as_str();
+            let known = products.iter().position(|(seen, _)| *seen == id);
+            let at = match known {
+                Some(at) => at,
+                None => {
+                    let field = format!("items[{i}].product_id");
+                    let product = self
+                        .get(product_path(&item.product_id))
+                        .await
+                        .map_err(|e| name_not_found(e, &field))?;
+                    products.push((id, product));
+                    products.len() - 1
+                }
+            };
+            let (line, kind) = preview_line(i, &products[at].1, id, item.quantity.get(), currency)?;
+            lines.push(line);
+            kinds.extend(kind);
+        }
+        if kinds.contains(&ProductKind::OneTime) && kinds.contains(&ProductKind::Recurring) {
+            return Err(Error::validation(
+                "items",
+                "one-time and recurring products cannot be mixed in one payment link; create one link per kind",
+            ));
+        }
+        let coupons =
+            !request.coupons.is_empty() || request.items.iter().any(|i| !i.coupons.is_empty());
+        Preview::summed(currency, lines, coupons)
+    }
+
+    /// Sends the currency the preview priced in, never leaving it to a default, and says so in
+    /// the log if Stream's total is not the one the user confirmed.
+    async fn create_previewed(
+        &self,
+        mut request: NewPaymentLink,
+        preview: &Preview,
+    ) -> Result<PaymentLink> {
+        request.currency.get_or_insert(preview.currency);
+        let link = self.create_payment_link(request).await?;
+        let total = link.total.as_ref().map(|t| t.amount_minor);
+        if !preview.coupons_unknown && total.is_some_and(|t| t != preview.total.minor()) {
+            tracing::error!(
+                link = %link.id,
+                confirmed = %preview.total.to_decimal_string(),
+                created = ?link.total.as_ref().map(|t| t.amount.clone()),
+                currency = preview.currency.code(),
+                "Stream created the link with another total than the preview the user confirmed"
+            );
+        }
+        Ok(link)
     }
 
     async fn recover_create(&self, reference: &str) -> Result<Option<PaymentLink>> {

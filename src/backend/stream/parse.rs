@@ -9,11 +9,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::backend::paging::page_numbered;
+use crate::backend::preview::PreviewLine;
 use crate::backend::prices::{one_per_currency, unit_from_subtotal};
 use crate::backend::rest::no_link_id;
 use crate::backend::tolerant::Obj;
 use crate::domain::{CurrencyCode, Money, PageBytes, PageCursor};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, REQUEST_REF_KEY,
     visible_metadata,
@@ -184,6 +185,47 @@ fn product_price(p: &Obj<'_>, currency: Option<CurrencyCode>) -> Option<Money> {
                 .filter(|c| c.eq_ignore_ascii_case(currency.code()))
                 .and_then(|_| money(p, "price_in_smallest_unit", "price", Some(currency)))
         })
+}
+
+/// One line of a create's preview, from the `ProductDto` of its product: the unit price is the
+/// product's price in `currency` as Stream lists it (the price with VAT, which is what a link
+/// charges). A product without a price in the currency is refused on `items[index].product_id`,
+/// as Stream would refuse the create.
+pub(super) fn preview_line(
+    index: usize,
+    product: &Value,
+    sells: &str,
+    quantity: u32,
+    currency: CurrencyCode,
+) -> Result<(PreviewLine, Option<ProductKind>)> {
+    let p = Obj(product);
+    let name = p.str("name").map(str::to_owned);
+    let unit = product_price(&p, Some(currency)).ok_or_else(|| {
+        let have: Vec<String> = product_from_stream(product)
+            .map(|pr| pr.prices.into_iter().map(|m| m.currency).collect())
+            .unwrap_or_default();
+        Error::validation(
+            format!("items[{index}].product_id"),
+            format!(
+                "product {} has no price in {currency}{}",
+                name.as_deref().unwrap_or(sells),
+                if have.is_empty() {
+                    String::new()
+                } else {
+                    format!("; it is priced in {}", have.join(", "))
+                }
+            ),
+        )
+    })?;
+    let line = PreviewLine::new(
+        index,
+        sells.to_owned(),
+        name,
+        quantity,
+        unit,
+        p.str("recurring_interval").map(str::to_ascii_lowercase),
+    )?;
+    Ok((line, p.str("type").and_then(kind_of)))
 }
 
 /// A `ProductDto` as our [`Product`].

@@ -12,7 +12,7 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use crate::backend::request::{NewPaymentLink, StatusUpdate, TargetStatus};
-use crate::domain::{PageCursor, PaymentLinkId};
+use crate::domain::{PageCursor, PaymentLinkId, ProductId};
 use crate::error::{Error, Result};
 use crate::model::{LinkStatus, REQUEST_REF_KEY};
 use crate::secret::ApiKey;
@@ -115,6 +115,11 @@ pub(super) fn link_path(id: &PaymentLinkId) -> String {
 /// The path that sets a link's status.
 pub(super) fn status_path(id: &PaymentLinkId) -> String {
     format!("{LINKS_PATH}/{id}/status")
+}
+
+/// One product of the catalog (`id` is a validated UUID).
+pub(super) fn product_path(id: &ProductId) -> String {
+    format!("/api/v2/products/{id}")
 }
 
 /// One page of the product catalog.

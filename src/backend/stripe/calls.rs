@@ -16,21 +16,21 @@ use serde_json::Value;
 use super::errors::{StripeErrors, item_error};
 use super::form::Form;
 use super::parse::{
-    apply_line_items, line_items_page, link_from_stripe, price_facts, product_from_stripe,
-    stripe_page,
+    apply_line_items, line_items_page, link_from_stripe, preview_of, price_facts,
+    product_from_stripe, stripe_page,
 };
 use super::request::{
     PriceFacts, StripeHeaders, after_id, all_line_items_query, check_currencies, create_body,
     create_form, idempotency_header, is_live_key, line_items_query, links_query, price_query,
     product_query, products_query, status_body, with_query,
 };
-use crate::backend::Backend;
 use crate::backend::paging::cap_line_items;
 use crate::backend::request::{
     LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate,
 };
 use crate::backend::rest::{name_not_found, unreadable_created, unreadable_write};
 use crate::backend::tolerant::Obj;
+use crate::backend::{Backend, Preview};
 use crate::domain::{IdFormat, PaymentLinkId, ProductId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product};
@@ -145,7 +145,12 @@ impl StripeBackend {
     }
 
     /// The price behind each item, in item order; a `prod_` id is resolved to its default price.
-    async fn resolve_prices(&self, request: &NewPaymentLink) -> Result<Vec<PriceFacts>> {
+    /// With `names`, each price carries its product's name (a price is read with its product).
+    async fn resolve_prices(
+        &self,
+        request: &NewPaymentLink,
+        names: bool,
+    ) -> Result<Vec<PriceFacts>> {
         // Currency options are only worth their payload when the caller chose a currency.
         let with_options = request.currency.is_some();
         let mut by_id: HashMap<String, PriceFacts> = HashMap::new();
@@ -162,13 +167,19 @@ impl StripeBackend {
                     .get(&format!("/v1/products/{id}"), &product_query(with_options)?)
                     .await
                     .map_err(|e| item_error(e, &field))?;
+                let name = Obj(&product).str("name").map(str::to_owned);
                 match Obj(&product).get("default_price") {
                     Some(p @ Value::Object(_)) => price_facts(p),
                     Some(Value::String(price_id)) => {
-                        self.read_price(price_id, with_options, &field).await?
+                        self.read_price(price_id, with_options, false, &field)
+                            .await?
                     }
                     _ => None,
                 }
+                .map(|facts| PriceFacts {
+                    name: facts.name.or(name),
+                    ..facts
+                })
                 .ok_or_else(|| {
                     Error::validation(
                         field.clone(),
@@ -178,7 +189,7 @@ impl StripeBackend {
                     )
                 })?
             } else {
-                self.read_price(id, with_options, &field)
+                self.read_price(id, with_options, names, &field)
                     .await?
                     .ok_or_else(|| {
                         Error::upstream_failure(
@@ -197,38 +208,13 @@ impl StripeBackend {
         Ok(out)
     }
 
-    async fn read_price(
+    /// Creates a link selling `price_ids` (one per item, in order), under one Idempotency-Key.
+    async fn create_selling(
         &self,
-        id: &str,
-        with_options: bool,
-        field: &str,
-    ) -> Result<Option<PriceFacts>> {
-        // Only ids of Stripe's own grammar reach a path: the caller's were validated, and one
-        // from an answer is checked here.
-        ProductId::parse(id, field, IdFormat::Stripe)?;
-        let v = self
-            .get(&format!("/v1/prices/{id}"), &price_query(with_options)?)
-            .await
-            .map_err(|e| item_error(e, field))?;
-        Ok(price_facts(&v))
-    }
-}
-
-#[async_trait]
-impl Backend for StripeBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Stripe
-    }
-
-    fn livemode(&self) -> bool {
-        self.live
-    }
-
-    async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
-        let prices = self.resolve_prices(&request).await?;
-        check_currencies(&prices, request.currency)?;
+        request: NewPaymentLink,
+        price_ids: Vec<String>,
+    ) -> Result<PaymentLink> {
         let caller_key = request.idempotency_key.as_deref();
-        let price_ids: Vec<String> = prices.into_iter().map(|p| p.id).collect();
         let form = create_form(&request, &price_ids, &request.reference)?;
         // Without a caller key every call is a new intent (a random reference), but our own
         // retries of this one call still share one key: that is what makes retrying safe at all.
@@ -257,6 +243,62 @@ impl Backend for StripeBackend {
             )
         })?;
         Ok(self.with_line_items_best_effort(link).await)
+    }
+
+    async fn read_price(
+        &self,
+        id: &str,
+        with_options: bool,
+        with_product: bool,
+        field: &str,
+    ) -> Result<Option<PriceFacts>> {
+        // Only ids of Stripe's own grammar reach a path: the caller's were validated, and one
+        // from an answer is checked here.
+        ProductId::parse(id, field, IdFormat::Stripe)?;
+        let v = self
+            .get(
+                &format!("/v1/prices/{id}"),
+                &price_query(with_options, with_product)?,
+            )
+            .await
+            .map_err(|e| item_error(e, field))?;
+        Ok(price_facts(&v))
+    }
+}
+
+#[async_trait]
+impl Backend for StripeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Stripe
+    }
+
+    fn livemode(&self) -> bool {
+        self.live
+    }
+
+    async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
+        let prices = self.resolve_prices(&request, false).await?;
+        check_currencies(&prices, request.currency)?;
+        let price_ids: Vec<String> = prices.into_iter().map(|p| p.id).collect();
+        self.create_selling(request, price_ids).await
+    }
+
+    /// The prices are read once, with their products' names, and must share a currency.
+    async fn preview_payment_link(&self, request: &NewPaymentLink) -> Result<Preview> {
+        let prices = self.resolve_prices(request, true).await?;
+        check_currencies(&prices, request.currency)?;
+        preview_of(request, &prices)
+    }
+
+    /// Sells exactly the prices the preview resolved: they are not looked up again, and a
+    /// Stripe price's amount cannot change.
+    async fn create_previewed(
+        &self,
+        request: NewPaymentLink,
+        preview: &Preview,
+    ) -> Result<PaymentLink> {
+        let price_ids = preview.lines.iter().map(|l| l.sells.clone()).collect();
+        self.create_selling(request, price_ids).await
     }
 
     async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink> {

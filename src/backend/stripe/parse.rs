@@ -11,11 +11,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::request::{DESCRIPTION_KEY, NAME_KEY, PriceFacts};
+use crate::backend::preview::{Preview, PreviewLine};
 use crate::backend::prices::{one_per_currency, unit_from_subtotal};
+use crate::backend::request::NewPaymentLink;
 use crate::backend::rest::no_link_id;
 use crate::backend::tolerant::{Obj, known_currency};
 use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageLimit};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
 };
@@ -23,15 +25,85 @@ use crate::model::{
 /// A Stripe `price` as [`PriceFacts`]; `None` without an id.
 pub(super) fn price_facts(v: &Value) -> Option<PriceFacts> {
     let o = Obj(v);
+    let currency = o.str("currency").map(str::to_ascii_lowercase);
+    let options = o.obj("currency_options").and_then(|m| m.0.as_object());
+    let mut units: Vec<(String, i64)> = Vec::new();
+    if let (Some(c), Some(minor)) = (&currency, o.i64("unit_amount")) {
+        units.push((c.clone(), minor));
+    }
+    for (code, option) in options.into_iter().flatten() {
+        let code = code.to_ascii_lowercase();
+        if let Some(minor) = Obj(option).i64("unit_amount")
+            && !units.iter().any(|(c, _)| *c == code)
+        {
+            units.push((code, minor));
+        }
+    }
     Some(PriceFacts {
         id: o.str("id")?.to_owned(),
-        currency: o.str("currency").map(str::to_ascii_lowercase),
-        options: o
-            .obj("currency_options")
-            .and_then(|m| m.0.as_object())
+        currency,
+        options: options
             .map(|m| m.keys().map(|k| k.to_ascii_lowercase()).collect())
             .unwrap_or_default(),
+        units,
+        name: o
+            .obj("product")
+            .and_then(|p| p.str("name"))
+            .map(str::to_owned),
+        interval: interval_of(&o),
     })
+}
+
+/// The preview of a create selling `prices` (one per item, in order, already checked to share a
+/// currency): each line at its price's fixed unit amount in the link's currency. A price without
+/// one (tiered, or chosen by the customer) cannot be previewed: it is refused on its item rather
+/// than shown with a guessed amount.
+pub(super) fn preview_of(request: &NewPaymentLink, prices: &[PriceFacts]) -> Result<Preview> {
+    let currency = match request.currency {
+        Some(c) => c,
+        None => {
+            let code = prices
+                .iter()
+                .find_map(|p| p.currency.as_deref())
+                .unwrap_or("");
+            known_currency(code).ok_or_else(|| {
+                Error::validation(
+                    "currency",
+                    format!(
+                        "the prices are in `{}`, a currency this server does not know; it cannot show their amounts",
+                        code.to_ascii_uppercase()
+                    ),
+                )
+            })?
+        }
+    };
+    let want = currency.code().to_ascii_lowercase();
+    let mut lines = Vec::with_capacity(prices.len());
+    for (i, (item, price)) in request.items.iter().zip(prices).enumerate() {
+        let unit = price
+            .units
+            .iter()
+            .find(|(c, _)| *c == want)
+            .map(|(_, minor)| Money::from_minor(*minor, currency))
+            .ok_or_else(|| {
+                Error::validation(
+                    format!("items[{i}].product_id"),
+                    format!(
+                        "Stripe price {} has no fixed unit amount in {currency} (a tiered or customer-chosen price): its total cannot be shown for confirmation or checked against the spend caps; sell a price with a fixed amount",
+                        price.id
+                    ),
+                )
+            })?;
+        lines.push(PreviewLine::new(
+            i,
+            price.id.clone(),
+            price.name.clone(),
+            item.quantity.get(),
+            unit,
+            price.interval.clone(),
+        )?);
+    }
+    Preview::summed(currency, lines, false)
 }
 
 fn money(minor: Option<i64>, currency: Option<CurrencyCode>) -> Option<Money> {

@@ -142,7 +142,7 @@ pub(super) fn with_query(path: &str, query: &Form) -> String {
     }
 }
 
-/// A price as far as creating a link needs it.
+/// A price as far as creating (and previewing) a link needs it.
 #[derive(Debug, Clone)]
 pub(super) struct PriceFacts {
     pub id: String,
@@ -150,6 +150,13 @@ pub(super) struct PriceFacts {
     pub currency: Option<String>,
     /// Further currencies the price can be charged in (`currency_options`), lower-case.
     pub options: Vec<String>,
+    /// The fixed unit amount in minor units, by lower-case currency (its own and the options
+    /// read); a tiered or customer-chosen price has none.
+    pub units: Vec<(String, i64)>,
+    /// The name of the product sold, when read.
+    pub name: Option<String>,
+    /// The billing interval of a recurring price.
+    pub interval: Option<String>,
 }
 
 /// Refuses what Stripe would refuse, but with our field names: one currency per link.
@@ -340,12 +347,20 @@ pub(super) fn product_query(with_options: bool) -> Result<Form> {
         .map_err(internal_form)
 }
 
-/// The query of a price read during a create (see [`product_query`]).
-pub(super) fn price_query(with_options: bool) -> Result<Form> {
-    let mut query = Form::new();
+/// The query of a price read during a create (see [`product_query`]), with its product when a
+/// preview shows the product's name.
+pub(super) fn price_query(with_options: bool, with_product: bool) -> Result<Form> {
+    let mut expand = Vec::new();
     if with_options {
+        expand.push("currency_options".to_owned());
+    }
+    if with_product {
+        expand.push("product".to_owned());
+    }
+    let mut query = Form::new();
+    if !expand.is_empty() {
         query
-            .add("expand", Node::Repeated(vec!["currency_options".into()]))
+            .add("expand", Node::Repeated(expand))
             .map_err(internal_form)?;
     }
     Ok(query)
@@ -476,6 +491,9 @@ mod tests {
             id: id.into(),
             currency: Some(currency.into()),
             options: options.iter().map(|s| s.to_string()).collect(),
+            units: Vec::new(),
+            name: None,
+            interval: None,
         }
     }
 

@@ -1,0 +1,118 @@
+//! The preview of a create: the exact lines and total a link will have, worked out from the
+//! catalog before anything is written, so that the user confirms (and the spend caps check) the
+//! numbers the link will show.
+//!
+//! Plain data and its arithmetic: each backend finds the prices in its own catalog; it must not
+//! read any upstream's answers itself.
+
+use crate::domain::{CurrencyCode, Money};
+use crate::error::{Error, Result};
+
+/// One line of a previewed link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewLine {
+    /// What the create sells on this line, as it will send it: the item's product id, or on
+    /// Stripe the price id that product id resolved to.
+    pub sells: String,
+    /// The product's name, when the catalog gives one.
+    pub name: Option<String>,
+    pub quantity: u32,
+    /// The price of one unit, in the link's currency.
+    pub unit: Money,
+    /// `quantity × unit`.
+    pub subtotal: Money,
+    /// The subtotal less this line's coupons, where the catalog tells their effect (else the
+    /// subtotal).
+    pub total: Money,
+    /// The billing interval of a recurring product (`month`, `year`).
+    pub interval: Option<String>,
+}
+
+impl PreviewLine {
+    /// A line of `quantity` units at `unit`, without coupons; `index` names the item in an
+    /// overflow error.
+    pub fn new(
+        index: usize,
+        sells: String,
+        name: Option<String>,
+        quantity: u32,
+        unit: Money,
+        interval: Option<String>,
+    ) -> Result<Self> {
+        let subtotal = unit.checked_mul(quantity).ok_or_else(|| {
+            Error::validation(format!("items[{index}].quantity"), "the total is too large")
+        })?;
+        Ok(PreviewLine {
+            sells,
+            name,
+            quantity,
+            unit,
+            subtotal,
+            total: subtotal,
+            interval,
+        })
+    }
+}
+
+/// A previewed link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    pub currency: CurrencyCode,
+    pub lines: Vec<PreviewLine>,
+    /// What the link will total: its lines' totals, less the link's coupons where their effect
+    /// is known.
+    pub total: Money,
+    /// Coupons apply whose effect the catalog does not tell (Stream computes them when it
+    /// creates the link): `total` is then the total before them, the most the link can come to.
+    pub coupons_unknown: bool,
+}
+
+impl Preview {
+    /// The preview of `lines` in `currency`, totalled without link coupons.
+    pub fn summed(
+        currency: CurrencyCode,
+        lines: Vec<PreviewLine>,
+        coupons_unknown: bool,
+    ) -> Result<Self> {
+        let mut total = Money::from_minor(0, currency);
+        for line in &lines {
+            total = total
+                .checked_add(line.total)
+                .ok_or_else(|| Error::validation("items", "the total is too large"))?;
+        }
+        Ok(Preview {
+            currency,
+            lines,
+            total,
+            coupons_unknown,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_multiply_and_previews_sum_exactly() {
+        let kwd = CurrencyCode::parse("KWD", "c").unwrap();
+        let line = |i, q, minor| {
+            PreviewLine::new(i, "p".into(), None, q, Money::from_minor(minor, kwd), None).unwrap()
+        };
+        let preview =
+            Preview::summed(kwd, vec![line(0, 3, 2_950), line(1, 7, 34_125)], false).unwrap();
+        assert_eq!(preview.lines[1].subtotal.minor(), 238_875);
+        assert_eq!(preview.total.minor(), 8_850 + 238_875);
+        assert_eq!(preview.total.to_decimal_string(), "247.725");
+        let e = PreviewLine::new(
+            2,
+            "p".into(),
+            None,
+            u32::MAX,
+            Money::from_minor(i64::MAX / 2, kwd),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("items[2].quantity"));
+    }
+}
