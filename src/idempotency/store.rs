@@ -398,6 +398,19 @@ impl Ticket {
             let _ = tx.send(Some(outcome));
         }
     }
+
+    /// Gives the key back without an outcome, when nothing was sent upstream (the call stopped
+    /// while the user was being asked to confirm, or a 2026-07-28 client is asked first): the
+    /// key is free again, and a waiting twin is told to call again.
+    pub fn release(mut self) {
+        if let Some(tx) = self.sender.take() {
+            // `Failed` removes the entry without keeping anything; the waiters see the channel
+            // close, not the placeholder error.
+            let nothing = Outcome::Failed(Error::internal_retryable("released"));
+            self.store.finish(&self.id, &nothing, &self.reference);
+            drop(tx);
+        }
+    }
 }
 
 impl Drop for Ticket {

@@ -1,9 +1,12 @@
-//! The facts of one tool call that only the upstream layer learns (status, request id, retries),
-//! gathered in a task-local record that the observation layer reads back when the call ends.
+//! The facts of one tool call that only lower layers learn, gathered in a task-local record that
+//! the observation layer reads back when the call ends: what the upstream answered (status,
+//! request id, retries), and what the write safety decided (the preview's total, the
+//! confirmation, the spend caps), reported by the tool layer.
 
 use std::sync::{Arc, Mutex};
 
 use super::metrics;
+use crate::domain::Money;
 
 /// What the upstream layer learnt during one tool call. A call may make several upstream
 /// requests (a Stripe create reads prices first); the last answer is the one reported.
@@ -16,6 +19,21 @@ pub struct CallRecord {
     pub request_id: Option<String>,
     /// Upstream attempts sent again, over the whole call.
     pub retries: u32,
+    /// A write's safety decisions, for its audit line.
+    pub safety: SafetyRecord,
+}
+
+/// What a write's safety checks decided. Every value is one of a fixed set, and the total is a
+/// bounded amount: the audit line stays bounded.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SafetyRecord {
+    /// The total the preview showed (before coupons Stream computes), when one was made.
+    pub preview_total: Option<Money>,
+    /// `confirmed`, `declined`, `not_required`, `required` (refused: no way to ask), or `asked`
+    /// (a 2026-07-28 client was sent the question; its answer comes with a new call).
+    pub confirmation: Option<&'static str>,
+    /// `within`, `exceeded` or `uncapped`.
+    pub cap: Option<&'static str>,
 }
 
 tokio::task_local! {
@@ -53,4 +71,19 @@ pub fn upstream_retry() {
     if let Some(m) = metrics::get() {
         m.upstream_retry(backend);
     }
+}
+
+/// A write's preview was made, with this total.
+pub fn preview_total(total: Money) {
+    with_record(|r| r.safety.preview_total = Some(total));
+}
+
+/// How a write's confirmation ended (see [`SafetyRecord::confirmation`]).
+pub fn confirmation(outcome: &'static str) {
+    with_record(|r| r.safety.confirmation = Some(outcome));
+}
+
+/// What the spend caps decided for a create (see [`SafetyRecord::cap`]).
+pub fn cap(decision: &'static str) {
+    with_record(|r| r.safety.cap = Some(decision));
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Refusal, Reservation, SpendLedger, WINDOW};
+use super::ledger::{Refusal, Reservation, SpendLedger, WINDOW};
 use crate::domain::Money;
 
 /// How many creates the ledger remembers at once (each for 24 hours).

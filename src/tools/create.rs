@@ -1,38 +1,19 @@
-//! `create_payment_link`: arguments, their validation into a [`NewPaymentLink`], and the call.
+//! `create_payment_link`'s arguments, their validation into a [`NewPaymentLink`], and the
+//! reference a create carries upstream (the call itself: see `write`).
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::args::decode;
-use super::toolbox::{BoxFuture, Caller, Toolbox, live_guard, to_value};
 use crate::backend::{BackendRules, NewItem, NewPaymentLink};
 use crate::domain::{
     CouponId, CurrencyCode, Description, LinkName, MaxPayments, Metadata, ProductId, Quantity,
     RedirectUrl, ValidUntil,
 };
-use crate::error::{Error, Result, UpstreamContext};
-use crate::idempotency::{Claim, IdempotencyStore, Outcome, args_hash, wait};
-use crate::model::PaymentLink;
-
-/// `create_payment_link`: refuses what the backend cannot honour, validates, passes the live
-/// guard, then creates (through the idempotency store when the caller gave a key).
-pub fn call<'a>(
-    tools: &'a Toolbox,
-    caller: &'a Caller<'a>,
-    args: Option<&'a JsonObject>,
-) -> BoxFuture<'a, Result<PaymentLink>> {
-    Box::pin(async move {
-        refuse_unsupported(args, tools.rules())?;
-        let request = decode::<CreatePaymentLinkArgs>(args)?.validate(tools.rules())?;
-        live_guard(caller.backend, caller.allow_live)?;
-        run(request, caller, &tools.idempotency).await
-    })
-}
+use crate::error::{Error, Result};
 
 /// The most line items one link may carry (see [`crate::domain::MAX_LINE_ITEMS`]).
 pub const MAX_ITEMS: usize = crate::domain::MAX_LINE_ITEMS;
@@ -308,95 +289,6 @@ impl CreatePaymentLinkArgs {
             },
             idempotency_key,
         })
-    }
-}
-
-/// Runs a validated create: straight to the backend without an idempotency key; through the
-/// idempotency store with one (replay, conflict, wait for a concurrent twin, or recover an
-/// earlier unknown outcome before creating again).
-pub async fn run(
-    request: CreateRequest,
-    caller: &Caller<'_>,
-    store: &std::sync::Arc<IdempotencyStore>,
-) -> Result<PaymentLink> {
-    let CreateRequest {
-        mut link,
-        idempotency_key,
-    } = request;
-    let Some(key) = idempotency_key else {
-        link.reference = reference_for(caller.scope, None);
-        return caller.backend.create_payment_link(link).await;
-    };
-    // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
-    // equal whatever their JSON spelling.
-    let args = args_hash(&format!("{link:?}"));
-    // Links kept in this process (the sandbox) die with their data: so do their keys' entries,
-    // or a replay could answer a link that no longer exists.
-    let local_scope = caller
-        .backend
-        .local_data()
-        .map(|data| data.scope(store, caller.scope));
-    let scope = local_scope.as_deref().unwrap_or(caller.scope);
-    let claim = store.claim(scope, key.as_str(), args, || {
-        reference_for(caller.scope, Some(&key))
-    })?;
-    let ticket = match claim {
-        Claim::Replay(outcome) => return replayed(outcome),
-        Claim::Wait(rx) => {
-            return match wait(rx).await {
-                Some(outcome) => replayed(outcome),
-                None => Err(Error::internal_retryable(
-                    "a call with this idempotency_key was cancelled before it finished; call again with the same key",
-                )),
-            };
-        }
-        Claim::Run(ticket) => ticket,
-    };
-    if ticket.previous_unknown {
-        match caller.backend.recover_create(&ticket.reference).await {
-            Ok(Some(found)) => {
-                ticket.complete(Outcome::Created(to_value(&found)?));
-                return Ok(found);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                // Still unknown: keep it so, never fall through to a second create.
-                let reference = ticket.reference.clone();
-                ticket.complete(Outcome::Unknown { reference });
-                return Err(e);
-            }
-        }
-    }
-    link.reference = ticket.reference.clone();
-    match caller.backend.create_payment_link(link).await {
-        Ok(created) => {
-            ticket.complete(Outcome::Created(to_value(&created)?));
-            Ok(created)
-        }
-        Err(e @ Error::OutcomeUnknown { .. }) => {
-            let reference = ticket.reference.clone();
-            ticket.complete(Outcome::Unknown { reference });
-            Err(e)
-        }
-        Err(e) => {
-            ticket.complete(Outcome::Failed(e.clone()));
-            Err(e)
-        }
-    }
-}
-
-/// Answers from a stored (or a concurrent twin's) outcome, without an upstream call.
-fn replayed(outcome: Outcome) -> Result<PaymentLink> {
-    crate::observability::metrics::idempotent_replay();
-    match outcome {
-        // Stored by `run` from a `PaymentLink`: it reads back as the same link.
-        Outcome::Created(value) => serde_json::from_value(value)
-            .map_err(|e| Error::internal(format!("a stored result could not be read back: {e}"))),
-        Outcome::Failed(e) => Err(e),
-        Outcome::Unknown { .. } => Err(Error::outcome_unknown(
-            "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link",
-            UpstreamContext::default(),
-        )),
     }
 }
 

@@ -6,11 +6,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::args::decode;
-use super::toolbox::{BoxFuture, Caller, Toolbox, live_guard};
+use super::confirm::Consent;
+use super::message;
+use super::toolbox::{BoxFuture, Caller, Reply, Toolbox, live_guard};
 use crate::backend::{BackendRules, LinksQuery, StatusUpdate, TargetStatus};
 use crate::domain::{Cursor, Description, PageBytes, PageLimit, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::{LinkStatus, Page, PaymentLink};
+use crate::observability::record;
 
 /// `list_payment_links`.
 pub fn list_payment_links<'a>(
@@ -25,16 +28,39 @@ pub fn list_payment_links<'a>(
     })
 }
 
-/// `update_payment_link_status`: a write, so behind the live guard.
+/// `update_payment_link_status`: a write, so behind the live guard, and confirmed by the user
+/// when the operator's policy says so (the link is read first, to show it as it is).
 pub fn update_payment_link_status<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,
-) -> BoxFuture<'a, Result<PaymentLink>> {
+) -> BoxFuture<'a, Result<Reply<PaymentLink>>> {
     Box::pin(async move {
         let update = decode::<UpdatePaymentLinkStatusArgs>(args)?.validate(tools.rules())?;
         live_guard(caller.backend, caller.allow_live)?;
-        caller.backend.update_payment_link_status(update).await
+        let live = caller.backend.livemode();
+        if tools.confirm.applies(live) {
+            let link = caller
+                .backend
+                .get_payment_link(&update.payment_link_id)
+                .await?;
+            let question = message::status(&link, &update, live);
+            let title = message::title(Some(&update));
+            if let Consent::Ask(ask) = caller
+                .channel
+                .confirm(&tools.confirm, title, question)
+                .await?
+            {
+                return Ok(Reply::Ask(ask));
+            }
+        } else {
+            record::confirmation("not_required");
+        }
+        caller
+            .backend
+            .update_payment_link_status(update)
+            .await
+            .map(Reply::Done)
     })
 }
 

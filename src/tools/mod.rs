@@ -10,16 +10,22 @@
 
 //!
 //! The files depend on each other one way: `routes` (the router) → `catalog` (definitions) and
-//! the handlers (`create`, `read`, `lifecycle`) → `toolbox` (what a call shares) and `args`
-//! (lenient decoding) → `id`.
+//! the handlers (`write` for creates, `read`, `lifecycle`) → `create` (a create's arguments),
+//! `message` (the text a user confirms) and `toolbox` (what a call shares) → `confirm` (asking
+//! the user, over each protocol), `safety` (allowed products, spend caps) and `args` (lenient
+//! decoding) → `id`.
 
 pub mod args;
 pub mod catalog;
+pub mod confirm;
 pub mod create;
 pub mod id;
 pub mod lifecycle;
 pub mod limits;
+pub mod message;
 pub mod read;
 pub mod routes;
+pub mod safety;
 pub mod schema;
 pub mod toolbox;
+pub mod write;

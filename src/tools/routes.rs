@@ -1,5 +1,7 @@
 //! The router: one route per enabled tool, its definition and its handler together, behind the
-//! observation layer; the MCP result is built here, once.
+//! observation layer; the call's protocol channel (for a confirmation) is opened here, and the
+//! MCP result is built here, once: a result, an `isError` envelope, or (a write asking a
+//! 2026-07-28 client to confirm first) an `InputRequiredResult`.
 
 use std::sync::Arc;
 
@@ -7,14 +9,13 @@ use rmcp::ErrorData;
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, Tool};
-use serde::Serialize;
 
+use super::confirm::{Channel, binding};
 use super::id::ToolId;
-use super::toolbox::{Caller, Handler, Toolbox, to_value};
-use super::{catalog, create, lifecycle, read};
+use super::toolbox::{Caller, Handler, Output, Toolbox};
+use super::{catalog, lifecycle, read, write};
 use crate::backend::BackendRules;
 use crate::error::{Error, Result, StartupError};
-use crate::observability::audit::AuditView;
 use crate::observability::call::{CallInfo, Observed, observe};
 use crate::tenant::Tenant;
 
@@ -83,7 +84,7 @@ impl Tools {
 
 fn route_for(id: ToolId, tool: Tool) -> ToolRoute<Toolbox> {
     match id {
-        ToolId::CreatePaymentLink => route(id, tool, create::call),
+        ToolId::CreatePaymentLink => route(id, tool, write::create_payment_link),
         ToolId::GetPaymentLink => route(id, tool, read::get_payment_link),
         ToolId::ListLineItems => route(id, tool, read::list_line_items),
         ToolId::ListProducts => route(id, tool, read::list_products),
@@ -94,10 +95,7 @@ fn route_for(id: ToolId, tool: Tool) -> ToolRoute<Toolbox> {
 
 /// One route: the tool's definition and its handler, behind the observation layer, with the MCP
 /// result built once at the edge.
-fn route<T>(id: ToolId, tool: Tool, handler: Handler<T>) -> ToolRoute<Toolbox>
-where
-    T: Serialize + AuditView + Send + 'static,
-{
+fn route<T: Output>(id: ToolId, tool: Tool, handler: Handler<T>) -> ToolRoute<Toolbox> {
     ToolRoute::new_dyn(tool, move |ctx: ToolCallContext<'_, Toolbox>| {
         Box::pin(async move {
             let toolbox = ctx.service;
@@ -110,10 +108,25 @@ where
                 ));
             };
             let arguments = ctx.arguments;
+            // A write's confirmation state is bound to who asks, which tool and exactly these
+            // arguments; reads never ask.
+            let bound = if id.writes() {
+                binding(&tenant.scope, id.name(), arguments.as_ref())
+            } else {
+                Vec::new()
+            };
+            let channel = Channel::open(
+                &ctx.request_context,
+                ctx.input_responses.filter(|_| id.writes()),
+                ctx.request_state.as_deref().filter(|_| id.writes()),
+                bound,
+                toolbox.confirm_settings(),
+            )?;
             let caller = Caller {
                 backend: tenant.backend.as_ref(),
                 scope: &tenant.scope,
                 allow_live: toolbox.allow_live,
+                channel,
             };
             let info = CallInfo {
                 tool: id,
@@ -130,14 +143,13 @@ where
     })
 }
 
-/// The MCP result of a finished call: the output as structured content (mirrored as text), or
-/// the error envelope in an `isError` result.
-fn answer<T: Serialize>(result: Result<T>) -> CallToolResponse {
-    match result.and_then(to_value) {
-        Ok(value) => CallToolResult::structured(value),
-        Err(e) => error_result(&e),
+/// The MCP result of a finished call: the output as structured content (mirrored as text), the
+/// question of a write that asks first, or the error envelope in an `isError` result.
+fn answer<T: Output>(result: Result<T>) -> CallToolResponse {
+    match result.and_then(Output::respond) {
+        Ok(response) => response,
+        Err(e) => error_result(&e).into(),
     }
-    .into()
 }
 
 /// The `isError` result for an error: its text is exactly the JSON envelope.

@@ -1,20 +1,24 @@
 //! What every tool call shares: the [`Toolbox`] built once at start-up, the [`Caller`] of one
-//! call, and the rules every write obeys (the live guard).
+//! call (with its protocol [`Channel`]), the rules every write obeys (the live guard), and what a
+//! handler answers ([`Output`], a write's [`Reply`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rmcp::model::JsonObject;
+use rmcp::model::{CallToolResponse, CallToolResult, InputRequiredResult, JsonObject};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::confirm::{Channel, ConfirmSettings};
 use super::limits::ToolLimits;
+use super::safety::SpendRules;
 use crate::backend::{Backend, BackendRules};
 use crate::domain::PageBytes;
 use crate::error::{Error, Result};
 use crate::idempotency::IdempotencyStore;
-use crate::observability::audit::AuditLog;
+use crate::model::{Page, PaymentLink};
+use crate::observability::audit::{AuditLog, AuditResult, AuditView};
 
 /// What every tool call shares, built once at start-up: the `S` of the tool router, handed to
 /// each route with the call. Cheap to clone: clones share one idempotency store.
@@ -26,6 +30,10 @@ pub struct Toolbox {
     pub(super) audit: Option<Arc<AuditLog>>,
     /// The byte cap of one list page.
     page_bytes: PageBytes,
+    /// When and how writes are confirmed by the user.
+    pub(super) confirm: ConfirmSettings,
+    /// What creates may sell and total.
+    pub(super) spend: SpendRules,
 }
 
 impl Toolbox {
@@ -41,7 +49,23 @@ impl Toolbox {
             allow_live,
             audit,
             page_bytes: limits.page_bytes,
+            confirm: ConfirmSettings::default(),
+            spend: SpendRules::default(),
         }
+    }
+
+    /// The same toolbox with the operator's confirmation settings and spend rules (the default
+    /// is: confirm live writes, no cap, every product).
+    pub fn with_safety(self, confirm: ConfirmSettings, spend: SpendRules) -> Self {
+        Toolbox {
+            confirm,
+            spend,
+            ..self
+        }
+    }
+
+    pub fn confirm_settings(&self) -> &ConfirmSettings {
+        &self.confirm
     }
 
     pub fn rules(&self) -> &BackendRules {
@@ -61,12 +85,63 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Handler<T> =
     for<'a> fn(&'a Toolbox, &'a Caller<'a>, Option<&'a JsonObject>) -> BoxFuture<'a, Result<T>>;
 
-/// Who is calling: their backend, their scope (a hash naming the tenant, for idempotency keys),
-/// and whether live writes are allowed.
+/// Who is calling: their backend, their scope (a hash naming the tenant, for idempotency keys
+/// and budgets), whether live writes are allowed, and the protocol channel a confirmation can
+/// travel on.
 pub struct Caller<'a> {
     pub backend: &'a dyn Backend,
     pub scope: &'a str,
     pub allow_live: bool,
+    pub channel: Channel,
+}
+
+/// A tool's output, as the MCP answer of a successful call.
+pub trait Output: AuditView + Send + 'static {
+    fn respond(self) -> Result<CallToolResponse>;
+}
+
+impl Output for PaymentLink {
+    fn respond(self) -> Result<CallToolResponse> {
+        Ok(CallToolResult::structured(to_value(self)?).into())
+    }
+}
+
+impl<T: Serialize + Send + 'static> Output for Page<T> {
+    fn respond(self) -> Result<CallToolResponse> {
+        Ok(CallToolResult::structured(to_value(self)?).into())
+    }
+}
+
+/// What a write answers: its output, or (to a 2026-07-28 client) the user's confirmation to ask
+/// for first, whose answer comes with a new call.
+pub enum Reply<T> {
+    Done(T),
+    Ask(Box<InputRequiredResult>),
+}
+
+impl<T: AuditView> AuditView for Reply<T> {
+    fn audit_result(&self) -> Option<AuditResult> {
+        match self {
+            Reply::Done(output) => output.audit_result(),
+            Reply::Ask(_) => None,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Reply::Done(output) => output.outcome(),
+            Reply::Ask(_) => "input_required",
+        }
+    }
+}
+
+impl<T: Output> Output for Reply<T> {
+    fn respond(self) -> Result<CallToolResponse> {
+        match self {
+            Reply::Done(output) => output.respond(),
+            Reply::Ask(question) => Ok(CallToolResponse::InputRequired(*question)),
+        }
+    }
 }
 
 /// Writes against live money need the operator's `--allow-live`.

@@ -15,6 +15,7 @@ use super::bound::{
     ARGUMENTS_CAP, MAX_LINE_BYTES, REFUSED_ARGUMENTS_CAP, SHORT_CAP, URL_CAP, clip, clipped_error,
     record_arguments,
 };
+use crate::domain::{Money, MoneyView};
 use crate::error::Error;
 use crate::model::{Page, PaymentLink};
 use crate::observability::record::CallRecord;
@@ -22,11 +23,15 @@ use crate::tools::id::ToolId;
 
 /// The outcomes that refuse a write on this server's own checks: with no upstream answer during
 /// the call, nothing was sent and the line is short.
-const LOCAL_REFUSALS: [&str; 4] = [
+const LOCAL_REFUSALS: [&str; 8] = [
     "validation",
     "unsupported_by_backend",
     "live_guard",
     "idempotency_conflict",
+    "declined",
+    "confirmation_required",
+    "cap_exceeded",
+    "product_not_allowed",
 ];
 
 /// One line of the audit file.
@@ -55,8 +60,19 @@ pub struct AuditEntry {
     /// arguments' compact JSON, as text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments_prefix: Option<String>,
-    /// `ok`, the error envelope's `kind`, or `cancelled`.
+    /// `ok`, the error envelope's `kind`, `input_required` (a 2026-07-28 client was asked to
+    /// confirm; its answer comes with a new call), or `cancelled`.
     pub outcome: &'static str,
+    /// The total the create's preview showed, when one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_total: Option<MoneyView>,
+    /// How the confirmation ended: `confirmed`, `declined`, `not_required`, `required` (refused:
+    /// the client could not be asked) or `asked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<&'static str>,
+    /// What the spend caps decided for a create: `within`, `exceeded` or `uncapped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap: Option<&'static str>,
     /// On success: the link's id and url.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<AuditResult>,
@@ -83,6 +99,11 @@ fn tool_name<S: serde::Serializer>(tool: &ToolId, s: S) -> Result<S::Ok, S::Erro
 pub trait AuditView {
     /// The link a write created or changed; `None` for outputs that are not one link.
     fn audit_result(&self) -> Option<AuditResult>;
+
+    /// The outcome label of a successful call: `ok`, unless the output only asks a question.
+    fn outcome(&self) -> &'static str {
+        "ok"
+    }
 }
 
 impl AuditView for PaymentLink {
@@ -100,10 +121,11 @@ impl<T> AuditView for Page<T> {
     }
 }
 
-/// The outcome label of a finished call: `ok`, or the error's kind.
-pub fn outcome_of<T>(result: &Result<T, Error>) -> &'static str {
+/// The outcome label of a finished call: `ok` (or what the output says it is), or the error's
+/// kind.
+pub fn outcome_of<T: AuditView>(result: &Result<T, Error>) -> &'static str {
     match result {
-        Ok(_) => "ok",
+        Ok(output) => output.outcome(),
         Err(e) => e.kind().as_str(),
     }
 }
@@ -147,6 +169,9 @@ impl AuditEntry {
             arguments_bytes: arguments.bytes,
             arguments_prefix: arguments.prefix,
             outcome,
+            preview_total: record.safety.preview_total.map(Money::view),
+            confirmation: record.safety.confirmation,
+            cap: record.safety.cap,
             result: success.map(|r| AuditResult {
                 id: r.id.as_deref().map(|s| clip(s, SHORT_CAP)),
                 url: r.url.as_deref().map(|s| clip(s, URL_CAP)),
@@ -173,6 +198,9 @@ impl AuditEntry {
                 arguments_truncated: true,
                 arguments_prefix: None,
                 outcome: self.outcome,
+                preview_total: self.preview_total.clone(),
+                confirmation: self.confirmation,
+                cap: self.cap,
                 result: self.result.as_ref().map(|r| AuditResult {
                     id: r.id.as_deref().map(|s| clip(s, SHORT_CAP)),
                     url: None,
@@ -261,6 +289,9 @@ mod tests {
             arguments_truncated: false,
             arguments_prefix: None,
             outcome: "ok",
+            preview_total: None,
+            confirmation: None,
+            cap: None,
             result: Some(AuditResult {
                 id: Some("pl_1".into()),
                 url: None,
@@ -414,6 +445,14 @@ mod tests {
             status: Some(500),
             request_id: Some(huge('\u{1}')),
             retries: 9,
+            safety: crate::observability::record::SafetyRecord {
+                preview_total: Some(Money::from_minor(
+                    i64::MIN,
+                    crate::domain::CurrencyCode::sar(),
+                )),
+                confirmation: Some("not_required"),
+                cap: Some("uncapped"),
+            },
         };
         let arguments = json!({ huge('\u{2}'): huge('"') });
         let created = link(&huge('\\'), &huge('\u{3}'));

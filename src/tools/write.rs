@@ -1,0 +1,291 @@
+//! `create_payment_link` end to end, in this order: the backend's refusals and the arguments,
+//! the live guard, the operator's product list, the idempotency store (a replay or a twin's
+//! outcome answers without asking again), the preview, the spend caps, the user's confirmation,
+//! and only then the one upstream write, of exactly what the preview showed.
+//!
+//! Nothing is written upstream before every check has passed and the user has said yes (reads
+//! for the preview aside). A key claimed for a create that stopped before its write is given
+//! back; an amount held against a budget is given back when nothing was created.
+
+use std::sync::Arc;
+
+use rmcp::model::{InputRequiredResult, JsonObject};
+
+use super::args::decode;
+use super::confirm::Consent;
+use super::create::{
+    CreatePaymentLinkArgs, CreateRequest, IdempotencyKey, reference_for, refuse_unsupported,
+};
+use super::message;
+use super::safety::Hold;
+use super::toolbox::{BoxFuture, Caller, Reply, Toolbox, live_guard, to_value};
+use crate::backend::{NewPaymentLink, Preview};
+use crate::error::{Error, Result, UpstreamContext};
+use crate::idempotency::{Claim, IdempotencyStore, Outcome, Ticket, args_hash, wait};
+use crate::model::PaymentLink;
+use crate::observability::record;
+
+/// `create_payment_link`.
+pub fn create_payment_link<'a>(
+    tools: &'a Toolbox,
+    caller: &'a Caller<'a>,
+    args: Option<&'a JsonObject>,
+) -> BoxFuture<'a, Result<Reply<PaymentLink>>> {
+    Box::pin(async move {
+        refuse_unsupported(args, tools.rules())?;
+        let request = decode::<CreatePaymentLinkArgs>(args)?.validate(tools.rules())?;
+        live_guard(caller.backend, caller.allow_live)?;
+        // The operator's list: before any upstream call, reads included.
+        tools.spend.check_products(&request.link)?;
+        run(request, tools, caller).await
+    })
+}
+
+/// Runs a validated create: through the idempotency store when there is a key (the caller's, or
+/// a confirmed 2026-07-28 retry's own), then the preview, caps and confirmation, then the write.
+pub async fn run(
+    request: CreateRequest,
+    tools: &Toolbox,
+    caller: &Caller<'_>,
+) -> Result<Reply<PaymentLink>> {
+    let CreateRequest {
+        mut link,
+        idempotency_key,
+    } = request;
+    let key = match idempotency_key {
+        Some(key) => Some(key),
+        None => caller
+            .channel
+            .confirmation_key()
+            .map(|k| IdempotencyKey::parse(&k, "idempotency_key"))
+            .transpose()?,
+    };
+    let mut claimed = Claimed(None);
+    if let Some(key) = &key {
+        claimed = Claimed(Some(claim(&link, key, caller, &tools.idempotency).await?));
+        if let Some(done) = claimed.answered() {
+            return done.map(Reply::Done);
+        }
+        if let Some(found) = claimed.recover(caller).await? {
+            return Ok(Reply::Done(found));
+        }
+    }
+    link.reference = match claimed.reference() {
+        Some(reference) => reference,
+        None => reference_for(caller.scope, None),
+    };
+    match prepare(&link, tools, caller).await {
+        Err(e) => Err(claimed.fail(e)),
+        Ok(Prepared::Ask(question)) => {
+            // Nothing was sent and nothing decided: the key is free for the retry.
+            drop(claimed);
+            Ok(Reply::Ask(question))
+        }
+        Ok(Prepared::Go(preview, hold)) => {
+            let ticket = claimed.take();
+            let result = match &preview {
+                Some(p) => caller.backend.create_previewed(link, p).await,
+                None => caller.backend.create_payment_link(link).await,
+            };
+            hold.settle(&result).await;
+            finish(ticket, result).map(Reply::Done)
+        }
+    }
+}
+
+/// What a create may do once its checks are done.
+enum Prepared {
+    /// Write: with the preview the user saw (if one was made) and the amount held.
+    Go(Option<Preview>, Hold),
+    /// Ask a 2026-07-28 client first.
+    Ask(Box<InputRequiredResult>),
+}
+
+/// The preview (when a confirmation or a cap needs the amount), the caps, the confirmation.
+async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) -> Result<Prepared> {
+    let live = caller.backend.livemode();
+    let ask = tools.confirm.applies(live);
+    if !ask && !tools.spend.needs_amount() {
+        record::cap("uncapped");
+        record::confirmation("not_required");
+        return Ok(Prepared::Go(None, Hold::none()));
+    }
+    let preview = caller.backend.preview_payment_link(link).await?;
+    record::preview_total(preview.total);
+    let hold = tools.spend.hold(caller.scope, &preview).await?;
+    if !ask {
+        record::confirmation("not_required");
+        return Ok(Prepared::Go(Some(preview), hold));
+    }
+    let question = message::create(link, &preview, live);
+    match caller
+        .channel
+        .confirm(&tools.confirm, message::title(None), question)
+        .await
+    {
+        Ok(Consent::Confirmed) => Ok(Prepared::Go(Some(preview), hold)),
+        Ok(Consent::Ask(question)) => {
+            hold.release().await;
+            Ok(Prepared::Ask(question))
+        }
+        Err(e) => {
+            hold.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// A key claimed in the idempotency store for this create, and what the claim already answered.
+struct Claimed(Option<ClaimState>);
+
+enum ClaimState {
+    /// A stored outcome, or a twin's: the answer, without asking again.
+    Answered(Box<Result<PaymentLink>>),
+    /// This call runs the create.
+    Running(Ticket),
+}
+
+async fn claim(
+    link: &NewPaymentLink,
+    key: &IdempotencyKey,
+    caller: &Caller<'_>,
+    store: &Arc<IdempotencyStore>,
+) -> Result<ClaimState> {
+    // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
+    // equal whatever their JSON spelling.
+    let args = args_hash(&format!("{link:?}"));
+    // Links kept in this process (the sandbox) die with their data: so do their keys' entries,
+    // or a replay could answer a link that no longer exists.
+    let local_scope = caller
+        .backend
+        .local_data()
+        .map(|data| data.scope(store, caller.scope));
+    let scope = local_scope.as_deref().unwrap_or(caller.scope);
+    let state = match store.claim(scope, key.as_str(), args, || {
+        reference_for(caller.scope, Some(key))
+    })? {
+        Claim::Replay(outcome) => ClaimState::Answered(Box::new(replayed(outcome))),
+        Claim::Wait(rx) => ClaimState::Answered(Box::new(match wait(rx).await {
+            Some(outcome) => replayed(outcome),
+            None => Err(Error::internal_retryable(
+                "a call with this idempotency_key was cancelled before it finished; call again with the same key",
+            )),
+        })),
+        Claim::Run(ticket) => ClaimState::Running(ticket),
+    };
+    Ok(state)
+}
+
+impl Claimed {
+    /// The answer a replay or a twin gave, if any.
+    fn answered(&mut self) -> Option<Result<PaymentLink>> {
+        match self.0.take() {
+            Some(ClaimState::Answered(done)) => Some(*done),
+            other => {
+                self.0 = other;
+                None
+            }
+        }
+    }
+
+    /// An earlier attempt's outcome was unknown: look for its link before anything else. Found,
+    /// it is the answer; still unknown, it stays so (never a second create).
+    async fn recover(&mut self, caller: &Caller<'_>) -> Result<Option<PaymentLink>> {
+        let Some(ClaimState::Running(ticket)) = &self.0 else {
+            return Ok(None);
+        };
+        if !ticket.previous_unknown {
+            return Ok(None);
+        }
+        let reference = ticket.reference.clone();
+        match caller.backend.recover_create(&reference).await {
+            Ok(Some(found)) => {
+                let value = to_value(&found)?;
+                if let Some(ticket) = self.take() {
+                    ticket.complete(Outcome::Created(value));
+                }
+                Ok(Some(found))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                if let Some(ticket) = self.take() {
+                    ticket.complete(Outcome::Unknown { reference });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn reference(&self) -> Option<String> {
+        match &self.0 {
+            Some(ClaimState::Running(ticket)) => Some(ticket.reference.clone()),
+            _ => None,
+        }
+    }
+
+    /// The ticket, for the write: from here on, a drop means the outcome is unknown.
+    fn take(&mut self) -> Option<Ticket> {
+        match self.0.take() {
+            Some(ClaimState::Running(ticket)) => Some(ticket),
+            _ => None,
+        }
+    }
+
+    /// Refused before the write: the error is the outcome (waiting twins get it too), except
+    /// after an earlier unknown outcome, which stays unknown.
+    fn fail(mut self, e: Error) -> Error {
+        if let Some(ticket) = self.take() {
+            if ticket.previous_unknown {
+                let reference = ticket.reference.clone();
+                ticket.complete(Outcome::Unknown { reference });
+            } else {
+                ticket.complete(Outcome::Failed(e.clone()));
+            }
+        }
+        e
+    }
+}
+
+impl Drop for Claimed {
+    /// Dropped before the write (a question goes back first, or the call was cancelled while
+    /// the user was asked or the preview read): nothing was sent, so the key is given back —
+    /// except after an earlier unknown outcome, which dropping the ticket keeps unknown.
+    fn drop(&mut self) {
+        if let Some(ticket) = self.take()
+            && !ticket.previous_unknown
+        {
+            ticket.release();
+        }
+    }
+}
+
+/// Records how the write ended in the ticket, if any.
+fn finish(ticket: Option<Ticket>, result: Result<PaymentLink>) -> Result<PaymentLink> {
+    let Some(ticket) = ticket else {
+        return result;
+    };
+    match &result {
+        Ok(created) => ticket.complete(Outcome::Created(to_value(created)?)),
+        Err(Error::OutcomeUnknown { .. }) => {
+            let reference = ticket.reference.clone();
+            ticket.complete(Outcome::Unknown { reference });
+        }
+        Err(e) => ticket.complete(Outcome::Failed(e.clone())),
+    }
+    result
+}
+
+/// Answers from a stored (or a concurrent twin's) outcome, without an upstream call.
+fn replayed(outcome: Outcome) -> Result<PaymentLink> {
+    crate::observability::metrics::idempotent_replay();
+    match outcome {
+        // Stored by `finish` from a `PaymentLink`: it reads back as the same link.
+        Outcome::Created(value) => serde_json::from_value(value)
+            .map_err(|e| Error::internal(format!("a stored result could not be read back: {e}"))),
+        Outcome::Failed(e) => Err(e),
+        Outcome::Unknown { .. } => Err(Error::outcome_unknown(
+            "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link",
+            UpstreamContext::default(),
+        )),
+    }
+}
