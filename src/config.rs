@@ -19,11 +19,15 @@ use crate::error::StartupError;
 use crate::idempotency::StoreLimits;
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
+use crate::tools::confirm::ConfirmSettings;
 use crate::tools::limits::ToolLimits;
+use crate::tools::safety::SpendRules;
 use crate::upstream::UpstreamSettings;
 
 pub mod http;
+pub mod safety;
 pub use http::HttpOpts;
+pub use safety::SafetyOpts;
 
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.
@@ -41,6 +45,8 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
   STREAM_API_KEY_FILE  file holding the above
   STRIPE_API_KEY       Stripe secret or restricted key (sk_... / rk_...)
   STRIPE_API_KEY_FILE  file holding the above
+  PAYLINK_REQUEST_STATE_KEY       key (32+ bytes) sealing 2026-07-28 confirmations; replicas share it
+  PAYLINK_REQUEST_STATE_KEY_FILE  file holding the above
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +301,10 @@ pub struct GlobalOpts {
         default_value = crate::backend::stripe::DEFAULT_API_VERSION
     )]
     pub stripe_version: String,
+
+    /// Confirmation of writes, spend caps, allowed products.
+    #[command(flatten)]
+    pub safety: SafetyOpts,
 }
 
 /// Reads a secret from `NAME` or from the file named by `NAME_FILE`.
@@ -421,6 +431,23 @@ impl GlobalOpts {
             },
             page_bytes: PageBytes::new(self.max_page_bytes),
         }
+    }
+
+    /// The write safety: confirmation settings (with the request-state key from the
+    /// environment) and the spend rules, checked.
+    pub fn write_safety(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(ConfirmSettings, SpendRules), StartupError> {
+        let key = read_secret(
+            "PAYLINK_REQUEST_STATE_KEY",
+            "PAYLINK_REQUEST_STATE_KEY_FILE",
+            env,
+        )?;
+        Ok((
+            self.safety.confirm_settings(key)?,
+            self.safety.spend_rules()?,
+        ))
     }
 
     /// The operator's base URL for `kind`'s upstream (the sandbox has none; it gets Stream's,

@@ -19,7 +19,9 @@ use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource, instructions};
 use crate::tenant::Tenant;
+use crate::tools::confirm::ConfirmSettings;
 use crate::tools::routes::{ToolFilter, Tools};
+use crate::tools::safety::SpendRules;
 use crate::tools::toolbox::Toolbox;
 
 /// The process entry point: parse, log, serve. Exit code 2 for configuration errors.
@@ -76,7 +78,10 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         },
     )?;
     let audit = global.audit_log.clone().map(AuditLog::at_start_up);
-    let toolbox = Toolbox::new(rules, global.allow_live, audit, global.tool_limits());
+    let (confirm, spend) = global.write_safety(env)?;
+    log_safety(&confirm, &spend);
+    let toolbox = Toolbox::new(rules, global.allow_live, audit, global.tool_limits())
+        .with_safety(confirm, spend);
     let factory = BackendFactory::new(global.backend_settings(kind)?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {
@@ -128,6 +133,17 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
             "the health probe must run before start-up",
         )),
     }
+}
+
+/// What the write safety is, in the log once: an operator reading it knows what users will see.
+fn log_safety(confirm: &ConfirmSettings, spend: &SpendRules) {
+    tracing::info!(
+        confirm_writes = ?confirm.policy,
+        confirm_timeout_secs = confirm.timeout.as_secs(),
+        caps = !spend.caps.is_empty(),
+        allowed_products = spend.allowed.as_ref().map(|a| a.len()),
+        "write safety"
+    );
 }
 
 /// The stdio user's backend. Without a usable key the server still starts, and every call

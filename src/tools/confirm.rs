@@ -64,8 +64,8 @@ impl ConfirmPolicy {
     }
 }
 
-/// The confirmation settings, built once at start-up.
-#[derive(Clone)]
+/// The confirmation settings, built once at start-up (the codec's `Debug` shows no key).
+#[derive(Clone, Debug)]
 pub struct ConfirmSettings {
     pub policy: ConfirmPolicy,
     /// How long the user has to answer (and a 2026-07-28 request state lives).

@@ -73,6 +73,15 @@ pub struct SpendRules {
     ledger: Arc<dyn SpendLedger>,
 }
 
+impl std::fmt::Debug for SpendRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpendRules")
+            .field("caps", &self.caps)
+            .field("allowed", &self.allowed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for SpendRules {
     /// No cap, no list: every product, any amount.
     fn default() -> Self {

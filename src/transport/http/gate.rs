@@ -7,7 +7,8 @@
 //!    same limit (413): a client that never finishes its body holds its connection for a bounded
 //!    time and never an in-flight slot.
 //! 4. The whole process and the client address: in flight (503/429, POSTs only: a GET stream
-//!    and a DELETE do no work) and rate (429).
+//!    and a DELETE do no work, nor does a POSTed JSON-RPC *response*, such as the user's answer
+//!    to a confirmation, whose tool call already holds its slots) and rate (429).
 //! 5. `Authorization: Bearer` (401), then the tenant's identity.
 //! 6. `X-Stream-Base-URL` and `X-Stream-Branch-Id` (400): checked before any upstream call. In
 //!    operator-key mode both are the operator's: a caller may only name the configured ones.
@@ -215,13 +216,16 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             return refusal;
         }
     };
+    let answer = parts.method == Method::POST && is_response(&body);
     let mut request = Request::from_parts(parts, Body::from(body));
 
     // 4. The process and the client.
     // Only a POST carries work (an MCP message). A GET is a session's SSE stream and a DELETE
     // closes one: neither competes with calls for a slot (the connection caps and the rates
     // bound them), so that opening a session's stream cannot refuse its first call.
-    let work = request.method() == Method::POST;
+    // Nor does a JSON-RPC response: the tool call it answers holds the slots, and with a limit
+    // of 1 the answer to a confirmation could otherwise never arrive.
+    let work = request.method() == Method::POST && !answer;
     let Some(process_slot) = gate.limits.process_in_flight.acquire_if(work, ()) else {
         metrics::rate_limited("process_in_flight");
         return too_many(
@@ -376,6 +380,20 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     response
 }
 
+/// Whether `body` is a JSON-RPC response (it has `result` or `error` and no `method`): the
+/// client answering a request of the server's own.
+fn is_response(body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        method: Option<IgnoredAny>,
+        result: Option<IgnoredAny>,
+        error: Option<IgnoredAny>,
+    }
+    serde_json::from_slice::<Shape>(body)
+        .is_ok_and(|m| m.method.is_none() && (m.result.is_some() || m.error.is_some()))
+}
+
 /// The refusal of a body larger than [`MAX_BODY_BYTES`].
 fn too_large() -> Response {
     refuse(
@@ -474,4 +492,30 @@ async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> 
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     Err(refusal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_response;
+
+    #[test]
+    fn only_a_json_rpc_response_is_a_response() {
+        for yes in [
+            r#"{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{"confirm":true}}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"no"}}"#,
+        ] {
+            assert!(is_response(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"[{"jsonrpc":"2.0","id":0,"result":{}}]"#,
+            r#"{"jsonrpc":"2.0","id":0,"result":null}"#,
+            "not json",
+            "",
+        ] {
+            assert!(!is_response(no.as_bytes()), "{no}");
+        }
+    }
 }
