@@ -695,7 +695,20 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
     let products = h.call("list_products", json!({})).await.unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 10);
 
+    // Allowed, a live write still waits for the user's confirmation (the default,
+    // --confirm-writes live), which this client cannot give: refused, nothing sent.
     let h = h.allowing_live();
+    let e = h
+        .call(
+            "create_payment_link",
+            create_args(json!([{"product_id": "price_espresso_usd"}])),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "confirmation_required");
+    assert_eq!(e["retry_safe"], false);
+    assert!(mock.posts().await.is_empty(), "nothing written");
+    let h = h.confirming(paylink_mcp::tools::confirm::ConfirmPolicy::Never);
     let link = h
         .call(
             "create_payment_link",

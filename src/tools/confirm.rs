@@ -300,6 +300,24 @@ impl Channel {
         }
     }
 
+    /// Refuses at once (`confirmation_required`, recorded) when the user cannot be asked on this
+    /// channel: checked before any upstream call, reads included.
+    pub fn reachable(&self) -> Result<()> {
+        if self.can_elicit {
+            return Ok(());
+        }
+        record::confirmation("required");
+        Err(self.unreachable())
+    }
+
+    fn unreachable(&self) -> Error {
+        Error::confirmation_required(if self.modern {
+            NO_CAPABILITY
+        } else {
+            NO_CHANNEL
+        })
+    }
+
     /// Asks the user `message` with a form of one checkbox titled `title`. `Ok(Confirmed)` only
     /// on `accept` with `confirm: true`; `declined` or `confirmation_required` otherwise, with
     /// nothing sent upstream. The outcome is recorded for the audit line.
@@ -326,11 +344,7 @@ impl Channel {
         message: String,
     ) -> Result<Consent> {
         if !self.can_elicit {
-            return Err(Error::confirmation_required(if self.modern {
-                NO_CAPABILITY
-            } else {
-                NO_CHANNEL
-            }));
+            return Err(self.unreachable());
         }
         let params = ElicitRequestParams::FormElicitationParams {
             meta: None,

@@ -40,6 +40,7 @@ pub fn update_payment_link_status<'a>(
         live_guard(caller.backend, caller.allow_live)?;
         let live = caller.backend.livemode();
         if tools.confirm.applies(live) {
+            caller.channel.reachable()?;
             let link = caller
                 .backend
                 .get_payment_link(&update.payment_link_id)

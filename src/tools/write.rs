@@ -110,6 +110,9 @@ async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) ->
         record::confirmation("not_required");
         return Ok(Prepared::Go(None, Hold::none()));
     }
+    if ask {
+        caller.channel.reachable()?;
+    }
     let preview = caller.backend.preview_payment_link(link).await?;
     record::preview_total(preview.total);
     let hold = tools.spend.hold(caller.scope, &preview).await?;

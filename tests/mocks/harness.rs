@@ -12,8 +12,10 @@ use paylink_mcp::backend::{Backend, BackendRules};
 use paylink_mcp::model::BackendKind;
 use paylink_mcp::server::{PaylinkServer, TenantSource};
 use paylink_mcp::tenant::Tenant;
+use paylink_mcp::tools::confirm::{ConfirmPolicy, ConfirmSettings};
 use paylink_mcp::tools::limits::ToolLimits;
 use paylink_mcp::tools::routes::{ToolFilter, Tools};
+use paylink_mcp::tools::safety::SpendRules;
 use paylink_mcp::tools::toolbox::Toolbox;
 use paylink_mcp::upstream::UpstreamSettings;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -65,6 +67,17 @@ impl Harness {
             None,
             ToolLimits::default(),
         );
+        Self::with_toolbox(self.kind, self.backend, &self.scope, toolbox)
+    }
+
+    /// The same, with writes confirmed under `policy` (`--confirm-writes`). This harness's
+    /// client declares no elicitation: a write that must be confirmed is refused.
+    pub fn confirming(self, policy: ConfirmPolicy) -> Self {
+        let settings = ConfirmSettings::new(policy, Duration::from_secs(600), None).unwrap();
+        let toolbox = self
+            .toolbox
+            .clone()
+            .with_safety(settings, SpendRules::default());
         Self::with_toolbox(self.kind, self.backend, &self.scope, toolbox)
     }
 

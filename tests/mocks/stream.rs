@@ -496,6 +496,13 @@ impl Respond for Handler {
                     None => err(404, "PAYMENT_LINK_NOT_FOUND", "Payment link not found"),
                 }
             }
+            ("GET", p) if p.starts_with("/api/v2/products/") => {
+                let id = &p["/api/v2/products/".len()..];
+                match PRODUCTS.iter().find(|pr| pr.0 == id) {
+                    Some(pr) => ResponseTemplate::new(200).set_body_json(product_json(pr)),
+                    None => err(404, "PRODUCT_NOT_FOUND", &format!("Product {id} not found")),
+                }
+            }
             ("GET", "/api/v2/products") => {
                 let q: std::collections::HashMap<String, String> =
                     req.url.query_pairs().into_owned().collect();

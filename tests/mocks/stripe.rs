@@ -974,11 +974,17 @@ impl Handler {
             }
             ("GET", ["v1", "prices", id]) => {
                 check_top(&params, vec![("expand", Ty::StrArray)])?;
-                let expand = check_expand(&params, &["currency_options"])?;
-                match state.price(id) {
-                    Some(p) => ok(shown_price(p, !expand.is_empty())),
-                    None => Err(missing("price", id)),
+                let expand = check_expand(&params, &["currency_options", "product"])?;
+                let Some(p) = state.price(id) else {
+                    return Err(missing("price", id));
+                };
+                let mut shown = shown_price(p, expand.iter().any(|e| e == "currency_options"));
+                if expand.iter().any(|e| e == "product")
+                    && let Some(product) = state.product(p["product"].as_str().unwrap_or(""))
+                {
+                    shown["product"] = product.clone();
                 }
+                ok(shown)
             }
             _ => Err((
                 404,
