@@ -664,6 +664,9 @@ async fn a_replay_does_not_ask_again_and_a_cancelled_call_withdraws_its_question
     client.cancel().await.unwrap();
 }
 
+/// A backend, its environment, the items of a create, and each line's (quantity, unit price).
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Value, Vec<(i64, i64)>);
+
 #[tokio::test]
 async fn the_preview_total_is_the_created_total_on_every_backend_in_kwd() {
     // Each backend, KWD at 3 decimals, several quantities; the user reads each line and the
@@ -678,7 +681,7 @@ async fn the_preview_total_is_the_created_total_on_every_backend_in_kwd() {
         ("STRIPE_API_KEY", STRIPE_KEY),
         ("STRIPE_BASE_URL", &*stripe.uri()),
     ];
-    let cases: Vec<(&str, &[(&str, &str)], Value, Vec<(i64, i64)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "sandbox",
             &[],
