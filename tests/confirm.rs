@@ -250,6 +250,8 @@ fn line(quantity: i64, unit: i64, exponent: u32, currency: &str) -> String {
 #[tokio::test]
 async fn a_2025_client_over_stdio_confirms_declines_cancels_or_never_answers() {
     let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
     let user = User::new(Mode::Accept);
     let (client, stderr) = stdio(
         &user,
@@ -260,6 +262,8 @@ async fn a_2025_client_over_stdio_confirms_declines_cancels_or_never_answers() {
             "always",
             "--confirm-timeout-secs",
             "1",
+            "--audit-log",
+            audit.to_str().unwrap(),
         ],
         &[
             ("STREAM_API_KEY", STREAM_TOKEN),
@@ -343,6 +347,36 @@ async fn a_2025_client_over_stdio_confirms_declines_cancels_or_never_answers() {
     assert_eq!(changed["status"], "inactive");
     assert_eq!(patches(&mock), 1);
     client.cancel().await.unwrap();
+
+    // The audit lines: the previewed total, how the confirmation ended, the cap decision.
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let facts: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["outcome"].as_str().unwrap(),
+                l["confirmation"].as_str().unwrap(),
+                l["preview_total"]["amount"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            ("ok", "confirmed", "50.00"),
+            ("declined", "declined", "12.50"),
+            ("declined", "declined", "12.50"),
+            ("declined", "declined", "12.50"),
+            ("declined", "declined", "12.50"),
+            ("declined", "declined", "-"),
+            ("ok", "confirmed", "-"),
+        ]
+    );
+    assert_eq!(lines[0]["cap"], "uncapped");
 }
 
 #[tokio::test]
@@ -471,8 +505,20 @@ async fn a_client_that_cannot_be_asked_gets_confirmation_required_and_nothing_is
 #[tokio::test]
 async fn a_2026_client_confirms_through_the_answer_over_stdio_and_http() {
     // stdio, sandbox (KWD, several quantities): the round trip through rmcp's call_tool.
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
     let user = User::new(Mode::Accept);
-    let client = stdio_modern(&user, &["--confirm-writes", "always"], &[]).await;
+    let client = stdio_modern(
+        &user,
+        &[
+            "--confirm-writes",
+            "always",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     let order = json!({"name": "Majlis", "currency": "KWD", "items": [
         {"product_id": MUG, "quantity": 3}, {"product_id": DALLAH, "quantity": 7}]});
     let link = call(&client, "create_payment_link", order.clone())
@@ -502,6 +548,25 @@ async fn a_2026_client_confirms_through_the_answer_over_stdio_and_http() {
         "the declined link does not exist"
     );
     client.cancel().await.unwrap();
+    // Each round is a call of its own: the question asked, then its answer.
+    let facts: Vec<(String, String)> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            (
+                l["outcome"].as_str().unwrap().to_owned(),
+                l["confirmation"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("input_required", "asked"),
+        ("ok", "confirmed"),
+        ("input_required", "asked"),
+        ("declined", "declined"),
+    ];
+    assert_eq!(facts, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
 
     // HTTP (a 2026-07-28 request is always served statelessly), Stream behind it.
     let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;

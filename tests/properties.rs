@@ -30,6 +30,10 @@ const KINDS: &[&str] = &[
     "upstream",
     "outcome_unknown",
     "idempotency_conflict",
+    "declined",
+    "confirmation_required",
+    "cap_exceeded",
+    "product_not_allowed",
     "internal",
 ];
 
