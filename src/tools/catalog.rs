@@ -20,11 +20,12 @@ use crate::model::{LineItem, Page, PaymentLink, Product};
 use crate::ui;
 
 const CREATE_DESCRIPTION: &str = "Create a payment link: a hosted checkout page selling one or more products, whose `url` you share with the payer. \
-Find product ids with list_products first. Returns the new link (id, url, status, total as exact Money). \
-This call is NOT idempotent by itself: calling it twice creates two links. To retry safely after a timeout or an \
-`outcome_unknown` error, pass an `idempotency_key` and reuse the SAME key with the same arguments when you retry the same \
-intent; a new link needs a new key. Errors come back as {\"error\": {kind, message, field, retry_safe}}: fix `field` on \
-`validation`, never blindly retry when retry_safe is false.";
+Find product ids with list_products first. Returns the new link, its total as exact Money. \
+NOT idempotent by itself: to retry safely after a timeout or `outcome_unknown`, pass an `idempotency_key` and reuse it with \
+the same arguments; a new link needs a new key. The user may be asked to confirm the exact lines and total first. \
+Errors are {\"error\": {kind, message, field, retry_safe}}: fix `field` on `validation`; `declined`: the user said no, do not \
+retry unless they ask; `confirmation_required`: this client cannot show the confirmation; `cap_exceeded`, `product_not_allowed`: \
+the operator's limits, do not work around them. Never blindly retry when retry_safe is false.";
 
 const GET_DESCRIPTION: &str = "Get one payment link by id: status (active, inactive, completed), url, total and \
 collected amounts as exact Money, limits (max payments, valid_until) and metadata. Always read fresh from the payments API.";
@@ -44,7 +45,7 @@ pass `next_cursor` back as `cursor`). Filter by `status` (active, inactive, comp
 
 const UPDATE_STATUS_DESCRIPTION: &str = "Activate or deactivate a payment link. `status: inactive` stops new payments \
 (payers see the optional `message`); `status: active` reopens it. Repeating the same call changes nothing more. \
-Returns the link as it now is.";
+Returns the link as it now is. The user may be asked to confirm first (`declined`, `confirmation_required`: as for create_payment_link).";
 
 /// The definition of `id` as `tools/list` shows it on a server for `rules`' backend.
 pub fn definition(id: ToolId, rules: &BackendRules) -> Result<Tool, StartupError> {

@@ -77,10 +77,8 @@ pub struct CreatePaymentLinkArgs {
     /// itself), keys up to 40 characters, values up to 500. Keys starting with `paylink_` are reserved.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    /// A key of your choosing (1 to 255 printable characters) that makes this create safe to
-    /// retry: if you are unsure whether a create worked (a timeout, an `outcome_unknown` error),
-    /// call again with the SAME idempotency_key and the same arguments, and you get the link that
-    /// was created instead of a second one. Use a new key for every new link.
+    /// A key of your choosing (1 to 255 printable characters): a repeat with the SAME key and
+    /// arguments returns the link already created instead of a second one. A new key per link.
     #[schemars(length(min = 1, max = IdempotencyKey::MAX_LEN))]
     pub idempotency_key: Option<String>,
 }
