@@ -827,3 +827,73 @@ async fn the_preview_total_is_the_created_total_on_every_backend_in_kwd() {
         .collect();
     assert_eq!(prices, ["price_dates_kwd", "price_dates_kwd"]);
 }
+
+#[tokio::test]
+async fn an_answer_counts_only_for_the_text_the_user_was_shown() {
+    // A 2026-07-28 answer comes with a new call, which reads the link again: if what the user
+    // would see has changed since the question, the answer does not count and the user is asked
+    // again about what is true now.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let env = [
+        ("STREAM_API_KEY", STREAM_TOKEN),
+        ("STREAM_BASE_URL", &*mock.uri()),
+    ];
+    let never =
+        common::Server::start(&["--backend", "stream", "--confirm-writes", "never"], &env).await;
+    let link = never.ok("create_payment_link", espresso_order(2)).await;
+    never.shutdown().await;
+    let user = User::new(Mode::Accept);
+    let client = stdio_modern(
+        &user,
+        &["--backend", "stream", "--confirm-writes", "always"],
+        &env,
+    )
+    .await;
+    let deactivate = json!({"payment_link_id": link["id"], "status": "inactive"});
+    let first = within(
+        CALL_DEADLINE,
+        "round 1",
+        client.call_tool_once(params("update_payment_link_status", deactivate.clone())),
+    )
+    .await
+    .unwrap();
+    let CallToolResponse::InputRequired(question) = first else {
+        panic!("a question first, got {first:?}");
+    };
+    // The link's total changes upstream before the answer arrives.
+    {
+        let mut state = mock.state.lock().unwrap();
+        state.links[0]["amount"] = json!("99.00");
+        state.links[0]["amount_in_smallest_unit"] = json!(9900);
+    }
+    let mut retry = params("update_payment_link_status", deactivate)
+        .with_request_state(question.request_state.unwrap());
+    retry.input_responses = Some(
+        [(
+            "confirm".to_owned(),
+            json!({"action": "accept", "content": {"confirm": true}}),
+        )]
+        .into(),
+    );
+    let second = within(CALL_DEADLINE, "round 2", client.call_tool_once(retry))
+        .await
+        .unwrap();
+    let CallToolResponse::InputRequired(again) = second else {
+        panic!("asked again, got {second:?}");
+    };
+    let text = serde_json::to_value(&again.input_requests).unwrap()["confirm"]["params"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains("Total: 99.00 SAR"), "{text}");
+    let patches = mock
+        .state
+        .lock()
+        .unwrap()
+        .arrivals
+        .iter()
+        .filter(|(_, method, _)| method == "PATCH")
+        .count();
+    assert_eq!(patches, 0, "nothing was changed on the stale answer");
+    client.cancel().await.unwrap();
+}

@@ -126,16 +126,21 @@ pub fn random_key() -> std::result::Result<Vec<u8>, String> {
 
 /// What a sealed request state carries: a random name for this one question, which a confirmed
 /// create without a key of the caller's own uses as its idempotency key (so that replaying the
-/// confirmed retry cannot create a second link).
+/// confirmed retry cannot create a second link); and the digest of the text the user was shown,
+/// so that an answer counts only for the same text (a price that changed between the rounds is
+/// asked again).
 #[derive(Serialize, Deserialize)]
 struct Sealed {
     n: String,
+    m: String,
 }
 
 /// A 2026-07-28 retry's state, opened.
 enum Returned {
     Valid {
         nonce: String,
+        /// The digest of the text the answer is about.
+        shown: String,
         response: Option<Value>,
     },
     Expired,
@@ -268,6 +273,7 @@ impl Channel {
                 match codec.open_json_with::<Sealed>(state, &binding) {
                     Ok(sealed) => Some(Returned::Valid {
                         nonce: sealed.n,
+                        shown: sealed.m,
                         response: input_responses.and_then(|mut r| r.remove(INPUT_KEY)),
                     }),
                     Err(RequestStateError::Expired) => Some(Returned::Expired),
@@ -346,13 +352,14 @@ impl Channel {
         if !self.can_elicit {
             return Err(self.unreachable());
         }
+        let digest = hex(&Sha256::digest(format!("{title}\0{message}").as_bytes()));
         let params = ElicitRequestParams::FormElicitationParams {
             meta: None,
             message,
             requested_schema: form(title)?,
         };
         if self.modern {
-            return self.ask_in_answer(settings, params);
+            return self.ask_in_answer(settings, params, digest);
         }
         let request = ServerRequest::from(ElicitRequest::new(params));
         let options = PeerRequestOptions::with_timeout(settings.timeout);
@@ -391,6 +398,7 @@ impl Channel {
         &self,
         settings: &ConfirmSettings,
         params: ElicitRequestParams,
+        digest: String,
     ) -> Result<Consent> {
         match &self.returned {
             Some(Returned::Expired) => {
@@ -401,15 +409,17 @@ impl Channel {
             }
             Some(Returned::Valid {
                 response: Some(raw),
+                shown,
                 ..
-            }) => {
+            }) if *shown == digest => {
                 let answer = serde_json::from_value::<ElicitResult>(raw.clone())
                     .map(|r| interpret(&r))
                     .unwrap_or(Answer::Cancelled);
                 return verdict(answer);
             }
-            // No answer in the retry: ask again (the spec's rule for a missing response).
-            Some(Returned::Valid { response: None, .. }) | None => {}
+            // No answer in the retry (the spec's rule: ask again), or an answer about other
+            // numbers than these: ask again.
+            Some(Returned::Valid { .. }) | None => {}
         }
         let Some(codec) = &settings.codec else {
             return Err(Error::confirmation_required(
@@ -421,7 +431,13 @@ impl Channel {
             .associated_data(&self.binding)
             .ttl(settings.timeout);
         let state = codec
-            .seal_json_with(&Sealed { n: nonce }, &options)
+            .seal_json_with(
+                &Sealed {
+                    n: nonce,
+                    m: digest,
+                },
+                &options,
+            )
             .map_err(|e| Error::internal(format!("the confirmation could not be sealed: {e}")))?;
         let mut requests = InputRequests::new();
         requests.insert(

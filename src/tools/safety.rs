@@ -147,6 +147,7 @@ impl SpendRules {
                 Ok(Hold {
                     ledger: Some(self.ledger.clone()),
                     reservation: Some(reservation),
+                    sent: false,
                 })
             }
             Err(Refusal::OverBudget { left }) => {
@@ -182,11 +183,12 @@ fn before_coupons(preview: &Preview) -> &'static str {
 }
 
 /// An amount held against a daily budget until the create's outcome is known: committed when
-/// the link exists (or may), released when nothing was created, released too if the call is
-/// dropped before either.
+/// the link exists (or may), released when nothing was created. Dropped unsettled (the call was
+/// cancelled), it is released if the write was not sent yet, and committed once it may have been.
 pub struct Hold {
     ledger: Option<Arc<dyn SpendLedger>>,
     reservation: Option<Reservation>,
+    sent: bool,
 }
 
 impl Hold {
@@ -195,7 +197,13 @@ impl Hold {
         Hold {
             ledger: None,
             reservation: None,
+            sent: false,
         }
+    }
+
+    /// The write is about to be sent: from here on, a dropped call may have created the link.
+    pub fn sending(&mut self) {
+        self.sent = true;
     }
 
     /// The link was created, or may have been: the amount stays counted.
@@ -223,14 +231,22 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        // Dropped unsettled: the call stopped before anything was sent (cancelled while the user
-        // was asked). Give the amount back from a task; without a runtime it simply expires.
+        // Dropped unsettled: the call was cancelled. Before the write nothing was sent and the
+        // amount goes back; after it, the outcome is unknown and the amount stays counted. From
+        // a task (a drop cannot wait); without a runtime it simply stays until it expires.
         if let (Some(ledger), Some(r), Ok(runtime)) = (
             self.ledger.take(),
             self.reservation.take(),
             tokio::runtime::Handle::try_current(),
         ) {
-            runtime.spawn(async move { ledger.release(r).await });
+            let sent = self.sent;
+            runtime.spawn(async move {
+                if sent {
+                    ledger.commit(r).await;
+                } else {
+                    ledger.release(r).await;
+                }
+            });
         }
     }
 }

@@ -81,8 +81,9 @@ pub async fn run(
             drop(claimed);
             Ok(Reply::Ask(question))
         }
-        Ok(Prepared::Go(preview, hold)) => {
+        Ok(Prepared::Go(preview, mut hold)) => {
             let ticket = claimed.take();
+            hold.sending();
             let result = match &preview {
                 Some(p) => caller.backend.create_previewed(link, p).await,
                 None => caller.backend.create_payment_link(link).await,
