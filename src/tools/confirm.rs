@@ -265,9 +265,12 @@ impl Channel {
         let modern = context
             .protocol_version()
             .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+        // Form mode: declared as `form`, or as `elicitation: {}` (which means form); a client
+        // that declared only `url` mode is not sent a form.
         let can_elicit = context
             .client_capabilities()
-            .is_some_and(|c| c.elicitation.is_some());
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.form.is_some() || e.url.is_none());
         let returned = match (modern, request_state, &settings.codec) {
             (true, Some(state), Some(codec)) => {
                 match codec.open_json_with::<Sealed>(state, &binding) {
