@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use common::{CALL_DEADLINE, Captured, within};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    ElicitRequestParams, ElicitResult, ElicitationAction, ErrorData, Implementation,
-    ProtocolVersion,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability, ErrorData,
+    Implementation, ProtocolVersion, UrlElicitationCapability,
 };
 use rmcp::service::{RequestContext, RunningService, ServiceError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -52,6 +52,8 @@ enum Mode {
 #[derive(Clone)]
 struct User {
     declare: bool,
+    /// Declares only URL-mode elicitation (no forms).
+    url_only: bool,
     mode: Arc<Mutex<Mode>>,
     asked: Arc<Mutex<Vec<Value>>>,
     asked_now: Arc<Notify>,
@@ -63,6 +65,7 @@ impl User {
     fn new(mode: Mode) -> Self {
         User {
             declare: true,
+            url_only: false,
             mode: Arc::new(Mutex::new(mode)),
             asked: Arc::default(),
             asked_now: Arc::default(),
@@ -96,7 +99,13 @@ impl User {
 
 impl ClientHandler for User {
     fn get_info(&self) -> ClientConfig {
-        let capabilities = if self.declare {
+        let capabilities = if self.url_only {
+            ClientCapabilities::builder()
+                .enable_elicitation_with(
+                    ElicitationCapability::new().with_url(UrlElicitationCapability::new()),
+                )
+                .build()
+        } else if self.declare {
             ClientCapabilities::builder().enable_elicitation().build()
         } else {
             ClientCapabilities::default()
@@ -471,6 +480,28 @@ async fn a_client_that_cannot_be_asked_gets_confirmation_required_and_nothing_is
         mock.requests().await.is_empty(),
         "refused before any upstream call"
     );
+    client.cancel().await.unwrap();
+
+    // A client that declared only URL-mode elicitation is not sent a form.
+    let url_only = User {
+        url_only: true,
+        ..User::new(Mode::Accept)
+    };
+    let (client, _stderr) = stdio(
+        &url_only,
+        &["--backend", "stream", "--confirm-writes", "always"],
+        &[
+            ("STREAM_API_KEY", STREAM_TOKEN),
+            ("STREAM_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    let e = call(&client, "create_payment_link", espresso_order(1))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "confirmation_required");
+    assert!(url_only.questions().is_empty());
+    assert!(mock.requests().await.is_empty());
     client.cancel().await.unwrap();
 
     // Stateless HTTP with a 2025-era client: it declares elicitation, but the transport cannot
