@@ -2,18 +2,15 @@
 //! allow-list, branches, operator-key mode, abuse limits, and keys kept out of the logs. Stream
 //! cases run against the strict mock of Stream on 127.0.0.1.
 
-#[path = "mocks/stream.rs"]
-mod stream_mock;
-
-mod http_support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine;
-use http_support::*;
 use serde_json::{Value, json};
-use stream_mock::MockStream;
+
+use crate::harness::http::*;
+use crate::harness::{CALL_DEADLINE, MUG, fingerprint, sha256_hex, temp_file, within};
+use crate::mocks::stream::{self as stream_mock, ESPRESSO, MockStream};
 
 /// Options that lift every abuse limit, for tests that drive many keys from one address.
 const NO_LIMITS: &[&str] = &[
@@ -610,6 +607,7 @@ async fn rate_limits_engage_with_retry_after_and_release() {
     assert_eq!(v["error"]["retry_safe"], true);
     // Another tenant is not affected.
     assert_eq!(status_of(&url, "calm-tenant").await.status(), 200);
+    // Time itself is what is tested: the bucket refills after the Retry-After it announced.
     tokio::time::sleep(Duration::from_secs(wait)).await;
     assert_eq!(status_of(&url, "busy-tenant").await.status(), 200);
 
@@ -657,7 +655,13 @@ async fn concurrency_limits_engage_and_release() {
         let url = url.clone();
         tokio::spawn(async move { status_of(&url, "one-at-a-time").await.status() })
     };
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The slow call holds the tenant's one slot once it has reached the upstream.
+    within(
+        CALL_DEADLINE,
+        "the slow call reaches the mock",
+        mock.arrivals_reach(1),
+    )
+    .await;
     let r = status_of(&url, "one-at-a-time").await;
     assert_eq!(r.status(), 429);
     assert_eq!(retry_after(&r), 1);
@@ -773,9 +777,9 @@ async fn keys_never_appear_in_the_logs() {
         limited |= status_of(&url, wrong).await.status() == 429;
     }
     assert!(limited);
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let log = server.stderr();
+    // Every line, read to the log's end once the server has exited.
+    let log = server.stop_with_stderr().await;
     let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
     for secret in [
         secret_token,
@@ -789,7 +793,38 @@ async fn keys_never_appear_in_the_logs() {
         assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
     }
     // Tenants are named by fingerprint instead.
-    let fp = paylink_mcp::secret::ApiKey::new(secret_token).fingerprint();
+    let fp = fingerprint(secret_token);
     assert!(log.contains(&fp), "no fingerprint in the log:\n{log}");
     assert!(log.contains("refused"), "{log}");
+}
+
+/// One server, one idempotency store, two tenants (two Bearer keys): the same idempotency key
+/// from each is two intents, so no conflict and no replay across tenants, while each tenant's own
+/// repeat is still a replay.
+#[tokio::test]
+async fn idempotency_keys_are_per_tenant() {
+    let mock = MockStream::start_any_key().await;
+    let server = Server::start(
+        &args(&["--backend", "stream"]),
+        &[("STREAM_BASE_URL", &mock.uri())],
+    );
+    let order = |quantity: u32| json!({"name": "Order", "items": [{"product_id": ESPRESSO, "quantity": quantity}], "idempotency_key": "same"});
+    let one = client(&server.url(), Some("tenant-one-key"), &[]).await;
+    let two = client(&server.url(), Some("tenant-two-key"), &[]).await;
+    let first = call(&one, "create_payment_link", order(1)).await.unwrap();
+    let other = call(&two, "create_payment_link", order(3))
+        .await
+        .expect("no conflict across tenants");
+    assert_eq!(other["total"]["amount_minor"], 3750);
+    assert_ne!(other["id"], first["id"]);
+    assert_eq!(mock.link_count(), 2);
+    let replay = call(&one, "create_payment_link", order(1)).await.unwrap();
+    assert_eq!(replay, first, "each tenant's own repeat replays");
+    let conflict = call(&one, "create_payment_link", order(2))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict["kind"], "idempotency_conflict");
+    assert_eq!(mock.posts().await.len(), 2, "replays make no upstream call");
+    one.cancel().await.unwrap();
+    two.cancel().await.unwrap();
 }

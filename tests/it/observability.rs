@@ -3,24 +3,22 @@
 //! unusable audit path refuses writes before anything reaches the upstream, `--log-format json`
 //! gives one parseable line per call with every field, and tool filters hold over HTTP too.
 
-mod common;
-mod http_support;
-#[path = "mocks/stream.rs"]
-mod stream_mock;
-
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use http_support::{COFFEE, modern_call_body, modern_headers, post, raw_client, stateless_call};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::ServiceError;
 use serde_json::{Value, json};
-use stream_mock::{Fault, MockStream};
+
+use crate::harness::http::{
+    create_args, modern_call_body, modern_headers, post, raw_client, stateless_call,
+};
+use crate::harness::{CALL_DEADLINE, COFFEE, fingerprint, http, stdio, within};
+use crate::mocks::stream::{ESPRESSO as STREAM_PRODUCT, Fault, MockStream};
 
 const UNKNOWN_LINK: &str = "7d6c5b4a-3f2e-4d1c-8b0a-9f8e7d6c5b4a";
-const STREAM_PRODUCT: &str = "11111111-1111-4111-8111-111111111111";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -98,25 +96,34 @@ fn audit_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Waits until `stderr()` holds `count` JSON lines with message "tool call"; returns them.
-async fn tool_call_lines(stderr: impl Fn() -> String, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = stderr();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .unwrap_or_else(|e| panic!("a stderr line is not JSON ({e}): {l}"))
-            })
-            .filter(|v| v["message"] == "tool call")
-            .collect();
-        if lines.len() >= count || Instant::now() > deadline {
-            assert_eq!(lines.len(), count, "tool call lines in:\n{text}");
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The JSON log lines with message "tool call" among `lines` (every line must be JSON).
+fn json_tool_call_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("a stderr line is not JSON ({e}): {l}"))
+        })
+        .filter(|v| v["message"] == "tool call")
+        .collect()
+}
+
+/// Waits until the log holds `count` JSON lines with message "tool call" (a call's line is
+/// written as it ends, after its answer may have left); returns exactly those.
+async fn tool_call_lines(log: &crate::harness::Log, count: usize) -> Vec<Value> {
+    let lines = log
+        .wait_for(CALL_DEADLINE, "the calls' log lines", |lines| {
+            json_tool_call_lines(lines).len() >= count
+        })
+        .await;
+    let calls = json_tool_call_lines(&lines);
+    assert_eq!(
+        calls.len(),
+        count,
+        "tool call lines in:\n{}",
+        lines.join("\n")
+    );
+    calls
 }
 
 fn stream_token(pair: &str) -> String {
@@ -131,7 +138,7 @@ fn stream_token(pair: &str) -> String {
 /// holds exactly what was done, and nothing per tenant or per key is in it.
 #[tokio::test]
 async fn metrics_count_exactly_the_calls_made() {
-    let server = http_support::Server::start(
+    let server = http::Server::start(
         &[
             "--stateless",
             "--max-tenants",
@@ -142,7 +149,7 @@ async fn metrics_count_exactly_the_calls_made() {
         &[],
     );
     let url = server.url();
-    let create = http_support::create_args("Metrics", COFFEE);
+    let create = create_args("Metrics", COFFEE);
     let keyed = {
         let mut a = create.clone();
         a["idempotency_key"] = json!("order-1");
@@ -215,7 +222,7 @@ async fn metrics_count_exactly_the_calls_made() {
         &modern_call_body(10, "refund_everything", json!({})),
     )
     .await;
-    let unknown = http_support::rpc_answer(unknown).await;
+    let unknown = http::rpc_answer(unknown).await;
     assert!(unknown.get("error").is_some(), "{unknown}");
 
     // gamma: a third tenant in a cache of two pushes out the least recently used (alpha).
@@ -285,7 +292,7 @@ async fn metrics_count_exactly_the_calls_made() {
     // Nothing names a tenant.
     for secret in ["alpha-key-0001", "beta-key-0002", "gamma-key-0003"] {
         assert!(!text.contains(secret));
-        let fp = paylink_mcp::secret::fingerprint(secret.as_bytes());
+        let fp = fingerprint(secret);
         assert!(!text.contains(&fp), "fingerprint {fp} in metrics");
     }
     assert!(
@@ -303,7 +310,7 @@ async fn metrics_count_exactly_the_calls_made() {
 #[tokio::test]
 async fn upstream_metrics_on_a_separate_listener() {
     let mock = MockStream::start_any_key().await;
-    let server = http_support::Server::start(
+    let server = http::Server::start(
         &[
             "--backend",
             "stream",
@@ -392,7 +399,8 @@ async fn upstream_metrics_on_a_separate_listener() {
     );
     assert!(!text.contains(key));
 
-    // An idle tenant is dropped on its next request, and counted.
+    // An idle tenant is dropped on its next request, and counted. Time itself is what is tested
+    // here (`--tenant-idle-secs 1` passing with no request): nothing happens to await.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     stateless_call(&server.url(), key, &[], "list_products", json!({}))
         .await
@@ -427,7 +435,7 @@ async fn upstream_metrics_on_a_separate_listener() {
 async fn the_audit_log_holds_one_line_per_write_and_none_per_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let server = common::Server::start(&["--audit-log", path.to_str().unwrap()], &[]).await;
+    let server = stdio::Server::start(&["--audit-log", path.to_str().unwrap()], &[]).await;
     server.ok("list_products", json!({"limit": 1})).await;
     let create = json!({"name": "Audited", "items": [{"product_id": COFFEE, "quantity": 2}],
                         "metadata": {"order": "42"}});
@@ -495,15 +503,14 @@ async fn the_audit_log_holds_one_line_per_write_and_none_per_read() {
 async fn the_http_audit_log_names_the_tenant_by_fingerprint_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let server =
-        http_support::Server::start(&["--stateless", "--audit-log", path.to_str().unwrap()], &[]);
+    let server = http::Server::start(&["--stateless", "--audit-log", path.to_str().unwrap()], &[]);
     let key = "sk_audit_secret_4f9c2e7a1b";
     let link = stateless_call(
         &server.url(),
         key,
         &[],
         "create_payment_link",
-        http_support::create_args("Over HTTP", COFFEE),
+        create_args("Over HTTP", COFFEE),
     )
     .await
     .unwrap();
@@ -515,10 +522,7 @@ async fn the_http_audit_log_names_the_tenant_by_fingerprint_only() {
     assert!(!text.to_ascii_lowercase().contains("bearer"));
     let lines = audit_lines(&path);
     assert_eq!(lines.len(), 1, "{text}");
-    assert_eq!(
-        lines[0]["tenant"],
-        paylink_mcp::secret::fingerprint(key.as_bytes())
-    );
+    assert_eq!(lines[0]["tenant"], fingerprint(key));
     assert_eq!(lines[0]["result"]["id"], link["id"]);
     assert!(!server.stderr().contains(key));
 }
@@ -528,12 +532,9 @@ async fn the_http_audit_log_names_the_tenant_by_fingerprint_only() {
 #[tokio::test]
 async fn an_unusable_audit_log_refuses_writes_before_the_upstream_and_reads_still_work() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::Server::start(&["--audit-log", dir.path().to_str().unwrap()], &[]).await;
+    let server = stdio::Server::start(&["--audit-log", dir.path().to_str().unwrap()], &[]).await;
     let refused = server
-        .err(
-            "create_payment_link",
-            http_support::create_args("Never made", COFFEE),
-        )
+        .err("create_payment_link", create_args("Never made", COFFEE))
         .await;
     assert_eq!(refused["kind"], "internal", "{refused}");
     assert_eq!(refused["retry_safe"], true, "nothing was sent: {refused}");
@@ -557,7 +558,7 @@ async fn an_unusable_audit_log_refuses_writes_before_the_upstream_and_reads_stil
     // On a real upstream: not one request is sent for the refused write.
     let pair = "audit-key-1c2d:audit-secret-3e4f";
     let mock = MockStream::start(&stream_token(pair)).await;
-    let server = common::Server::start(
+    let server = stdio::Server::start(
         &[
             "--backend",
             "stream",
@@ -588,11 +589,11 @@ async fn a_failed_audit_write_after_a_create_names_the_created_link() {
         eprintln!("no /dev/full on this machine: skipped");
         return;
     }
-    let server = common::Server::start(&["--audit-log", "/dev/full"], &[]).await;
+    let server = stdio::Server::start(&["--audit-log", "/dev/full"], &[]).await;
     let refused = server
         .err(
             "create_payment_link",
-            http_support::create_args("Made but unrecorded", COFFEE),
+            create_args("Made but unrecorded", COFFEE),
         )
         .await;
     assert_eq!(refused["kind"], "internal", "{refused}");
@@ -630,7 +631,7 @@ async fn a_cancelled_write_is_audited_as_cancelled() {
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let mut session = common::RawSession::spawn(
+    let mut session = stdio::RawSession::spawn(
         &[
             "--backend",
             "stream",
@@ -643,19 +644,13 @@ async fn a_cancelled_write_is_audited_as_cancelled() {
         ],
         &[("STREAM_API_KEY", "cancel-key"), ("STREAM_BASE_URL", &base)],
     );
+    session.initialize().await;
     session
         .send(&[
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
-        ])
-        .await;
-    session.read_line().await.expect("initialize answered");
-    session
-        .send(&[
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
             json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "create_payment_link", "arguments": {"name": "Cancelled", "items": [{"product_id": STREAM_PRODUCT}]}}}),
         ])
         .await;
-    common::within(
+    within(
         Duration::from_secs(10),
         "the create reaches the upstream",
         got_request_rx,
@@ -666,10 +661,15 @@ async fn a_cancelled_write_is_audited_as_cancelled() {
     session
         .send(&[json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}})])
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while audit_lines(&path).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The audit line is written before the call's log line, which marks its end.
+    session
+        .log()
+        .wait_for(CALL_DEADLINE, "the cancelled call's log line", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("tool call") && l.contains("cancelled"))
+        })
+        .await;
     let lines = audit_lines(&path);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["tool"], "create_payment_link");
@@ -686,12 +686,14 @@ async fn a_cancelled_write_is_audited_as_cancelled() {
 /// the truncation mark and the SHA-256 of the arguments as sent.
 #[tokio::test]
 async fn an_audit_log_flood_grows_the_file_by_a_bounded_line_per_call() {
-    use paylink_mcp::observability::audit::MAX_LINE_BYTES;
     use sha2::{Digest, Sha256};
+
+    // The documented bound (README, "Audit trail"): no line is longer than 16 KiB.
+    const MAX_LINE_BYTES: usize = 16 * 1024;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let server = common::Server::start(&["--audit-log", path.to_str().unwrap()], &[]).await;
+    let server = stdio::Server::start(&["--audit-log", path.to_str().unwrap()], &[]).await;
     let mib = 1024 * 1024;
     let quotes = "\"".repeat(mib);
     let controls = "\u{1}".repeat(mib);
@@ -738,7 +740,7 @@ async fn an_audit_log_flood_grows_the_file_by_a_bounded_line_per_call() {
         } else {
             junk[i % junk.len()].clone()
         };
-        let result = server.call(tool, args.clone()).await;
+        let result = server.result(tool, args.clone()).await;
         let expected_ok = i % 5 == 4;
         assert_eq!(result.is_error, Some(!expected_ok), "call {i} ({tool})");
         sent.push(args);
@@ -799,7 +801,7 @@ async fn an_audit_log_flood_grows_the_file_by_a_bounded_line_per_call() {
 async fn json_log_lines_carry_every_field_of_a_call() {
     let pair = "log-key-5e1d:log-secret-8a2f";
     let mock = MockStream::start(&stream_token(pair)).await;
-    let server = common::Server::start(
+    let server = stdio::Server::start(
         &[
             "--backend",
             "stream",
@@ -836,8 +838,8 @@ async fn json_log_lines_carry_every_field_of_a_call() {
             "items[0].quantity",
         )
         .await;
-    let lines = tool_call_lines(|| server.stderr(), 3).await;
-    let tenant = paylink_mcp::secret::fingerprint(pair.as_bytes());
+    let lines = tool_call_lines(server.log(), 3).await;
+    let tenant = fingerprint(pair);
     for line in &lines {
         assert_eq!(line["backend"], "stream", "{line}");
         assert_eq!(line["tenant"], tenant.as_str(), "{line}");
@@ -879,12 +881,8 @@ async fn rpc_error(
     client: &rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>,
     tool: &str,
 ) -> rmcp::model::ErrorData {
-    let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(
-        http_support::create_args("x", COFFEE)
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(create_args("x", COFFEE).as_object().cloned().unwrap());
     match client.call_tool(params).await {
         Err(ServiceError::McpError(e)) => e,
         other => panic!("{tool}: expected a JSON-RPC error, got {other:?}"),
@@ -912,8 +910,8 @@ async fn disabled_tools_are_unknown_tools_over_http() {
             "list_products",
         ),
     ] {
-        let server = http_support::Server::start(&args, &[]);
-        let client = http_support::client(&server.url(), Some("filter-key"), &[]).await;
+        let server = http::Server::start(&args, &[]);
+        let client = http::client(&server.url(), Some("filter-key"), &[]).await;
         let names: Vec<String> = client
             .list_all_tools()
             .await

@@ -1,25 +1,17 @@
 //! Reliability: retries that never duplicate a link, unknown outcomes made known, server-side
-//! idempotency. Against the strict Stream mock with scripted faults, through the tool layer.
-
-#[path = "mocks/harness.rs"]
-mod harness;
-#[path = "mocks/stream_harness.rs"]
-mod stream_harness;
-#[path = "mocks/stream.rs"]
-mod stream_mock;
+//! idempotency. Against the strict Stream mock with scripted faults, through the real binary
+//! over stdio. (Idempotency keys per tenant, which need two callers of one server, are in
+//! `http_tenants`.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::settings;
-use paylink_mcp::upstream::UpstreamSettings;
 use serde_json::{Value, json};
-use stream_harness::{harness, harness_with};
-use stream_mock::{Fault, MockStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
-const GRINDER: &str = "22222222-2222-4222-8222-222222222222";
+use crate::harness::stdio::Server;
+use crate::harness::{CALL_DEADLINE, within};
+use crate::mocks::stream::{ESPRESSO, Fault, GRINDER, MockStream};
 
 fn create(key: Option<&str>, quantity: u32) -> Value {
     let mut args =
@@ -33,7 +25,7 @@ fn create(key: Option<&str>, quantity: u32) -> Value {
 #[tokio::test]
 async fn a_500_after_the_link_was_stored_returns_the_stored_link() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault("POST", "/api/v2/payment_links", Fault::StoreThen500);
     let link = h
         .call("create_payment_link", create(None, 2))
@@ -52,7 +44,7 @@ async fn a_500_after_the_link_was_stored_returns_the_stored_link() {
 #[tokio::test]
 async fn a_500_before_anything_was_stored_stays_unknown_and_is_recovered_on_repeat() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "POST",
         "/api/v2/payment_links",
@@ -87,15 +79,9 @@ async fn a_500_before_anything_was_stored_stays_unknown_and_is_recovered_on_repe
 #[tokio::test]
 async fn an_unknown_outcome_repeated_with_its_key_finds_the_link_instead_of_creating_another() {
     let mock = MockStream::start("t").await;
-    let h = harness_with(
-        &mock.uri(),
-        "t",
-        None,
-        UpstreamSettings {
-            attempt_timeout: Duration::from_millis(200),
-            ..settings()
-        },
-    );
+    let h = mock
+        .stdio_with("t", &["--upstream-timeout-secs", "1"], &[])
+        .await;
     // Stored, then an answer too slow AND the recovery lookups fail: truly unknown.
     mock.fault(
         "POST",
@@ -131,7 +117,7 @@ async fn an_unknown_outcome_repeated_with_its_key_finds_the_link_instead_of_crea
 #[tokio::test]
 async fn idempotent_replay_makes_no_upstream_call_and_a_conflict_is_refused() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let first = h
         .call("create_payment_link", create(Some("abc"), 1))
         .await
@@ -159,42 +145,28 @@ async fn idempotent_replay_makes_no_upstream_call_and_a_conflict_is_refused() {
 }
 
 #[tokio::test]
-async fn keys_are_per_tenant() {
-    let mock = MockStream::start("t").await;
-    let h = harness(&mock);
-    h.call("create_payment_link", create(Some("same"), 1))
-        .await
-        .unwrap();
-    let other = h
-        .as_tenant("another-tenant")
-        .call("create_payment_link", create(Some("same"), 3))
-        .await
-        .unwrap();
-    assert_eq!(
-        other["total"]["amount_minor"], 3750,
-        "no conflict across tenants"
-    );
-    assert_eq!(mock.link_count(), 2);
-}
-
-#[tokio::test]
 async fn two_concurrent_identical_creates_make_one_upstream_request() {
     let mock = MockStream::start("t").await;
-    let h = Arc::new(harness(&mock));
+    let h = mock.stdio().await;
+    // The first create is held at the mock for a second; the second starts once the first has
+    // arrived there, so it meets the first in flight.
     mock.fault(
         "POST",
         "/api/v2/payment_links",
-        Fault::Delay(Duration::from_millis(300)),
+        Fault::Delay(Duration::from_secs(1)),
     );
-    let a = tokio::spawn({
-        let h = h.clone();
-        async move { h.call("create_payment_link", create(Some("twin"), 1)).await }
-    });
-    let b = tokio::spawn({
-        let h = h.clone();
-        async move { h.call("create_payment_link", create(Some("twin"), 1)).await }
-    });
-    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    let first = h.call("create_payment_link", create(Some("twin"), 1));
+    let second = async {
+        within(
+            CALL_DEADLINE,
+            "the first create arrives",
+            mock.arrivals_reach(1),
+        )
+        .await;
+        h.call("create_payment_link", create(Some("twin"), 1)).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b);
     assert_eq!(mock.posts().await.len(), 1);
     assert_eq!(mock.link_count(), 1);
@@ -203,7 +175,7 @@ async fn two_concurrent_identical_creates_make_one_upstream_request() {
 #[tokio::test]
 async fn retry_after_is_honoured_on_reads() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "GET",
         "/api/v2/products",
@@ -247,15 +219,9 @@ async fn retry_after_is_honoured_on_reads() {
 #[tokio::test]
 async fn a_rate_limit_longer_than_the_deadline_is_answered_not_waited() {
     let mock = MockStream::start("t").await;
-    let h = harness_with(
-        &mock.uri(),
-        "t",
-        None,
-        UpstreamSettings {
-            deadline: Duration::from_secs(2),
-            ..settings()
-        },
-    );
+    let h = mock
+        .stdio_with("t", &["--request-deadline-secs", "10"], &[])
+        .await;
     wiremock::Mock::given(wiremock::matchers::path("/api/v2/products"))
         .respond_with(
             wiremock::ResponseTemplate::new(429)
@@ -270,25 +236,29 @@ async fn a_rate_limit_longer_than_the_deadline_is_answered_not_waited() {
     assert_eq!(e["kind"], "rate_limited");
     assert_eq!(e["retry_after_secs"], 30);
     assert_eq!(e["retry_safe"], true);
+    // Waiting until the 10 s deadline would take twice this bound; answering takes a fraction.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "answered at once, not after waiting"
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once, not after waiting: {:?}",
+        started.elapsed()
     );
 }
 
 #[tokio::test]
 async fn the_deadline_holds_against_a_slow_upstream() {
     let mock = MockStream::start("t").await;
-    let h = harness_with(
-        &mock.uri(),
-        "t",
-        None,
-        UpstreamSettings {
-            attempt_timeout: Duration::from_secs(30),
-            deadline: Duration::from_millis(800),
-            ..settings()
-        },
-    );
+    let h = mock
+        .stdio_with(
+            "t",
+            &[
+                "--upstream-timeout-secs",
+                "30",
+                "--request-deadline-secs",
+                "1",
+            ],
+            &[],
+        )
+        .await;
     mock.fault(
         "GET",
         "/api/v2/products",
@@ -297,6 +267,7 @@ async fn the_deadline_holds_against_a_slow_upstream() {
     let started = Instant::now();
     let e = h.call("list_products", json!({})).await.unwrap_err();
     assert_eq!(e["kind"], "upstream");
+    // Five times the 1 s deadline; the upstream would take 20 s.
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -352,7 +323,7 @@ async fn flaky_server() -> (String, Seen) {
 #[tokio::test]
 async fn reads_recover_after_a_connection_reset() {
     let (base, seen) = flaky_server().await;
-    let h = harness_with(&base, "t", None, settings());
+    let h = Server::on_upstream("stream", &base, "t", &[], &[]).await;
     let products = h.call("list_products", json!({})).await.unwrap();
     assert_eq!(products["data"][0]["prices"][0]["amount"], "12.50");
     let seen = seen.lock().unwrap().clone();
@@ -363,7 +334,7 @@ async fn reads_recover_after_a_connection_reset() {
 #[tokio::test]
 async fn a_create_whose_connection_is_reset_is_never_resent() {
     let (base, seen) = flaky_server().await;
-    let h = harness_with(&base, "t", None, settings());
+    let h = Server::on_upstream("stream", &base, "t", &[], &[]).await;
     let e = h
         .call(
             "create_payment_link",
@@ -389,19 +360,28 @@ async fn a_create_whose_connection_is_reset_is_never_resent() {
 #[tokio::test]
 async fn a_create_cancelled_after_it_reached_stream_is_found_not_repeated() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
-    // Stream stores the link and answers late; the caller gives up before the answer.
+    let h = mock.stdio().await;
+    // Stream stores the link and answers late; the caller gives up once the create has reached
+    // Stream (dropping rmcp's call sends `notifications/cancelled`).
     mock.fault(
         "POST",
         "/api/v2/payment_links",
         Fault::Delay(Duration::from_secs(2)),
     );
-    let gave_up = tokio::time::timeout(
-        Duration::from_millis(300),
-        h.call("create_payment_link", create(Some("cancel-me"), 1)),
-    )
-    .await;
-    assert!(gave_up.is_err(), "the first call was cancelled");
+    tokio::select! {
+        () = within(CALL_DEADLINE, "the create reaches Stream", mock.arrivals_reach(1)) => {}
+        answered = h.call("create_payment_link", create(Some("cancel-me"), 1)) => {
+            panic!("answered before it reached Stream: {answered:?}")
+        }
+    }
+    // The server has taken the cancellation once the call's line is logged.
+    h.log()
+        .wait_for(CALL_DEADLINE, "the cancelled call's log line", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("tool call") && l.contains("cancelled"))
+        })
+        .await;
     assert_eq!(mock.link_count(), 1);
     let link = h
         .call("create_payment_link", create(Some("cancel-me"), 1))
@@ -418,7 +398,7 @@ async fn a_create_cancelled_after_it_reached_stream_is_found_not_repeated() {
 #[tokio::test]
 async fn an_unreadable_2xx_to_a_create_is_recovered_not_reported_as_nothing_created() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "POST",
         "/api/v2/payment_links",
@@ -435,15 +415,9 @@ async fn an_unreadable_2xx_to_a_create_is_recovered_not_reported_as_nothing_crea
 #[tokio::test]
 async fn a_failed_recovery_lookup_keeps_the_outcome_unknown_instead_of_creating() {
     let mock = MockStream::start("t").await;
-    let h = harness_with(
-        &mock.uri(),
-        "t",
-        None,
-        UpstreamSettings {
-            attempt_timeout: Duration::from_millis(200),
-            ..settings()
-        },
-    );
+    let h = mock
+        .stdio_with("t", &["--upstream-timeout-secs", "1"], &[])
+        .await;
     // The first create is stored but answered too late, and every lookup fails: unknown.
     mock.fault(
         "POST",

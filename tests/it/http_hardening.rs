@@ -2,9 +2,8 @@
 //! no shared anonymous tenant, and in operator-key mode callers cannot send the operator's key to
 //! another Stream environment.
 
-mod http_support;
-
-use http_support::*;
+use crate::harness::http::*;
+use crate::harness::{sha256_hex, temp_file};
 
 #[tokio::test]
 async fn behind_a_tls_proxy_a_loopback_sandbox_has_no_anonymous_tenant() {

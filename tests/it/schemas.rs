@@ -4,16 +4,15 @@
 //! never an accident. The Stripe server prunes what Stripe cannot honour: the tools whose Stripe
 //! definition differs are snapshotted again under `tests/snapshots/tools/stripe/`.
 //!
-//! After an intended change, regenerate with `PAYLINK_UPDATE_SNAPSHOTS=1 cargo test --test
-//! schemas` and review the diff.
-
-mod common;
+//! After an intended change, regenerate with `PAYLINK_UPDATE_SNAPSHOTS=1 cargo test --test it
+//! schemas::` and review the diff.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::Server;
 use serde_json::Value;
+
+use crate::harness::stdio::Server;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/tools");
 

@@ -5,9 +5,7 @@
 //! the offending `param`; it requires an `Idempotency-Key` on creates, replays the first answer
 //! for a repeated key (a stored 500 included) and answers `idempotency_error` when the same key
 //! comes with other parameters. It stores products, prices and links, and pages like Stripe.
-//! Faults can be scripted per test.
-
-#![allow(dead_code)]
+//! Faults can be scripted per test; each request's arrival can be awaited.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+use crate::harness::stdio;
 
 pub const VERSION: &str = "2024-04-10";
 
@@ -154,11 +154,14 @@ pub struct MockStripe {
     pub server: MockServer,
     pub state: Arc<Mutex<State>>,
     pub key: String,
+    /// How many requests have arrived, to await rather than poll.
+    arrived: tokio::sync::watch::Receiver<usize>,
 }
 
 struct Handler {
     state: Arc<Mutex<State>>,
     key: String,
+    arrived: tokio::sync::watch::Sender<usize>,
 }
 
 /// A Stripe error answer.
@@ -1004,6 +1007,7 @@ fn missing(what: &str, id: &str) -> Refusal {
 impl Respond for Handler {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.arrived.send_modify(|n| *n += 1);
         state.next_request_id += 1;
         let rid = format!("req_Mock{}", state.next_request_id);
         let (method, path) = method_path(req);
@@ -1092,10 +1096,12 @@ impl MockStripe {
             .start()
             .await;
         let state = Arc::new(Mutex::new(State::seed()));
+        let (arrived_tx, arrived) = tokio::sync::watch::channel(0);
         Mock::given(any())
             .respond_with(Handler {
                 state: state.clone(),
                 key: key.to_string(),
+                arrived: arrived_tx,
             })
             .mount(&server)
             .await;
@@ -1103,7 +1109,35 @@ impl MockStripe {
             server,
             state,
             key: key.to_string(),
+            arrived,
         }
+    }
+
+    /// Resolves once `n` requests in all have arrived (answered or not yet).
+    pub async fn arrivals_reach(&self, n: usize) {
+        let mut rx = self.arrived.clone();
+        let _ = rx.wait_for(|count| *count >= n).await;
+    }
+
+    /// The real binary over stdio on this mock, with the mock's own key (see
+    /// [`stdio::Server::on_upstream`]).
+    pub async fn stdio(&self) -> stdio::Server {
+        self.stdio_with(&self.key, &[], &[]).await
+    }
+
+    /// The real binary over stdio on this mock, with `key`, `args` and `env`.
+    pub async fn stdio_with(
+        &self,
+        key: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> stdio::Server {
+        stdio::Server::on_upstream("stripe", &self.uri(), key, args, env).await
+    }
+
+    /// The creates (`POST /v1/payment_links`) received so far.
+    pub async fn creates(&self) -> usize {
+        self.requests_to("POST", "/v1/payment_links").await.len()
     }
 
     pub fn uri(&self) -> String {

@@ -27,18 +27,16 @@
 //! `env` of a config entry, as Claude Desktop does. Every run against an HTTP server adds
 //! `--stored-auth-only`, so a 401 is exit 3 at once and never an attempt at interactive OAuth.
 
-mod common;
-mod http_support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{BIN, SANDBOX_URL_PREFIX, within};
-use http_support::Server as HttpServer;
 use serde_json::{Value, json};
 use tokio::process::Command;
+
+use crate::harness::http::Server as HttpServer;
+use crate::harness::{BIN, COFFEE as BEANS, MUG, SANDBOX_URL_PREFIX, within};
 
 /// Upper bound for one Inspector run (a Node start plus one MCP exchange). Generous: only a hang
 /// reaches it, and two cores may be busy with other tests.
@@ -56,10 +54,6 @@ const TOOLS: [&str; 6] = [
     "list_payment_links",
     "update_payment_link_status",
 ];
-
-/// Seeded sandbox products (stable ids): Arabica beans SAR 89.00, ceramic mug SAR 35.50.
-const BEANS: &str = "6f1c2a7e-3b4d-4c5e-9f60-7a8b9c0d1e2f";
-const MUG: &str = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d";
 
 // ---------------------------------------------------------------------------------------------
 // The pinned toolchain
@@ -323,16 +317,27 @@ fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Polls `/proc` until `pid` is gone; a daemon's exit is not an event this process can await.
+/// Waits until `pid` (not a child of ours: the daemon) has exited, or `limit` passes. A pidfd
+/// becomes readable when its process exits, so this awaits the exit itself.
 fn wait_for_exit(pid: u32, limit: Duration) -> bool {
-    let started = Instant::now();
-    while process_alive(pid) {
-        if started.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        // Already gone (ESRCH), or a kernel without pidfds (before 5.3).
+        return !process_alive(pid);
     }
-    true
+    let fd = fd as libc::c_int;
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for a descriptor we own, closed right after.
+    let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    ready > 0 || !process_alive(pid)
 }
 
 // ---------------------------------------------------------------------------------------------

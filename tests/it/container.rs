@@ -6,12 +6,10 @@
 //! The server binds 0.0.0.0 as in the image, but every request here goes to 127.0.0.1; the `Host`
 //! header is set explicitly to play the name a client behind the proxy would use.
 
-mod common;
-mod http_support;
-
-use common::{EXIT_DEADLINE, command, within};
-use http_support::{Server, initialize_body, post, rpc_answer};
 use serde_json::Value;
+
+use crate::harness::http::{Server, initialize_body, post, rpc_answer};
+use crate::harness::{EXIT_DEADLINE, command, within};
 
 /// The Dockerfile's instructions: comments dropped, `\` continuations joined.
 fn dockerfile() -> Vec<String> {

@@ -1,45 +1,20 @@
-//! The Stripe backend against a strict mock of Stripe's API on 127.0.0.1, through the tools as a
-//! client calls them: what we send (form, headers, idempotency keys), how we read answers, how
-//! failures become envelopes, and what is refused before anything is sent.
+//! The Stripe backend against a strict mock of Stripe's API on 127.0.0.1, through the real
+//! binary over stdio (configured through the environment, as Claude Desktop does): what we send
+//! (form, headers, idempotency keys), how we read answers, how failures become envelopes, and
+//! what is refused before anything is sent. What every backend does alike is in `contract`;
+//! tenants of one Stripe account over HTTP are in `http_stripe`.
 
-#[path = "mocks/harness.rs"]
-mod harness;
-#[path = "mocks/stripe.rs"]
-mod stripe_mock;
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use harness::{Harness, settings};
-use paylink_mcp::backend::BackendRules;
-use paylink_mcp::backend::stripe::{StripeBackend, idempotency_header};
-use paylink_mcp::config::Cli;
-use paylink_mcp::model::BackendKind;
-use paylink_mcp::secret::ApiKey;
-use paylink_mcp::tools::create::{IdempotencyKey, reference_for};
-use paylink_mcp::tools::routes::{ToolFilter, Tools};
-use paylink_mcp::upstream::{UpstreamClient, UpstreamSettings};
 use serde_json::{Value, json};
-use stripe_mock::{Fault, MockStripe, TEAS, VERSION, as_map, header, pairs_of, query_of};
 
-const KEY: &str = "sk_test_51MockKeyForPaylink";
+use crate::harness::stdio::{Server, run_until_exit};
+use crate::harness::{CALL_DEADLINE, EXIT_DEADLINE, command, within};
+use crate::mocks::stripe::{
+    self as stripe_mock, Fault, MockStripe, TEAS, VERSION, as_map, header, pairs_of, query_of,
+};
 
-fn harness_with(base: &str, key: &str, settings: UpstreamSettings) -> Harness {
-    let client = Arc::new(UpstreamClient::new(base, settings));
-    let backend = StripeBackend::new(client, &ApiKey::new(key), VERSION).unwrap();
-    Harness::new(BackendKind::Stripe, Arc::new(backend))
-}
-
-fn harness(mock: &MockStripe) -> Harness {
-    harness_with(&mock.uri(), &mock.key, settings())
-}
-
-/// The `Idempotency-Key` a create with the caller's `key` carries for tenant `scope`.
-fn header_for(scope: &str, key: &str) -> String {
-    let key = IdempotencyKey::parse(key, "idempotency_key").unwrap();
-    idempotency_header(&reference_for(scope, Some(&key)))
-}
+pub const KEY: &str = "sk_test_51MockKeyForPaylink";
 
 fn create_args(items: Value) -> Value {
     json!({"name": "Order 7", "items": items})
@@ -54,7 +29,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn create_sends_exactly_the_documented_form_and_headers() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let link = h
         .call(
             "create_payment_link",
@@ -173,7 +148,7 @@ async fn create_sends_exactly_the_documented_form_and_headers() {
 #[tokio::test]
 async fn minimal_create_sends_only_line_items_and_metadata() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     h.call(
         "create_payment_link",
         create_args(json!([{"product_id": "price_espresso_usd"}])),
@@ -201,7 +176,7 @@ async fn minimal_create_sends_only_line_items_and_metadata() {
 #[tokio::test]
 async fn round_trip_prod_ids_get_line_items_paged_by_5_and_products() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let items: Vec<Value> = (1..=TEAS)
         .map(|i| json!({"product_id": stripe_mock::tea_product(i), "quantity": i}))
         .collect();
@@ -369,12 +344,12 @@ async fn round_trip_prod_ids_get_line_items_paged_by_5_and_products() {
 
 #[tokio::test]
 async fn the_stripe_schema_lacks_what_stripe_cannot_honour() {
-    let tools = Tools::new(
-        &BackendRules::for_kind(BackendKind::Stripe),
-        &ToolFilter::default(),
-    )
-    .unwrap();
-    let create = tools.router.get("create_payment_link").unwrap();
+    let server = Server::start(&["--backend", "stripe"], &[]).await;
+    let tools = server.tools().await;
+    let create = tools
+        .iter()
+        .find(|t| t.name == "create_payment_link")
+        .unwrap();
     let schema = serde_json::to_value(create.input_schema.as_ref()).unwrap();
     let props = schema["properties"].as_object().unwrap();
     for gone in [
@@ -407,7 +382,7 @@ async fn the_stripe_schema_lacks_what_stripe_cannot_honour() {
 #[tokio::test]
 async fn each_field_stripe_cannot_honour_is_refused_by_name_before_any_request() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let coupon = "3f2b8c1e-9a4d-4e5f-8b6a-1c2d3e4f5a6b";
     for (extra, field) in [
         (
@@ -449,7 +424,7 @@ async fn each_field_stripe_cannot_honour_is_refused_by_name_before_any_request()
 #[tokio::test]
 async fn one_currency_per_link_is_checked_before_any_write() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let e = h
         .call(
             "create_payment_link",
@@ -508,7 +483,7 @@ async fn one_currency_per_link_is_checked_before_any_write() {
 #[tokio::test]
 async fn unknown_and_priceless_products_are_refused_on_their_item() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let e = h
         .call(
             "create_payment_link",
@@ -552,7 +527,7 @@ async fn unknown_and_priceless_products_are_refused_on_their_item() {
 #[tokio::test]
 async fn stripe_params_map_to_our_field_names() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     // A refusal the mock makes on its own, as Stripe would: the quantity is above its maximum.
     let e = h
         .call(
@@ -656,7 +631,7 @@ async fn stripe_params_map_to_our_field_names() {
 async fn a_wrong_key_is_an_auth_error_that_never_echoes_the_key() {
     let mock = MockStripe::start(KEY).await;
     let wrong = "sk_test_WrongKeyThatMustNotLeak";
-    let h = harness_with(&mock.uri(), wrong, settings());
+    let h = mock.stdio_with(wrong, &[], &[]).await;
     let e = h.call("list_products", json!({})).await.unwrap_err();
     assert_eq!(e["kind"], "auth");
     assert_eq!(e["status"], 401);
@@ -668,8 +643,12 @@ async fn a_wrong_key_is_an_auth_error_that_never_echoes_the_key() {
 async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
     let live_key = "sk_live_51MockLiveKey";
     let mock = MockStripe::start(live_key).await;
-    let h = harness_with(&mock.uri(), live_key, settings());
-    assert!(h.backend.livemode());
+    let h = mock.stdio().await;
+    let live_text = h.instructions();
+    assert!(
+        live_text.contains("Stripe") && live_text.contains("LIVE"),
+        "{live_text}"
+    );
     let e = h
         .call(
             "create_payment_link",
@@ -695,7 +674,7 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
     let products = h.call("list_products", json!({})).await.unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 10);
 
-    let h = h.allowing_live();
+    let h = mock.stdio_with(live_key, &["--allow-live"], &[]).await;
     let link = h
         .call(
             "create_payment_link",
@@ -704,17 +683,15 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
         .await
         .unwrap();
     assert_eq!(link["livemode"], true);
-    let restricted = harness_with(&mock.uri(), "rk_live_x", settings());
-    assert!(restricted.backend.livemode());
-    let test = harness_with(&mock.uri(), "rk_test_x", settings());
-    assert!(!test.backend.livemode());
-
-    let live_text = paylink_mcp::server::instructions(BackendKind::Stripe, Some(true), false);
+    // Restricted keys too: the key's prefix says whether money is live.
+    let restricted = mock.stdio_with("rk_live_x", &[], &[]).await;
     assert!(
-        live_text.contains("Stripe") && live_text.contains("LIVE"),
-        "{live_text}"
+        restricted.instructions().contains("with a LIVE key"),
+        "{}",
+        restricted.instructions()
     );
-    let test_text = paylink_mcp::server::instructions(BackendKind::Stripe, Some(false), false);
+    let test = mock.stdio_with("rk_test_x", &[], &[]).await;
+    let test_text = test.instructions();
     assert!(
         test_text.contains("Stripe") && test_text.contains("test-mode"),
         "{test_text}"
@@ -724,7 +701,7 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
 #[tokio::test]
 async fn the_same_idempotency_key_reaches_stripe_as_the_same_header() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let mut args = create_args(json!([{"product_id": "prod_espresso", "quantity": 2}]));
     args["idempotency_key"] = json!("order-42 attempt");
     let first = h.call("create_payment_link", args.clone()).await.unwrap();
@@ -738,7 +715,7 @@ async fn the_same_idempotency_key_reaches_stripe_as_the_same_header() {
     );
     // After a restart (or on another replica) the store is empty, but the same tenant and key
     // reach Stripe with the same Idempotency-Key and the same parameters: Stripe replays.
-    let restarted = harness(&mock);
+    let restarted = mock.stdio().await;
     let second = restarted
         .call("create_payment_link", args.clone())
         .await
@@ -756,7 +733,7 @@ async fn the_same_idempotency_key_reaches_stripe_as_the_same_header() {
         .map(|p| header(p, "idempotency-key").unwrap())
         .collect();
     assert_eq!(keys[0], keys[1]);
-    assert_eq!(keys[0], header_for("test-tenant", "order-42 attempt"));
+    assert!(keys[0].starts_with("paylink-"), "{}", keys[0]);
     assert_eq!(
         posts[0].body, posts[1].body,
         "a replay needs the same parameters"
@@ -772,31 +749,22 @@ async fn the_same_idempotency_key_reaches_stripe_as_the_same_header() {
     assert_eq!(e["kind"], "idempotency_conflict");
     assert_eq!(e["retry_safe"], false);
     // ...and by Stripe when the local store has forgotten the key.
-    let e = harness(&mock)
+    let e = mock
+        .stdio()
+        .await
         .call("create_payment_link", other)
         .await
         .unwrap_err();
     assert_eq!(e["kind"], "idempotency_conflict");
     assert_eq!(mock.link_count(), 1);
-
-    // Another tenant of the same Stripe account (operator-key mode) using the same key string
-    // gets its own Idempotency-Key: no cross-tenant replay.
-    let other_tenant = harness(&mock).as_tenant("another-tenant");
-    other_tenant
-        .call("create_payment_link", args.clone())
-        .await
-        .unwrap();
-    assert_eq!(mock.link_count(), 2);
-    let posts = mock.posts().await;
-    let last = header(posts.last().unwrap(), "idempotency-key").unwrap();
-    assert_eq!(last, header_for("another-tenant", "order-42 attempt"));
-    assert_ne!(last, keys[0]);
+    // (Another tenant of the same Stripe account using the same key string gets its own
+    // Idempotency-Key: `http_stripe::tenants_of_one_account_never_share_an_idempotency_key`.)
 
     // Without a key, every call is a new intent with its own key.
     let plain = create_args(json!([{"product_id": "prod_espresso"}]));
     h.call("create_payment_link", plain.clone()).await.unwrap();
     h.call("create_payment_link", plain).await.unwrap();
-    assert_eq!(mock.link_count(), 4);
+    assert_eq!(mock.link_count(), 3);
     let posts = mock.posts().await;
     let k3 = header(&posts[posts.len() - 2], "idempotency-key").unwrap();
     let k4 = header(&posts[posts.len() - 1], "idempotency-key").unwrap();
@@ -807,7 +775,7 @@ async fn the_same_idempotency_key_reaches_stripe_as_the_same_header() {
 #[tokio::test]
 async fn a_500_on_create_without_should_retry_is_outcome_unknown_after_one_post() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let boom = json!({"error": {"type": "api_error", "message": "Something went wrong"}});
     mock.fault(
         "POST",
@@ -851,7 +819,7 @@ async fn a_500_on_create_without_should_retry_is_outcome_unknown_after_one_post(
 #[tokio::test]
 async fn stripe_should_retry_true_is_retried_with_the_same_key() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "POST",
         "/v1/payment_links",
@@ -910,12 +878,13 @@ async fn stripe_should_retry_true_is_retried_with_the_same_key() {
 #[tokio::test]
 async fn a_timed_out_create_is_retried_under_the_same_key_and_makes_one_link() {
     let mock = MockStripe::start(KEY).await;
-    let quick = UpstreamSettings {
-        attempt_timeout: Duration::from_millis(300),
-        deadline: Duration::from_secs(4),
-        ..settings()
-    };
-    let h = harness_with(&mock.uri(), KEY, quick);
+    let quick = [
+        "--upstream-timeout-secs",
+        "1",
+        "--request-deadline-secs",
+        "4",
+    ];
+    let h = mock.stdio_with(KEY, &quick, &[]).await;
     mock.fault(
         "POST",
         "/v1/payment_links",
@@ -939,13 +908,8 @@ async fn a_timed_out_create_is_retried_under_the_same_key_and_makes_one_link() {
     assert!(link["id"].as_str().unwrap().starts_with("plink_"));
 
     // No retries left: without a caller key the outcome is unknown (a new call is a new key)...
-    let once = UpstreamSettings {
-        attempt_timeout: Duration::from_millis(300),
-        deadline: Duration::from_secs(4),
-        max_retries: 0,
-        ..settings()
-    };
-    let h = harness_with(&mock.uri(), KEY, once);
+    let once = [quick.as_slice(), &["--max-retries", "0"]].concat();
+    let h = mock.stdio_with(KEY, &once, &[]).await;
     mock.fault(
         "POST",
         "/v1/payment_links",
@@ -985,10 +949,51 @@ async fn a_timed_out_create_is_retried_under_the_same_key_and_makes_one_link() {
     assert!(link["id"].as_str().unwrap().starts_with("plink_"));
 }
 
+/// A create the caller gave up on once it had reached Stripe (a cancellation) is not lost: the
+/// repeat with the caller's key reaches Stripe with the same `Idempotency-Key`, and Stripe
+/// replays the link it made instead of making another.
+#[tokio::test]
+async fn a_create_cancelled_after_it_reached_stripe_is_replayed_not_repeated() {
+    let mock = MockStripe::start(KEY).await;
+    let h = mock.stdio().await;
+    mock.fault(
+        "POST",
+        "/v1/payment_links",
+        Fault::Delay(Duration::from_secs(2)),
+    );
+    let mut args = create_args(json!([{"product_id": "price_espresso_usd"}]));
+    args["idempotency_key"] = json!("cancel-me");
+    // The price is read first, then the create: two requests.
+    tokio::select! {
+        () = within(CALL_DEADLINE, "the create reaches Stripe", mock.arrivals_reach(2)) => {}
+        answered = h.call("create_payment_link", args.clone()) => {
+            panic!("answered before it reached Stripe: {answered:?}")
+        }
+    }
+    h.log()
+        .wait_for(CALL_DEADLINE, "the cancelled call's log line", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("tool call") && l.contains("cancelled"))
+        })
+        .await;
+    assert_eq!(mock.link_count(), 1, "Stripe made the link");
+    let link = h.call("create_payment_link", args).await.unwrap();
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0].0["id"]);
+    assert_eq!(mock.link_count(), 1, "no second link");
+    let posts = mock.requests_to("POST", "/v1/payment_links").await;
+    assert_eq!(posts.len(), 2);
+    assert_eq!(
+        header(&posts[0], "idempotency-key"),
+        header(&posts[1], "idempotency-key")
+    );
+    assert_eq!(mock.replays(), 1);
+}
+
 #[tokio::test]
 async fn an_unreadable_answer_to_a_create_is_outcome_unknown() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "POST",
         "/v1/payment_links",
@@ -1009,7 +1014,7 @@ async fn an_unreadable_answer_to_a_create_is_outcome_unknown() {
 #[tokio::test]
 async fn list_payment_links_pages_newest_first_and_refuses_what_stripe_cannot_filter() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let mut ids = Vec::new();
     for name in ["first", "second", "third"] {
         let link = h
@@ -1103,7 +1108,7 @@ async fn list_payment_links_pages_newest_first_and_refuses_what_stripe_cannot_fi
 #[tokio::test]
 async fn deactivate_then_get_shows_inactive_then_reactivate() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let link = h
         .call(
             "create_payment_link",
@@ -1189,7 +1194,7 @@ async fn deactivate_then_get_shows_inactive_then_reactivate() {
 #[tokio::test]
 async fn zero_and_three_decimal_currencies_and_unknown_ones() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let yen = h
         .call(
             "create_payment_link",
@@ -1250,7 +1255,7 @@ async fn zero_and_three_decimal_currencies_and_unknown_ones() {
 #[tokio::test]
 async fn a_malformed_link_or_list_is_read_tolerantly() {
     let mock = MockStripe::start(KEY).await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let link = h
         .call(
             "create_payment_link",
@@ -1285,186 +1290,115 @@ async fn a_malformed_link_or_list_is_read_tolerantly() {
     );
 }
 
+/// The Stripe API version and base URL have pinned defaults (in `--help`), and both flags reach
+/// the requests the server sends.
 #[tokio::test]
-async fn stripe_options_have_pinned_defaults() {
-    let cli = Cli::try_parse_from(["paylink-mcp"]).unwrap();
-    assert_eq!(cli.global.stripe_version, "2024-04-10");
-    assert_eq!(cli.global.stripe_base_url, "https://api.stripe.com");
-    let cli = Cli::try_parse_from([
-        "paylink-mcp",
-        "stdio",
-        "--stripe-version",
-        "2024-09-30.acacia",
-        "--stripe-base-url",
-        "http://127.0.0.1:9",
-    ])
-    .unwrap();
-    assert_eq!(cli.global.stripe_version, "2024-09-30.acacia");
-    assert_eq!(cli.global.stripe_base_url, "http://127.0.0.1:9");
+async fn stripe_options_have_pinned_defaults_and_reach_the_requests() {
+    let help = within(
+        EXIT_DEADLINE,
+        "paylink-mcp --help",
+        command(&["--help"], &[]).output(),
+    )
+    .await
+    .expect("run paylink-mcp --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for pinned in ["[default: 2024-04-10]", "[default: https://api.stripe.com]"] {
+        assert!(help.contains(pinned), "{pinned} in:\n{help}");
+    }
+    assert_eq!(VERSION, "2024-04-10", "the mock speaks the pinned version");
+
+    // Another version, by flag: sent as is (the mock, pinned to 2024-04-10, refuses it).
+    let mock = MockStripe::start(KEY).await;
+    let server = Server::start(
+        &[
+            "stdio",
+            "--stripe-version",
+            "2024-09-30.acacia",
+            "--stripe-base-url",
+            &mock.uri(),
+        ],
+        &[("STRIPE_API_KEY", KEY)],
+    )
+    .await;
+    let e = server.call("list_products", json!({})).await.unwrap_err();
+    assert!(
+        e["message"].as_str().unwrap().contains("2024-09-30.acacia"),
+        "{e}"
+    );
+    let sent = mock.requests().await;
+    assert!(!sent.is_empty(), "the flag's base URL was used");
+    assert!(
+        sent.iter()
+            .all(|r| header(r, "stripe-version").as_deref() == Some("2024-09-30.acacia")),
+        "every request carries the chosen version"
+    );
 }
 
-/// The real binary over stdio, configured only through the environment as Claude Desktop would
-/// configure it, against the mock: proves the start-up wiring (options, key, version, arm).
-mod stdio_end_to_end {
-    use super::*;
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-
-    struct Server {
-        child: Child,
-        stdin: ChildStdin,
-        stdout: BufReader<ChildStdout>,
-    }
-
-    impl Server {
-        fn spawn(env: &[(&str, &str)]) -> Server {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_paylink-mcp"));
-            cmd.arg("stdio")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null());
-            for (k, _) in std::env::vars_os() {
-                let name = k.to_string_lossy();
-                if ["PAYLINK_", "STRIPE_", "STREAM_"]
-                    .iter()
-                    .any(|p| name.starts_with(p))
-                {
-                    cmd.env_remove(&k);
-                }
-            }
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let mut child = cmd.spawn().unwrap();
-            let stdin = child.stdin.take().unwrap();
-            let stdout = BufReader::new(child.stdout.take().unwrap());
-            Server {
-                child,
-                stdin,
-                stdout,
-            }
-        }
-
-        fn send(&mut self, message: Value) {
-            writeln!(self.stdin, "{message}").unwrap();
-            self.stdin.flush().unwrap();
-        }
-
-        /// The answer to request `id` (every stdout line must be JSON-RPC).
-        fn answer(&mut self, id: i64) -> Value {
-            loop {
-                let mut line = String::new();
-                assert!(
-                    self.stdout.read_line(&mut line).unwrap() > 0,
-                    "server exited"
-                );
-                let v: Value = serde_json::from_str(&line).expect("stdout carries only JSON-RPC");
-                if v["id"] == id {
-                    return v;
-                }
-            }
-        }
-
-        fn initialize(&mut self) -> Value {
-            self.send(
-                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "stripe-e2e", "version": "0"}}}),
-            );
-            let init = self.answer(1);
-            self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-            init
-        }
-
-        fn call(&mut self, id: i64, tool: &str, args: Value) -> Value {
-            self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                "params": {"name": tool, "arguments": args}}));
-            self.answer(id)["result"].clone()
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Runs blocking pipe I/O off the runtime thread, so the mock keeps answering.
-    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(f))
-            .await
-            .expect("the stdio exchange finished in time")
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn the_binary_serves_stripe_from_its_environment() {
-        let mock = MockStripe::start(KEY).await;
-        let uri = mock.uri();
-        let (init, link, products) = blocking(move || {
-            let mut s = Server::spawn(&[("STRIPE_API_KEY", KEY), ("STRIPE_BASE_URL", &uri)]);
-            let init = s.initialize();
-            let link = s.call(
-                2,
-                "create_payment_link",
-                json!({"name": "E2E", "items": [{"product_id": "prod_espresso", "quantity": 2}], "idempotency_key": "e2e-1"}),
-            );
-            let products = s.call(3, "list_products", json!({"limit": 2}));
-            (init, link, products)
-        })
+/// The real binary configured only through the environment, as Claude Desktop would configure
+/// it (no `--backend`: the key decides), against the mock: the start-up wiring (options, key,
+/// version, arm).
+#[tokio::test]
+async fn the_binary_serves_stripe_from_its_environment() {
+    let mock = MockStripe::start(KEY).await;
+    let server = Server::start(
+        &[],
+        &[("STRIPE_API_KEY", KEY), ("STRIPE_BASE_URL", &mock.uri())],
+    )
+    .await;
+    let instructions = server.instructions();
+    assert!(
+        instructions.contains("Stripe") && instructions.contains("test-mode"),
+        "{instructions}"
+    );
+    let link = server
+        .ok(
+            "create_payment_link",
+            json!({"name": "E2E", "items": [{"product_id": "prod_espresso", "quantity": 2}], "idempotency_key": "e2e-1"}),
+        )
         .await;
-        let instructions = init["result"]["instructions"].as_str().unwrap();
-        assert!(
-            instructions.contains("Stripe") && instructions.contains("test-mode"),
-            "{instructions}"
-        );
-        assert_eq!(link["isError"], false, "{link}");
-        assert_eq!(link["structuredContent"]["backend"], "stripe");
-        assert_eq!(link["structuredContent"]["total"]["amount"], "7.00");
-        assert_eq!(
-            products["structuredContent"]["data"]
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
-        let post = &mock.posts().await[0];
-        assert_eq!(header(post, "stripe-version").unwrap(), VERSION);
-        assert_eq!(
-            header(post, "idempotency-key").unwrap(),
-            header_for("stdio", "e2e-1")
-        );
-    }
+    assert_eq!(link["backend"], "stripe");
+    assert_eq!(link["total"]["amount"], "7.00");
+    let products = server.ok("list_products", json!({"limit": 2})).await;
+    assert_eq!(products["data"].as_array().unwrap().len(), 2);
+    let post = &mock.posts().await[0];
+    assert_eq!(header(post, "stripe-version").unwrap(), VERSION);
+    let sent_key = header(post, "idempotency-key").unwrap();
+    assert!(sent_key.starts_with("paylink-"), "{sent_key}");
+    server.shutdown().await;
 
-    #[tokio::test]
-    async fn without_a_key_the_binary_starts_and_says_what_to_set() {
-        let answer = blocking(|| {
-            let mut s = Server::spawn(&[("PAYLINK_BACKEND", "stripe")]);
-            s.initialize();
-            s.call(2, "list_products", json!({}))
-        })
+    // Another process, the same tenant (stdio) and key: the same Idempotency-Key, so Stripe
+    // replays the link instead of making a second.
+    let again = mock.stdio().await;
+    let replayed = again
+        .ok(
+            "create_payment_link",
+            json!({"name": "E2E", "items": [{"product_id": "prod_espresso", "quantity": 2}], "idempotency_key": "e2e-1"}),
+        )
         .await;
-        assert_eq!(answer["isError"], true, "{answer}");
-        let text = answer["content"][0]["text"].as_str().unwrap();
-        let envelope: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(envelope["error"]["kind"], "auth");
-        assert!(
-            envelope["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("STRIPE_API_KEY"),
-            "{envelope}"
-        );
-    }
+    assert_eq!(replayed["id"], link["id"]);
+    let posts = mock.posts().await;
+    assert_eq!(header(&posts[1], "idempotency-key").unwrap(), sent_key);
+    assert_eq!(mock.link_count(), 1);
+}
 
-    #[tokio::test]
-    async fn a_bad_stripe_version_stops_start_up_with_exit_code_2() {
-        let status = blocking(|| {
-            let mut s = Server::spawn(&[("STRIPE_API_KEY", KEY), ("STRIPE_VERSION", "latest")]);
-            s.child.wait().unwrap()
-        })
-        .await;
-        assert_eq!(status.code(), Some(2));
-    }
+#[tokio::test]
+async fn without_a_key_the_binary_starts_and_says_what_to_set() {
+    let server = Server::start(&[], &[("PAYLINK_BACKEND", "stripe")]).await;
+    let e = server.err("list_products", json!({})).await;
+    assert_eq!(e["kind"], "auth");
+    assert!(
+        e["message"].as_str().unwrap().contains("STRIPE_API_KEY"),
+        "{e}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_stripe_version_stops_start_up_with_exit_code_2() {
+    let end = run_until_exit(
+        &[],
+        &[("STRIPE_API_KEY", KEY), ("STRIPE_VERSION", "latest")],
+    )
+    .await;
+    assert_eq!(end.status.code(), Some(2), "{}", end.stderr);
 }

@@ -7,15 +7,13 @@
 //! - an idempotent replay after the sandbox dropped its tenant: a link that exists, never one
 //!   that went with the data.
 
-mod http_support;
-#[path = "mocks/stream.rs"]
-mod stream_mock;
-
 use std::time::{Duration, Instant};
 
-use http_support::*;
 use serde_json::{Value, json};
-use stream_mock::{Fault, MockStream};
+
+use crate::harness::COFFEE;
+use crate::harness::http::*;
+use crate::mocks::stream::{ESPRESSO, Fault, MockStream};
 
 /// Limits that are not what these tests are about, lifted so they cannot interfere.
 const OPEN_GATE: &[&str] = &[
@@ -320,18 +318,21 @@ async fn a_replay_after_the_sandbox_dropped_its_tenant_answers_a_link_that_exist
     );
 }
 
-/// Waits until `/metrics` shows no create in flight: the server has finished the cancelled
-/// calls (it has no event to offer a client for that; this observes it).
-async fn no_create_in_flight(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server
-        .metric(r#"paylink_idempotency_entries{state="in_flight"}"#)
-        .await
-        != Some(0.0)
-    {
-        assert!(Instant::now() < deadline, "creates still in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the server has finished `calls` cancelled calls: each writes its log line as it
+/// ends, after its create's entry was recorded as an unknown outcome. Then `/metrics` shows no
+/// create in flight.
+async fn no_create_in_flight(server: &Server, calls: usize) {
+    server
+        .log()
+        .wait_for_lines(Duration::from_secs(60), "tool call", calls)
+        .await;
+    assert_eq!(
+        server
+            .metric(r#"paylink_idempotency_entries{state="in_flight"}"#)
+            .await,
+        Some(0.0),
+        "creates still in flight"
+    );
 }
 
 #[tokio::test]
@@ -393,7 +394,7 @@ async fn a_thousand_cancelled_creates_leave_new_keys_working_and_the_store_bound
         "{CANCELLED} cancelled creates in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    no_create_in_flight(&server).await;
+    no_create_in_flight(&server, CANCELLED).await;
     let unknown = r#"paylink_idempotency_entries{state="unknown"}"#;
     assert_eq!(server.metric(unknown).await, Some(UNKNOWN_CAP as f64));
     assert_eq!(

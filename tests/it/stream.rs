@@ -1,26 +1,19 @@
-//! The Stream backend against a strict mock of Stream's API on 127.0.0.1: what we send, how we
-//! read answers, how failures become envelopes.
-
-#[path = "mocks/harness.rs"]
-mod harness;
-#[path = "mocks/stream_harness.rs"]
-mod stream_harness;
-#[path = "mocks/stream.rs"]
-mod stream_mock;
+//! The Stream backend against a strict mock of Stream's API on 127.0.0.1, through the real
+//! binary over stdio (configured through the environment, as Claude Desktop does): what we send,
+//! how we read answers, how failures become envelopes. What every backend does alike is in
+//! `contract`; retries and unknown outcomes are in `reliability`.
 
 use std::time::Duration;
 
 use base64::Engine;
-use harness::settings;
-use paylink_mcp::upstream::UpstreamSettings;
 use serde_json::{Value, json};
-use stream_harness::{harness, harness_with};
-use stream_mock::{Fault, MockStream};
 
-const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
-const GRINDER: &str = "22222222-2222-4222-8222-222222222222";
-const CLUB: &str = "33333333-3333-4333-8333-333333333333";
+use crate::harness::stdio::Server;
+use crate::mocks::stream::{CLUB, ESPRESSO, Fault, GRINDER, MockStream};
+
 const BRANCH: &str = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a";
+/// Stream's production API: live money. Servers pointed at it here never send a request.
+const PRODUCTION: &str = "https://stream-app-service.streampay.sa";
 
 fn create_args(items: Value) -> Value {
     json!({"name": "Order 7", "items": items})
@@ -29,7 +22,7 @@ fn create_args(items: Value) -> Value {
 #[tokio::test]
 async fn create_sends_exactly_the_documented_json() {
     let mock = MockStream::start("ready-token").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let link = h
         .call(
             "create_payment_link",
@@ -94,7 +87,7 @@ async fn create_sends_exactly_the_documented_json() {
 #[tokio::test]
 async fn minimal_create_omits_every_absent_field() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     h.call(
         "create_payment_link",
         create_args(json!([{"product_id": ESPRESSO}])),
@@ -116,7 +109,9 @@ async fn key_secret_pairs_are_base64_encoded_and_branch_is_sent() {
     let pair = "my-key:my-secret";
     let token = base64::engine::general_purpose::STANDARD.encode(pair);
     let mock = MockStream::start(&token).await;
-    let h = harness_with(&mock.uri(), pair, Some(BRANCH), settings());
+    let h = mock
+        .stdio_with(pair, &["--stream-branch-id", BRANCH], &[])
+        .await;
     let products = h.call("list_products", json!({})).await.unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 3);
     let req = &mock.requests().await[0];
@@ -130,7 +125,7 @@ async fn key_secret_pairs_are_base64_encoded_and_branch_is_sent() {
 #[tokio::test]
 async fn round_trip_create_get_line_items_products() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     // 25 items, paged by 10.
     let items: Vec<Value> = (0..20)
         .map(|i| json!({"product_id": if i % 2 == 0 { ESPRESSO } else { GRINDER }, "quantity": i + 1}))
@@ -199,7 +194,7 @@ async fn round_trip_create_get_line_items_products() {
 #[tokio::test]
 async fn kwd_links_have_three_decimal_money() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let link = h
         .call(
             "create_payment_link",
@@ -216,7 +211,7 @@ async fn kwd_links_have_three_decimal_money() {
 #[tokio::test]
 async fn upstream_validation_maps_loc_to_our_field_with_request_id() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "POST",
         "/api/v2/payment_links",
@@ -254,7 +249,7 @@ async fn upstream_validation_maps_loc_to_our_field_with_request_id() {
 #[tokio::test]
 async fn stream_error_objects_become_envelopes() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     // Business rule enforced upstream: mixing one-time and recurring.
     let e = h
         .call(
@@ -309,7 +304,7 @@ async fn stream_error_objects_become_envelopes() {
 #[tokio::test]
 async fn wrong_key_is_an_auth_error_that_never_echoes_the_key() {
     let mock = MockStream::start("right").await;
-    let h = harness_with(&mock.uri(), "wrong-key-123", None, settings());
+    let h = mock.stdio_with("wrong-key-123", &[], &[]).await;
     let e = h.call("list_products", json!({})).await.unwrap_err();
     assert_eq!(e["kind"], "auth");
     assert_eq!(e["status"], 401);
@@ -319,7 +314,7 @@ async fn wrong_key_is_an_auth_error_that_never_echoes_the_key() {
 #[tokio::test]
 async fn non_json_and_empty_bodies_are_explained() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "GET",
         "/api/v2/products",
@@ -350,7 +345,7 @@ async fn non_json_and_empty_bodies_are_explained() {
 #[tokio::test]
 async fn a_500_on_create_is_outcome_unknown_after_exactly_one_post() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "POST",
         "/api/v2/payment_links",
@@ -379,17 +374,20 @@ async fn a_500_on_create_is_outcome_unknown_after_exactly_one_post() {
 #[tokio::test]
 async fn a_slow_upstream_hits_the_timeout_and_a_stored_create_is_recovered() {
     let mock = MockStream::start("t").await;
-    let h = harness_with(
-        &mock.uri(),
-        "t",
-        None,
-        UpstreamSettings {
-            attempt_timeout: Duration::from_millis(300),
-            deadline: Duration::from_secs(3),
-            max_retries: 0,
-            ..settings()
-        },
-    );
+    let h = mock
+        .stdio_with(
+            "t",
+            &[
+                "--upstream-timeout-secs",
+                "1",
+                "--request-deadline-secs",
+                "3",
+                "--max-retries",
+                "0",
+            ],
+            &[],
+        )
+        .await;
     mock.fault(
         "POST",
         "/api/v2/payment_links",
@@ -422,7 +420,7 @@ async fn a_slow_upstream_hits_the_timeout_and_a_stored_create_is_recovered() {
 #[tokio::test]
 async fn reads_are_retried_after_a_transient_503() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     mock.fault(
         "GET",
         "/api/v2/products",
@@ -437,15 +435,15 @@ async fn reads_are_retried_after_a_transient_503() {
 }
 
 #[tokio::test]
-async fn live_guard_refuses_creates_against_production_but_allows_reads() {
-    // Point the "production" URL at nothing: the guard must refuse before any request.
-    let h = harness_with(
-        "https://stream-app-service.streampay.sa",
-        "t",
-        None,
-        settings(),
+async fn live_guard_refuses_writes_against_production_before_any_request() {
+    // The production URL: the guard must refuse before any request (none may leave this
+    // machine), and the instructions say the money is live.
+    let h = Server::on_upstream("stream", PRODUCTION, "t", &[], &[]).await;
+    let instructions = h.instructions();
+    assert!(
+        instructions.contains("LIVE money") && instructions.contains("live_guard"),
+        "{instructions}"
     );
-    assert!(h.backend.livemode());
     let e = h
         .call(
             "create_payment_link",
@@ -455,9 +453,23 @@ async fn live_guard_refuses_creates_against_production_but_allows_reads() {
         .unwrap_err();
     assert_eq!(e["kind"], "live_guard");
     assert_eq!(e["retry_safe"], false);
-    assert!(!paylink_mcp::backend::stream::is_live_base_url(
-        "https://staging.streampay.sa"
-    ));
+    let e = h
+        .call(
+            "update_payment_link_status",
+            json!({"payment_link_id": "5e4d3c2b-1a0f-4e9d-8c7b-6a5f4e3d2c1b", "status": "inactive"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "live_guard");
+
+    // Staging is not live.
+    let staging =
+        Server::on_upstream("stream", "https://staging.streampay.sa", "t", &[], &[]).await;
+    assert!(
+        staging.instructions().contains("test/staging environment"),
+        "{}",
+        staging.instructions()
+    );
 }
 
 #[tokio::test]
@@ -466,7 +478,7 @@ async fn connection_refused_is_retry_safe_for_a_create() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let h = harness_with(&format!("http://{addr}"), "t", None, settings());
+    let h = Server::on_upstream("stream", &format!("http://{addr}"), "t", &[], &[]).await;
     let e = h
         .call(
             "create_payment_link",
@@ -485,7 +497,7 @@ async fn connection_refused_is_retry_safe_for_a_create() {
 #[tokio::test]
 async fn a_link_made_elsewhere_with_25_items_pages_by_10() {
     let mock = MockStream::start("t").await;
-    let h = harness(&mock);
+    let h = mock.stdio().await;
     let link = h
         .call(
             "create_payment_link",
@@ -545,4 +557,75 @@ async fn a_link_made_elsewhere_with_25_items_pages_by_10() {
         .await
         .unwrap_err();
     assert_eq!(e["field"], "starting_after");
+}
+
+/// Deactivating with a message and filtering by status send what Stream documents: a PATCH of
+/// `/status` with `INACTIVE` and the `deactivate_message`, and `statuses=` in the list query.
+/// (The behaviour itself, on every backend, is `contract::lifecycle`.)
+#[tokio::test]
+async fn status_updates_and_filters_send_what_stream_documents() {
+    let mock = MockStream::start("t").await;
+    let h = mock.stdio().await;
+    let link = h
+        .call(
+            "create_payment_link",
+            create_args(json!([{"product_id": ESPRESSO}])),
+        )
+        .await
+        .unwrap();
+    h.call(
+        "update_payment_link_status",
+        json!({"payment_link_id": link["id"], "status": "inactive", "message": "Sold out"}),
+    )
+    .await
+    .unwrap();
+    let page = h
+        .call(
+            "list_payment_links",
+            json!({"status": "inactive", "limit": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["data"][0]["id"], link["id"]);
+    let requests = mock.requests().await;
+    let patch = requests
+        .iter()
+        .find(|r| r.method.as_str() == "PATCH")
+        .unwrap();
+    assert_eq!(
+        patch.url.path(),
+        format!(
+            "/api/v2/payment_links/{}/status",
+            link["id"].as_str().unwrap()
+        )
+    );
+    let body: Value = serde_json::from_slice(&patch.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "INACTIVE", "deactivate_message": "Sold out"})
+    );
+    let filtered = requests
+        .iter()
+        .find(|r| {
+            r.url
+                .query()
+                .is_some_and(|q| q.contains("statuses=INACTIVE"))
+        })
+        .unwrap();
+    assert!(filtered.url.query().unwrap().contains("limit=1"));
+}
+
+#[tokio::test]
+async fn stream_dates_are_sent_as_from_and_to_date() {
+    let mock = MockStream::start("t").await;
+    let h = mock.stdio().await;
+    h.call(
+        "list_payment_links",
+        json!({"created_from": "2026-01-01T00:00:00+03:00", "created_to": "2026-02-01T00:00:00"}),
+    )
+    .await
+    .unwrap();
+    let q = mock.requests().await[0].url.query().unwrap().to_owned();
+    assert!(q.contains("from_date=2025-12-31T21:00:00Z"), "{q}");
+    assert!(q.contains("to_date=2026-02-01T00:00:00Z"), "{q}");
 }

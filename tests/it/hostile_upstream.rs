@@ -5,44 +5,26 @@
 //! quantities show as null, and answers that would decode to hundreds of MiB are refused in
 //! bounded memory.
 
-mod common;
-#[path = "mocks/stream.rs"]
-mod stream_mock;
-
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{RawSession, Server, within};
 use serde_json::{Value, json};
-use stream_mock::{Fault, MockStream};
 use tokio::io::AsyncReadExt;
 
+use crate::harness::stdio::{RawSession, Server};
+use crate::harness::within;
+use crate::mocks::stream::{ESPRESSO, Fault, MockStream};
+
 const PAIR: &str = "hostile-key-7f3a:hostile-secret-9c1d";
-const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
 
 fn token() -> String {
     base64::engine::general_purpose::STANDARD.encode(PAIR)
 }
 
+/// Deadline 5 s, attempts 2 s, one retry, debug logs.
 async fn server_on(mock: &MockStream) -> Server {
-    Server::start(
-        &[
-            "--backend",
-            "stream",
-            "--request-deadline-secs",
-            "5",
-            "--upstream-timeout-secs",
-            "2",
-            "--max-retries",
-            "1",
-        ],
-        &[
-            ("STREAM_API_KEY", PAIR),
-            ("STREAM_BASE_URL", &mock.uri()),
-            ("PAYLINK_LOG", "debug"),
-        ],
-    )
-    .await
+    mock.stdio_with(PAIR, &["--max-retries", "1"], &[("PAYLINK_LOG", "debug")])
+        .await
 }
 
 fn assert_no_secret(text: &str, what: &str) {
@@ -192,16 +174,9 @@ async fn a_cancelled_call_aborts_its_upstream_request() {
         ],
         &[("STREAM_API_KEY", "t"), ("STREAM_BASE_URL", &base)],
     );
+    session.initialize().await;
     session
         .send(&[
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
-        ])
-        .await;
-    let init: Value = serde_json::from_str(&session.read_line().await.unwrap()).unwrap();
-    assert_eq!(init["id"], 1);
-    session
-        .send(&[
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
             json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_products", "arguments": {}}}),
         ])
         .await;
@@ -447,8 +422,8 @@ async fn a_key_echoed_escaped_or_at_an_offset_never_leaks() {
         "/api/v2/products",
         Fault::RawWithRequestId(401, "application/json", error_body, at_195(token)),
     );
-    let refused = server.call("list_products", json!({})).await;
-    let body = common::error_body(&refused);
+    let refused = server.result("list_products", json!({})).await;
+    let body = crate::harness::error_body(&refused);
     assert_eq!(body["kind"], "auth", "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(
@@ -469,7 +444,7 @@ async fn a_key_echoed_escaped_or_at_an_offset_never_leaks() {
         "/api/v2/payment_links",
         Fault::Raw(200, "application/json", list_body),
     );
-    let listed = server.call("list_payment_links", json!({})).await;
+    let listed = server.result("list_payment_links", json!({})).await;
     assert_eq!(listed.is_error, Some(false), "{listed:?}");
     let first = &listed.structured_content.as_ref().unwrap()["data"][0];
     assert_eq!(first["name"], "[redacted]", "{first}");
@@ -490,7 +465,7 @@ async fn a_key_echoed_escaped_or_at_an_offset_never_leaks() {
             "/api/v2/payment_links",
             Fault::RawWithRequestId(status, "application/json", body, at_195(id_form)),
         );
-        let result = server.call("create_payment_link", create.clone()).await;
+        let result = server.result("create_payment_link", create.clone()).await;
         results.push(result);
     }
     let created = results.last().unwrap();
@@ -529,15 +504,7 @@ async fn answers_that_would_decode_to_hundreds_of_mib_are_refused_within_bounded
         &["--backend", "stream", "--max-retries", "0"],
         &[("STREAM_API_KEY", "t"), ("STREAM_BASE_URL", &mock.uri())],
     );
-    session
-        .send(&[
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
-        ])
-        .await;
-    session.read_line().await.expect("initialize answered");
-    session
-        .send(&[json!({"jsonrpc": "2.0", "method": "notifications/initialized"})])
-        .await;
+    session.initialize().await;
     let Some(idle) = session.peak_rss() else {
         eprintln!("no /proc on this machine: skipped");
         return;

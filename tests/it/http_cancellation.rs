@@ -2,13 +2,12 @@
 //! hangs up, aborts the upstream request in flight (the upstream sees its connection close
 //! long before any timeout).
 
-mod http_support;
-
 use std::time::Duration;
 
-use http_support::*;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
+
+use crate::harness::http::*;
 
 /// A TCP server that accepts one connection, reads the request, never answers, and reports when
 /// the client closed the connection.

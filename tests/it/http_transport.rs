@@ -2,15 +2,15 @@
 //! client and raw requests. Sessions, stateless mode, 2026-07-28 clients, the 401/403/413
 //! answers, health and OAuth discovery, TLS, refusal of an unsafe bind, and shutdown.
 
-mod http_support;
-
 use std::time::Duration;
 
-use http_support::*;
 use rmcp::model::{ClientConfig, ProtocolVersion};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientLifecycleMode, ClientServiceExt};
 use serde_json::{Value, json};
+
+use crate::harness::http::*;
+use crate::harness::{COFFEE, temp_file};
 
 const TOOLS: &[&str] = &[
     "create_payment_link",
@@ -468,6 +468,8 @@ async fn sigterm_ends_open_sse_streams_and_exits_promptly() {
         }
         bytes
     });
+    // Staying open is the property, so time itself is what is tested: an idle stream has no
+    // event to await.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!reader.is_finished(), "the SSE stream should be open");
 

@@ -1,33 +1,32 @@
-//! Helpers of the HTTP transport tests: spawn the real binary on 127.0.0.1:0, read the bound
-//! address from its log, talk to it with rmcp's streamable HTTP client and with raw reqwest.
-
-#![allow(dead_code)]
+//! The binary as `paylink-mcp http` on 127.0.0.1:0 ([`Server`], the bound address read from its
+//! log), driven by rmcp's streamable HTTP client ([`client`]) and by raw reqwest ([`post`],
+//! [`stateless_call`]) where a test is about HTTP itself.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::model::ClientConfig;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
-pub const COFFEE: &str = "6f1c2a7e-3b4d-4c5e-9f60-7a8b9c0d1e2f";
-pub const MUG: &str = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d";
-pub const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
+pub use super::call;
+use super::{BIN, CALL_DEADLINE, EXIT_DEADLINE, Log, START_DEADLINE, within};
+
 pub const ACCEPT: &str = "application/json, text/event-stream";
+
+/// rmcp's streamable HTTP client, connected.
+pub type Client = RunningService<RoleClient, ClientConfig>;
 
 /// A running `paylink-mcp http`, killed when dropped.
 pub struct Server {
     child: Child,
     pub addr: String,
     pub scheme: &'static str,
-    stderr: Arc<Mutex<String>>,
+    stderr: Log,
 }
 
 /// How a run ended when it was expected to refuse to start.
@@ -37,10 +36,13 @@ pub struct Refusal {
 }
 
 fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paylink-mcp"));
+    let mut cmd = Command::new(BIN);
     // A clean environment: no key of the developer's machine may leak into a test.
-    cmd.env_clear()
-        .env("PAYLINK_LOG", "info,rmcp=warn")
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("PAYLINK_LOG", "info,rmcp=warn")
         .arg("http")
         .args(args)
         .stdin(Stdio::null())
@@ -52,8 +54,18 @@ fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// The `http(s)://ADDR/mcp` of the start-up line, once it is complete. "listening on http":
+/// the scheme too, because a warning logged before it ("listening on a non-loopback address
+/// ...") also contains "listening on ".
+fn listening_url(log: &str) -> Option<String> {
+    let at = log.find("listening on http")?;
+    let rest = &log[at + "listening on ".len()..];
+    let line = &rest[..rest.find('\n')?];
+    Some(line.split_whitespace().next()?.to_owned())
+}
+
 impl Server {
-    /// Starts the server with `args` after `http` (add `--bind`; default 127.0.0.1:0).
+    /// Starts the server with `args` after `http` (default `--bind 127.0.0.1:0`).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         match Self::try_start(args, env) {
             Ok(s) => s,
@@ -61,6 +73,7 @@ impl Server {
         }
     }
 
+    /// Starts the server and waits for its start-up line, or for it to exit.
     pub fn try_start(args: &[&str], env: &[(&str, &str)]) -> Result<Server, Refusal> {
         let mut all: Vec<&str> = Vec::new();
         if !args.contains(&"--bind") {
@@ -68,47 +81,33 @@ impl Server {
         }
         all.extend(args);
         let mut child = command(&all, env).spawn().expect("spawn paylink-mcp");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr piped");
-        {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    // "listening on http(s)://ADDR/mcp ...": the scheme too, because a warning
-                    // logged before it ("listening on a non-loopback address ...") also
-                    // contains "listening on ".
-                    if let Some(at) = line.find("listening on http") {
-                        let _ = tx.send(line[at + "listening on ".len()..].to_owned());
-                    }
-                    let mut s = stderr.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
+        let stderr = Log::drain_blocking(child.stderr.take().expect("stderr piped"));
+        // The start-up line, or the end of stderr: the process exited without listening.
+        let settled = stderr.wait_blocking(START_DEADLINE, |text, closed| {
+            closed || listening_url(text).is_some()
+        });
+        if let Some(url) = listening_url(&stderr.text()) {
+            let (scheme, tail) = url.split_once("://").expect("scheme in log");
+            return Ok(Server {
+                child,
+                addr: tail.trim_end_matches("/mcp").to_owned(),
+                scheme: if scheme == "https" { "https" } else { "http" },
+                stderr,
             });
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(rest) = rx.recv_timeout(Duration::from_millis(50)) {
-                // "https://127.0.0.1:PORT/mcp (backend ...)"
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let (scheme, tail) = url.split_once("://").expect("scheme in log");
-                let addr = tail.trim_end_matches("/mcp").to_owned();
-                return Ok(Server {
-                    child,
-                    addr,
-                    scheme: if scheme == "https" { "https" } else { "http" },
-                    stderr,
-                });
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                let stderr = stderr.lock().unwrap().clone();
-                return Err(Refusal { status, stderr });
-            }
-            assert!(Instant::now() < deadline, "server did not start in time");
+        if !settled {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "server did not start within {START_DEADLINE:?}:\n{}",
+                stderr.text()
+            );
         }
+        let status = child.wait().expect("wait for the child");
+        Err(Refusal {
+            status,
+            stderr: stderr.text(),
+        })
     }
 
     /// Runs the binary expecting it to exit without listening.
@@ -131,25 +130,19 @@ impl Server {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// Everything the server logged so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 
-    /// The server process's id (to read its /proc entries).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The server's stderr, to await a log line.
+    pub fn log(&self) -> &Log {
+        &self.stderr
     }
 
     /// The server's peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("the server's /proc status");
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status");
-        kb * 1024
+        peak_rss_of(self.child.id()).expect("VmHWM in the server's /proc status")
     }
 
     /// The value of one series in the server's `/metrics` (labels as encoded, in order).
@@ -166,20 +159,33 @@ impl Server {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
-    /// Sends SIGTERM and waits for the exit; `None` if it did not exit within `limit`.
+    /// Sends SIGTERM and waits for the exit (its stderr's end); `None` if it did not exit
+    /// within `limit`.
     pub fn terminate(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
         let started = Instant::now();
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
-        while started.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some((status, started.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !self.stderr.wait_blocking(limit, |_, closed| closed) {
+            return None;
         }
-        None
+        let status = self.child.wait().expect("wait for the child");
+        Some((status, started.elapsed()))
+    }
+
+    /// [`Server::terminate`] (within [`EXIT_DEADLINE`]), then the whole log.
+    pub async fn stop_with_stderr(mut self) -> String {
+        let log = self.stderr.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            let ended = self.terminate(EXIT_DEADLINE);
+            drop(self);
+            ended
+        })
+        .await
+        .unwrap();
+        assert!(ended.is_some(), "no exit after SIGTERM:\n{}", log.text());
+        log.text()
     }
 }
 
@@ -190,12 +196,22 @@ impl Drop for Server {
     }
 }
 
+/// The peak resident memory (`VmHWM`) of process `pid`, in bytes; `None` without `/proc`.
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// rmcp's streamable HTTP client, with a Bearer token (or none) and extra headers.
-pub async fn client(
-    url: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-) -> RunningService<RoleClient, ClientConfig> {
+pub async fn client(url: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Client {
     try_client(url, token, headers)
         .await
         .expect("client connects")
@@ -205,12 +221,15 @@ pub async fn try_client(
     url: &str,
     token: Option<&str>,
     headers: &[(&str, &str)],
-) -> Result<RunningService<RoleClient, ClientConfig>, String> {
+) -> Result<Client, String> {
     let config = client_config(url, token, headers);
-    ClientConfig::default()
-        .serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .map_err(|e| e.to_string())
+    within(
+        CALL_DEADLINE,
+        "MCP initialize over HTTP",
+        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 pub fn client_config(
@@ -229,39 +248,7 @@ pub fn client_config(
     config.custom_headers(custom)
 }
 
-/// Calls a tool: `Ok(structuredContent)` or `Err(the error envelope's "error")`.
-pub async fn call(
-    client: &RunningService<RoleClient, ClientConfig>,
-    tool: &str,
-    args: Value,
-) -> Result<Value, Value> {
-    let params = CallToolRequestParams::new(tool.to_owned())
-        .with_arguments(args.as_object().cloned().unwrap_or_default());
-    let result = client
-        .call_tool(params)
-        .await
-        .expect("tool call transported");
-    tool_outcome(
-        result.is_error,
-        result.structured_content,
-        serde_json::to_value(&result.content).unwrap(),
-    )
-}
-
-fn tool_outcome(
-    is_error: Option<bool>,
-    structured: Option<Value>,
-    content: Value,
-) -> Result<Value, Value> {
-    if is_error == Some(true) {
-        let text = content[0]["text"].as_str().unwrap_or_default();
-        let v: Value = serde_json::from_str(text).unwrap_or(json!({"error": text}));
-        Err(v["error"].clone())
-    } else {
-        Ok(structured.expect("structured content"))
-    }
-}
-
+/// Minimal create arguments: two of `product`.
 pub fn create_args(name: &str, product: &str) -> Value {
     json!({"name": name, "items": [{"product_id": product, "quantity": 2}]})
 }
@@ -347,11 +334,9 @@ pub fn modern_headers(tool: &'static str) -> Vec<(&'static str, &'static str)> {
 pub fn raw_outcome(answer: &Value) -> Result<Value, Value> {
     let result = &answer["result"];
     assert!(result.is_object(), "not a result: {answer}");
-    tool_outcome(
-        result["isError"].as_bool(),
-        Some(result["structuredContent"].clone()).filter(|v| !v.is_null()),
-        result["content"].clone(),
-    )
+    let result: rmcp::model::CallToolResult = serde_json::from_value(result.clone())
+        .unwrap_or_else(|e| panic!("not a tool result ({e}): {answer}"));
+    super::outcome(&result)
 }
 
 /// A stateless tool call with a Bearer token, answered with JSON: the quickest way to drive a
@@ -373,21 +358,4 @@ pub async fn stateless_call(
         response.status()
     );
     raw_outcome(&rpc_answer(response).await)
-}
-
-/// Writes `text` to a new temporary file and returns it (kept alive by the caller).
-pub fn temp_file(text: &str) -> tempfile::NamedTempFile {
-    use std::io::Write;
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-    f
-}
-
-/// SHA-256 hex of `s`, as the access-token file holds it.
-pub fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -2,9 +2,7 @@
 //! the JSON body against the documented `CreatePaymentLinkDto` (UUID v4 ids, integer quantities
 //! of at least 1, currency enum, no nulls, no unknown fields), enforces the product rules, stores links,
 //! and answers with realistic `PaymentLinkDetailed` bodies (decimal strings, nested products).
-//! Faults can be scripted per test.
-
-#![allow(dead_code)]
+//! Faults can be scripted per test; each request's arrival can be awaited.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,6 +10,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+use crate::harness::stdio;
+
+/// The mock catalog's one-off Espresso: SAR 12.50, KWD 1.025.
+pub const ESPRESSO: &str = "11111111-1111-4111-8111-111111111111";
+/// The one-off Grinder: SAR 349.00.
+pub const GRINDER: &str = "22222222-2222-4222-8222-222222222222";
+/// The monthly Beans club: SAR 59.00.
+pub const CLUB: &str = "33333333-3333-4333-8333-333333333333";
 
 pub const CURRENCIES: &[&str] = &[
     "SAR", "USD", "EUR", "GBP", "AED", "BHD", "KWD", "OMR", "QAR",
@@ -28,21 +35,15 @@ pub type MockProduct = (
 
 pub const PRODUCTS: &[MockProduct] = &[
     (
-        "11111111-1111-4111-8111-111111111111",
+        ESPRESSO,
         "Espresso",
         "ONE_OFF",
         None,
         &[("SAR", "12.50"), ("KWD", "1.025")],
     ),
+    (GRINDER, "Grinder", "ONE_OFF", None, &[("SAR", "349.00")]),
     (
-        "22222222-2222-4222-8222-222222222222",
-        "Grinder",
-        "ONE_OFF",
-        None,
-        &[("SAR", "349.00")],
-    ),
-    (
-        "33333333-3333-4333-8333-333333333333",
+        CLUB,
         "Beans club",
         "RECURRING",
         Some("MONTH"),
@@ -552,6 +553,23 @@ impl MockStream {
     pub async fn arrivals_reach(&self, n: usize) {
         let mut rx = self.arrived.clone();
         let _ = rx.wait_for(|count| *count >= n).await;
+    }
+
+    /// The real binary over stdio on this mock, with the mock's own key (see
+    /// [`stdio::Server::on_upstream`]).
+    pub async fn stdio(&self) -> stdio::Server {
+        self.stdio_with(&self.token, &[], &[]).await
+    }
+
+    /// The real binary over stdio on this mock, with `key` (its `key:secret` form, say), `args`
+    /// and `env`.
+    pub async fn stdio_with(
+        &self,
+        key: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> stdio::Server {
+        stdio::Server::on_upstream("stream", &self.uri(), key, args, env).await
     }
 
     /// Starts the mock accepting any non-empty key, each key an account of its own.

@@ -5,8 +5,6 @@
 //! Docker reads only the exit code (0 healthy, 1 unhealthy; 2 is reserved), so every case asserts
 //! the exact code, and that stdout stays empty.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,8 +12,9 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use common::{EXIT_DEADLINE, command, within};
 use tokio::net::TcpListener;
+
+use crate::harness::{EXIT_DEADLINE, command, within};
 
 /// What one run of the probe did.
 struct Probe {

@@ -4,39 +4,54 @@
 //! refused having allocated (almost) nothing, and for anything accepted the estimate the refusal
 //! is based on really is an upper bound of what decoding allocated.
 //!
-//! One test function only: the allocator's counters are process-wide.
+//! The allocator is the whole test binary's, but it counts only on a thread that asked it to
+//! (see [`peak_of`]), with per-thread counters: the other tests, running on their own threads
+//! at the same time, neither disturb the measurement nor pay more than a thread-local read.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use paylink_mcp::upstream::Scrubber;
 use paylink_mcp::upstream::json::{MEMORY_BUDGET, Refusal, estimate, read};
 
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // `const`-initialized and without destructors: reading them never allocates, so the
+    // allocator may use them.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
 
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::SeqCst) + by;
-    PEAK.fetch_max(now, Ordering::SeqCst);
+/// Adds `by` (negative: freed) to this thread's live bytes, if this thread is counting.
+fn count(by: isize) {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let now = LIVE.with(Cell::get) + by;
+        LIVE.with(|l| l.set(now));
+        PEAK.with(|p| p.set(p.get().max(now)));
+    }
+}
+
+fn size(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged; only counters are added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
+        count(size(layout.size()));
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        count(-size(layout.size()));
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // Counted as if old and new blocks were both live for a moment, as they may be.
-        grew(new_size);
+        count(size(new_size));
         let out = unsafe { System.realloc(ptr, layout, new_size) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        count(-size(layout.size()));
         out
     }
 }
@@ -44,12 +59,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Peak heap bytes allocated (beyond what was live before) while `f` runs.
+/// Peak heap bytes this thread allocated (beyond what was live before) while `f` runs. (A block
+/// allocated before and freed during `f` lowers the count, as it lowers the heap.)
 fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    COUNTING.with(|c| c.set(true));
     let out = f();
-    (out, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+    COUNTING.with(|c| c.set(false));
+    (out, usize::try_from(PEAK.with(Cell::get)).unwrap_or(0))
 }
 
 /// `[unit,unit,...]` of about `total` bytes.

@@ -5,14 +5,12 @@
 //! `list_products`, as a model would, rather than hard-coded, except where a test is about a
 //! specific seeded price (the 3-decimal KWD amounts).
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 
-use common::{
-    RawSession, SANDBOX_URL_PREFIX, Server, decimal, metadata_with_keys, run_until_exit, with,
-};
 use serde_json::{Value, json};
+
+use crate::harness::stdio::{RawSession, Server, run_until_exit};
+use crate::harness::{SANDBOX_URL_PREFIX, UNKNOWN_V4, decimal, metadata_with_keys, with};
 
 const CREATE: &str = "create_payment_link";
 const GET: &str = "get_payment_link";
@@ -20,9 +18,6 @@ const LINE_ITEMS: &str = "list_line_items";
 const PRODUCTS: &str = "list_products";
 const LINKS: &str = "list_payment_links";
 const STATUS: &str = "update_payment_link_status";
-
-/// A v4 UUID that names nothing in the sandbox.
-const UNKNOWN_V4: &str = "11111111-2222-4333-8444-555555555555";
 
 // ---------------------------------------------------------------------------------------------
 // Catalog helpers: what a model would do with list_products.
@@ -420,6 +415,34 @@ async fn the_sandbox_refuses_links_beyond_its_cap_and_keeps_the_others() {
         .ok(GET, json!({"payment_link_id": first["id"]}))
         .await;
     assert_eq!(fetched, first);
+    server.shutdown().await;
+}
+
+/// The sandbox filters links by creation time: everything made in the last minute is after a
+/// minute ago, and nothing is before it. (Listing and status filters on every backend are
+/// `contract::lifecycle`.)
+#[tokio::test]
+async fn the_sandbox_filters_links_by_creation_time() {
+    let server = Server::sandbox().await;
+    let products = catalog(&server).await;
+    let product = id_of(one_time_in(&products, "SAR")[0]).to_owned();
+    for i in 0..3 {
+        server
+            .ok(
+                CREATE,
+                json!({"name": format!("Link {i}"), "items": [{"product_id": product}]}),
+            )
+            .await;
+    }
+    let minute_ago = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let recent = server
+        .ok(LINKS, json!({"created_from": minute_ago, "limit": 100}))
+        .await;
+    assert_eq!(recent["data"].as_array().unwrap().len(), 3, "{recent}");
+    let older = server
+        .ok(LINKS, json!({"created_to": minute_ago, "limit": 100}))
+        .await;
+    assert_eq!(older["data"], json!([]), "{older}");
     server.shutdown().await;
 }
 
