@@ -82,11 +82,12 @@ async fn an_unknown_outcome_repeated_with_its_key_finds_the_link_instead_of_crea
     let h = mock
         .stdio_with("t", &["--upstream-timeout-secs", "1"], &[])
         .await;
-    // Stored, then an answer too slow AND the recovery lookups fail: truly unknown.
+    // Stored, then an answer too slow (five times the 1 s attempt timeout) AND the recovery
+    // lookups fail: truly unknown.
     mock.fault(
         "POST",
         "/api/v2/payment_links",
-        Fault::Delay(Duration::from_secs(3)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     for _ in 0..12 {
         mock.fault(
@@ -366,7 +367,7 @@ async fn a_create_cancelled_after_it_reached_stream_is_found_not_repeated() {
     mock.fault(
         "POST",
         "/api/v2/payment_links",
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     tokio::select! {
         () = within(CALL_DEADLINE, "the create reaches Stream", mock.arrivals_reach(1)) => {}
@@ -422,7 +423,7 @@ async fn a_failed_recovery_lookup_keeps_the_outcome_unknown_instead_of_creating(
     mock.fault(
         "POST",
         "/api/v2/payment_links",
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     let down = || Fault::Status(503, json!({"error": {"code": "DOWN", "message": "down"}}));
     for _ in 0..40 {

@@ -888,7 +888,7 @@ async fn a_timed_out_create_is_retried_under_the_same_key_and_makes_one_link() {
     mock.fault(
         "POST",
         "/v1/payment_links",
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     let link = h
         .call(
@@ -913,7 +913,7 @@ async fn a_timed_out_create_is_retried_under_the_same_key_and_makes_one_link() {
     mock.fault(
         "POST",
         "/v1/payment_links",
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     let e = h
         .call(
@@ -933,7 +933,7 @@ async fn a_timed_out_create_is_retried_under_the_same_key_and_makes_one_link() {
     mock.fault(
         "POST",
         "/v1/payment_links",
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     let mut args = create_args(json!([{"product_id": "price_espresso_usd"}]));
     args["idempotency_key"] = json!("slow-order");
@@ -959,7 +959,7 @@ async fn a_create_cancelled_after_it_reached_stripe_is_replayed_not_repeated() {
     mock.fault(
         "POST",
         "/v1/payment_links",
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(5)),
     );
     let mut args = create_args(json!([{"product_id": "price_espresso_usd"}]));
     args["idempotency_key"] = json!("cancel-me");
