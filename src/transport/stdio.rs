@@ -190,12 +190,35 @@ where
 
 /// A JSON-RPC error answer line, with `"id": null`.
 fn error_line(code: i64, message: &str) -> Vec<u8> {
-    let mut line =
-        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
-            .to_string()
-            .into_bytes();
+    error_line_for(serde_json::Value::Null, code, message)
+}
+
+/// A JSON-RPC error answer to the request `id` (null when it could not be read).
+fn error_line_for(id: serde_json::Value, code: i64, message: &str) -> Vec<u8> {
+    let mut line = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+        .to_string()
+        .into_bytes();
     line.push(b'\n');
     line
+}
+
+/// The `id` of a JSON-RPC line, when it is one an answer can carry (a string or an integer, per
+/// JSON-RPC 2.0); null otherwise.
+fn readable_id(line: &[u8]) -> serde_json::Value {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<IdOnly>(line)
+        .ok()
+        .and_then(|m| m.id)
+    {
+        Some(id @ serde_json::Value::String(_)) => id,
+        Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            serde_json::Value::Number(n)
+        }
+        _ => serde_json::Value::Null,
+    }
 }
 
 impl<R, W> Transport<RoleServer> for StdioTransport<R, W>
@@ -252,7 +275,9 @@ where
                 self.line.clear();
                 continue;
             }
-            // rmcp's codec takes the line (and its newline) out of the buffer.
+            // rmcp's codec takes the line (and its newline) out of the buffer; a refusal below
+            // still needs the line to find its id.
+            let raw = bytes::Bytes::copy_from_slice(&self.line);
             let decoded = self.codec.decode(&mut self.line);
             self.line.clear();
             match decoded {
@@ -269,7 +294,13 @@ where
                         Category::Syntax | Category::Eof | Category::Io => {
                             error_line(-32700, &format!("Parse error: {reason}"))
                         }
-                        Category::Data => error_line(-32600, &format!("Invalid Request: {reason}")),
+                        // Valid JSON but not a valid message: answer with its id when it has
+                        // a readable one, so that the client is not left waiting.
+                        Category::Data => error_line_for(
+                            readable_id(&raw),
+                            -32600,
+                            &format!("Invalid Request: {reason}"),
+                        ),
                     });
                 }
                 Err(e) => {

@@ -1331,7 +1331,8 @@ async fn stdout_carries_only_json_rpc_and_the_process_exits_cleanly_on_eof() {
 
 /// JSON-RPC 2.0 over stdio: a line that is not JSON (broken, not UTF-8, or longer than the 16 MiB
 /// line limit) is answered with -32700 Parse error and `"id": null`, a JSON line that is not a
-/// message with -32600 and `"id": null`, and the session keeps serving in between.
+/// message with -32600 and its id when it has a readable one (`null` otherwise, as JSON-RPC 2.0
+/// says), and the session keeps serving in between.
 #[tokio::test]
 async fn an_unparseable_line_gets_a_parse_error_and_the_session_goes_on() {
     let mut session = RawSession::spawn(&[], &[]);
@@ -1350,27 +1351,48 @@ async fn an_unparseable_line_gets_a_parse_error_and_the_session_goes_on() {
 
     let mut too_long = vec![b'['; 16 * 1024 * 1024 + 10];
     too_long.push(b'\n');
-    let bad_lines: Vec<(&str, Vec<u8>, i64)> = vec![
+    let bad_lines: Vec<(&str, Vec<u8>, i64, Value)> = vec![
         (
             "broken JSON",
             br#"{"jsonrpc": "2.0", "id": 2, "method": "tools/list""#.to_vec(),
             -32700,
+            Value::Null,
         ),
-        ("not JSON at all", b"hello there".to_vec(), -32700),
+        (
+            "not JSON at all",
+            b"hello there".to_vec(),
+            -32700,
+            Value::Null,
+        ),
         (
             "not UTF-8",
             b"{\"jsonrpc\": \"2.0\", \"id\": \"\xff\xfe\"}".to_vec(),
             -32700,
+            Value::Null,
         ),
         (
             "JSON, not a message",
             br#"{"jsonrpc": "2.0", "id": 3, "method": 42}"#.to_vec(),
             -32600,
+            json!(3),
         ),
-        ("a bare number", b"12".to_vec(), -32600),
-        ("over the line limit", too_long, -32700),
+        (
+            "a tools/call whose params are not an object",
+            br#"{"jsonrpc": "2.0", "id": "five", "method": "tools/call", "params": "bad"}"#
+                .to_vec(),
+            -32600,
+            json!("five"),
+        ),
+        (
+            "an id that cannot be an id",
+            br#"{"jsonrpc": "2.0", "id": {"x": 1}, "method": 42}"#.to_vec(),
+            -32600,
+            Value::Null,
+        ),
+        ("a bare number", b"12".to_vec(), -32600, Value::Null),
+        ("over the line limit", too_long, -32700, Value::Null),
     ];
-    for (i, (what, mut line, code)) in bad_lines.into_iter().enumerate() {
+    for (i, (what, mut line, code, id)) in bad_lines.into_iter().enumerate() {
         if !line.ends_with(b"\n") {
             line.push(b'\n');
         }
@@ -1378,8 +1400,8 @@ async fn an_unparseable_line_gets_a_parse_error_and_the_session_goes_on() {
         let answer = json_rpc_line(&session.read_line().await.expect("an answer"));
         assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
         assert!(
-            answer.as_object().unwrap().contains_key("id") && answer["id"].is_null(),
-            "{what}: `id: null` as JSON-RPC 2.0 requires: {answer}"
+            answer.as_object().unwrap().contains_key("id") && answer["id"] == id,
+            "{what}: the id is {id} (null when it cannot be read, as JSON-RPC 2.0 says): {answer}"
         );
         assert!(answer.get("result").is_none(), "{what}: {answer}");
         // Still serving: the next request is answered.
