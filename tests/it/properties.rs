@@ -48,13 +48,13 @@ const TOOLS: [&str; 6] = [
 
 /// Cases per tool of the arbitrary-arguments property (3600 in all): each is one stdio round trip
 /// to the debug binary plus generating the arguments, about 5 ms, so that property takes about
-/// 20 s alone on a 2-core machine. (In process it ran 2000 per tool, in about two minutes.)
+/// 20 s alone on a busy 2-core machine. (In process it ran 2000 per tool.)
 const CASES_PER_TOOL: u32 = 600;
 
 /// Cases of each near-valid create property: smaller arguments, 2 to 4 ms each.
 const NEAR_VALID_CASES: u32 = 1000;
 
-/// Cases of the pure parser properties: microseconds each.
+/// Cases of the pure parser properties: about a millisecond each, mostly generating the JSON.
 const PARSER_CASES: u32 = 2000;
 
 fn arb_json() -> impl Strategy<Value = Value> {
