@@ -124,7 +124,7 @@ pub struct GlobalOpts {
     pub allow_live: bool,
 
     /// Retries of a failed upstream read (and of writes that are provably safe to retry).
-    #[arg(long, global = true, env = "PAYLINK_MAX_RETRIES", default_value_t = 2)]
+    #[arg(long, global = true, env = "PAYLINK_MAX_RETRIES", default_value_t = UpstreamSettings::DEFAULT.max_retries)]
     pub max_retries: u32,
 
     /// Overall deadline of one tool call, retries included, in seconds.
@@ -132,7 +132,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_REQUEST_DEADLINE_SECS",
-        default_value_t = 30
+        default_value_t = UpstreamSettings::DEFAULT.deadline.as_secs()
     )]
     pub request_deadline_secs: u64,
 
@@ -141,7 +141,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_CONNECT_TIMEOUT_SECS",
-        default_value_t = 5
+        default_value_t = UpstreamSettings::DEFAULT.connect_timeout.as_secs()
     )]
     pub connect_timeout_secs: u64,
 
@@ -150,7 +150,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_UPSTREAM_TIMEOUT_SECS",
-        default_value_t = 15
+        default_value_t = UpstreamSettings::DEFAULT.attempt_timeout.as_secs()
     )]
     pub upstream_timeout_secs: u64,
 
@@ -175,7 +175,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_SANDBOX_MAX_LINKS",
-        default_value_t = 1000
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_LINKS
     )]
     pub sandbox_max_links: usize,
 
@@ -218,7 +218,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_IDEMPOTENCY_MAX_ENTRIES",
-        default_value_t = 100_000,
+        default_value_t = StoreLimits::DEFAULT.max_entries,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub idempotency_max_entries: usize,
@@ -228,7 +228,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_IDEMPOTENCY_MAX_BYTES",
-        default_value_t = 32 * 1024 * 1024,
+        default_value_t = StoreLimits::DEFAULT.max_bytes,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub idempotency_max_bytes: usize,
@@ -238,7 +238,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_IDEMPOTENCY_MAX_PER_TENANT",
-        default_value_t = 1_000,
+        default_value_t = StoreLimits::DEFAULT.max_per_tenant,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub idempotency_max_per_tenant: usize,
@@ -248,7 +248,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_IDEMPOTENCY_MAX_TENANT_BYTES",
-        default_value_t = 4 * 1024 * 1024,
+        default_value_t = StoreLimits::DEFAULT.max_bytes_per_tenant,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub idempotency_max_tenant_bytes: usize,
@@ -259,7 +259,7 @@ pub struct GlobalOpts {
         long,
         global = true,
         env = "PAYLINK_IDEMPOTENCY_MAX_UNKNOWN_PER_TENANT",
-        default_value_t = 100,
+        default_value_t = StoreLimits::DEFAULT.max_unknown_per_tenant,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub idempotency_max_unknown_per_tenant: usize,

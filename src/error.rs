@@ -182,11 +182,154 @@ impl Error {
         }
     }
 
+    /// A validation error the upstream found (it answered with the refusal).
+    pub(crate) fn upstream_validation(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        upstream: UpstreamContext,
+    ) -> Self {
+        Error::Validation {
+            field: field.into(),
+            message: message.into(),
+            upstream: Some(upstream),
+        }
+    }
+
+    /// The thing asked for does not exist; [`Error::on_field`] names the argument.
+    pub(crate) fn not_found(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+        Error::NotFound {
+            field: None,
+            message: message.into(),
+            upstream,
+        }
+    }
+
+    /// The credentials were refused, or none were configured.
+    pub(crate) fn auth(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+        Error::Auth {
+            message: message.into(),
+            upstream,
+        }
+    }
+
+    /// A write against live money that the operator did not allow.
+    pub(crate) fn live_guard(message: impl Into<String>) -> Self {
+        Error::LiveGuard {
+            message: message.into(),
+        }
+    }
+
+    /// Too many requests: waiting (`retry_after_secs`, when known) and sending the same call
+    /// again is safe.
+    pub(crate) fn rate_limited(
+        message: impl Into<String>,
+        retry_after_secs: Option<u64>,
+        upstream: UpstreamContext,
+    ) -> Self {
+        Error::RateLimited {
+            message: message.into(),
+            retry_after_secs,
+            retry_safe: true,
+            upstream,
+        }
+    }
+
+    /// A quota that waiting will not lift: `rate_limited`, but not retry-safe.
+    pub(crate) fn quota_exhausted(message: impl Into<String>) -> Self {
+        Error::RateLimited {
+            message: message.into(),
+            retry_after_secs: None,
+            retry_safe: false,
+            upstream: UpstreamContext::default(),
+        }
+    }
+
+    /// The upstream failed or refused, and sending the same call again would not help (or
+    /// could repeat a write).
+    pub(crate) fn upstream_failure(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+        Error::Upstream {
+            field: None,
+            message: message.into(),
+            retry_safe: false,
+            upstream,
+        }
+    }
+
+    /// The upstream failed in a way that sending the same call again cannot make worse: nothing
+    /// was done, or the call only reads.
+    pub(crate) fn upstream_retryable(
+        message: impl Into<String>,
+        upstream: UpstreamContext,
+    ) -> Self {
+        Error::Upstream {
+            field: None,
+            message: message.into(),
+            retry_safe: true,
+            upstream,
+        }
+    }
+
+    /// A write may or may not have happened upstream.
+    pub(crate) fn outcome_unknown(message: impl Into<String>, upstream: UpstreamContext) -> Self {
+        Error::OutcomeUnknown {
+            message: message.into(),
+            upstream,
+        }
+    }
+
+    /// The same `idempotency_key` was used with other arguments.
+    pub(crate) fn idempotency_conflict(message: impl Into<String>) -> Self {
+        Error::IdempotencyConflict {
+            message: message.into(),
+        }
+    }
+
     /// A fault of this server.
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal {
             message: message.into(),
             retry_safe: false,
+        }
+    }
+
+    /// A fault of this server that has done nothing yet: the same call may simply be sent again.
+    pub(crate) fn internal_retryable(message: impl Into<String>) -> Self {
+        Error::Internal {
+            message: message.into(),
+            retry_safe: true,
+        }
+    }
+
+    /// The same error, as belonging to the argument `field`: kinds that name a field
+    /// (`validation`, `not_found`, `upstream`) take it, others are returned unchanged.
+    pub(crate) fn on_field(self, field: impl Into<String>) -> Self {
+        match self {
+            Error::Validation {
+                message, upstream, ..
+            } => Error::Validation {
+                field: field.into(),
+                message,
+                upstream,
+            },
+            Error::NotFound {
+                message, upstream, ..
+            } => Error::NotFound {
+                field: Some(field.into()),
+                message,
+                upstream,
+            },
+            Error::Upstream {
+                message,
+                retry_safe,
+                upstream,
+                ..
+            } => Error::Upstream {
+                field: Some(field.into()),
+                message,
+                retry_safe,
+                upstream,
+            },
+            other => other,
         }
     }
 
@@ -370,16 +513,14 @@ mod tests {
 
     #[test]
     fn upstream_envelope_carries_status_code_and_request_id() {
-        let e = Error::Upstream {
-            field: None,
-            message: "bad gateway".into(),
-            retry_safe: true,
-            upstream: UpstreamContext {
+        let e = Error::upstream_retryable(
+            "bad gateway",
+            UpstreamContext {
                 status: Some(502),
                 code: Some("BAD_GATEWAY".into()),
                 request_id: Some("req_1".into()),
             },
-        };
+        );
         let v: serde_json::Value = serde_json::from_str(&e.envelope()).unwrap();
         assert_eq!(v["error"]["kind"], "upstream");
         assert_eq!(v["error"]["status"], 502);
@@ -390,11 +531,37 @@ mod tests {
 
     #[test]
     fn outcome_unknown_is_never_retry_safe() {
-        let e = Error::OutcomeUnknown {
-            message: "timed out".into(),
-            upstream: UpstreamContext::default(),
-        };
+        let e = Error::outcome_unknown("timed out", UpstreamContext::default());
         assert!(!e.retry_safe());
         assert_eq!(e.kind().as_str(), "outcome_unknown");
+    }
+
+    #[test]
+    fn on_field_names_the_argument_only_where_a_field_belongs() {
+        let ctx = UpstreamContext::default;
+        for e in [
+            Error::validation("x", "m"),
+            Error::not_found("m", ctx()),
+            Error::upstream_failure("m", ctx()),
+            Error::upstream_retryable("m", ctx()),
+        ] {
+            let retry_safe = e.retry_safe();
+            let named = e.on_field("items[1].quantity");
+            assert_eq!(named.field(), Some("items[1].quantity"));
+            assert_eq!(named.retry_safe(), retry_safe, "nothing else changes");
+        }
+        for e in [
+            Error::auth("m", ctx()),
+            Error::rate_limited("m", Some(1), ctx()),
+            Error::outcome_unknown("m", ctx()),
+            Error::internal("m"),
+        ] {
+            let kind = e.kind();
+            let same = e.on_field("items");
+            assert_eq!((same.kind(), same.field()), (kind, None));
+        }
+        assert!(!Error::quota_exhausted("m").retry_safe());
+        assert!(Error::rate_limited("m", None, ctx()).retry_safe());
+        assert!(Error::internal_retryable("m").retry_safe());
     }
 }

@@ -14,6 +14,7 @@
 //! - [`backend`]: the payments APIs behind one trait: sandbox, Stream, Stripe.
 //! - [`error`]: the one error type and the JSON envelope callers see.
 //! - [`secret`]: keys that cannot be printed and are wiped on drop.
+//! - [`ui`]: the MCP Apps link card, a `ui://` resource that hosts render for link results.
 //! - [`healthcheck`]: the `healthcheck` subcommand, a container's probe of the HTTP server.
 //! - [`observability`] and [`telemetry`]: the per-call span and log line, Prometheus metrics,
 //!   the audit trail of writes; the log subscriber.
@@ -33,6 +34,7 @@ pub mod telemetry;
 pub mod tenant;
 pub mod tools;
 pub mod transport;
+pub mod ui;
 pub mod upstream;
 
 pub use error::{Error, Result};

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, ExtensionCapabilities, Implementation, JsonObject,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -23,6 +24,7 @@ use crate::model::BackendKind;
 use crate::tenant::Tenant;
 use crate::tools::routes::Tools;
 use crate::tools::toolbox::Toolbox;
+use crate::ui;
 
 /// Something a transport asks the server to hold for exactly as long as a tool call runs: the
 /// HTTP gate's in-flight slots, put in the request's extensions. rmcp moves the request's
@@ -63,7 +65,17 @@ impl PaylinkServer {
         instructions: String,
         tenants: TenantSource,
     ) -> Self {
-        let info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // Resources: the MCP Apps link card, which hosts fetch with `resources/read`. The
+        // extension is declared too (harmless to clients that do not know it): it tells a host
+        // that the tools' `_meta.ui` is meant for it.
+        let mut extensions = ExtensionCapabilities::new();
+        extensions.insert(ui::EXTENSION_ID.into(), JsonObject::new());
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_extensions_with(extensions)
+            .build();
+        let info = ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 "paylink-mcp",
                 env!("CARGO_PKG_VERSION"),
@@ -105,6 +117,26 @@ impl ServerHandler for PaylinkServer {
         Ok(ListToolsResult::with_all_items(
             self.shared.listed.as_ref().clone(),
         ))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ui::list())
+    }
+
+    /// The card needs no tenant: it is the same static file for every caller, and carries no
+    /// data of theirs.
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        ui::read(&request.uri).map(Into::into).ok_or_else(|| {
+            ErrorData::resource_not_found(format!("no resource {}", request.uri), None)
+        })
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

@@ -126,13 +126,13 @@ mod tests {
                 max_tenant_bytes: 1 << 20,
                 pool: SandboxPool::new(1 << 24),
             },
-            stripe_version: "2024-04-10".into(),
+            stripe_version: crate::backend::stripe::DEFAULT_API_VERSION.into(),
         })
     }
 
     #[test]
     fn each_kind_builds_or_says_why_not() {
-        let base = "https://staging.streampay.sa";
+        let base = crate::backend::stream::STAGING_BASE_URL;
         let sandbox = factory(BackendKind::Sandbox);
         assert_eq!(
             sandbox.backend(None, base, None).unwrap().kind(),

@@ -3,6 +3,13 @@
 
 use serde_json::Value;
 
+use crate::domain::CurrencyCode;
+
+/// A currency code we know (any case), or `None`: an unknown code has no amounts we can state.
+pub(crate) fn known_currency(code: &str) -> Option<CurrencyCode> {
+    CurrencyCode::parse(code, "currency").ok()
+}
+
 /// A borrowed JSON value read as an object; a non-object reads as empty.
 #[derive(Clone, Copy)]
 pub struct Obj<'a>(pub &'a Value);
@@ -46,6 +53,11 @@ impl<'a> Obj<'a> {
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
+    }
+
+    /// A currency code we know, read from `key` (see [`known_currency`]).
+    pub(crate) fn currency(&self, key: &str) -> Option<CurrencyCode> {
+        self.str(key).and_then(known_currency)
     }
 
     pub fn obj(&self, key: &str) -> Option<Obj<'a>> {

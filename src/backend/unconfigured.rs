@@ -23,10 +23,7 @@ impl Unconfigured {
     }
 
     fn error(&self) -> Error {
-        Error::Auth {
-            message: self.message.clone(),
-            upstream: UpstreamContext::default(),
-        }
+        Error::auth(self.message.clone(), UpstreamContext::default())
     }
 }
 

@@ -20,6 +20,7 @@ pub use ids::{CouponId, IdFormat, PaymentLinkId, ProductId, parse_item_id};
 pub use metadata::{Metadata, RESERVED_METADATA_PREFIX};
 pub use money::{Money, MoneyParseError, MoneyView};
 pub use page::{Cursor, Fit, PAGE_ENVELOPE, PageBytes, PageCursor, PageLimit, json_len};
+pub(crate) use quantity::MAX_LINE_ITEMS;
 pub use quantity::{MaxPayments, Quantity};
 pub use redirect_url::RedirectUrl;
 pub use text::{Description, LinkName};

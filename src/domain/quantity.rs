@@ -1,6 +1,10 @@
-//! Counts: how many of an item, how many payments a link accepts.
+//! Counts: how many items a link carries, how many of an item, how many payments a link accepts.
 
 use crate::error::Error;
+
+/// The most line items one link may carry: Stripe's limit, applied on every backend so that a
+/// link that works on one works on all.
+pub(crate) const MAX_LINE_ITEMS: usize = 20;
 
 /// How many units of a product a line item sells: 1 ..= 1,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -17,6 +17,7 @@ use super::{create, lifecycle, read, schema};
 use crate::backend::BackendRules;
 use crate::error::StartupError;
 use crate::model::{LineItem, Page, PaymentLink, Product};
+use crate::ui;
 
 const CREATE_DESCRIPTION: &str = "Create a payment link: a hosted checkout page selling one or more products, whose `url` you share with the payer. \
 Find product ids with list_products first. Returns the new link (id, url, status, total as exact Money). \
@@ -102,14 +103,22 @@ pub fn definition(id: ToolId, rules: &BackendRules) -> Result<Tool, StartupError
                 .open_world(true),
         ),
     };
-    Ok(Tool::new(
+    let tool = Tool::new(
         id.name(),
         description,
         Arc::new(schema::portable_input(&input)),
     )
     .with_title(title)
     .with_raw_output_schema(Arc::new(schema::portable_output(&output)))
-    .with_annotations(annotations))
+    .with_annotations(annotations);
+    // The tools whose result is one payment link render as the link card in MCP Apps hosts;
+    // others ignore `_meta`, and the result itself is the same either way.
+    Ok(match id {
+        ToolId::CreatePaymentLink | ToolId::GetPaymentLink | ToolId::UpdatePaymentLinkStatus => {
+            tool.with_meta(ui::tool_meta())
+        }
+        ToolId::ListLineItems | ToolId::ListProducts | ToolId::ListPaymentLinks => tool,
+    })
 }
 
 fn input<T: JsonSchema + 'static>() -> Result<JsonObject, StartupError> {

@@ -15,7 +15,7 @@ use crate::domain::{
     CouponId, CurrencyCode, Description, LinkName, MaxPayments, Metadata, ProductId, Quantity,
     RedirectUrl, ValidUntil,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UpstreamContext};
 use crate::idempotency::{Claim, IdempotencyStore, Outcome, args_hash, wait};
 use crate::model::PaymentLink;
 
@@ -34,8 +34,8 @@ pub fn call<'a>(
     })
 }
 
-/// The most line items one link may carry (Stripe's limit; applied on every backend).
-pub const MAX_ITEMS: usize = 20;
+/// The most line items one link may carry (see [`crate::domain::MAX_LINE_ITEMS`]).
+pub const MAX_ITEMS: usize = crate::domain::MAX_LINE_ITEMS;
 
 fn one() -> i64 {
     1
@@ -345,10 +345,9 @@ pub async fn run(
         Claim::Wait(rx) => {
             return match wait(rx).await {
                 Some(outcome) => replayed(outcome),
-                None => Err(Error::Internal {
-                    message: "a call with this idempotency_key was cancelled before it finished; call again with the same key".into(),
-                    retry_safe: true,
-                }),
+                None => Err(Error::internal_retryable(
+                    "a call with this idempotency_key was cancelled before it finished; call again with the same key",
+                )),
             };
         }
         Claim::Run(ticket) => ticket,
@@ -394,10 +393,10 @@ fn replayed(outcome: Outcome) -> Result<PaymentLink> {
         Outcome::Created(value) => serde_json::from_value(value)
             .map_err(|e| Error::internal(format!("a stored result could not be read back: {e}"))),
         Outcome::Failed(e) => Err(e),
-        Outcome::Unknown { .. } => Err(Error::OutcomeUnknown {
-            message: "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link".into(),
-            upstream: Default::default(),
-        }),
+        Outcome::Unknown { .. } => Err(Error::outcome_unknown(
+            "a concurrent call with this idempotency_key ended with an unknown outcome; call again with the same key to look for the link",
+            UpstreamContext::default(),
+        )),
     }
 }
 

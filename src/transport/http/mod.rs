@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod reply;
 pub mod sessions;
+mod tenancy;
 pub mod tls;
 
 use std::net::SocketAddr;

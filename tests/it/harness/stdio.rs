@@ -5,7 +5,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
 use rmcp::model::{CallToolResult, ErrorData, ServerPeerInfo, Tool};
-use rmcp::service::{RunningService, ServiceError};
+use rmcp::service::{Peer, RunningService, ServiceError};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
@@ -77,6 +77,11 @@ impl Server {
         let mut all_env = vec![(key_var, key), (url_var, base)];
         all_env.extend_from_slice(env);
         Self::start(&all, &all_env).await
+    }
+
+    /// The client's handle, for rmcp's own requests (resources, say).
+    pub fn peer(&self) -> &Peer<RoleClient> {
+        &self.client
     }
 
     /// What the server said at `initialize`.

@@ -7,6 +7,8 @@
 //! exactly (space as `+`, every byte outside `*-._` and alphanumerics escaped, brackets included),
 //! which is what Stripe's servers decode; a hand-written encoder would be one more place for an
 //! `&` or `=` in a metadata value to corrupt a request.
+//!
+//! It encodes only: it must not know any Stripe parameter (see `request`, which builds the trees).
 
 use std::fmt;
 

@@ -1,0 +1,347 @@
+//! The sandbox backend: a create checked and priced against the catalog the way Stream would
+//! (products must exist, kinds not mixed, a price in the link's currency, exact totals), kept in
+//! the tenant's store within its byte budget; reads, listings and status changes over that store.
+//!
+//! It must not reach the network, and must not store anything a refused create built.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::catalog::{self, PRODUCTS, coupon_percent, discounted, kind_of, not_found, price};
+use super::store::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxLimits, SandboxPool, Store, StoredLink,
+    heap_opt, stored_size,
+};
+use crate::backend::Backend;
+use crate::backend::paging::{page_by_item_id, page_numbered};
+use crate::backend::request::{
+    LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
+};
+use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
+use crate::error::{Error, Result};
+use crate::idempotency::LocalData;
+use crate::model::{
+    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, visible_metadata,
+};
+
+/// Links of the sandbox live under this host, which can never resolve (RFC 6761 `.invalid`).
+pub const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
+
+/// One page of `entries` (in listing order) at `cursor`, within the byte cap: a page-number
+/// cursor names a window of `limit` entries (see [`page_numbered`]).
+fn page_of<T: Clone + serde::Serialize>(
+    entries: &[&T],
+    cursor: PageCursor,
+    max_bytes: PageBytes,
+) -> Page<T> {
+    let start = cursor.offset().min(entries.len());
+    let window_end = (cursor.page as usize)
+        .saturating_mul(cursor.limit.get())
+        .min(entries.len())
+        .max(start);
+    // Each entry with its position in the cursor's page.
+    let window = entries[start..window_end]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (cursor.skip as usize + i, *e))
+        .collect();
+    let page = page_numbered(window, cursor, max_bytes, window_end < entries.len());
+    Page {
+        data: page.data.into_iter().cloned().collect(),
+        has_more: page.has_more,
+        next_cursor: page.next_cursor,
+    }
+}
+
+/// One tenant's sandbox.
+pub struct SandboxBackend {
+    store: Mutex<Store>,
+    limits: SandboxLimits,
+    /// The lifetime of this tenant's data: its idempotency keys go with it.
+    local: LocalData,
+}
+
+impl SandboxBackend {
+    /// A tenant with at most `max_links` links, the default byte budget and a pool of its own.
+    pub fn new(max_links: usize) -> Self {
+        Self::with_limits(SandboxLimits {
+            max_links,
+            max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
+            pool: SandboxPool::new(DEFAULT_MAX_BYTES),
+        })
+    }
+
+    /// A tenant within `limits`, sharing their pool with every other tenant built from them.
+    pub fn with_limits(limits: SandboxLimits) -> Self {
+        SandboxBackend {
+            store: Mutex::new(Store::default()),
+            limits,
+            local: LocalData::new(),
+        }
+    }
+
+    /// Bytes this tenant's links hold.
+    pub fn bytes(&self) -> usize {
+        self.store().bytes
+    }
+
+    pub(super) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the store half-written (every mutation is
+        // a single insert), so a poisoned lock is still consistent: keep serving.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn build(&self, request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
+        let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
+        let mut kinds = Vec::with_capacity(request.items.len());
+        let mut items = Vec::with_capacity(request.items.len());
+        let mut original_total = Money::from_minor(0, currency);
+        let mut item_total = Money::from_minor(0, currency);
+        let overflow = |field: String| Error::validation(field, "the total is too large");
+        let mut interval = None;
+        for (i, item) in request.items.iter().enumerate() {
+            let field = format!("items[{i}].product_id");
+            let product = catalog::product(item.product_id.as_str())
+                .ok_or_else(|| not_found("product", item.product_id.as_str(), &field))?;
+            let unit = product
+                .prices
+                .iter()
+                .find(|(c, _)| *c == currency.code())
+                .and_then(|(c, a)| price(c, a))
+                .ok_or_else(|| {
+                    let have: Vec<&str> = product.prices.iter().map(|(c, _)| *c).collect();
+                    Error::validation(
+                        &field,
+                        format!(
+                            "product {} has no price in {currency}; it is priced in {}",
+                            product.name,
+                            have.join(", ")
+                        ),
+                    )
+                })?;
+            kinds.push(kind_of(product));
+            interval = interval.or(product.interval);
+            let line = unit
+                .checked_mul(item.quantity.get())
+                .ok_or_else(|| overflow(format!("items[{i}].quantity")))?;
+            let mut percent = 0u32;
+            for (c, coupon) in item.coupons.iter().enumerate() {
+                percent += u32::from(coupon_percent(
+                    coupon.as_str(),
+                    &format!("items[{i}].coupons[{c}]"),
+                )?);
+            }
+            let line_total = discounted(line, percent);
+            original_total = original_total
+                .checked_add(line)
+                .ok_or_else(|| overflow("items".into()))?;
+            item_total = item_total
+                .checked_add(line_total)
+                .ok_or_else(|| overflow("items".into()))?;
+            items.push(LineItem {
+                id: Uuid::new_v4().to_string(),
+                product_id: Some(product.id.to_owned()),
+                product_name: Some(product.name.to_owned()),
+                quantity: Some(item.quantity.get()),
+                unit_amount: Some(unit.view()),
+                total: Some(line_total.view()),
+                kind: Some(kind_of(product)),
+                interval: product.interval.map(str::to_owned),
+            });
+        }
+        if kinds.contains(&ProductKind::OneTime) && kinds.contains(&ProductKind::Recurring) {
+            return Err(Error::validation(
+                "items",
+                "one-time and recurring products cannot be mixed in one payment link; create one link per kind",
+            ));
+        }
+        let recurring: Vec<_> = request
+            .items
+            .iter()
+            .filter_map(|i| catalog::product(i.product_id.as_str()))
+            .filter_map(|p| p.interval)
+            .collect();
+        if recurring.windows(2).any(|w| w[0] != w[1]) {
+            return Err(Error::validation(
+                "items",
+                "recurring products on one link must share a billing interval",
+            ));
+        }
+        let mut link_percent = 0u32;
+        for (c, coupon) in request.coupons.iter().enumerate() {
+            link_percent += u32::from(coupon_percent(coupon.as_str(), &format!("coupons[{c}]"))?);
+        }
+        let total = discounted(item_total, link_percent);
+        let id = Uuid::new_v4().to_string();
+        let metadata: Vec<(String, serde_json::Value)> = request
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let link = PaymentLink {
+            url: Some(format!("{SANDBOX_URL_BASE}{id}")),
+            id,
+            name: Some(request.name.as_str().to_owned()),
+            description: request.description.map(|d| d.as_str().to_owned()),
+            status: Some(LinkStatus::Active),
+            currency: Some(currency.code().to_owned()),
+            total: Some(total.view()),
+            original_total: Some(original_total.view()),
+            amount_collected: Some(Money::from_minor(0, currency).view()),
+            item_count: Some(items.len() as u32),
+            max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
+            valid_until: request.valid_until.map(|v| v.to_rfc3339()),
+            success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
+            failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
+            recurring_interval: interval.map(str::to_owned),
+            inactive_message: None,
+            created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
+            backend: BackendKind::Sandbox,
+            livemode: false,
+        };
+        Ok(StoredLink {
+            link,
+            items,
+            created: now,
+        })
+    }
+
+    fn with_link<T>(&self, id: &PaymentLinkId, f: impl FnOnce(&StoredLink) -> T) -> Result<T> {
+        let store = self.store();
+        store
+            .links
+            .get(id.as_str())
+            .map(f)
+            .ok_or_else(|| not_found("payment link", id.as_str(), "payment_link_id"))
+    }
+}
+
+#[async_trait]
+impl Backend for SandboxBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sandbox
+    }
+
+    fn livemode(&self) -> bool {
+        false
+    }
+
+    async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
+        let stored = self.build(request, Utc::now())?;
+        let size = stored_size(&stored);
+        let mut store = self.store();
+        if store.links.len() >= self.limits.max_links {
+            return Err(Error::quota_exhausted(format!(
+                "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
+                self.limits.max_links
+            )));
+        }
+        store.charge(&self.limits, size, "this link")?;
+        let link = stored.link.clone();
+        store.order.push_back(link.id.clone());
+        store.links.insert(link.id.clone(), stored);
+        Ok(link)
+    }
+
+    fn local_data(&self) -> Option<&LocalData> {
+        Some(&self.local)
+    }
+
+    async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink> {
+        self.with_link(id, |s| s.link.clone())
+    }
+
+    async fn list_line_items(&self, query: LineItemsQuery) -> Result<Page<LineItem>> {
+        let items = self.with_link(&query.payment_link_id, |s| s.items.clone())?;
+        page_by_item_id(items, &query)
+    }
+
+    async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
+        let products: Vec<&Product> = PRODUCTS.iter().collect();
+        Ok(page_of(&products, cursor, query.max_bytes))
+    }
+
+    async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
+        let store = self.store();
+        let matching: Vec<&PaymentLink> = store
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| store.links.get(id))
+            .filter(|s| query.status.is_none_or(|st| s.link.status == Some(st)))
+            .filter(|s| query.created_from.is_none_or(|f| s.created >= f))
+            .filter(|s| query.created_to.is_none_or(|t| s.created <= t))
+            .map(|s| &s.link)
+            .collect();
+        Ok(page_of(&matching, cursor, query.max_bytes))
+    }
+
+    async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
+        let mut store = self.store();
+        let (completed, old_message) = store
+            .links
+            .get(update.payment_link_id.as_str())
+            .map(|s| {
+                (
+                    s.link.status == Some(LinkStatus::Completed),
+                    heap_opt(&s.link.inactive_message),
+                )
+            })
+            .ok_or_else(|| {
+                not_found(
+                    "payment link",
+                    update.payment_link_id.as_str(),
+                    "payment_link_id",
+                )
+            })?;
+        if completed {
+            return Err(Error::validation(
+                "status",
+                "this link is completed (it reached its payment limit); a completed link cannot be reactivated or deactivated",
+            ));
+        }
+        // The only thing that changes size is the message payers see: charge or refund it
+        // before the change, so a refused update changes nothing.
+        let new_message = match update.status {
+            TargetStatus::Inactive => heap_opt(&update.message),
+            TargetStatus::Active => 0,
+        };
+        if new_message > old_message {
+            store.charge(&self.limits, new_message - old_message, "this message")?;
+        } else {
+            store.refund(&self.limits, old_message - new_message);
+        }
+        let Some(stored) = store.links.get_mut(update.payment_link_id.as_str()) else {
+            return Err(not_found(
+                "payment link",
+                update.payment_link_id.as_str(),
+                "payment_link_id",
+            ));
+        };
+        match update.status {
+            TargetStatus::Active => {
+                stored.link.status = Some(LinkStatus::Active);
+                stored.link.inactive_message = None;
+            }
+            TargetStatus::Inactive => {
+                stored.link.status = Some(LinkStatus::Inactive);
+                stored.link.inactive_message = update.message;
+            }
+        }
+        Ok(stored.link.clone())
+    }
+}
+
+impl Drop for SandboxBackend {
+    fn drop(&mut self) {
+        // The tenant is gone: its links' bytes go back to the pool.
+        let store = self.store.get_mut().unwrap_or_else(|p| p.into_inner());
+        store.release_all(&self.limits);
+    }
+}

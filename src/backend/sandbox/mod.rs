@@ -1,0 +1,35 @@
+//! The embedded sandbox: behaves like Stream, in memory, with no network and no key.
+//!
+//! It enforces what Stream enforces (products must exist, one-time and recurring products cannot
+//! be mixed, every product needs a price in the link's currency, exact totals, statuses, limits)
+//! so that what works here works on Stream. One [`SandboxBackend`] is one tenant's data; it
+//! disappears with the tenant.
+//!
+//! # Memory
+//!
+//! The sandbox is for trying things out, and over HTTP anyone with any token is a tenant, so what
+//! it holds is bounded three ways ([`SandboxLimits`]): links per tenant, bytes per tenant, and
+//! bytes for all tenants of the process together ([`SandboxPool`]). A link is charged what it
+//! really holds (`store::stored_size`): every string's heap allocation as the allocator rounds it, plus
+//! the fixed size of the link, its line items, and each metadata entry's share of the map —
+//! never an estimate from character counts that a hostile input could beat. A create past a
+//! budget is refused and nothing is stored; a full process budget refuses new links for every
+//! tenant and never removes anyone's links to make room. Bytes return to the pool when a tenant
+//! is dropped (evicted or idle, see the tenant cache).
+//!
+//! The files, by job: `catalog` (the seeded products and coupons), `store` (a tenant's links
+//! and their byte accounting, the shared pool) and `calls` (the [`Backend`](super::Backend)
+//! implementation); `tests` drives the backend through that trait. This file only re-exports.
+
+mod calls;
+mod catalog;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use calls::{SANDBOX_URL_BASE, SandboxBackend};
+pub use catalog::coupon_summary;
+pub use store::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_LINKS, DEFAULT_MAX_TENANT_BYTES, MAX_LINK_JSON, SandboxLimits,
+    SandboxPool,
+};

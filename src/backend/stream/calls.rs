@@ -1,0 +1,215 @@
+//! The Stream backend: which request each [`Backend`] method sends (see [`super::request`]),
+//! how its answer is read (see [`super::parse`]), and what happens when a create's outcome is
+//! unknown: Stream may have stored the link before failing, so the newest links are searched for
+//! the create's reference before the caller is told "unknown".
+//!
+//! It must never send a create twice: Stream cannot deduplicate writes.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::Value;
+use std::sync::Arc;
+
+use super::errors::{CREATE_MAY_HAVE_HAPPENED, StreamErrors};
+use super::parse::{
+    find_reference, line_items_of, link_from_stream, product_from_stream, stream_page,
+};
+use super::request::{
+    LINKS_PATH, LinksFilter, StreamHeaders, create_body, is_live_base_url, link_path, links_path,
+    products_path, status_body, status_path,
+};
+use crate::backend::Backend;
+use crate::backend::paging::page_by_item_id;
+use crate::backend::request::{
+    LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate,
+};
+use crate::backend::rest::{name_not_found, unreadable_created, unreadable_write};
+use crate::backend::tolerant::Obj;
+use crate::domain::{Cursor, PaymentLinkId};
+use crate::error::{Error, Result};
+use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
+use crate::secret::ApiKey;
+use crate::upstream::{Body, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body};
+
+const RECOVERY_PAGES: u32 = 2;
+const RECOVERY_PAGE_SIZE: usize = 50;
+const RECOVERY_ATTEMPTS: u32 = 2;
+const RECOVERY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One tenant's view of Stream.
+pub struct StreamBackend {
+    client: Arc<UpstreamClient>,
+    headers: StreamHeaders,
+    scrubber: Scrubber,
+    live: bool,
+}
+
+impl StreamBackend {
+    /// `branch_id` must already be a validated UUID.
+    pub fn new(client: Arc<UpstreamClient>, key: &ApiKey, branch_id: Option<&str>) -> Result<Self> {
+        let (headers, scrubber) = StreamHeaders::new(key, branch_id)?;
+        Ok(StreamBackend {
+            live: is_live_base_url(client.base()),
+            client,
+            headers,
+            scrubber,
+        })
+    }
+
+    async fn send(&self, request: UpstreamRequest) -> Result<Value> {
+        let response = self
+            .client
+            .send(&request, &StreamErrors, &self.scrubber)
+            .await?;
+        json_body(response, "Stream")
+    }
+
+    /// A GET; reads are always safe to retry.
+    async fn get(&self, path_and_query: String) -> Result<Value> {
+        self.send(
+            self.headers
+                .request(Method::GET, path_and_query, Body::None, RetryMode::Read),
+        )
+        .await
+    }
+
+    /// A GET of one link: a 404 names `payment_link_id`.
+    async fn get_link(&self, id: &PaymentLinkId) -> Result<Value> {
+        self.get(link_path(id))
+            .await
+            .map_err(|e| name_not_found(e, "payment_link_id"))
+    }
+
+    fn link(&self, v: &Value) -> Result<PaymentLink> {
+        link_from_stream(v, self.live)
+    }
+
+    /// Looks through the most recent links for one carrying `reference` in its metadata.
+    /// Bounded: [`RECOVERY_PAGES`] pages of [`RECOVERY_PAGE_SIZE`], newest first, tried
+    /// [`RECOVERY_ATTEMPTS`] times a short while apart (a link stored just before a 500 may take a
+    /// moment to be listed).
+    async fn find_by_reference(&self, reference: &str) -> Result<Option<PaymentLink>> {
+        for attempt in 0..RECOVERY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RECOVERY_PAUSE).await;
+            }
+            for page in 1..=RECOVERY_PAGES {
+                let v = self
+                    .get(links_path(page, RECOVERY_PAGE_SIZE, &LinksFilter::NONE))
+                    .await?;
+                let (found, more) = find_reference(&v, reference);
+                if let Some(link) = found {
+                    return self.link(link).map(Some);
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Backend for StreamBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Stream
+    }
+
+    fn livemode(&self) -> bool {
+        self.live
+    }
+
+    async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
+        let body = Body::Json(Bytes::from(create_body(&request).to_string()));
+        let answer = self
+            .send(self.headers.request(
+                Method::POST,
+                LINKS_PATH.into(),
+                body,
+                RetryMode::UnsafeWrite,
+            ))
+            .await;
+        // A 5xx is already an unknown outcome (see `StreamErrors`); so is a 2xx we cannot read.
+        let created = answer
+            .map_err(|e| unreadable_write(e, CREATE_MAY_HAVE_HAPPENED))
+            .and_then(|v| {
+                self.link(&v)
+                    .map_err(|e| unreadable_created(e, "Stream", ""))
+            });
+        match created {
+            Ok(link) => Ok(link),
+            Err(e @ Error::OutcomeUnknown { .. }) => {
+                // Stream may have stored the link before failing: look for our reference.
+                match self.find_by_reference(&request.reference).await {
+                    Ok(Some(link)) => {
+                        tracing::info!(reference = %request.reference, "create outcome recovered by reference");
+                        Ok(link)
+                    }
+                    Ok(None) => Err(e),
+                    Err(lookup) => {
+                        tracing::warn!(error = %lookup, "could not look for a create's outcome");
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn recover_create(&self, reference: &str) -> Result<Option<PaymentLink>> {
+        self.find_by_reference(reference).await
+    }
+
+    async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink> {
+        let v = self.get_link(id).await?;
+        self.link(&v)
+    }
+
+    async fn list_line_items(&self, query: LineItemsQuery) -> Result<Page<LineItem>> {
+        // Stream has no line-item endpoint: the items are the link's.
+        let v = self.get_link(&query.payment_link_id).await?;
+        page_by_item_id(line_items_of(&v), &query)
+    }
+
+    async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
+        let v = self.get(products_path(cursor)).await?;
+        Ok(stream_page(
+            &Obj(&v),
+            cursor,
+            query.max_bytes,
+            product_from_stream,
+        ))
+    }
+
+    async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
+        let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
+        let filter = LinksFilter {
+            status: query.status,
+            created_from: query.created_from,
+            created_to: query.created_to,
+        };
+        let v = self
+            .get(links_path(cursor.page, cursor.limit.get(), &filter))
+            .await?;
+        Ok(stream_page(&Obj(&v), cursor, query.max_bytes, |l| {
+            self.link(l).ok()
+        }))
+    }
+
+    async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
+        // Setting a status is idempotent: sending it twice leaves the same state.
+        let v = self
+            .send(self.headers.request(
+                Method::PATCH,
+                status_path(&update.payment_link_id),
+                status_body(&update),
+                RetryMode::Read,
+            ))
+            .await
+            .map_err(|e| name_not_found(e, "payment_link_id"))?;
+        self.link(&v)
+    }
+}
