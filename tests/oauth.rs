@@ -941,6 +941,82 @@ async fn discovery_falls_back_to_openid_configuration() {
     );
 }
 
+#[tokio::test]
+async fn opaque_tokens_are_introspected_and_the_answers_cached() {
+    let key = TestKey::new();
+    let auth = AuthServer::start(&key, &[("TOKEN_FORMAT", "opaque")]).await;
+    let introspection = format!("{}/token/introspection", auth.issuer);
+    let credentials = [
+        ("PAYLINK_OAUTH_CLIENT_ID", "paylink-cc"),
+        ("PAYLINK_OAUTH_CLIENT_SECRET", "paylink-cc-secret"),
+    ];
+    let rs = start_rs(
+        &auth.issuer,
+        &["--oauth-introspection-url", &introspection],
+        &credentials,
+    );
+    let read = auth.client_credentials(&rs.resource, READ).await;
+    assert!(!read.contains('.'), "an opaque token: {read}");
+    for _ in 0..3 {
+        let r = raw_call(&rs, Some(&read), "list_products", json!({})).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        auth.stats().await["introspections"],
+        1,
+        "the answer is cached"
+    );
+    // Its scopes count as a JWT's would.
+    let r = raw_call(
+        &rs,
+        Some(&read),
+        "create_payment_link",
+        create_args("x", MUG),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    // A token the issuer does not know: inactive, 401; asked once.
+    for _ in 0..2 {
+        let r = raw_call(
+            &rs,
+            Some("not-a-token-of-theirs"),
+            "list_products",
+            json!({}),
+        )
+        .await;
+        assert_eq!(r.status(), 401);
+        assert!(www_authenticate(&r).contains("not active"));
+    }
+    assert_eq!(auth.stats().await["introspections"], 2);
+    // Opaque tokens issued for another resource are not for this server.
+    let other = auth
+        .client_credentials("https://other.example/mcp", READ)
+        .await;
+    let r = raw_call(&rs, Some(&other), "list_products", json!({})).await;
+    assert_eq!(r.status(), 401);
+    assert!(www_authenticate(&r).contains("aud"));
+
+    // Wrong credentials at the introspection endpoint: the operator's problem, so 503 (not the
+    // caller's 401) and an error in the log.
+    let rs = start_rs(
+        &auth.issuer,
+        &["--oauth-introspection-url", &introspection],
+        &[
+            ("PAYLINK_OAUTH_CLIENT_ID", "paylink-cc"),
+            ("PAYLINK_OAUTH_CLIENT_SECRET", "wrong"),
+        ],
+    );
+    let r = raw_call(&rs, Some(&read), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let log = rs.server.stderr();
+    assert!(log.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"), "{log}");
+    assert!(
+        !log.contains(&read) && !log.contains("paylink-cc-secret"),
+        "{log}"
+    );
+}
+
 #[test]
 fn oauth_options_are_checked_before_listening() {
     let issuer = "http://127.0.0.1:9";
@@ -1029,6 +1105,60 @@ fn oauth_options_are_checked_before_listening() {
         );
         assert!(!refusal.stderr.contains("listening on"));
     }
+}
+
+/// `server.json` (the official MCP registry's format) stays in step with the crate and with
+/// OAuth mode: its version, the image tag, the remote and the scopes.
+#[test]
+fn server_json_describes_the_package_and_the_oauth_remote() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(ROOT).join("server.json")).unwrap(),
+    )
+    .expect("server.json is JSON");
+    assert!(
+        doc["$schema"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://static.modelcontextprotocol.io/schemas/")
+    );
+    let name = doc["name"].as_str().unwrap();
+    let (namespace, server) = name.split_once('/').expect("namespace/name");
+    assert!(!namespace.is_empty() && !server.contains('/'), "{name}");
+    let description = doc["description"].as_str().unwrap();
+    assert!((1..=100).contains(&description.len()), "{description}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(doc["version"], version);
+    let image = &doc["packages"][0];
+    assert_eq!(image["registryType"], "oci");
+    assert!(
+        image["identifier"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{version}")),
+        "the image tag is the version: {image}"
+    );
+    assert_eq!(image["transport"]["type"], "stdio");
+    assert_eq!(image["packageArguments"][0]["value"], "stdio");
+    for var in image["environmentVariables"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let secret = var["isSecret"] == json!(true);
+        assert_eq!(secret, name.ends_with("_API_KEY"), "{name}");
+    }
+    let remote = &doc["remotes"][0];
+    assert_eq!(remote["type"], "streamable-http");
+    assert_eq!(remote["url"], "https://{host}/mcp");
+    assert_eq!(remote["variables"]["host"]["isRequired"], true);
+    assert!(
+        remote.get("headers").is_none(),
+        "OAuth, not a pasted header"
+    );
+    let auth =
+        &doc["_meta"]["io.modelcontextprotocol.registry/publisher-provided"]["authorization"];
+    assert_eq!(auth["scopes"], json!([READ, WRITE]));
+    assert_eq!(
+        auth["protectedResourceMetadata"],
+        "https://{host}/.well-known/oauth-protected-resource/mcp"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -160,10 +160,12 @@ fn read(doc: &Value, expect: &Expect<'_>, now: u64) -> Result<Grant, &'static st
     if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(expect.leeway_secs)) {
         return Err("the token is not valid yet (nbf)");
     }
-    let subject = doc["sub"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or("the token has no subject (sub)")?;
+    // A client-credentials token may name no `sub`: the client is then the subject (as RFC
+    // 9068 §2.2 has it for JWTs, so both forms of one client's token are one tenant).
+    let subject = [&doc["sub"], &doc["client_id"]]
+        .into_iter()
+        .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
+        .ok_or("the token has no subject (sub or client_id)")?;
     let scopes = doc["scope"].as_str().unwrap_or_default().split(' ');
     Ok(Grant {
         issuer: expect.issuer.to_owned(),
@@ -231,6 +233,10 @@ mod tests {
         assert!(with("exp", json!("soon")).is_err());
         assert!(with("nbf", json!(now + 60)).unwrap_err().contains("nbf"));
         assert!(with("sub", json!("")).is_err());
+        let mut client = good.clone();
+        client.as_object_mut().unwrap().remove("sub");
+        client["client_id"] = json!("machine-1");
+        assert_eq!(read(&client, &expect, now).unwrap().subject, "machine-1");
         assert_eq!(
             with("scope", json!("other")).unwrap().access,
             Access::Nothing

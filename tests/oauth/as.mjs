@@ -9,6 +9,8 @@
 // Environment:
 //   TOKEN_TTL       access-token lifetime in seconds (default 300)
 //   TOKEN_ALG       access-token signing algorithm (default ES256; RS256, PS256, EdDSA work too)
+//   TOKEN_FORMAT    jwt (default) or opaque: opaque tokens are checked by introspection
+//                   (POST /token/introspection, client paylink-cc)
 //   TEST_JWK        a private JWK (JSON) published and kept as the Ed25519 key: the test signs
 //                   tokens the AS would never issue (expired, wrong issuer, ...) with it
 //   HIDE_OAUTH_AS_METADATA=1  404 on /.well-known/oauth-authorization-server, so that
@@ -18,7 +20,8 @@
 // Test hooks, under /__test/ (never part of a real authorization server):
 //   POST /__test/rotate     replace the ES256 signing key by a new one (new kid)
 //   POST /__test/jwks-down  answer 503 on /jwks;  POST /__test/jwks-up  answer it again
-//   GET  /__test/stats      {"jwks": <GETs of /jwks>, "discovery": [<well-known paths asked, in order>]}
+//   GET  /__test/stats      {"jwks": <GETs of /jwks>, "introspections": <POSTs to /token/introspection>,
+//                            "discovery": [<well-known paths asked, in order>]}
 //
 // Prints one JSON line on stdout once listening: {"issuer": "http://127.0.0.1:PORT", ...}.
 import http from 'node:http';
@@ -69,7 +72,7 @@ function makeProvider() {
           scope: SCOPES,
           audience: resourceIndicator,
           accessTokenTTL: ttl,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: process.env.TOKEN_FORMAT ?? 'jwt',
           jwt: { sign: { alg: process.env.TOKEN_ALG ?? 'ES256' } },
         }),
       },
@@ -84,7 +87,7 @@ function makeProvider() {
 let provider = makeProvider();
 let oidc = provider.callback();
 
-const stats = { jwks: 0, discovery: [] };
+const stats = { jwks: 0, introspections: 0, discovery: [] };
 let jwksDown = false;
 
 async function interaction(req, res) {
@@ -132,6 +135,7 @@ server.on('request', async (req, res) => {
       stats.jwks += 1;
       if (jwksDown) return json(res, 503, { error: 'temporarily_unavailable' });
     }
+    if (path === '/token/introspection') stats.introspections += 1;
     if (path.startsWith('/interaction/')) return await interaction(req, res);
     return oidc(req, res);
   } catch (err) {

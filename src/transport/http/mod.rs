@@ -365,7 +365,7 @@ async fn well_known() -> Response {
     refuse(
         StatusCode::NOT_FOUND,
         "not_found",
-        "this server is not an OAuth resource server: send your API key as a Bearer token",
+        "OAuth mode is off on this server: send your API key as a Bearer token",
     )
 }
 
