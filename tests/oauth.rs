@@ -436,6 +436,35 @@ async fn tokens_by_client_credentials_and_by_pkce_are_accepted_with_their_scopes
     );
 }
 
+/// RS256 and PS256 (ring verifies RSA keys this test cannot make) and EdDSA, each signed by the
+/// authorization server; ES256 is the other tests' default.
+#[tokio::test]
+async fn tokens_in_every_accepted_algorithm_are_accepted() {
+    let key = TestKey::new();
+    let (rs256, ps256, eddsa) = tokio::join!(
+        AuthServer::start(&key, &[("TOKEN_ALG", "RS256")]),
+        AuthServer::start(&key, &[("TOKEN_ALG", "PS256")]),
+        AuthServer::start(&key, &[("TOKEN_ALG", "EdDSA")]),
+    );
+    for (alg, auth) in [("RS256", rs256), ("PS256", ps256), ("EdDSA", eddsa)] {
+        let rs = start_rs(&auth.issuer, &[], &[]);
+        let token = auth.client_credentials(&rs.resource, READ).await;
+        let header: Value =
+            serde_json::from_slice(&B64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["alg"], alg);
+        let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+        assert_eq!(r.status(), 200, "{alg}");
+        // And one signature character off is refused, in this algorithm too.
+        let mut altered = token.clone().into_bytes();
+        let middle = token.rfind('.').unwrap() + 20;
+        altered[middle] = if altered[middle] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        let r = raw_call(&rs, Some(&altered), "list_products", json!({})).await;
+        assert_eq!(r.status(), 401, "{alg}");
+        assert!(www_authenticate(&r).contains("signature"), "{alg}");
+    }
+}
+
 #[tokio::test]
 async fn bad_tokens_get_401_with_the_challenge() {
     let key = TestKey::new();
@@ -918,6 +947,35 @@ async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() 
             .stderr()
             .contains("cannot fetch the OAuth issuer's keys")
     );
+}
+
+/// The issuer is read on the first token, not at start-up: with the authorization server down
+/// the server starts, and tokens get 503 (never a crash, never a pass) until it is back.
+#[tokio::test]
+async fn an_issuer_down_at_start_up_does_not_stop_the_server() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{closed}");
+    let rs = start_rs(&issuer, &[], &[]);
+    let key = TestKey::new();
+    let token = key.sign(&claims(&issuer, &rs.resource, "erin", READ));
+    for _ in 0..2 {
+        let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    let log = rs.server.stderr();
+    assert_eq!(
+        log.matches("cannot fetch the OAuth issuer's keys").count(),
+        1,
+        "asked once per interval: {log}"
+    );
+    // The metadata document does not depend on the issuer being up.
+    let r = raw_client().get(rs.metadata_url()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]

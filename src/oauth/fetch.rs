@@ -25,8 +25,10 @@ const BODY_CAP: usize = 256 * 1024;
 pub enum FetchError {
     /// The URL is not one this server fetches (plain http off loopback, ...).
     Refused(String),
-    /// No answer: connection refused, timeout, reset.
+    /// No answer: connection refused or reset.
     Unreachable(String),
+    /// No answer within the timeout.
+    TimedOut,
     /// An answer with this status.
     Status(u16),
     /// An answer that is not a JSON document within the cap.
@@ -38,6 +40,7 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Refused(why) => write!(f, "not fetched: {why}"),
             FetchError::Unreachable(why) => write!(f, "no answer: {why}"),
+            FetchError::TimedOut => write!(f, "no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
             FetchError::Status(s) => write!(f, "answered HTTP {s}"),
             FetchError::Unreadable(why) => write!(f, "unreadable answer: {why}"),
         }
@@ -108,7 +111,8 @@ impl IdpClient {
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, FetchError> {
         match attempt(request()).await {
-            // Nothing was answered: one more try, at once (the next token would wait anyway).
+            // Refused, reset or a gateway's error: one more try, at once. Not after a timeout:
+            // the requests waiting on this fetch would wait twice as long for the same answer.
             Err(FetchError::Unreachable(_) | FetchError::Status(502..=504)) => {
                 attempt(request()).await
             }
@@ -119,13 +123,13 @@ impl IdpClient {
 
 async fn attempt(request: reqwest::RequestBuilder) -> Result<Value, FetchError> {
     let mut response = request.send().await.map_err(|e| {
-        FetchError::Unreachable(if e.is_timeout() {
-            "timed out".to_owned()
+        if e.is_timeout() {
+            FetchError::TimedOut
         } else if e.is_connect() {
-            "could not connect".to_owned()
+            FetchError::Unreachable("could not connect".to_owned())
         } else {
-            "the connection failed".to_owned()
-        })
+            FetchError::Unreachable("the connection failed".to_owned())
+        }
     })?;
     let status = response.status();
     if !status.is_success() {
@@ -147,6 +151,7 @@ async fn attempt(request: reqwest::RequestBuilder) -> Result<Value, FetchError> 
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
+            Err(e) if e.is_timeout() => return Err(FetchError::TimedOut),
             Err(_) => return Err(FetchError::Unreachable("the answer was cut off".into())),
         }
     }

@@ -40,6 +40,11 @@ pub async fn discover(client: &IdpClient, issuer: &str) -> Result<IssuerMetadata
         let doc = match client.get_json(&url).await {
             Ok(doc) => doc,
             Err(FetchError::Status(404)) => continue,
+            // The host gave no answer at all: its other URLs would not either.
+            Err(e @ (FetchError::Unreachable(_) | FetchError::TimedOut)) => {
+                problems.push(format!("{url}: {e}"));
+                break;
+            }
             Err(e) => {
                 problems.push(format!("{url}: {e}"));
                 continue;
