@@ -482,6 +482,17 @@ pub enum StartupError {
         value: String,
         example: &'static str,
     },
+    /// An OAuth-mode option is not usable (a URL that is not https off loopback, a scope name
+    /// with spaces, ...).
+    #[error("{option} `{value}` {reason}")]
+    OAuthOption {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// OAuth mode lacks an option it needs, or is combined with one it excludes.
+    #[error("{0}")]
+    OAuthMode(&'static str),
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),

@@ -37,6 +37,8 @@ mod http_tenants;
 mod http_transport;
 /// Smoke tests through the official MCP Inspector.
 mod inspector;
+/// OAuth mode against a real authorization server (oidc-provider).
+mod oauth;
 /// Metrics, the audit log, JSON logs.
 mod observability;
 /// The memory bound of decoding an upstream answer, measured by a counting allocator.
