@@ -25,6 +25,7 @@ use crate::tools::safety::SpendRules;
 use crate::upstream::UpstreamSettings;
 
 pub mod http;
+pub mod oauth;
 pub mod safety;
 pub use http::HttpOpts;
 pub use safety::SafetyOpts;
@@ -47,6 +48,8 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
   STRIPE_API_KEY_FILE  file holding the above
   PAYLINK_REQUEST_STATE_KEY       key (32+ bytes) sealing 2026-07-28 confirmations; replicas share it
   PAYLINK_REQUEST_STATE_KEY_FILE  file holding the above
+  PAYLINK_OAUTH_CLIENT_ID, PAYLINK_OAUTH_CLIENT_SECRET (or *_FILE)
+                       OAuth mode's introspection client (with --oauth-introspection-url)
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +348,9 @@ pub fn read_secret(
 pub struct Secrets {
     pub stream: Option<ApiKey>,
     pub stripe: Option<ApiKey>,
+    /// OAuth mode's introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`, or `_FILE`).
+    pub oauth_client_id: Option<ApiKey>,
+    pub oauth_client_secret: Option<ApiKey>,
 }
 
 impl Secrets {
@@ -352,6 +358,16 @@ impl Secrets {
         Ok(Secrets {
             stream: read_secret("STREAM_API_KEY", "STREAM_API_KEY_FILE", env)?,
             stripe: read_secret("STRIPE_API_KEY", "STRIPE_API_KEY_FILE", env)?,
+            oauth_client_id: read_secret(
+                "PAYLINK_OAUTH_CLIENT_ID",
+                "PAYLINK_OAUTH_CLIENT_ID_FILE",
+                env,
+            )?,
+            oauth_client_secret: read_secret(
+                "PAYLINK_OAUTH_CLIENT_SECRET",
+                "PAYLINK_OAUTH_CLIENT_SECRET_FILE",
+                env,
+            )?,
         })
     }
 

@@ -7,6 +7,7 @@
 //!
 //! - [`startup`] and [`config`]: the command line, the environment, secrets; building the server.
 //! - [`transport`]: stdio and streamable HTTP.
+//! - [`oauth`]: OAuth mode's resource server (access tokens from the operator's issuer).
 //! - [`server`]: the MCP handler; finds the caller's [`tenant`] and hands calls to [`tools`].
 //! - [`tools`]: tool names, schemas, argument decoding and validation, result shaping.
 //! - [`spend`]: the operator's spend caps and the tenants' rolling daily budgets.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod idempotency;
 pub mod model;
+pub mod oauth;
 pub mod observability;
 pub mod secret;
 pub mod server;

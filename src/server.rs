@@ -22,6 +22,7 @@ use crate::backend::sandbox::coupon_summary;
 use crate::domain::STREAM_CURRENCIES;
 use crate::model::BackendKind;
 use crate::tenant::Tenant;
+use crate::tools::id::ToolId;
 use crate::tools::routes::Tools;
 use crate::tools::toolbox::Toolbox;
 use crate::ui;
@@ -33,6 +34,16 @@ use crate::ui;
 /// call on, and no longer.
 #[derive(Clone)]
 pub struct HeldForCall(pub Arc<dyn Send + Sync>);
+
+/// What the caller's OAuth scopes allow, put in the request's extensions by the HTTP gate in
+/// OAuth mode (absent otherwise: then every listed tool is the caller's). The gate refuses a
+/// call of a tool the scopes do not allow before rmcp sees it; `tools/list` leaves such tools
+/// out, and a call that got past the gate anyway is refused here too.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolAccess {
+    /// Whether the write tools are allowed (the read tools always are).
+    pub writes: bool,
+}
 
 /// Where a call's tenant comes from.
 #[derive(Clone)]
@@ -48,6 +59,8 @@ struct Shared {
     toolbox: Toolbox,
     /// `tools/list`, built once.
     listed: Arc<Vec<Tool>>,
+    /// `tools/list` without the write tools, for callers whose scopes only allow reads.
+    listed_reads: Arc<Vec<Tool>>,
     info: ServerConfig,
     tenants: TenantSource,
 }
@@ -81,15 +94,33 @@ impl PaylinkServer {
                 env!("CARGO_PKG_VERSION"),
             ))
             .with_instructions(instructions);
+        let listed_reads = Arc::new(
+            tools
+                .listed
+                .iter()
+                .filter(|t| ToolId::from_name(&t.name).is_some_and(|id| !id.writes()))
+                .cloned()
+                .collect(),
+        );
         PaylinkServer {
             shared: Arc::new(Shared {
                 router: tools.router,
                 toolbox,
                 listed: tools.listed,
+                listed_reads,
                 info,
                 tenants,
             }),
         }
+    }
+
+    /// The OAuth scopes' verdict on the write tools, when the transport gave one.
+    fn tool_access(context: &RequestContext<RoleServer>) -> Option<ToolAccess> {
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<ToolAccess>())
+            .copied()
     }
 
     fn tenant(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Tenant>> {
@@ -112,11 +143,13 @@ impl ServerHandler for PaylinkServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.shared.listed.as_ref().clone(),
-        ))
+        let listed = match Self::tool_access(&context) {
+            Some(ToolAccess { writes: false }) => &self.shared.listed_reads,
+            _ => &self.shared.listed,
+        };
+        Ok(ListToolsResult::with_all_items(listed.as_ref().clone()))
     }
 
     async fn list_resources(
@@ -162,6 +195,14 @@ impl ServerHandler for PaylinkServer {
             .get::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<HeldForCall>())
             .cloned();
+        if let Some(ToolAccess { writes: false }) = Self::tool_access(&context)
+            && ToolId::from_name(&request.name).is_some_and(ToolId::writes)
+        {
+            return Err(ErrorData::invalid_request(
+                "insufficient_scope: this tool needs the write scope",
+                None,
+            ));
+        }
         context.extensions.insert(tenant);
         let name = request.name.clone();
         let call = ToolCallContext::new(&self.shared.toolbox, request, context);

@@ -15,6 +15,7 @@ use crate::backend::unconfigured::Unconfigured;
 use crate::config::{Cli, Command, Secrets, choose_backend};
 use crate::error::StartupError;
 use crate::model::BackendKind;
+use crate::oauth::OAuthSettings;
 use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource, instructions};
@@ -125,7 +126,13 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
                 instructions(kind, live, global.allow_live),
                 TenantSource::PerRequest,
             );
-            crate::transport::http::run(kind, global, &opts, &secrets, server, factory)
+            let oauth = OAuthSettings::check(
+                &opts.oauth,
+                secrets.oauth_client_id.as_ref(),
+                secrets.oauth_client_secret.as_ref(),
+                opts.access_tokens_file.is_some(),
+            )?;
+            crate::transport::http::run(kind, global, &opts, &secrets, server, factory, oauth)
                 .map_err(StartupError::Http)
         }
         // `main` runs the probe before any of the above; reaching here is a bug, not a panic.

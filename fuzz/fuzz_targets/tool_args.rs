@@ -1,44 +1,72 @@
-//! Arbitrary bytes as tool arguments, through the real tool layer on the sandbox: any answer is
-//! fine, a panic is a bug.
+//! Arbitrary bytes as tool arguments, through the tools' own argument decoding and validation
+//! (the lenient `args::decode` that names the bad field, then each tool's `validate`) under every
+//! backend's rules: any answer is fine, a panic is a bug, and every refusal is an envelope that
+//! names the field to fix.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
-
 use libfuzzer_sys::fuzz_target;
+use paylink_mcp::Error;
 use paylink_mcp::backend::BackendRules;
-use paylink_mcp::backend::sandbox::SandboxBackend;
+use paylink_mcp::domain::PageBytes;
+use paylink_mcp::error::ErrorKind;
 use paylink_mcp::model::BackendKind;
-use paylink_mcp::tools::{ALL_TOOLS, Caller, ToolFilter, ToolSet};
+use paylink_mcp::tools::args::decode;
+use paylink_mcp::tools::create::{CreatePaymentLinkArgs, refuse_unsupported};
+use paylink_mcp::tools::lifecycle::{ListPaymentLinksArgs, UpdatePaymentLinkStatusArgs};
+use paylink_mcp::tools::read::{GetPaymentLinkArgs, ListLineItemsArgs, ListProductsArgs};
+use serde_json::{Map, Value};
 
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-});
-static TOOLS: LazyLock<(ToolSet, ToolSet)> = LazyLock::new(|| {
-    let filter = ToolFilter::default();
-    (
-        ToolSet::new(BackendRules::for_kind(BackendKind::Sandbox), &filter).expect("tools"),
-        ToolSet::new(BackendRules::for_kind(BackendKind::Stripe), &filter).expect("tools"),
-    )
-});
-static SANDBOX: LazyLock<Arc<SandboxBackend>> =
-    LazyLock::new(|| Arc::new(SandboxBackend::new(10_000)));
+const KINDS: [BackendKind; 3] = [
+    BackendKind::Sandbox,
+    BackendKind::Stream,
+    BackendKind::Stripe,
+];
+
+/// One tool's arguments decoded and validated as the tool does before any backend call.
+fn check(tool: u8, args: Option<&Map<String, Value>>, rules: &BackendRules) -> Result<(), Error> {
+    let page = PageBytes::new(PageBytes::DEFAULT);
+    match tool % 6 {
+        0 => {
+            refuse_unsupported(args, rules)?;
+            decode::<CreatePaymentLinkArgs>(args)?
+                .validate(rules)
+                .map(drop)
+        }
+        1 => decode::<GetPaymentLinkArgs>(args)?
+            .validate(rules)
+            .map(drop),
+        2 => decode::<ListLineItemsArgs>(args)?
+            .validate(rules, page)
+            .map(drop),
+        3 => decode::<ListProductsArgs>(args)?
+            .validate(rules, page)
+            .map(drop),
+        4 => decode::<ListPaymentLinksArgs>(args)?
+            .validate(rules, page)
+            .map(drop),
+        _ => decode::<UpdatePaymentLinkStatusArgs>(args)?
+            .validate(rules)
+            .map(drop),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let Ok(serde_json::Value::Object(args)) = serde_json::from_slice(rest) else {
+    // Any JSON: an object is the usual case, anything else is `arguments` absent.
+    let Ok(value) = serde_json::from_slice::<Value>(rest) else {
         return;
     };
-    let tool = ALL_TOOLS[usize::from(selector) % ALL_TOOLS.len()];
-    let tools = if selector & 0x80 == 0 { &TOOLS.0 } else { &TOOLS.1 };
-    let caller = Caller {
-        backend: SANDBOX.as_ref(),
-        scope: "fuzz",
-        allow_live: false,
-    };
-    let _ = RUNTIME.block_on(tools.call(tool, Some(&args), &caller));
+    let rules = BackendRules::for_kind(KINDS[usize::from(selector >> 6) % KINDS.len()]);
+    if let Err(e) = check(selector, value.as_object(), &rules) {
+        let envelope: Value = serde_json::from_str(&e.envelope()).expect("the envelope is JSON");
+        assert!(envelope["error"]["kind"].is_string(), "{envelope}");
+        if matches!(
+            e.kind(),
+            ErrorKind::Validation | ErrorKind::UnsupportedByBackend
+        ) {
+            assert!(e.field().is_some_and(|f| !f.is_empty()), "{envelope}");
+        }
+    }
 });

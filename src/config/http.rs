@@ -3,11 +3,14 @@
 //! Kept apart from the global options because none of them means anything over stdio. Every
 //! option has a `PAYLINK_*` variable; list options take a comma-separated value there. Secrets
 //! (the access-token list) come from a file named here, never from the command line itself.
+//! OAuth mode's options are in [`oauth`](super::oauth).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+
+use super::oauth::OAuthOpts;
 
 /// Loopback names accepted in `Host` by default (any port): a browser page elsewhere that
 /// rebinds its own DNS name to 127.0.0.1 still sends its own name, and is refused.
@@ -193,6 +196,10 @@ pub struct HttpOpts {
     #[arg(long, env = "PAYLINK_WRITE_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub write_timeout_secs: u64,
+
+    /// OAuth mode (`--oauth-issuer` and its companions).
+    #[command(flatten)]
+    pub oauth: OAuthOpts,
 }
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the

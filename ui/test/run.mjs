@@ -1,4 +1,4 @@
-// The link card's browser test (issue 19), run by tests/ui_card.rs with the pinned Node:
+// The link card's browser test (issue 19), run by tests/it/ui_card.rs with the pinned Node:
 //
 //   node ui/test/run.mjs --server http://127.0.0.1:PORT/mcp --artifacts DIR
 //

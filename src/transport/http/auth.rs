@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::secret::ApiKey;
 
-/// Longest token accepted. Real keys are far shorter; this only bounds what gets hashed.
+/// Longest token accepted outside OAuth mode. Real keys are far shorter; this only bounds what
+/// gets hashed. (OAuth access tokens may be longer: see `oauth::verify::MAX_TOKEN_BYTES`.)
 pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// What the `Authorization` header held.
@@ -23,14 +24,42 @@ pub enum Presented {
     Bearer(ApiKey),
 }
 
-/// Reads the Bearer token. `Err` carries the reason for the 401 (never the token).
-pub fn bearer(headers: &HeaderMap) -> Result<Presented, &'static str> {
+/// What is wrong with an `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHeader {
+    Several,
+    /// Another scheme than Bearer: no credentials of ours at all (RFC 6750 §3.1).
+    NotBearer,
+    Empty,
+    TooLong,
+    NotVisibleAscii,
+}
+
+impl BadHeader {
+    /// The reason for the 401 (never the token).
+    pub fn message(self) -> &'static str {
+        match self {
+            BadHeader::Several => "send one Authorization header, not several",
+            BadHeader::NotBearer => {
+                "the Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`"
+            }
+            BadHeader::Empty => "the Bearer token is empty",
+            BadHeader::TooLong => "the Bearer token is too long",
+            BadHeader::NotVisibleAscii => {
+                "the Bearer token must be visible ASCII characters only (no spaces or control characters)"
+            }
+        }
+    }
+}
+
+/// Reads the Bearer token, refusing one longer than `max_len` bytes unread.
+pub fn bearer(headers: &HeaderMap, max_len: usize) -> Result<Presented, BadHeader> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(Presented::Nothing);
     };
     if values.next().is_some() {
-        return Err("send one Authorization header, not several");
+        return Err(BadHeader::Several);
     }
     let bytes = value.as_bytes();
     let (scheme, rest) = match bytes.iter().position(|b| *b == b' ') {
@@ -38,21 +67,17 @@ pub fn bearer(headers: &HeaderMap) -> Result<Presented, &'static str> {
         None => (bytes, &[][..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err(
-            "the Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`",
-        );
+        return Err(BadHeader::NotBearer);
     }
     let token = rest.trim_ascii();
     if token.is_empty() {
-        return Err("the Bearer token is empty");
+        return Err(BadHeader::Empty);
     }
-    if token.len() > MAX_TOKEN_LEN {
-        return Err("the Bearer token is too long");
+    if token.len() > max_len {
+        return Err(BadHeader::TooLong);
     }
     if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err(
-            "the Bearer token must be visible ASCII characters only (no spaces or control characters)",
-        );
+        return Err(BadHeader::NotVisibleAscii);
     }
     // All visible ASCII, so valid UTF-8.
     let token = String::from_utf8_lossy(token).into_owned();
@@ -136,12 +161,15 @@ mod tests {
             http::header::AUTHORIZATION,
             http::HeaderValue::from_bytes(value).unwrap(),
         );
-        bearer(&h)
+        bearer(&h, MAX_TOKEN_LEN).map_err(BadHeader::message)
     }
 
     #[test]
     fn bearer_tokens_are_read_strictly() {
-        assert!(matches!(bearer(&HeaderMap::new()), Ok(Presented::Nothing)));
+        assert!(matches!(
+            bearer(&HeaderMap::new(), MAX_TOKEN_LEN),
+            Ok(Presented::Nothing)
+        ));
         match auth(b"Bearer tok_123:secret") {
             Ok(Presented::Bearer(k)) => assert_eq!(k.expose(), "tok_123:secret"),
             other => panic!("{other:?}"),
@@ -165,7 +193,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(http::header::AUTHORIZATION, "Bearer a".parse().unwrap());
         h.append(http::header::AUTHORIZATION, "Bearer b".parse().unwrap());
-        assert!(bearer(&h).is_err());
+        assert_eq!(bearer(&h, MAX_TOKEN_LEN).unwrap_err(), BadHeader::Several);
+        let long = format!("Bearer {}", "t".repeat(5000));
+        assert_eq!(
+            auth(long.as_bytes()).unwrap_err(),
+            BadHeader::TooLong.message()
+        );
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, long.parse().unwrap());
+        assert!(matches!(bearer(&h, 8192), Ok(Presented::Bearer(_))));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! 4. The whole process and the client address: in flight (503/429, POSTs only: a GET stream
 //!    and a DELETE do no work, nor does a POSTed JSON-RPC *response*, such as the user's answer
 //!    to a confirmation, whose tool call already holds its slots) and rate (429).
-//! 5. `Authorization: Bearer` (401), then the tenant's identity.
+//! 5. `Authorization: Bearer` (401), then the tenant's identity. In OAuth mode, the access token
+//!    is checked (401, or 503 while the issuer cannot be asked), then the scope the request
+//!    needs (403 `insufficient_scope`), read from the body (see [`door`](super::door)).
 //! 6. `X-Stream-Base-URL` and `X-Stream-Branch-Id` (400): checked before any upstream call. In
 //!    operator-key mode both are the operator's: a caller may only name the configured ones.
 //! 7. The session belongs to this tenant (403), or is unknown to this server (404).
@@ -42,15 +44,17 @@ use http::{HeaderValue, Method, StatusCode};
 
 use super::auth;
 use super::conn::Peer;
+use super::door;
 use super::guard::{HostGuard, Refusal};
 use super::limits::{CallSlots, InFlight, RateLimiter, client_key};
-use super::reply::{refuse, too_many, unauthorized};
+use super::reply::{refuse, too_many};
 use super::sessions::{NoRoom, Ownership, SessionOwners};
 use super::tenancy::Tenancy;
 use crate::backend::factory::BackendFactory;
 use crate::model::BackendKind;
+use crate::oauth::Access;
 use crate::observability::metrics;
-use crate::server::HeldForCall;
+use crate::server::{HeldForCall, ToolAccess};
 use crate::tenant::cache::{TenantCache, TenantKey};
 
 pub use super::tenancy::{BASE_URL_HEADER, BRANCH_HEADER, Callers};
@@ -217,6 +221,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         }
     };
     let answer = parts.method == Method::POST && is_response(&body);
+    // A handle on the same bytes (no copy), for OAuth mode's scope check.
+    let message = body.clone();
     let mut request = Request::from_parts(parts, Body::from(body));
 
     // 4. The process and the client.
@@ -253,21 +259,37 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     };
 
     // 5. Who is this.
-    let presented = match auth::bearer(request.headers()) {
+    let presented = match auth::bearer(request.headers(), gate.tenancy.max_token_len()) {
         Ok(p) => p,
-        Err(reason) => {
-            tracing::info!(%client, "refused: {reason}");
-            return unauthorized(reason);
+        Err(bad) => {
+            tracing::info!(%client, "refused: {}", bad.message());
+            return gate.tenancy.refuse_header(bad);
         }
     };
 
-    let mut who = match gate.tenancy.identify(presented) {
+    let mut who = match gate.tenancy.identify(presented).await {
         Ok(w) => w,
         Err(response) => {
             tracing::info!(%client, "refused: no usable credentials");
             return response;
         }
     };
+
+    // 5b. OAuth mode: the scope this request needs (403 insufficient_scope), read from the
+    // body before rmcp sees it.
+    if let (Some(access), Callers::OAuth { server, .. }) = (who.access, &gate.tenancy.callers) {
+        let need = match door::needs(request.method(), &message) {
+            Ok(need) => need,
+            Err(response) => return response,
+        };
+        if !access.allows(need) {
+            tracing::info!(tenant = %who.fingerprint, "refused: insufficient scope");
+            return door::insufficient_scope(server, need);
+        }
+        request.extensions_mut().insert(ToolAccess {
+            writes: access.allows(Access::Write),
+        });
+    }
 
     // 6. Where to.
     let (base, branch) = match gate.tenancy.target(request.headers()) {

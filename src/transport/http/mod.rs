@@ -3,9 +3,10 @@
 //! - Sessions (`Mcp-Session-Id`) by default; `--stateless` for replicas behind a load balancer.
 //!   Clients of protocol 2026-07-28 (no `initialize`) are always served statelessly.
 //! - Every caller brings its own key as a Bearer token; there is no fallback to a key in the
-//!   server's environment (except in operator-key mode, where callers present access tokens).
-//! - `/healthz` answers 200 without auth; `/.well-known/*` (OAuth discovery) a fast 404: this
-//!   server is not an OAuth resource server.
+//!   server's environment (except in operator-key mode, where callers present access tokens, and
+//!   in OAuth mode, where they present access tokens from the operator's issuer: see [`door`]).
+//! - `/healthz` answers 200 without auth; `/.well-known/*` a fast 404, except in OAuth mode,
+//!   where the protected-resource metadata is served there.
 //! - `/metrics` (Prometheus) without auth, here or on `--metrics-bind` (see [`metrics`]).
 //! - A non-loopback bind needs TLS from this process or `--behind-tls-proxy`.
 //! - SIGINT/SIGTERM: stop accepting, end open SSE streams, exit within a few seconds.
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod conn;
+mod door;
 pub mod gate;
 pub mod guard;
 pub mod limits;
@@ -48,6 +50,7 @@ use self::sessions::{SessionCaps, SessionOwners};
 use crate::backend::factory::BackendFactory;
 use crate::config::{GlobalOpts, HttpOpts, Secrets, check_base_url};
 use crate::model::BackendKind;
+use crate::oauth::{OAuthSettings, ResourceServer};
 use crate::server::PaylinkServer;
 use crate::tenant::Tenant;
 use crate::tenant::cache::TenantCache;
@@ -70,9 +73,12 @@ struct Plan {
     metrics_bind: Option<SocketAddr>,
     /// Connection caps and timeouts, for both listeners.
     conn: ConnSettings,
+    /// OAuth mode's resource server, for the metadata routes.
+    oauth: Option<Arc<ResourceServer>>,
 }
 
-/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
+/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM. `oauth`:
+/// OAuth mode's settings, already checked (start-up owns their typed errors).
 pub fn run(
     kind: BackendKind,
     global: &GlobalOpts,
@@ -80,6 +86,7 @@ pub fn run(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
+    oauth: Option<OAuthSettings>,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,7 +94,7 @@ pub fn run(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     // Built inside the runtime: the session manager and pools may spawn.
     let result = runtime.block_on(async {
-        let plan = plan(kind, global, opts, secrets, server, factory)?;
+        let plan = plan(kind, global, opts, secrets, server, factory, oauth)?;
         serve(plan).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -103,6 +110,24 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     }
 }
 
+/// The operator's key for `kind`'s upstream, which operator-key and OAuth modes call with.
+fn operator_key(
+    kind: BackendKind,
+    secrets: &Secrets,
+    mode: &str,
+) -> Result<Option<crate::secret::ApiKey>, String> {
+    let (key, name, var) = match kind {
+        BackendKind::Sandbox => return Ok(None),
+        BackendKind::Stream => (&secrets.stream, "Stream", "STREAM_API_KEY"),
+        BackendKind::Stripe => (&secrets.stripe, "Stripe", "STRIPE_API_KEY"),
+    };
+    key.clone().map(Some).ok_or_else(|| {
+        format!(
+            "{mode} on {name} calls {name} with the server's own key: set {var} (or {var}_FILE)"
+        )
+    })
+}
+
 fn plan(
     kind: BackendKind,
     global: &GlobalOpts,
@@ -110,6 +135,7 @@ fn plan(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
+    oauth: Option<OAuthSettings>,
 ) -> Result<Plan, String> {
     let loopback = is_loopback(&opts.bind);
     if !loopback && opts.tls_cert.is_none() && !opts.behind_tls_proxy {
@@ -148,8 +174,29 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         allowed_bases.push(default_base.clone());
     }
 
-    let callers = match &opts.access_tokens_file {
-        Some(path) => {
+    let resource = oauth.map(|settings| Arc::new(ResourceServer::new(settings)));
+    let callers = match (&resource, &opts.access_tokens_file) {
+        (Some(server), _) => {
+            // jsonwebtoken's provider is process-wide: ours (ring) must be the one in place.
+            if !crate::oauth::crypto::install() {
+                return Err("another JWT crypto provider is installed; OAuth mode verifies tokens with its own (ring)".into());
+            }
+            let settings = server.settings();
+            tracing::info!(
+                issuer = %settings.issuer,
+                resource = %settings.resource,
+                audience = %settings.audience,
+                metadata = %settings.metadata_url,
+                introspection = settings.introspection.is_some(),
+                "OAuth mode: callers present access tokens from the issuer"
+            );
+            Callers::OAuth {
+                server: server.clone(),
+                upstream_key: operator_key(kind, secrets, "OAuth mode")?,
+                default_branch: global.branch_id().map_err(|e| e.to_string())?,
+            }
+        }
+        (None, Some(path)) => {
             let tokens = AccessTokens::load(path)?;
             if tokens.is_empty() {
                 return Err(format!(
@@ -157,15 +204,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                     path.display()
                 ));
             }
-            let upstream_key = match kind {
-                BackendKind::Sandbox => None,
-                BackendKind::Stream => Some(secrets.stream.clone().ok_or(
-                    "operator-key mode on Stream calls Stream with the server's own key: set STREAM_API_KEY (or STREAM_API_KEY_FILE)",
-                )?),
-                BackendKind::Stripe => Some(secrets.stripe.clone().ok_or(
-                    "operator-key mode on Stripe calls Stripe with the server's own key: set STRIPE_API_KEY (or STRIPE_API_KEY_FILE)",
-                )?),
-            };
+            let upstream_key = operator_key(kind, secrets, "operator-key mode")?;
             tracing::info!(
                 tokens = tokens.len(),
                 "operator-key mode: callers present server access tokens"
@@ -176,7 +215,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 default_branch: global.branch_id().map_err(|e| e.to_string())?,
             }
         }
-        None => {
+        (None, None) => {
             if secrets.stream.is_some() || secrets.stripe.is_some() {
                 tracing::warn!(
                     "STREAM_API_KEY/STRIPE_API_KEY in the environment are not used over HTTP: every caller sends its own key (see --access-tokens-file for operator-key mode)"
@@ -280,6 +319,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         stop,
         metrics_bind: opts.metrics_bind,
         conn,
+        oauth: resource,
     })
 }
 
@@ -295,9 +335,15 @@ fn app(plan: &Plan) -> Router {
     let mcp = Router::new().route_service("/mcp", service).route_layer(
         axum::middleware::from_fn_with_state(plan.gate.clone(), gate::gate),
     );
+    let well_known_route = match &plan.oauth {
+        Some(server) => Router::new()
+            .route("/.well-known/{*rest}", any(door::well_known))
+            .with_state(server.clone()),
+        None => Router::new().route("/.well-known/{*rest}", any(well_known)),
+    };
     let app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/.well-known/{*rest}", any(well_known))
+        .merge(well_known_route)
         .merge(mcp);
     let app = match plan.metrics_bind {
         Some(_) => app,
@@ -319,7 +365,7 @@ async fn well_known() -> Response {
     refuse(
         StatusCode::NOT_FOUND,
         "not_found",
-        "this server is not an OAuth resource server: send your API key as a Bearer token",
+        "OAuth mode is off on this server: send your API key as a Bearer token",
     )
 }
 

@@ -1,5 +1,6 @@
 //! Who a request is from and which tenant serves it: the caller's credentials read as an
-//! identity (own key, or an operator access token), the Stream API and branch a request targets
+//! identity (own key, an operator access token, or an OAuth access token checked by
+//! [`ResourceServer`]), the Stream API and branch a request targets
 //! (`X-Stream-Base-URL`, `X-Stream-Branch-Id`, refused when not allowed), and the tenant from the
 //! cache or built now, behind the client's rate of new tenants.
 //!
@@ -15,12 +16,14 @@ use std::sync::Arc;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 
-use super::auth::{AccessTokens, Presented};
+use super::auth::{AccessTokens, BadHeader, MAX_TOKEN_LEN, Presented};
+use super::door;
 use super::limits::RateLimiter;
 use super::reply::{refuse, too_many, unauthorized};
 use crate::backend::factory::{BackendFactory, BuildError};
 use crate::config::check_base_url;
 use crate::model::BackendKind;
+use crate::oauth::{Access, Failure, ResourceServer};
 use crate::observability::metrics;
 use crate::secret::ApiKey;
 use crate::tenant::Tenant;
@@ -47,6 +50,22 @@ pub enum Callers {
         /// `STREAM_BRANCH_ID`, used when a request names no branch.
         default_branch: Option<String>,
     },
+    /// OAuth mode: callers present access tokens from the operator's authorization server;
+    /// upstream calls use the operator's key, as in operator-key mode. The tenant is the
+    /// token's (issuer, subject); the token is never forwarded, logged or kept.
+    OAuth {
+        server: Arc<ResourceServer>,
+        upstream_key: Option<ApiKey>,
+        /// `STREAM_BRANCH_ID`, used when a request names no branch.
+        default_branch: Option<String>,
+    },
+}
+
+impl Callers {
+    /// Whether callers use the operator's upstream key (so may not redirect it).
+    fn operators_key(&self) -> bool {
+        matches!(self, Callers::Operator { .. } | Callers::OAuth { .. })
+    }
 }
 
 /// Who a request is from, once authenticated.
@@ -59,6 +78,8 @@ pub(super) struct Identity {
     pub fingerprint: String,
     /// The fixed anonymous tenant, when that is who this is.
     fixed: Option<Arc<Tenant>>,
+    /// In OAuth mode, what the token's scopes allow.
+    pub access: Option<Access>,
 }
 
 /// Everything that resolves a request's tenant, built once at start-up.
@@ -90,15 +111,70 @@ impl Tenancy {
         self.cache.sweep()
     }
 
-    pub(super) fn identify(&self, presented: Presented) -> Result<Identity, Response> {
+    /// Longest Bearer token read: OAuth access tokens (JWTs) run longer than keys.
+    pub(super) fn max_token_len(&self) -> usize {
+        match self.callers {
+            Callers::OAuth { .. } => crate::oauth::verify::MAX_TOKEN_BYTES,
+            _ => MAX_TOKEN_LEN,
+        }
+    }
+
+    /// The 401 of an `Authorization` header that cannot be read.
+    pub(super) fn refuse_header(&self, bad: BadHeader) -> Response {
+        match &self.callers {
+            // Another scheme is no credentials at all: the challenge carries no error then.
+            Callers::OAuth { server, .. } if bad == BadHeader::NotBearer => {
+                door::unauthorized(server, None)
+            }
+            Callers::OAuth { server, .. } => door::unauthorized(server, Some(bad.message())),
+            _ => unauthorized(bad.message()),
+        }
+    }
+
+    pub(super) async fn identify(&self, presented: Presented) -> Result<Identity, Response> {
         let kind = self.factory.kind().as_str().as_bytes();
         match (&self.callers, presented) {
+            (Callers::OAuth { server, .. }, Presented::Nothing) => {
+                Err(door::unauthorized(server, None))
+            }
+            (
+                Callers::OAuth {
+                    server,
+                    upstream_key,
+                    ..
+                },
+                Presented::Bearer(token),
+            ) => match server.authenticate(&token).await {
+                Ok(grant) => Ok(Identity {
+                    tenant: TenantKey::derive(&[
+                        b"oauth",
+                        kind,
+                        grant.issuer.as_bytes(),
+                        grant.subject.as_bytes(),
+                    ]),
+                    fingerprint: grant.fingerprint(),
+                    upstream_key: upstream_key.clone(),
+                    fixed: None,
+                    access: Some(grant.access),
+                }),
+                Err(Failure::Invalid(why)) => {
+                    tracing::info!("refused: access token not valid: {why}");
+                    Err(door::unauthorized(server, Some(why)))
+                }
+                Err(Failure::Unavailable(wait)) => {
+                    tracing::warn!(
+                        "refused: the access token cannot be checked now (issuer unavailable)"
+                    );
+                    Err(door::unavailable(wait))
+                }
+            },
             (Callers::OwnKeys { anonymous }, Presented::Nothing) => match anonymous {
                 Some(tenant) => Ok(Identity {
                     tenant: TenantKey::derive(&[b"anonymous"]),
                     upstream_key: None,
                     fingerprint: tenant.fingerprint.clone(),
                     fixed: Some(tenant.clone()),
+                    access: None,
                 }),
                 None => Err(unauthorized(
                     "send your API key as `Authorization: Bearer <key>`",
@@ -109,6 +185,7 @@ impl Tenancy {
                 fingerprint: key.fingerprint(),
                 upstream_key: Some(key),
                 fixed: None,
+                access: None,
             }),
             (Callers::Operator { .. }, Presented::Nothing) => Err(unauthorized(
                 "send your server access token as `Authorization: Bearer <token>`",
@@ -129,6 +206,7 @@ impl Tenancy {
                     fingerprint: token.fingerprint(),
                     upstream_key: upstream_key.clone(),
                     fixed: None,
+                    access: None,
                 })
             }
         }
@@ -170,12 +248,12 @@ impl Tenancy {
             // The operator's own key is for the environment the operator configured: callers
             // may name it, never another one.
             Some(raw)
-                if matches!(self.callers, Callers::Operator { .. })
+                if self.callers.operators_key()
                     && check_base_url(raw, BASE_URL_HEADER).ok().as_deref()
                         != Some(self.default_base.as_str()) =>
             {
                 return Err(bad(format!(
-                    "{BASE_URL_HEADER} cannot redirect the operator's key in operator-key mode; this server uses {}",
+                    "{BASE_URL_HEADER} cannot redirect the operator's key (operator-key and OAuth modes); this server uses {}",
                     self.default_base
                 )));
             }
@@ -210,10 +288,10 @@ impl Tenancy {
         let branch = match &self.callers {
             // The operator's key works on the operator's branch: callers may name it, never
             // another one (as with the base URL above).
-            Callers::Operator { default_branch, .. } => {
+            Callers::Operator { default_branch, .. } | Callers::OAuth { default_branch, .. } => {
                 if named.is_some() && named != *default_branch {
                     return Err(bad(
-                        "X-Stream-Branch-Id cannot choose the branch in operator-key mode; this server uses the operator's branch (STREAM_BRANCH_ID)".into(),
+                        "X-Stream-Branch-Id cannot choose the branch with the operator's key (operator-key and OAuth modes); this server uses the operator's branch (STREAM_BRANCH_ID)".into(),
                     ));
                 }
                 default_branch.clone()

@@ -1,0 +1,64 @@
+//! Options of OAuth mode (`paylink-mcp http --oauth-issuer URL`): the server as an OAuth 2.1
+//! resource server that checks access tokens from the operator's authorization server.
+//!
+//! Only what the operator chooses is here, unchecked; [`crate::oauth`] checks it at start-up.
+//! The introspection client's credentials are secrets: they come from the environment or a file
+//! (`PAYLINK_OAUTH_CLIENT_ID`, `PAYLINK_OAUTH_CLIENT_SECRET`, or their `_FILE` forms), never from
+//! a flag.
+
+use clap::Args;
+
+/// The read scope's name by default.
+pub const DEFAULT_READ_SCOPE: &str = "payment_links:read";
+/// The write scope's name by default.
+pub const DEFAULT_WRITE_SCOPE: &str = "payment_links:write";
+/// Most clock skew tolerated on `exp`/`nbf` (the issue's bound).
+pub const MAX_LEEWAY_SECS: u64 = 60;
+
+/// The OAuth options of `paylink-mcp http`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "OAuth mode (resource server)")]
+pub struct OAuthOpts {
+    /// OAuth mode: accept access tokens issued by this authorization server (its `issuer`,
+    /// exactly as its metadata says it). Callers' tokens are checked, never forwarded; upstream
+    /// calls use STREAM_API_KEY/STRIPE_API_KEY as in operator-key mode.
+    #[arg(long, env = "PAYLINK_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+
+    /// The canonical URL of this server's MCP endpoint as clients reach it (e.g.
+    /// `https://mcp.example.com/mcp`): the resource tokens are issued for, and the base of the
+    /// protected-resource metadata URL. Required in OAuth mode; https unless loopback.
+    #[arg(long, env = "PAYLINK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// The audience a token must carry, when the authorization server does not use the
+    /// resource URL (e.g. an Auth0 API identifier). Default: --public-url.
+    #[arg(long, env = "PAYLINK_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+
+    /// The scope that allows the read tools.
+    #[arg(long, env = "PAYLINK_OAUTH_READ_SCOPE", default_value = DEFAULT_READ_SCOPE)]
+    pub oauth_read_scope: String,
+
+    /// The scope that allows the write tools (and, being broader, the read tools too).
+    #[arg(long, env = "PAYLINK_OAUTH_WRITE_SCOPE", default_value = DEFAULT_WRITE_SCOPE)]
+    pub oauth_write_scope: String,
+
+    /// RFC 7662 introspection endpoint for opaque (non-JWT) access tokens; the client
+    /// credentials come from PAYLINK_OAUTH_CLIENT_ID and PAYLINK_OAUTH_CLIENT_SECRET (or their
+    /// `_FILE` forms). Without it only JWT access tokens are accepted.
+    #[arg(long, env = "PAYLINK_OAUTH_INTROSPECTION_URL")]
+    pub oauth_introspection_url: Option<String>,
+
+    /// Seconds of clock skew tolerated on a token's `exp` and `nbf` (at most 60).
+    #[arg(long, env = "PAYLINK_OAUTH_LEEWAY_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_LEEWAY_SECS))]
+    pub oauth_leeway_secs: u64,
+
+    /// Fewest seconds between two fetches of the issuer's keys (JWKS) or metadata, successful or
+    /// not: a token with an unknown key id triggers at most one refetch per this interval. 0
+    /// refetches on every unknown key id (for tests, not production).
+    #[arg(long, env = "PAYLINK_OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub oauth_jwks_min_refresh_secs: u64,
+}

@@ -1,0 +1,249 @@
+//! Opaque access tokens, asked about at the issuer's introspection endpoint (RFC 7662).
+//!
+//! The answer is held to the same rules as a JWT's claims (active, issuer, audience, time,
+//! subject). Answers are cached by a hash of the token, never the token, for no longer than the
+//! token lives and at most [`MAX_CACHE`]; refusals too, so that a bad token repeated does not
+//! become a flood of introspection calls.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::fetch::{FetchError, IdpClient};
+use super::grant::{Access, Grant};
+use super::settings::IntrospectionSettings;
+use super::verify::Expect;
+use crate::secret::ApiKey;
+
+/// Longest an answer is trusted without asking again.
+pub const MAX_CACHE: Duration = Duration::from_secs(60);
+/// Answers remembered.
+const CACHE_ENTRIES: usize = 10_000;
+/// `Retry-After` when the endpoint does not answer.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Why an opaque token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Invalid(&'static str),
+    /// The endpoint could not answer; retry after this long.
+    Unavailable(Duration),
+}
+
+struct Cached {
+    outcome: Result<Grant, &'static str>,
+    until: Instant,
+}
+
+/// The introspection client and its cache.
+pub struct Introspector {
+    client: Arc<IdpClient>,
+    settings: IntrospectionSettings,
+    cache: Mutex<LruCache<[u8; 32], Cached>>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Introspector {
+    pub fn new(client: Arc<IdpClient>, settings: IntrospectionSettings) -> Self {
+        Introspector {
+            client,
+            settings,
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], Cached>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The grant of an opaque token.
+    pub async fn check(&self, token: &ApiKey, expect: &Expect<'_>) -> Result<Grant, Refused> {
+        let key: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+        if let Some(hit) = self.cache().get(&key)
+            && hit.until > Instant::now()
+        {
+            return hit.outcome.clone().map_err(Refused::Invalid);
+        }
+        let answer = self
+            .client
+            .post_form(
+                &self.settings.url,
+                &self.settings.client_id,
+                &self.settings.client_secret,
+                &[
+                    ("token", token.expose()),
+                    ("token_type_hint", "access_token"),
+                ],
+            )
+            .await;
+        let doc = match answer {
+            Ok(doc) => doc,
+            Err(e) => {
+                // A 401/403 means this server's own credentials are wrong: the operator's to fix.
+                if matches!(e, FetchError::Status(401 | 403)) {
+                    tracing::error!(
+                        "the introspection endpoint refused this server's client credentials ({e}): check PAYLINK_OAUTH_CLIENT_ID/SECRET"
+                    );
+                } else {
+                    tracing::warn!("cannot introspect a token: {e}");
+                }
+                return Err(Refused::Unavailable(RETRY_AFTER));
+            }
+        };
+        let now = now_secs();
+        let outcome = read(&doc, expect, now);
+        let lives = match &outcome {
+            Ok(grant) => grant.expires_at.map_or(MAX_CACHE, |exp| {
+                Duration::from_secs(exp.saturating_sub(now))
+            }),
+            Err(_) => MAX_CACHE,
+        };
+        let lives = lives.min(MAX_CACHE);
+        if !lives.is_zero() {
+            self.cache().put(
+                key,
+                Cached {
+                    outcome: outcome.clone(),
+                    until: Instant::now() + lives,
+                },
+            );
+        }
+        outcome.map_err(Refused::Invalid)
+    }
+}
+
+/// An introspection answer, judged like a JWT's claims.
+fn read(doc: &Value, expect: &Expect<'_>, now: u64) -> Result<Grant, &'static str> {
+    if doc["active"] != Value::Bool(true) {
+        return Err("the token is not active");
+    }
+    if let Some(iss) = doc.get("iss")
+        && iss.as_str() != Some(expect.issuer)
+    {
+        return Err("the token is from another issuer (iss)");
+    }
+    let for_us = match &doc["aud"] {
+        Value::String(a) => a == expect.audience,
+        Value::Array(list) => list.iter().any(|a| a.as_str() == Some(expect.audience)),
+        _ => false,
+    };
+    if !for_us {
+        return Err("the token is not for this resource (aud)");
+    }
+    let time = |name: &str| -> Result<Option<u64>, &'static str> {
+        match doc.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .map(Some)
+                .ok_or("a claim of the token has the wrong type"),
+            Some(_) => Err("a claim of the token has the wrong type"),
+        }
+    };
+    let exp = time("exp")?;
+    if exp.is_some_and(|exp| exp.saturating_add(expect.leeway_secs) <= now) {
+        return Err("the token has expired");
+    }
+    if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(expect.leeway_secs)) {
+        return Err("the token is not valid yet (nbf)");
+    }
+    // A client-credentials token may name no `sub`: the client is then the subject (as RFC
+    // 9068 §2.2 has it for JWTs, so both forms of one client's token are one tenant).
+    let subject = [&doc["sub"], &doc["client_id"]]
+        .into_iter()
+        .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
+        .ok_or("the token has no subject (sub or client_id)")?;
+    let scopes = doc["scope"].as_str().unwrap_or_default().split(' ');
+    Ok(Grant {
+        issuer: expect.issuer.to_owned(),
+        subject: subject.to_owned(),
+        access: Access::from_scopes(scopes, expect.scopes),
+        expires_at: exp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::settings::ScopeNames;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_is_held_to_the_rules_of_a_token() {
+        let names = ScopeNames {
+            read: "r".into(),
+            write: "w".into(),
+        };
+        let expect = Expect {
+            issuer: "https://as",
+            audience: "https://mcp/mcp",
+            leeway_secs: 30,
+            scopes: &names,
+        };
+        let now = 1_000_000;
+        let good = json!({"active": true, "iss": "https://as", "aud": ["x", "https://mcp/mcp"],
+                          "sub": "u1", "exp": now + 100, "scope": "r w"});
+        let grant = read(&good, &expect, now).unwrap();
+        assert_eq!(
+            (grant.subject.as_str(), grant.access),
+            ("u1", Access::Write)
+        );
+        assert_eq!(grant.expires_at, Some(now + 100));
+        let with = |k: &str, v: Value| {
+            let mut d = good.clone();
+            d[k] = v;
+            read(&d, &expect, now)
+        };
+        assert!(
+            with("active", json!(false))
+                .unwrap_err()
+                .contains("not active")
+        );
+        assert!(with("active", json!("true")).is_err());
+        assert!(
+            with("iss", json!("https://other"))
+                .unwrap_err()
+                .contains("iss")
+        );
+        assert!(
+            with("aud", json!("https://mcp"))
+                .unwrap_err()
+                .contains("aud")
+        );
+        assert!(with("aud", Value::Null).is_err());
+        assert!(
+            with("exp", json!(now - 31))
+                .unwrap_err()
+                .contains("expired")
+        );
+        assert!(with("exp", json!(now - 10)).is_ok());
+        assert!(with("exp", json!("soon")).is_err());
+        assert!(with("nbf", json!(now + 60)).unwrap_err().contains("nbf"));
+        assert!(with("sub", json!("")).is_err());
+        let mut client = good.clone();
+        client.as_object_mut().unwrap().remove("sub");
+        client["client_id"] = json!("machine-1");
+        assert_eq!(read(&client, &expect, now).unwrap().subject, "machine-1");
+        assert_eq!(
+            with("scope", json!("other")).unwrap().access,
+            Access::Nothing
+        );
+        // iss may be left out (RFC 7662 makes it optional); the grant names the configured one.
+        let mut no_iss = good.clone();
+        no_iss.as_object_mut().unwrap().remove("iss");
+        assert_eq!(read(&no_iss, &expect, now).unwrap().issuer, "https://as");
+    }
+}
