@@ -24,6 +24,8 @@ use crate::tools::limits::ToolLimits;
 use crate::tools::safety::SpendRules;
 use crate::upstream::UpstreamSettings;
 
+#[cfg(test)]
+mod documented;
 pub mod http;
 pub mod oauth;
 pub mod safety;

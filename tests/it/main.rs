@@ -21,6 +21,8 @@ mod confirm;
 mod container;
 /// The same behaviour tests on the sandbox, the Stream mock and the Stripe mock.
 mod contract;
+/// The documentation's links and the README's size.
+mod docs;
 /// `paylink-mcp healthcheck`, the container probe.
 mod healthcheck;
 /// Hostile or broken upstream answers, through the binary.
