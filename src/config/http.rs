@@ -177,6 +177,22 @@ pub struct HttpOpts {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_read_timeout_secs: u64,
 
+    /// Bytes of request bodies held in memory at once, with what decoding them will take (0: no
+    /// limit). Charged from `Content-Length` before a body is read, held until its request is
+    /// done; over it, `503` and the connection closed. Requests over 16 KiB may use three
+    /// quarters of it: the rest is kept for ordinary (small) requests.
+    #[arg(long, env = "PAYLINK_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// The share of --max-request-bytes one client address may hold (0: no share of its own);
+    /// over it, `429` and the connection closed.
+    #[arg(
+        long,
+        env = "PAYLINK_MAX_REQUEST_BYTES_PER_CLIENT",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub max_request_bytes_per_client: usize,
+
     /// Seconds a TLS handshake may take (with --tls-cert).
     #[arg(long, env = "PAYLINK_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -50,6 +50,8 @@ pub const RATE_LIMIT_REASONS: &[&str] = &[
     "new_tenants",
     "tenant_rate",
     "tenant_in_flight",
+    "request_bytes",
+    "client_request_bytes",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

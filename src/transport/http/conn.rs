@@ -59,6 +59,13 @@ use super::limits::{InFlight, Slot, client_key};
 
 pub use self::bounds::ConnSettings;
 
+/// The longest request head accepted, request line included. MCP clients send a dozen short
+/// headers (well under 2 KiB, a Bearer key included); Node caps heads at 16 KiB and nginx at
+/// 4 x 8 KiB, so browsers and proxies keep theirs smaller. Twice Node's cap leaves room for long
+/// cookies or forwarding chains, and bounds what unfinished heads hold: 32 MiB for 1024
+/// connections. Also hyper's read buffer, which a body then streams through.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// The peer address of a connection, plain or TLS: in every request as axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -229,6 +236,11 @@ async fn http<S>(
     };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        // A head longer than this is answered 431 and the connection closed; and hyper's read
+        // buffer, which holds an unfinished head, never grows past it (by default it may reach
+        // about 400 KiB per connection: 1024 unfinished heads of 300 KB held 267 MB).
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
         // hyper's own header timer starts when it starts waiting for a head, idle time included:
         // a backstop that can only fire after the watchdog's deadlines.
         .header_read_timeout(settings.header_read + settings.keep_alive)

@@ -1,0 +1,387 @@
+//! The HTTP server under the attacks of the second hardening review, each test written as the
+//! attack that worked before its fix:
+//! - request bodies and heads that take memory without a key: many addresses, each at its
+//!   connection cap, sending bodies of almost 1 MiB and stalling; bodies whose decoded JSON is
+//!   many times their size; heads of 300 KB;
+//! - more attacker addresses than the total connection cap has room for, reconnecting as soon as
+//!   they are closed, while an honest client keeps being served; and a reader that reads
+//!   slowly but steadily;
+//! - (and the budgets of the sandbox, the idempotency store and upstream answers, shared fairly).
+//!
+//! Attackers connect from other loopback addresses (127.0.0.2, ...) than the honest client
+//! (127.0.0.1).
+
+#[path = "mocks/stream.rs"]
+mod stream_mock;
+
+mod http_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http_support::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Generous bound on anything expected to take well under a second.
+const ANSWERED: Duration = Duration::from_secs(5);
+
+/// A TCP connection to `server` from the local address `from` (any loopback address works).
+async fn connect_from(from: &str, server: &Server) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{from}:0").parse::<SocketAddr>().unwrap())
+        .unwrap();
+    socket
+        .connect(server.addr.parse::<SocketAddr>().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or resets it); returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(bound, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection in time");
+    got
+}
+
+fn status_line(got: &[u8]) -> String {
+    String::from_utf8_lossy(got)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The honest client, from 127.0.0.1: `/healthz` on a new connection, then a tool call over a
+/// session, each answered in time.
+async fn honest_client_is_served(server: &Server) {
+    let mut stream = connect_from("127.0.0.1", server).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut stream, ANSWERED).await;
+    assert_eq!(status_line(&got), "HTTP/1.1 200 OK");
+    let listed = tokio::time::timeout(ANSWERED, async {
+        let c = client(&server.url(), Some("honest"), &[]).await;
+        let products = call(&c, "list_products", json!({})).await;
+        c.cancel().await.unwrap();
+        products
+    })
+    .await
+    .expect("the tool call answered")
+    .unwrap();
+    assert!(listed["data"].as_array().is_some_and(|d| !d.is_empty()));
+}
+
+/// The head of a POST to `/mcp` declaring a body of `length` bytes.
+fn post_head(length: usize) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+Accept: application/json, text/event-stream\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// An attacker's connection: declares a body of `length` bytes and sends `send` of them in
+/// chunks of 64 KiB, then stalls, until the server closes the connection. Stops sending as soon
+/// as the server answers (a refusal): sending on would only make the server drain. Answers the
+/// status line the server sent, if any.
+async fn slow_body(mut stream: TcpStream, length: usize, send: usize) -> String {
+    let (mut read, mut write) = stream.split();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let sender = async {
+        write.write_all(post_head(length).as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < send {
+            let n = chunk.len().min(send - sent);
+            write.write_all(&chunk[..n]).await?;
+            sent += n;
+            tokio::task::yield_now().await;
+        }
+        std::future::pending::<std::io::Result<()>>().await
+    };
+    let reader = async {
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::pin!(reader);
+    let closed = tokio::select! {
+        _ = sender => false,
+        () = &mut reader => true,
+    };
+    if !closed {
+        // Answered, or the sender failed: wait for the server to close.
+        let _ = tokio::time::timeout(Duration::from_secs(60), reader).await;
+    }
+    status_line(&got)
+}
+
+/// MUST-FIX 1 of the review, at default settings: seven addresses, each at its per-address
+/// connection cap (128), each connection declaring a body of 1 MiB - 1 byte and sending all of
+/// it but the last byte, then stalling until the body-read timeout (10 s) closes it. Before the
+/// fix every body was buffered whole (one address took RSS from 25 to 232 MB, eight to 1.65 GB).
+///
+/// The bound, derived from the defaults: bodies may hold three quarters of the 64 MiB request
+/// budget (48 MiB), hyper's read buffer at most 32 KiB per connection (28 MiB for 896), and the
+/// connections' tasks and sockets plus the idle server some 40 MB: about 120 MB, and under
+/// 200 MB with the allocator's slack.
+#[tokio::test]
+async fn bodies_of_a_thousand_connections_stay_under_the_request_budget() {
+    const ADDRESSES: usize = 7;
+    const PER_ADDRESS: usize = 128;
+    let server = Server::start(&[], &[]);
+    let idle = server.peak_rss();
+    let started = Instant::now();
+    let mut attacks = Vec::new();
+    for a in 0..ADDRESSES {
+        let from = format!("127.0.0.{}", a + 2);
+        for _ in 0..PER_ADDRESS {
+            let stream = connect_from(&from, &server).await;
+            attacks.push(tokio::spawn(slow_body(stream, MIB - 1, MIB - 2)));
+        }
+    }
+    honest_client_is_served(&server).await;
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for attack in attacks {
+        let status = tokio::time::timeout(Duration::from_secs(60), attack)
+            .await
+            .expect("every attacker's connection is closed by the body-read timeout")
+            .unwrap();
+        *statuses.entry(status).or_default() += 1;
+    }
+    // VmHWM: the most the server held at any moment of the attack.
+    let peak = server.peak_rss();
+    eprintln!(
+        "{} connections with bodies of 1 MiB: peak RSS {:.1} MB (idle {:.1} MB), answers {statuses:?}, {:.1} s",
+        ADDRESSES * PER_ADDRESS,
+        peak as f64 / 1e6,
+        idle as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(peak < 200_000_000, "peak RSS {peak} bytes");
+    // Each address's share (8 MiB) took at most eight bodies; the rest were refused before
+    // being read, by the share (429) or by the process's budget (503).
+    let refused = statuses.get("HTTP/1.1 429 Too Many Requests").unwrap_or(&0)
+        + statuses
+            .get("HTTP/1.1 503 Service Unavailable")
+            .unwrap_or(&0);
+    assert!(refused >= ADDRESSES * (PER_ADDRESS - 8), "{statuses:?}");
+    assert!(
+        statuses
+            .get("HTTP/1.1 408 Request Timeout")
+            .is_some_and(|n| *n > 0),
+        "some bodies were being read: {statuses:?}"
+    );
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// The budget's rules, at small limits: an address past its share is refused (429) before its
+/// body is read, the process past three quarters of its budget refuses large bodies (503) while
+/// small requests still pass.
+#[tokio::test]
+async fn request_bytes_are_refused_past_the_address_share_and_the_process_budget() {
+    let server = Server::start(
+        &[
+            "--max-request-bytes",
+            "4000000",
+            "--max-request-bytes-per-client",
+            "1500000",
+            "--body-read-timeout-secs",
+            "30",
+        ],
+        &[],
+    );
+    // A declares two bodies of 700 KB and sends none of them: 1.4 MB of its 1.5 MB share.
+    let mut a = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.2", &server).await;
+        s.write_all(post_head(700_000).as_bytes()).await.unwrap();
+        a.push(s);
+    }
+    // A third is refused at once, before any of its body is read.
+    let mut third = connect_from("127.0.0.2", &server).await;
+    third
+        .write_all(post_head(700_000).as_bytes())
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(ANSWERED, async {
+        // Its body follows the refusal: the server drains it, then answers and closes.
+        third.write_all(&vec![b' '; 700_000]).await.unwrap();
+        read_until_closed(&mut third, ANSWERED).await
+    })
+    .await
+    .expect("refused in time");
+    let text = String::from_utf8_lossy(&refused);
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(text.contains("request bytes"), "{text}");
+
+    // B takes 1.4 MB too: 2.8 MB held; C's 700 KB would pass the 3 MB large requests may use.
+    let mut b = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.3", &server).await;
+        s.write_all(post_head(700_000).as_bytes()).await.unwrap();
+        b.push(s);
+    }
+    let mut c = connect_from("127.0.0.4", &server).await;
+    c.write_all(post_head(700_000).as_bytes()).await.unwrap();
+    c.write_all(&vec![b' '; 700_000]).await.unwrap();
+    let got = read_until_closed(&mut c, ANSWERED).await;
+    assert_eq!(status_line(&got), "HTTP/1.1 503 Service Unavailable");
+    assert!(String::from_utf8_lossy(&got).contains("connection: close"));
+
+    // Ordinary requests still fit: the quarter kept for small ones.
+    honest_client_is_served(&server).await;
+
+    drop((a, b));
+}
+
+/// A body whose decoded JSON would take many times its size: 1 MiB of `{"a":0},` in a tool
+/// call's arguments decodes to some 80 MiB inside rmcp. Sixteen of them at once, each with its
+/// own sandbox key: refused (413) once read, before rmcp parses them; RSS stays low.
+#[tokio::test]
+async fn bodies_that_would_decode_to_many_times_their_size_are_refused() {
+    let server = Server::start(
+        &[
+            "--stateless",
+            "--max-request-bytes-per-client",
+            "0",
+            "--new-tenants-per-minute",
+            "0",
+        ],
+        &[],
+    );
+    let idle = server.peak_rss();
+    let mut units = String::with_capacity(MIB);
+    while units.len() + 16 < MIB - 512 {
+        units.push_str("{\"a\":0},");
+    }
+    units.push_str("{\"a\":0}");
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"list_products","arguments":{{"junk":[{units}]}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{{"name":"x","version":"1"}},"io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    assert!(body.len() < MIB);
+    let calls = (0..16).map(|i| {
+        let url = server.url();
+        let body = body.clone();
+        tokio::spawn(async move {
+            let key = format!("dense-{i}");
+            let r = raw_client()
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", ACCEPT)
+                .header("authorization", format!("Bearer {key}"))
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "list_products")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        })
+    });
+    for call in calls {
+        let (status, text) = call.await.unwrap();
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("to decode"), "{text}");
+    }
+    let peak = server.peak_rss();
+    eprintln!(
+        "16 dense bodies: peak RSS {:.1} MB (idle {:.1} MB)",
+        peak as f64 / 1e6,
+        idle as f64 / 1e6
+    );
+    // Sixteen bodies of 1 MiB and the server itself; decoded they would have been over 1 GB.
+    assert!(peak < idle + 100_000_000, "peak RSS {peak} bytes");
+    // An ordinary call still works.
+    let ok = stateless_call(&server.url(), "honest", &[], "list_products", json!({}))
+        .await
+        .unwrap();
+    assert!(ok["data"].is_array());
+}
+
+/// hyper's read buffer, which holds an unfinished head, was about 400 KiB per connection:
+/// 1024 unfinished heads of 300 KB held 267 MB. Heads are now capped at 32 KiB: a head with a
+/// long header (16 KiB) is served, and one of 300 KB is refused (431) as soon as 32 KiB of it
+/// arrived, the connection closed: nothing is held for it.
+#[tokio::test]
+async fn long_heads_are_served_and_300_kb_heads_refused() {
+    let server = Server::start(&["--header-read-timeout-secs", "60"], &[]);
+    let mut stream = connect_from("127.0.0.1", &server).await;
+    let long = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    stream.write_all(long.as_bytes()).await.unwrap();
+    let got = read_until_closed(&mut stream, ANSWERED).await;
+    assert_eq!(status_line(&got), "HTTP/1.1 200 OK");
+
+    let mut heads = Vec::new();
+    for i in 0..32 {
+        let mut stream = connect_from(&format!("127.0.0.{}", 2 + i % 4), &server).await;
+        heads.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ");
+            head.push_str(&"b".repeat(300 * 1024));
+            // The server stops reading at 32 KiB; the rest may not be taken.
+            let (mut read, mut write) = stream.split();
+            let writer = async {
+                let _ = write.write_all(head.as_bytes()).await;
+                std::future::pending::<()>().await
+            };
+            let mut got = Vec::new();
+            let reader = async {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            };
+            tokio::time::timeout(ANSWERED, async {
+                tokio::select! {
+                    () = writer => {}
+                    () = reader => {}
+                }
+            })
+            .await
+            .expect("refused long before the header-read timeout");
+            (status_line(&got), started.elapsed())
+        }));
+    }
+    let mut answered = 0;
+    for head in heads {
+        let (status, took) = head.await.unwrap();
+        // hyper answers 431, unless the socket was reset with our head still unread.
+        assert!(
+            status.is_empty() || status == "HTTP/1.1 431 Request Header Fields Too Large",
+            "{status}"
+        );
+        answered += usize::from(!status.is_empty());
+        assert!(took < ANSWERED);
+    }
+    assert!(answered > 0, "no 431 at all");
+}
