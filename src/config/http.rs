@@ -209,6 +209,13 @@ pub struct HttpOpts {
     #[arg(long, env = "PAYLINK_WRITE_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub write_timeout_secs: u64,
+
+    /// Bytes per second a client must take of what the server sends it, counted only while the
+    /// server waits on it (0: no minimum): beyond the write timeout's grace, a client may make
+    /// the server wait at most one second per this many bytes it has taken. Cuts off a reader
+    /// that is slow but steady; never a long tool call, nor an SSE stream the client reads.
+    #[arg(long, env = "PAYLINK_MIN_WRITE_RATE", default_value_t = 1024)]
+    pub min_write_rate: u32,
 }
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the

@@ -42,7 +42,7 @@ use http::{Method, StatusCode};
 
 use super::auth;
 use super::body::{BodyBudget, MAX_BODY_BYTES, OverBudget, read_body, refuse_body, too_large};
-use super::conn::Peer;
+use super::conn::{BodyWatch, Peer};
 use super::guard::{HostGuard, Refusal};
 use super::limits::{CallSlots, InFlight, RateLimiter, client_key};
 use super::reply::{refuse, too_many, unauthorized};
@@ -199,6 +199,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         return refuse(StatusCode::FORBIDDEN, "forbidden", message);
     }
 
+    // Until its body is in, this request has done nothing: its connection may be closed to make
+    // room for another client's (see `conn`).
+    let receiving = request
+        .extensions()
+        .get::<BodyWatch>()
+        .map(BodyWatch::receiving);
+
     // 2. Declared body size.
     let declared = request
         .headers()
@@ -229,6 +236,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             return refusal;
         }
     };
+    drop(receiving);
     let mut request = Request::from_parts(parts, Body::from(body));
 
     // 4. The process and the client.

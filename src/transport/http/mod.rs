@@ -265,6 +265,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         keep_alive: Duration::from_secs(opts.keep_alive_timeout_secs),
         handshake: Duration::from_secs(opts.tls_handshake_timeout_secs),
         write: Duration::from_secs(opts.write_timeout_secs),
+        min_write_rate: opts.min_write_rate,
         max_total: opts.max_connections,
         // Behind a proxy every connection comes from the proxy: a per-address cap would cap the
         // proxy, and so everyone. The proxy owns per-client connection limits there.
