@@ -85,8 +85,9 @@ pub struct HttpOpts {
     pub tenant_idle_secs: u64,
 
     /// Most open MCP sessions in all. A full table refuses new sessions (503) rather than close
-    /// another tenant's; a tenant at its own cap still rotates its own.
-    #[arg(long, env = "PAYLINK_MAX_SESSIONS", default_value_t = 10_000,
+    /// another tenant's; a tenant at its own cap still rotates its own. An open session costs
+    /// about 52 KB (rmcp's session worker and its channels): 2000 are about 100 MB.
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
 
@@ -97,7 +98,7 @@ pub struct HttpOpts {
 
     /// Most open MCP sessions opened from one client address (0: no cap of its own). At the cap a
     /// new session is refused (429) unless its tenant gives up one of its own from that address.
-    #[arg(long, env = "PAYLINK_MAX_SESSIONS_PER_CLIENT", default_value_t = 256)]
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS_PER_CLIENT", default_value_t = 64)]
     pub max_sessions_per_client: u32,
 
     /// A Stream base URL callers may select with `X-Stream-Base-URL` (repeatable).
