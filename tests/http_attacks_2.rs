@@ -702,3 +702,77 @@ async fn a_fast_reader_is_never_cut_by_the_minimum_rate() {
     let text = String::from_utf8_lossy(&got);
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 201);
 }
+
+/// SHOULD-FIX 3 of the review, the idempotency store: its store-wide bounds evicted the globally
+/// oldest result, so that eight tenants at their caps (4 MiB each of 32 MiB) flushed everyone
+/// else's, and an honest retry on Stream then created a second link. Here three tenants fill a
+/// small store (70 KB, 30 KB each) past its bound; the honest tenant's first result, the oldest
+/// of all, is still replayed, with no second create.
+#[tokio::test]
+async fn tenants_at_their_caps_cannot_flush_another_tenants_results() {
+    let mock = stream_mock::MockStream::start_any_key().await;
+    let server = Server::start(
+        &[
+            "--backend",
+            "stream",
+            "--stateless",
+            "--rate-limit-per-minute",
+            "0",
+            "--client-rate-limit-per-minute",
+            "0",
+            "--new-tenants-per-minute",
+            "0",
+            "--idempotency-max-tenant-bytes",
+            "30000",
+            "--idempotency-max-bytes",
+            "70000",
+        ],
+        &[("STREAM_BASE_URL", &mock.uri())],
+    );
+    let url = server.url();
+    let create = |key: &str| json!({"name": "Order", "items": [{"product_id": ESPRESSO, "quantity": 1}], "idempotency_key": key});
+    let first = stateless_call(
+        &url,
+        "honest-key",
+        &[],
+        "create_payment_link",
+        create("order-1"),
+    )
+    .await
+    .unwrap();
+    for round in 0..30 {
+        for big in ["big-a", "big-b", "big-c"] {
+            stateless_call(
+                &url,
+                big,
+                &[],
+                "create_payment_link",
+                create(&format!("k{round}")),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let held = server.metric("paylink_idempotency_bytes").await.unwrap();
+    let evicted = server
+        .metric(r#"paylink_idempotency_evictions_total{kind="created"}"#)
+        .await
+        .unwrap();
+    eprintln!("idempotency store: {held} bytes held, {evicted} results evicted");
+    assert!(
+        held <= 70_000.0 && held > 60_000.0,
+        "the store bound was reached: {held}"
+    );
+    let posts = mock.posts().await.len();
+    let again = stateless_call(
+        &url,
+        "honest-key",
+        &[],
+        "create_payment_link",
+        create("order-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again["id"], first["id"], "replayed");
+    assert_eq!(mock.posts().await.len(), posts, "no second create");
+}
