@@ -201,6 +201,17 @@ pub struct GlobalOpts {
     )]
     pub sandbox_max_bytes: usize,
 
+    /// Most bytes the sandbox tenants brought by one client address may hold together (HTTP; a
+    /// tenant counts against the address that brought its token first; 0: no share of its
+    /// own). A create past it is refused (`rate_limited`), and only that address's.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_CLIENT_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_CLIENT_BYTES
+    )]
+    pub sandbox_max_client_bytes: usize,
+
     /// Most bytes of JSON in one page of a list answer; a page that would pass it ends early,
     /// with `has_more` and a cursor that continues after its last entry. Its first entry is
     /// always returned.
@@ -404,7 +415,11 @@ impl GlobalOpts {
         SandboxLimits {
             max_links: self.sandbox_max_links,
             max_tenant_bytes: self.sandbox_max_tenant_bytes,
-            pool: SandboxPool::new(self.sandbox_max_bytes),
+            pool: SandboxPool::with_client_share(
+                self.sandbox_max_bytes,
+                self.sandbox_max_client_bytes,
+            ),
+            client: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Bounded memory over HTTP (issue 21), each test written as the attack it answers:
 //! - sandbox tenants filling their byte budgets with the largest links allowed, then listing
-//!   them: refused with clear errors, every list answer under the page cap, and (with default
-//!   settings) the server's peak RSS under 200 MB;
+//!   them while callers in session mode never read their pages: refused with clear errors, every
+//!   list answer under the page cap, and (with default settings) the server's peak RSS under
+//!   200 MB;
 //! - 1,000 creates cancelled by their clients while in flight: a brand-new key still works and
 //!   the idempotency store stays within its bounds (read from `/metrics`);
 //! - an idempotent replay after the sandbox dropped its tenant: a link that exists, never one
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 use http_support::*;
 use serde_json::{Value, json};
 use stream_mock::{Fault, MockStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Limits that are not what these tests are about, lifted so they cannot interfere.
 const OPEN_GATE: &[&str] = &[
@@ -46,16 +49,42 @@ fn heavy_create(name: &str) -> Value {
 /// A stateless tool call: the answer's size on the wire, its `structuredContent`'s size, and
 /// its outcome.
 async fn sized_call(url: &str, token: &str, tool: &'static str, args: Value) -> Sized {
-    let response = post(
-        url,
-        Some(token),
-        &modern_headers(tool),
-        &modern_call_body(7, tool, args),
-    )
-    .await;
+    sized_call_with(&raw_client(), url, token, tool, args).await
+}
+
+/// [`sized_call`] through `client` (bound to another local address, say).
+async fn sized_call_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    tool: &'static str,
+    args: Value,
+) -> Sized {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header("authorization", format!("Bearer {token}"));
+    for (k, v) in modern_headers(tool) {
+        request = request.header(k, v);
+    }
+    let response = request
+        .body(modern_call_body(7, tool, args).to_string())
+        .send()
+        .await
+        .expect("request sent");
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let answer: Value = serde_json::from_str(&text).expect("a JSON answer");
+    // JSON with --stateless; in session mode, an SSE event whose data is the JSON-RPC answer.
+    let answer: Value = serde_json::from_str(&text)
+        .ok()
+        .or_else(|| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .find(|v| v.get("jsonrpc").is_some())
+        })
+        .expect("a JSON-RPC answer");
     let structured = answer["result"]["structuredContent"].to_string().len();
     Sized {
         wire: text.len(),
@@ -74,13 +103,23 @@ struct Sized {
 /// when `keyed` (so that the idempotency store holds every result it may, too): (ids created,
 /// the refusal).
 async fn fill(url: &str, token: &str, keyed: bool) -> (Vec<String>, Value) {
+    fill_with(&raw_client(), url, token, keyed).await
+}
+
+/// [`fill`] through `client`.
+async fn fill_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    keyed: bool,
+) -> (Vec<String>, Value) {
     let mut ids = Vec::new();
     loop {
         let mut args = heavy_create("big");
         if keyed {
             args["idempotency_key"] = json!(format!("{token}-{}", ids.len()));
         }
-        match sized_call(url, token, "create_payment_link", args)
+        match sized_call_with(client, url, token, "create_payment_link", args)
             .await
             .outcome
         {
@@ -95,6 +134,17 @@ async fn fill(url: &str, token: &str, keyed: bool) -> (Vec<String>, Value) {
 /// page, checking each answer against `cap`: the ids in the order listed, and how many pages
 /// it took.
 async fn list(url: &str, token: &str, cap: usize, max_pages: usize) -> (Vec<String>, usize) {
+    list_with(&raw_client(), url, token, cap, max_pages).await
+}
+
+/// [`list`] through `client`.
+async fn list_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    cap: usize,
+    max_pages: usize,
+) -> (Vec<String>, usize) {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -103,7 +153,7 @@ async fn list(url: &str, token: &str, cap: usize, max_pages: usize) -> (Vec<Stri
             Some(c) => json!({"cursor": c}),
             None => json!({"limit": 100}),
         };
-        let answer = sized_call(url, token, "list_payment_links", args).await;
+        let answer = sized_call_with(client, url, token, "list_payment_links", args).await;
         let page = answer.outcome.expect("a page");
         let entries = page["data"].as_array().unwrap();
         // The page's JSON is capped; the answer carries it twice (structuredContent and its
@@ -201,21 +251,102 @@ async fn sandbox_tenants_are_refused_at_their_byte_budgets_and_pages_stay_under_
     );
 }
 
+/// A reqwest client whose connections come from the local address `from`.
+fn client_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A session opened from `client` for `token`, initialized: its id.
+async fn open_session(client: &reqwest::Client, url: &str, token: &str) -> String {
+    let send = |body: Value, session: Option<&str>| {
+        let mut r = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(id) = session {
+            r = r
+                .header("mcp-session-id", id)
+                .header("mcp-protocol-version", "2025-06-18");
+        }
+        r.body(body.to_string()).send()
+    };
+    let r = send(initialize_body(), None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.bytes().await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(send(initialized, Some(&id)).await.unwrap().status(), 202);
+    id
+}
+
+/// A caller in session mode that asks for a page of 100 links and never reads the answer: the
+/// socket, from `from`, with a receive window of 4 KiB.
+async fn never_reading_list(from: &str, addr: &str, token: &str, session: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(format!("{from}:0").parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
+    let mut stream = socket
+        .connect(addr.parse::<std::net::SocketAddr>().unwrap())
+        .await
+        .unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "list_payment_links", "arguments": {"limit": 100}}})
+    .to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+Accept: application/json, text/event-stream\r\nAuthorization: Bearer {token}\r\n\
+Mcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads what `stream` was sent until the server closes it: whether it did within `bound`. A
+/// closed connection is seen only by reading: the server's FIN waits behind the answer it sent
+/// into a receive window the client never opened.
+async fn read_until_closed(mut stream: TcpStream, bound: Duration) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(bound, async {
+        // A reset (an orphaned socket given up by the server's kernel) is a close too.
+        while let Ok(n) = stream.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await
+    .is_ok()
+}
+
 #[tokio::test]
 async fn the_sandbox_memory_attack_stays_under_200_mb_with_default_settings() {
-    // Default budgets and page cap; only the gate's rate limits are lifted, which makes the
-    // attack faster, not smaller.
-    let server = Server::start(OPEN_GATE, &[]);
+    // Default budgets and page cap, in session mode; only the gate's rate limits are lifted,
+    // which makes the attack faster, not smaller, and the keep-alive timeout shortened, which
+    // ends it sooner.
+    let mut args = OPEN_GATE[1..].to_vec();
+    args.extend(["--keep-alive-timeout-secs", "3"]);
+    let server = Server::start(&args, &[]);
     let url = server.url();
     let started = Instant::now();
     let idle = server.peak_rss();
-    // Twelve tenants at once, each creating the largest links it may until refused, each link
-    // with an idempotency key so that the idempotency store fills with their results as well.
-    let tenants: Vec<String> = (0..12).map(|i| format!("attacker-{i}")).collect();
-    let fills = tenants.iter().map(|t| {
+    // Twelve tenants at once, each from an address of its own (the tenants one address brings
+    // share an eighth of the sandbox: one address could fill only that), each creating the
+    // largest links it may until refused, each link with an idempotency key so that the
+    // idempotency store fills with their results as well.
+    let tenants: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("127.0.0.{}", i + 2), format!("attacker-{i}")))
+        .collect();
+    let fills = tenants.iter().map(|(from, t)| {
         let url = url.clone();
-        let t = t.clone();
-        tokio::spawn(async move { fill(&url, &t, true).await })
+        let (from, t) = (from.clone(), t.clone());
+        tokio::spawn(async move { fill_with(&client_from(&from), &url, &t, true).await })
     });
     let mut created = 0;
     let mut refused_full = 0;
@@ -236,22 +367,45 @@ async fn the_sandbox_memory_attack_stays_under_200_mb_with_default_settings() {
         kept > 24.0 * 1024.0 * 1024.0,
         "the idempotency store was filled too: {kept}"
     );
-    // Then every tenant lists its links, 100 a page (the call that once answered 22.7 MB), all
-    // at once. A few pages each: paging through everything is checked with small budgets
-    // above, and each page costs the debug build a second.
-    let lists = tenants.iter().map(|t| {
+    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
+    // 64 callers in session mode ask for a page of 100 links each (the call that once answered
+    // 22.7 MB) and never read the answers (64 such pinned 1.55 GB)...
+    let mut never_reading = Vec::new();
+    for k in 0..64 {
+        let (from, token) = &tenants[k % tenants.len()];
+        let session = open_session(&client_from(from), &url, token).await;
+        never_reading.push(never_reading_list(from, &server.addr, token, &session).await);
+    }
+    // ...while every tenant lists its links, 100 a page, all at once. A few pages each: paging
+    // through everything is checked with small budgets above, and each page costs the debug
+    // build a second.
+    let lists = tenants.iter().map(|(from, t)| {
         let url = url.clone();
-        let t = t.clone();
-        tokio::spawn(async move { list(&url, &t, 256 * 1024, 4).await })
+        let (from, t) = (from.clone(), t.clone());
+        tokio::spawn(async move { list_with(&client_from(&from), &url, &t, 256 * 1024, 4).await })
     });
     let mut listed = 0;
     for pages in lists {
         listed += pages.await.unwrap().0.len();
     }
     assert!(listed >= 8, "{listed}");
+    eprintln!("listed in {:.1} s", started.elapsed().as_secs_f64());
+    // The answers nobody reads do not stay in the process: each is written into the kernel's
+    // socket buffers, or dropped with its connection by the write timeout once those are full;
+    // either way the server then closes the connection (the keep-alive or the write timeout).
+    // The peak RSS below is the proof that nothing is pinned; here, that nothing is held open.
+    let drains = never_reading
+        .into_iter()
+        .map(|stream| tokio::spawn(read_until_closed(stream, Duration::from_secs(30))));
+    for drained in drains {
+        assert!(
+            drained.await.unwrap(),
+            "a never-reading caller's connection is still open"
+        );
+    }
     let peak = server.peak_rss();
     eprintln!(
-        "sandbox attack: {created} links of ~112 KB, {held} sandbox bytes, {kept} idempotency bytes, {listed} listed, peak RSS {:.1} MB (idle {:.1} MB), {:.1} s",
+        "sandbox attack: {created} links of ~112 KB, {held} sandbox bytes, {kept} idempotency bytes, {listed} listed, 64 never read, peak RSS {:.1} MB (idle {:.1} MB), {:.1} s",
         peak as f64 / 1e6,
         idle as f64 / 1e6,
         started.elapsed().as_secs_f64()
