@@ -94,6 +94,29 @@ Accept: application/json, text/event-stream\r\nContent-Length: {length}\r\n\r\n"
     )
 }
 
+/// A connection from `from` that declares a body of `length` bytes, asks to be told when the
+/// server starts reading it (`Expect: 100-continue`, which hyper answers once the body is
+/// first polled: in the gate, after its bytes were charged), and sends none of it. Returns once
+/// the server has charged it, so that the next connection meets the charge.
+async fn charged_body(from: &str, server: &Server, length: usize) -> TcpStream {
+    let mut s = connect_from(from, server).await;
+    let head = post_head(length).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(ANSWERED, async {
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before reading the body");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the body's bytes charged in time");
+    assert_eq!(status_line(&got), "HTTP/1.1 100 Continue");
+    s
+}
+
 /// An attacker's connection: declares a body of `length` bytes and sends `send` of them in
 /// chunks of 64 KiB, then stalls, until the server closes the connection. Stops sending as soon
 /// as the server answers (a refusal): sending on would only make the server drain. Answers the
@@ -215,9 +238,7 @@ async fn request_bytes_are_refused_past_the_address_share_and_the_process_budget
     // A declares two bodies of 700 KB and sends none of them: 1.4 MB of its 1.5 MB share.
     let mut a = Vec::new();
     for _ in 0..2 {
-        let mut s = connect_from("127.0.0.2", &server).await;
-        s.write_all(post_head(700_000).as_bytes()).await.unwrap();
-        a.push(s);
+        a.push(charged_body("127.0.0.2", &server, 700_000).await);
     }
     // A third is refused at once, before any of its body is read.
     let mut third = connect_from("127.0.0.2", &server).await;
@@ -241,9 +262,7 @@ async fn request_bytes_are_refused_past_the_address_share_and_the_process_budget
     // B takes 1.4 MB too: 2.8 MB held; C's 700 KB would pass the 3 MB large requests may use.
     let mut b = Vec::new();
     for _ in 0..2 {
-        let mut s = connect_from("127.0.0.3", &server).await;
-        s.write_all(post_head(700_000).as_bytes()).await.unwrap();
-        b.push(s);
+        b.push(charged_body("127.0.0.3", &server, 700_000).await);
     }
     let mut c = connect_from("127.0.0.4", &server).await;
     c.write_all(post_head(700_000).as_bytes()).await.unwrap();
