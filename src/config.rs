@@ -154,6 +154,19 @@ pub struct GlobalOpts {
     )]
     pub upstream_timeout_secs: u64,
 
+    /// Most bytes all upstream answers being read at once may hold: a quarter for their bodies,
+    /// the rest for an upper bound of what decoding them allocates (0: no bound). A read that finds no room waits up to
+    /// two seconds, then is refused (`rate_limited`, retry-safe); the answer to a write waits
+    /// as long as the call's deadline allows. An answer larger than the whole budget is read
+    /// alone.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MAX_PARSE_BYTES",
+        default_value_t = UpstreamSettings::DEFAULT.max_parse_bytes
+    )]
+    pub max_parse_bytes: usize,
+
     /// Log format on stderr.
     #[arg(
         long,
@@ -390,6 +403,7 @@ impl GlobalOpts {
             attempt_timeout: Duration::from_secs(self.upstream_timeout_secs.max(1)),
             deadline: Duration::from_secs(self.request_deadline_secs.max(1)),
             max_retries: self.max_retries,
+            max_parse_bytes: self.max_parse_bytes,
             ..UpstreamSettings::default()
         }
     }

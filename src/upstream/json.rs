@@ -133,7 +133,16 @@ pub fn estimate(body: &[u8]) -> (usize, usize) {
 /// Decodes an upstream answer: refused when its tree would be too deep or too large, then parsed,
 /// then scrubbed of every form of the tenant's key.
 pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
-    let (cost, depth) = estimate(body);
+    read_estimated(body, estimate(body), scrubber)
+}
+
+/// [`read`], with `body`'s [`estimate`] already made (the caller charged it to the process's
+/// budget, see `super::budget`).
+pub(super) fn read_estimated(
+    body: &[u8],
+    (cost, depth): (usize, usize),
+    scrubber: &Scrubber,
+) -> Result<Value, Refusal> {
     if depth > MAX_DEPTH {
         return Err(Refusal::TooDeep);
     }
