@@ -185,7 +185,20 @@ async fn slow_header_clients_are_cut_off_while_others_are_served() {
         assert_refused(from, &server).await;
     }
 
+    let started = Instant::now();
     honest_client_is_served(&server).await;
+    // Served while the attackers were still connected, not after they were cut off: no attack
+    // has seen its connection closed, and the server still counts every connection they hold
+    // (one more from each address is still refused). The header-read timeout (2 s) is ten times
+    // what serving the honest client takes.
+    let honest = started.elapsed();
+    assert!(
+        attacks.iter().all(|a| !a.is_finished()),
+        "an attacker was cut off before the honest client was served ({honest:?})"
+    );
+    for from in ATTACKERS {
+        assert_refused(from, &server).await;
+    }
 
     for attack in attacks {
         let (got, held) = attack.await.unwrap();
@@ -597,28 +610,21 @@ async fn dropped_session_calls_keep_their_slots_until_they_end() {
     assert!(accepted >= 2, "accepted {accepted}");
     assert!(refused > 0, "dropping the calls freed their slots");
 
-    // Every accepted call reaches the mock (they run on without their callers).
-    let started = Instant::now();
-    let arrivals = loop {
-        let arrivals: Vec<Instant> = mock
-            .state
-            .lock()
-            .unwrap()
-            .arrivals
-            .iter()
-            .filter(|(_, m, p)| m == "GET" && p.starts_with("/api/v2/products"))
-            .map(|(t, _, _)| *t)
-            .collect();
-        if arrivals.len() >= accepted {
-            break arrivals;
-        }
-        assert!(
-            started.elapsed() < CUT_OFF,
-            "{} of {accepted} arrived",
-            arrivals.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Every accepted call reaches the mock (they run on without their callers), two at a time,
+    // each after the one before it ends: bounded by five times that.
+    let bound = DELAY * 5 * (accepted as u32).div_ceil(2);
+    tokio::time::timeout(bound, mock.arrivals_reach(accepted))
+        .await
+        .unwrap_or_else(|_| panic!("{accepted} calls did not all reach the mock"));
+    let arrivals: Vec<Instant> = mock
+        .state
+        .lock()
+        .unwrap()
+        .arrivals
+        .iter()
+        .filter(|(_, m, p)| m == "GET" && p.starts_with("/api/v2/products"))
+        .map(|(t, _, _)| *t)
+        .collect();
     assert_eq!(arrivals.len(), accepted, "one upstream request per call");
     let most = most_in_flight(&arrivals, DELAY);
     assert!(
@@ -626,8 +632,13 @@ async fn dropped_session_calls_keep_their_slots_until_they_end() {
         "{most} upstream requests in flight for a limit of 2"
     );
 
-    // And the slots come back once those calls end.
+    // And the slots come back once those calls end: the mock answers the last one DELAY after
+    // it arrived (nothing the test can await), so from then on; a refusal in the moment the
+    // server takes to finish them is retried, for at most five times DELAY.
     mock.state.lock().unwrap().faults.clear();
+    if let Some(last) = arrivals.iter().max() {
+        tokio::time::sleep_until((*last + DELAY).into()).await;
+    }
     let started = Instant::now();
     loop {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
