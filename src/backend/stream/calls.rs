@@ -123,6 +123,10 @@ impl Backend for StreamBackend {
         self.live
     }
 
+    fn scrubber(&self) -> Option<&Scrubber> {
+        Some(&self.scrubber)
+    }
+
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
         let body = Body::Json(Bytes::from(create_body(&request).to_string()));
         let answer = self

@@ -226,6 +226,10 @@ impl Backend for StripeBackend {
         self.live
     }
 
+    fn scrubber(&self) -> Option<&Scrubber> {
+        Some(&self.scrubber)
+    }
+
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
         let prices = self.resolve_prices(&request).await?;
         check_currencies(&prices, request.currency)?;
