@@ -438,6 +438,8 @@ impl HttpServer {
             "100000",
             "--max-connections-per-client",
             "0",
+            "--max-sessions-per-client",
+            "0",
         ];
         if stateless {
             args.push("--stateless");

@@ -165,6 +165,19 @@ pub struct GlobalOpts {
     )]
     pub upstream_timeout_secs: u64,
 
+    /// Most bytes all upstream answers being read at once may hold: a quarter for their bodies,
+    /// the rest for an upper bound of what decoding them allocates (0: no bound). A read that finds no room waits up to
+    /// two seconds, then is refused (`rate_limited`, retry-safe); the answer to a write waits
+    /// as long as the call's deadline allows. An answer larger than the whole budget is read
+    /// alone.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MAX_PARSE_BYTES",
+        default_value_t = UpstreamSettings::DEFAULT.max_parse_bytes
+    )]
+    pub max_parse_bytes: usize,
+
     /// Log format on stderr.
     #[arg(
         long,
@@ -211,6 +224,17 @@ pub struct GlobalOpts {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub sandbox_max_bytes: usize,
+
+    /// Most bytes the sandbox tenants brought by one client address may hold together (HTTP; a
+    /// tenant counts against the address that brought its token first; 0: no share of its
+    /// own). A create past it is refused (`rate_limited`), and only that address's.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_CLIENT_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_CLIENT_BYTES
+    )]
+    pub sandbox_max_client_bytes: usize,
 
     /// Most bytes of JSON in one page of a list answer; a page that would pass it ends early,
     /// with `has_more` and a cursor that continues after its last entry. Its first entry is
@@ -407,6 +431,7 @@ impl GlobalOpts {
             attempt_timeout: Duration::from_secs(self.upstream_timeout_secs.max(1)),
             deadline: Duration::from_secs(self.request_deadline_secs.max(1)),
             max_retries: self.max_retries,
+            max_parse_bytes: self.max_parse_bytes,
             ..UpstreamSettings::default()
         }
     }
@@ -432,7 +457,11 @@ impl GlobalOpts {
         SandboxLimits {
             max_links: self.sandbox_max_links,
             max_tenant_bytes: self.sandbox_max_tenant_bytes,
-            pool: SandboxPool::new(self.sandbox_max_bytes),
+            pool: SandboxPool::with_client_share(
+                self.sandbox_max_bytes,
+                self.sandbox_max_client_bytes,
+            ),
+            client: None,
         }
     }
 

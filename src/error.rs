@@ -6,7 +6,10 @@
 //! pass through here: they stay JSON-RPC errors.
 //!
 //! This module must never format a secret: messages are built from field names, upstream codes and
-//! upstream messages that have already been scrubbed (see `upstream::scrub`).
+//! upstream messages that have already been scrubbed (see `upstream::scrub`). Formatting can still
+//! reassemble a key the upstream sent in pieces (a validation location's parts joined with dots)
+//! or wrote as a number (`9.8765432e7`), so the tool layer scrubs each error once more at the
+//! edge (`Scrubber::scrub_error`).
 
 use serde::Serialize;
 

@@ -23,13 +23,22 @@
 //! as text, so the charge is exactly what is held), or the reference of an unknown outcome.
 //!
 //! Room is made by dropping the oldest *finished* entry (created or unknown): the tenant's own for
-//! a tenant bound, anyone's for a store bound, so one tenant flushes another's keys only through
-//! the store-wide bounds, which its own caps keep it from filling alone. An entry in flight is
-//! never dropped (its caller and any waiting twin need its outcome). So the only refusal a new
-//! key can meet is about the caller's own concurrency: a tenant with
+//! a tenant bound; for a store bound, the oldest of the tenant holding the largest share of the
+//! store (the larger of its fractions of the store's entries and bytes). Tenants at their own
+//! caps can fill the store together (eight at 4 MiB fill 32 MiB), but then they flush their own
+//! results, never those of a tenant holding less while they hold a finished entry: otherwise an
+//! honest tenant's created result would go, and its retry on Stream create a second link. An
+//! entry in flight is never dropped (its caller and any waiting twin need its outcome). So the
+//! only refusal a new key can meet is about the caller's own concurrency: a tenant with
 //! `max_in_flight_per_tenant` creates in flight is told to wait (`rate_limited`, retry_safe).
 //! (The store itself refuses in the same way only if every one of its `max_entries` entries is in
 //! flight, far above the HTTP server's limit on requests in flight.)
+//!
+//! That refusal is the tenant's own concurrency, never other keys', but it is a refusal of a new
+//! key. Over HTTP the gate's per-tenant in-flight limit (`--max-concurrent-per-tenant`, 16)
+//! refuses first: the HTTP server raises the store's cap to that limit when the limit is higher
+//! than 64. Over stdio, or with that limit off (0), a tenant with 64 creates in flight at once
+//! gets `rate_limited` (retry_safe, nothing sent) for the 65th.
 //!
 //! # Dropping an unknown outcome: the trade-off
 //!

@@ -81,8 +81,15 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
     let audit = global.audit_log.clone().map(AuditLog::at_start_up);
     let (confirm, spend) = global.write_safety(env)?;
     log_safety(&confirm, &spend);
-    let toolbox = Toolbox::new(rules, global.allow_live, audit, global.tool_limits())
-        .with_safety(confirm, spend);
+    let mut limits = global.tool_limits();
+    if let Some(Command::Http(opts)) = &cli.command {
+        // A tenant's creates in flight are refused by the store past its cap: over HTTP the
+        // gate's per-tenant in-flight limit must refuse first (see `idempotency`).
+        let gate = opts.max_concurrent_per_tenant as usize;
+        let store = &mut limits.idempotency.max_in_flight_per_tenant;
+        *store = (*store).max(gate);
+    }
+    let toolbox = Toolbox::new(rules, global.allow_live, audit, limits).with_safety(confirm, spend);
     let factory = BackendFactory::new(global.backend_settings(kind)?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {

@@ -3,8 +3,8 @@
 //! secrets from anything an upstream echoes back.
 //!
 //! Every answer is decoded in one place ([`json::read`], called by [`UpstreamResponse::new`]):
-//! bounded in memory before decoding, then scrubbed of the tenant's key after decoding (see
-//! [`scrub`]). Backends read answers only through [`UpstreamResponse::json`], never raw bytes.
+//! bounded in memory before decoding, per answer and for all answers being read at once
+//! (`budget`), then scrubbed of the tenant's key after decoding (see [`scrub`]). Backends read answers only through [`UpstreamResponse::json`], never raw bytes.
 //!
 //! A backend only says what to send ([`UpstreamRequest`]) and how to read an error answer (its
 //! [`ErrorDecoder`]); this module decides whether and when to try again. It must never retry a
@@ -15,9 +15,11 @@
 //! request id and retry count on the current tool call's log line and metrics.
 //!
 //! The files: `request` (what to send), `client` (sending it, pools, the retry loop),
-//! `retry` (when to try again), `response` (the decoded answer and the [`ErrorDecoder`]),
+//! `retry` (when to try again), `budget` (the process's memory for reading answers),
+//! `response` (the decoded answer and the [`ErrorDecoder`]),
 //! [`json`] (the one bounded JSON reader) and [`scrub`] (the key scrubber).
 
+mod budget;
 mod client;
 pub mod json;
 mod request;
@@ -25,10 +27,11 @@ mod response;
 mod retry;
 pub mod scrub;
 
+pub use budget::{DEFAULT_MAX_PARSE_BYTES, ParseBudget, READ_WAIT};
 pub use client::{
     DEFAULT_BODY_CAP, UpstreamClient, UpstreamPools, UpstreamSettings, install_crypto_provider,
 };
 pub use request::{Body, RetryMode, UpstreamRequest, headers, sensitive_header};
-pub use response::{ErrorDecoder, REQUEST_ID_MAX_CHARS, UpstreamResponse, json_body};
+pub use response::{ErrorDecoder, Parsed, REQUEST_ID_MAX_CHARS, UpstreamResponse, json_body};
 pub use retry::retry_after;
 pub use scrub::Scrubber;

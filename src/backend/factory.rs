@@ -7,6 +7,7 @@
 //! REST backends share one connection pool per base URL ([`UpstreamPools`]), so a new tenant
 //! costs a few header values, never a TLS handshake.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Backend;
@@ -72,12 +73,25 @@ impl BackendFactory {
         base: &str,
         branch: Option<&str>,
     ) -> Result<Arc<dyn Backend>, BuildError> {
+        self.backend_for(key, base, branch, None)
+    }
+
+    /// [`backend`](Self::backend) for a tenant brought by `client`: a sandbox tenant's bytes
+    /// count against that address's share of the sandbox pool.
+    pub fn backend_for(
+        &self,
+        key: Option<&ApiKey>,
+        base: &str,
+        branch: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<dyn Backend>, BuildError> {
         match self.settings.kind {
             // Each sandbox tenant has its own data, bounded, gone with the tenant; the byte pool
             // is shared by all of them.
-            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(
-                self.settings.sandbox.clone(),
-            ))),
+            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(SandboxLimits {
+                client,
+                ..self.settings.sandbox.clone()
+            }))),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| BuildError::Key("a Stream key is required".into()))?;
                 let client = self.pools.get(base);
@@ -125,6 +139,7 @@ mod tests {
                 max_links: 10,
                 max_tenant_bytes: 1 << 20,
                 pool: SandboxPool::new(1 << 24),
+                client: None,
             },
             stripe_version: crate::backend::stripe::DEFAULT_API_VERSION.into(),
         })

@@ -28,6 +28,7 @@ use crate::domain::{IdFormat, PaymentLinkId};
 use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
+use crate::upstream::Scrubber;
 
 pub use paging::{cap_line_items, page_by_item_id};
 pub use preview::{Preview, PreviewLine};
@@ -117,6 +118,12 @@ pub trait Backend: Send + Sync + 'static {
     /// sandbox): idempotency entries are then scoped to it and go with it. `None`: the links live
     /// upstream and outlive this instance.
     fn local_data(&self) -> Option<&LocalData> {
+        None
+    }
+
+    /// The scrubber of the key this backend sends, for the last pass over its errors at the edge
+    /// (see `Scrubber::scrub_error`). `None`: it sends no key (the sandbox).
+    fn scrubber(&self) -> Option<&Scrubber> {
         None
     }
 

@@ -71,7 +71,10 @@ impl IdempotencyStore {
 
     pub fn with_ttl(limits: StoreLimits, ttl: Duration) -> Arc<Self> {
         Arc::new(IdempotencyStore {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner::new(
+                limits.normalized().max_entries,
+                limits.normalized().max_bytes,
+            )),
             limits: limits.normalized(),
             ttl,
         })
@@ -171,6 +174,7 @@ impl IdempotencyStore {
                         in_flight: 0,
                         finished: BTreeMap::new(),
                         unknown: BTreeMap::new(),
+                        share: 0,
                     },
                 );
                 inner.bytes += TENANT_OVERHEAD;
@@ -182,6 +186,7 @@ impl IdempotencyStore {
             book.in_flight += 1;
             book.bytes += SMALL_ENTRY;
         }
+        inner.rerank(&tenant_key);
         inner.bytes += SMALL_ENTRY;
         inner.in_flight += 1;
         inner.entries.insert(
@@ -204,7 +209,8 @@ impl IdempotencyStore {
     }
 
     /// Makes room for one more entry in flight of `tenant`: its own oldest finished entries
-    /// for its bounds, then anyone's oldest for the store's.
+    /// for its bounds, then for the store's the oldest of the tenant holding the largest share
+    /// (so that a few tenants at their caps cannot flush everyone else's results).
     fn make_room(&self, inner: &mut Inner, tenant: &str) -> Result<(), Error> {
         let l = &self.limits;
         while let Some(book) = inner.tenants.get(tenant) {
@@ -236,7 +242,7 @@ impl IdempotencyStore {
             } else {
                 return Ok(());
             };
-            let Some(victim) = inner.oldest_finished() else {
+            let Some(victim) = inner.oldest_finished_of_largest() else {
                 return Err(busy(format!(
                     "this server has {} creates with an idempotency_key in flight, its limit; try again in a moment",
                     inner.in_flight
@@ -323,10 +329,11 @@ impl IdempotencyStore {
                 book.unknown.insert(age, *id);
             }
         }
+        inner.rerank(&tenant);
     }
 
     /// Makes room for an entry in flight of `tenant` to grow to `bytes` when it finishes,
-    /// evicting finished entries (the tenant's own, then anyone's). `false` when it cannot fit
+    /// evicting finished entries (the tenant's own, then the largest holder's). `false` when it cannot fit
     /// even then; nothing is evicted in that case.
     fn room_to_grow(&self, inner: &mut Inner, tenant: &Arc<str>, bytes: usize) -> bool {
         let l = &self.limits;
@@ -354,7 +361,7 @@ impl IdempotencyStore {
             inner.evict(&victim, "tenant_bytes");
         }
         while inner.bytes + growth > l.max_bytes {
-            let Some(victim) = inner.oldest_finished() else {
+            let Some(victim) = inner.oldest_finished_of_largest() else {
                 return false;
             };
             inner.evict(&victim, "store_bytes");

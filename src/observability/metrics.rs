@@ -42,7 +42,8 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// The gate's refusals for load, as counted in `paylink_rate_limited_total{reason}`.
+/// Refusals for load, as counted in `paylink_rate_limited_total{reason}`: the HTTP gate's, and
+/// `parse_memory` (an upstream answer not read for want of `--max-parse-bytes`, any transport).
 pub const RATE_LIMIT_REASONS: &[&str] = &[
     "process_in_flight",
     "client_rate",
@@ -50,6 +51,9 @@ pub const RATE_LIMIT_REASONS: &[&str] = &[
     "new_tenants",
     "tenant_rate",
     "tenant_in_flight",
+    "request_bytes",
+    "client_request_bytes",
+    "parse_memory",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +157,7 @@ pub struct Metrics {
     idempotency_bytes: Gauge,
     idempotency_evictions: Family<KindLabel, Counter>,
     sandbox_bytes: Gauge,
+    parse_bytes: Gauge,
 }
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
@@ -260,6 +265,13 @@ impl Metrics {
             Unit::Bytes,
             sandbox_bytes.clone(),
         );
+        let parse_bytes = Gauge::default();
+        registry.register_with_unit(
+            "upstream_parse",
+            "Bytes of upstream answers being read and decoded, all calls together (body plus the estimate of its decoded tree), against --max-parse-bytes",
+            Unit::Bytes,
+            parse_bytes.clone(),
+        );
         // Series a dashboard or alert looks for are present at zero from the start, so that
         // `rate()` and absence alerts work before the first event.
         for reason in RATE_LIMIT_REASONS {
@@ -296,6 +308,7 @@ impl Metrics {
             idempotency_bytes,
             idempotency_evictions,
             sandbox_bytes,
+            parse_bytes,
         }
     }
 
@@ -381,6 +394,14 @@ impl Metrics {
     pub fn sandbox_bytes(&self, bytes: usize) {
         self.sandbox_bytes.set(gauge_value(bytes));
     }
+
+    pub fn parse_bytes_taken(&self, bytes: usize) {
+        self.parse_bytes.inc_by(gauge_value(bytes));
+    }
+
+    pub fn parse_bytes_released(&self, bytes: usize) {
+        self.parse_bytes.dec_by(gauge_value(bytes));
+    }
 }
 
 fn gauge_value(n: usize) -> i64 {
@@ -441,6 +462,25 @@ pub fn sandbox_bytes(bytes: usize) {
     }
 }
 
+/// `bytes` more of upstream answers are being read and decoded (counted up and down, not set:
+/// calls take and give back room concurrently).
+pub fn parse_bytes_taken(bytes: usize) {
+    if bytes > 0
+        && let Some(m) = get()
+    {
+        m.parse_bytes_taken(bytes);
+    }
+}
+
+/// `bytes` of upstream answers were given back (decoded and dropped, or never read).
+pub fn parse_bytes_released(bytes: usize) {
+    if bytes > 0
+        && let Some(m) = get()
+    {
+        m.parse_bytes_released(bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +512,8 @@ mod tests {
         });
         m.idempotency_evicted("unknown");
         m.sandbox_bytes(123_456);
+        m.parse_bytes_taken(654_400);
+        m.parse_bytes_released(79);
         let text = m.encode(7);
         assert_eq!(
             value(&text, r#"paylink_idempotency_entries{state="unknown"}"#),
@@ -498,6 +540,10 @@ mod tests {
             "present at zero"
         );
         assert_eq!(value(&text, "paylink_sandbox_bytes"), Some(123_456.0));
+        assert_eq!(
+            value(&text, "paylink_upstream_parse_bytes"),
+            Some(654_321.0)
+        );
         assert_eq!(
             value(
                 &text,

@@ -134,7 +134,16 @@ fn route<T: Output>(id: ToolId, tool: Tool, handler: Handler<T>) -> ToolRoute<To
                 tenant: &tenant.fingerprint,
                 arguments: arguments.as_ref(),
             };
-            let call = handler(toolbox, &caller, arguments.as_ref());
+            // The last scrub of an error, before it is logged, audited or answered: formatting an
+            // error can reassemble a key from pieces that were each scrubbed and harmless.
+            let scrubber = tenant.backend.scrubber();
+            let call = async {
+                let result = handler(toolbox, &caller, arguments.as_ref()).await;
+                match scrubber {
+                    Some(s) => result.map_err(|e| s.scrub_error(e)),
+                    None => result,
+                }
+            };
             match observe(info, toolbox.audit.as_ref(), &ctx.request_context.ct, call).await {
                 Observed::Done(result) => Ok(answer(result)),
                 Observed::Cancelled => Err(ErrorData::internal_error("request cancelled", None)),

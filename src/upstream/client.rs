@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::budget::{DEFAULT_MAX_PARSE_BYTES, ParseBudget, ParseCharge, READ_WAIT};
+use super::json;
 use super::request::{Body, RetryMode, UpstreamRequest};
 use super::response::{ErrorDecoder, UpstreamResponse};
 use super::retry::{full_jitter, retry_after, should_retry_response};
@@ -31,6 +33,9 @@ pub struct UpstreamSettings {
     /// First backoff step; doubles each retry, with full jitter.
     pub backoff_base: Duration,
     pub body_cap: usize,
+    /// Bytes all answers being read at once may hold, bodies and decoded trees (0: no bound):
+    /// the size of the [`ParseBudget`] a set of [`UpstreamPools`] shares.
+    pub max_parse_bytes: usize,
 }
 
 impl UpstreamSettings {
@@ -42,6 +47,7 @@ impl UpstreamSettings {
         max_retries: 2,
         backoff_base: Duration::from_millis(200),
         body_cap: DEFAULT_BODY_CAP,
+        max_parse_bytes: DEFAULT_MAX_PARSE_BYTES,
     };
 }
 
@@ -59,6 +65,8 @@ pub struct UpstreamClient {
     http: OnceLock<Result<reqwest::Client, String>>,
     base: String,
     settings: UpstreamSettings,
+    /// Shared by every pool of the process (see [`UpstreamPools`]).
+    budget: Arc<ParseBudget>,
 }
 
 /// One failed attempt, before it becomes an [`Error`].
@@ -69,15 +77,24 @@ enum AttemptError {
     Transport { timeout: bool, message: String },
     /// The answer was larger than the cap.
     TooLarge,
+    /// The answer came, but the process's parse budget had no room for it within the wait.
+    Busy,
 }
 
 impl UpstreamClient {
-    /// Cheap and infallible: the HTTP client itself is built on first use (see `http`).
+    /// Cheap and infallible: the HTTP client itself is built on first use (see `http`). With a
+    /// parse budget of its own: a client of [`UpstreamPools`] shares the pools' one.
     pub fn new(base: &str, settings: UpstreamSettings) -> Self {
+        Self::with_budget(base, settings, ParseBudget::new(settings.max_parse_bytes))
+    }
+
+    /// [`new`](Self::new), charging answers to `budget`.
+    pub fn with_budget(base: &str, settings: UpstreamSettings, budget: Arc<ParseBudget>) -> Self {
         UpstreamClient {
             http: OnceLock::new(),
             base: base.trim_end_matches('/').to_owned(),
             settings,
+            budget,
         }
     }
 
@@ -185,6 +202,11 @@ impl UpstreamClient {
                     };
                     (false, None, error)
                 }
+                Err(AttemptError::Busy) => {
+                    crate::observability::metrics::rate_limited("parse_memory");
+                    // Not retried here: the wait was the retry, and the server is loaded.
+                    (false, None, self.busy_error(name, request.retry))
+                }
             };
             if !retry {
                 return Err(error);
@@ -238,26 +260,73 @@ impl UpstreamClient {
         if declared.is_some_and(|len| len > self.settings.body_cap as u64) {
             return Err(AttemptError::TooLarge);
         }
+        // The process's parse budget (see `budget`): room for the body before it is read, then
+        // for its decoded tree. A read waits briefly for it (READ_WAIT in all), then is refused:
+        // retry-safe, nothing to undo, and a caller told to come back in a second beats one kept
+        // waiting on an overloaded server. The answer to a write waits as long as the call's
+        // deadline allows: the write has happened, and refusing to read its answer would turn a
+        // success into an unknown outcome.
+        let until = (request.retry == RetryMode::Read).then(|| Instant::now() + READ_WAIT);
+        let mut charge = ParseCharge::default();
+        let declared = declared.map(|len| len as usize);
+        // Without a declared length, room for the cap, given back once the body is in: taken
+        // in one piece, so that a call never holds body room while waiting for more of it.
+        let room = declared.unwrap_or(self.settings.body_cap);
+        self.budget
+            .charge_body(&mut charge, room, wait_for(until))
+            .await
+            .map_err(|_| AttemptError::Busy)?;
         // Sized once when the length is declared: growing by doubling would hold up to twice
         // the body at the end.
-        let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+        let mut body = Vec::with_capacity(declared.unwrap_or(0));
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, scrubber))? {
             if body.len() + chunk.len() > self.settings.body_cap {
                 return Err(AttemptError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
+        self.budget.shrink_body(&mut charge, body.len());
+        // Then what decoding will allocate; nothing for an answer that will be refused unread.
+        let estimate = json::estimate(&body);
+        let (cost, depth) = estimate;
+        if cost <= json::MEMORY_BUDGET && depth <= json::MAX_DEPTH {
+            self.budget
+                .charge_tree(&mut charge, cost, wait_for(until))
+                .await
+                .map_err(|_| AttemptError::Busy)?;
+        }
         let request_id = headers
             .get(decoder.request_id_header())
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(UpstreamResponse::new(
+        Ok(UpstreamResponse::charged(
             status,
             headers,
             &body,
             request_id.as_deref(),
             scrubber,
+            estimate,
+            charge,
         ))
+    }
+
+    /// An answer left unread for want of parse budget.
+    fn busy_error(&self, name: &str, mode: RetryMode) -> Error {
+        let message = format!(
+            "{name} answered, but this server is reading too many large answers at once to read this one now (its memory for them, --max-parse-bytes, is in use)"
+        );
+        match mode {
+            RetryMode::Read => Error::rate_limited(
+                format!("{message}; nothing was changed by reading, retrying is safe"),
+                Some(1),
+                UpstreamContext::default(),
+            ),
+            // Not reached: a write's answer waits for as long as the deadline allows.
+            RetryMode::UnsafeWrite | RetryMode::IdempotentWrite => Error::outcome_unknown(
+                format!("{message}; the write may or may not have happened"),
+                UpstreamContext::default(),
+            ),
+        }
     }
 
     fn deadline_error(&self, name: &str, mode: RetryMode) -> Error {
@@ -291,6 +360,11 @@ impl UpstreamClient {
             ),
         }
     }
+}
+
+/// The wait left until `until` (`None`: no limit of its own).
+fn wait_for(until: Option<Instant>) -> Option<Duration> {
+    until.map(|t| t.saturating_duration_since(Instant::now()))
 }
 
 fn classify(e: &reqwest::Error, scrubber: &Scrubber) -> AttemptError {
@@ -335,16 +409,23 @@ pub fn install_crypto_provider() {
 }
 
 /// The shared pools, one per base URL, so that tenants of one upstream reuse connections (no TLS
-/// handshake per tenant).
-#[derive(Default)]
+/// handshake per tenant), and the one parse budget all their answers are charged to.
 pub struct UpstreamPools {
     settings: UpstreamSettings,
+    budget: Arc<ParseBudget>,
     pools: Mutex<HashMap<String, Arc<UpstreamClient>>>,
+}
+
+impl Default for UpstreamPools {
+    fn default() -> Self {
+        Self::new(UpstreamSettings::default())
+    }
 }
 
 impl UpstreamPools {
     pub fn new(settings: UpstreamSettings) -> Self {
         UpstreamPools {
+            budget: ParseBudget::new(settings.max_parse_bytes),
             settings,
             pools: Mutex::new(HashMap::new()),
         }
@@ -357,7 +438,11 @@ impl UpstreamPools {
         if let Some(client) = pools.get(&key) {
             return client.clone();
         }
-        let client = Arc::new(UpstreamClient::new(&key, self.settings));
+        let client = Arc::new(UpstreamClient::with_budget(
+            &key,
+            self.settings,
+            self.budget.clone(),
+        ));
         pools.insert(key, client.clone());
         client
     }

@@ -133,7 +133,16 @@ pub fn estimate(body: &[u8]) -> (usize, usize) {
 /// Decodes an upstream answer: refused when its tree would be too deep or too large, then parsed,
 /// then scrubbed of every form of the tenant's key.
 pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
-    let (cost, depth) = estimate(body);
+    read_estimated(body, estimate(body), scrubber)
+}
+
+/// [`read`], with `body`'s [`estimate`] already made (the caller charged it to the process's
+/// budget, see `super::budget`).
+pub(super) fn read_estimated(
+    body: &[u8],
+    (cost, depth): (usize, usize),
+    scrubber: &Scrubber,
+) -> Result<Value, Refusal> {
     if depth > MAX_DEPTH {
         return Err(Refusal::TooDeep);
     }
@@ -144,7 +153,13 @@ pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
         serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
     // Without a backslash, every decoded string is a slice of the raw text: a raw search finds
     // any secret. With one, a key may be hiding behind an escape: look at the decoded strings.
-    if !scrubber.is_empty() && (memchr::memchr(b'\\', body).is_some() || scrubber.found_in(body)) {
+    // A secret that could be a number may be hiding in a number written another way
+    // (`9.8765432e7`): look at the decoded tree whatever the text.
+    if !scrubber.is_empty()
+        && (scrubber.could_be_a_number()
+            || memchr::memchr(b'\\', body).is_some()
+            || scrubber.found_in(body))
+    {
         scrubber.scrub_value(&mut value);
     }
     Ok(value)
@@ -174,6 +189,19 @@ mod tests {
                 "{unit}"
             );
         }
+    }
+
+    /// An all-digit secret echoed as a number in exponent form: no raw search finds it, and
+    /// without a backslash the tree used to go unscrubbed; decoded, it is the secret.
+    #[test]
+    fn a_numeric_secret_in_exponent_form_is_scrubbed() {
+        let s = Scrubber::new(vec!["98765432".into()]);
+        let body = br#"{"loc": ["body", 9.8765432e7], "n": 987654.32E2, "ok": 12}"#;
+        assert!(!s.found_in(body));
+        let v = read(body, &s).unwrap();
+        assert_eq!(v["loc"][1], "[redacted]");
+        assert_eq!(v["n"], "[redacted]");
+        assert_eq!(v["ok"], 12);
     }
 
     #[test]

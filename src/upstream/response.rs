@@ -5,9 +5,12 @@
 //!
 //! It must not hand out raw body bytes: everything a backend reads has passed [`super::json::read`].
 
+use std::ops::Deref;
+
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
+use super::budget::ParseCharge;
 use super::json;
 use super::request::RetryMode;
 use super::scrub::{Scrubber, scrub_then_cut};
@@ -20,8 +23,9 @@ pub const REQUEST_ID_MAX_CHARS: usize = 200;
 const CONTENT_TYPE_MAX_CHARS: usize = 60;
 
 /// An answer, body read in full (under the cap) and decoded. Every string in it that came from
-/// the upstream has been scrubbed of the tenant's key, before any cut.
-#[derive(Debug, Clone)]
+/// the upstream has been scrubbed of the tenant's key, before any cut. Holds its share of the
+/// process's parse budget (see `super::budget`) until dropped, or handed on by [`json_body`].
+#[derive(Debug)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
     /// The raw headers, for values read by machine only (`Retry-After`, `Stripe-Should-Retry`).
@@ -35,6 +39,8 @@ pub struct UpstreamResponse {
     pub request_id: Option<String>,
     /// The `Content-Type`, scrubbed and cut, or `none`.
     content_type: String,
+    /// What the body and its decoded tree hold of the process's parse budget.
+    charge: ParseCharge,
 }
 
 impl UpstreamResponse {
@@ -47,6 +53,29 @@ impl UpstreamResponse {
         request_id: Option<&str>,
         scrubber: &Scrubber,
     ) -> Self {
+        let estimate = json::estimate(body);
+        Self::charged(
+            status,
+            headers,
+            body,
+            request_id,
+            scrubber,
+            estimate,
+            ParseCharge::default(),
+        )
+    }
+
+    /// [`new`](Self::new), for a body whose [`json::estimate`] was made and charged (with the
+    /// body's own bytes) to `charge`.
+    pub(super) fn charged(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: &[u8],
+        request_id: Option<&str>,
+        scrubber: &Scrubber,
+        estimate: (usize, usize),
+        charge: ParseCharge,
+    ) -> Self {
         let content_type = headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -57,10 +86,11 @@ impl UpstreamResponse {
         UpstreamResponse {
             status,
             body_len: body.len(),
-            json: json::read(body, scrubber),
+            json: json::read_estimated(body, estimate, scrubber),
             request_id: request_id.map(|id| scrub_then_cut(scrubber, id, REQUEST_ID_MAX_CHARS)),
             content_type,
             headers,
+            charge,
         }
     }
 
@@ -105,8 +135,24 @@ pub trait ErrorDecoder: Send + Sync {
     }
 }
 
+/// A successful answer's decoded JSON, holding its share of the process's parse budget until the
+/// backend has turned it into its result and dropped it: the tree is what the budget is for.
+#[derive(Debug)]
+pub struct Parsed {
+    value: serde_json::Value,
+    _charge: ParseCharge,
+}
+
+impl Deref for Parsed {
+    type Target = serde_json::Value;
+
+    fn deref(&self) -> &serde_json::Value {
+        &self.value
+    }
+}
+
 /// The JSON body of a successful answer, or an error that explains what came instead.
-pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::Value, Error> {
+pub fn json_body(response: UpstreamResponse, name: &str) -> Result<Parsed, Error> {
     let upstream = response.context();
     let bad = |what: String| {
         Error::upstream_failure(
@@ -124,9 +170,16 @@ pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::V
         )));
     }
     let status = response.status.as_u16();
-    response.json.map_err(|refusal| {
-        Error::upstream_failure(format!("{name} answered {status} with {refusal}"), upstream)
-    })
+    match response.json {
+        Ok(value) => Ok(Parsed {
+            value,
+            _charge: response.charge,
+        }),
+        Err(refusal) => Err(Error::upstream_failure(
+            format!("{name} answered {status} with {refusal}"),
+            upstream,
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ mod healthcheck;
 mod hostile_upstream;
 /// The HTTP server under attack, with small limits.
 mod http_attacks;
+/// The attacks of the second hardening review: memory without a key, the total connection cap,
+/// slow readers, shared budgets.
+mod http_attacks_2;
 /// Bounded memory over HTTP.
 mod http_bounds;
 /// Cancellation over HTTP.

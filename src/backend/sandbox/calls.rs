@@ -72,6 +72,7 @@ impl SandboxBackend {
             max_links,
             max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
             pool: SandboxPool::new(DEFAULT_MAX_BYTES),
+            client: None,
         })
     }
 

@@ -5,8 +5,9 @@
 //! must not decide what a link contains (see `calls`) nor remove anyone's links to make room.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -25,6 +26,10 @@ pub const DEFAULT_MAX_TENANT_BYTES: usize = 8 * 1024 * 1024;
 /// Default bytes all sandbox tenants of the process may hold together.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default bytes the sandbox tenants brought by one client address may hold together: one full
+/// tenant's worth, an eighth of the pool.
+pub const DEFAULT_MAX_CLIENT_BYTES: usize = DEFAULT_MAX_TENANT_BYTES;
+
 /// The most JSON one sandbox link can take in an answer, from the input limits: 49 metadata
 /// entries (keys of 40 four-byte characters, values of 500 control characters, each escaped as 6
 /// bytes), a 160-character name, 500-character description and inactive message of four-byte
@@ -32,19 +37,45 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// so a sandbox list page is at most `max(--max-page-bytes, MAX_LINK_JSON + PAGE_ENVELOPE)`.
 pub const MAX_LINK_JSON: usize = 192 * 1024;
 
-/// The byte budget shared by every sandbox tenant of a process.
+/// The byte budget shared by every sandbox tenant of a process, and the share of it the tenants
+/// of one client address may hold.
 #[derive(Debug)]
 pub struct SandboxPool {
     max_bytes: usize,
+    /// 0: no share of its own.
+    max_per_client: usize,
     used: AtomicUsize,
+    /// What each client address's tenants hold; only addresses holding something.
+    clients: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Which budget a charge did not fit.
+enum Full {
+    Pool,
+    /// The client address's share; what its tenants hold.
+    Client(usize),
 }
 
 impl SandboxPool {
+    /// A pool with no per-address share (stdio: one user).
     pub fn new(max_bytes: usize) -> Arc<Self> {
+        Self::with_client_share(max_bytes, 0)
+    }
+
+    /// A pool of which the tenants of one client address may hold at most `max_per_client`
+    /// bytes together (0: no share of its own).
+    pub fn with_client_share(max_bytes: usize, max_per_client: usize) -> Arc<Self> {
         Arc::new(SandboxPool {
             max_bytes,
+            max_per_client,
             used: AtomicUsize::new(0),
+            clients: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // One addition or subtraction per update: a poisoned lock is still consistent.
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bytes held by all tenants now.
@@ -56,20 +87,40 @@ impl SandboxPool {
         self.max_bytes
     }
 
-    /// Takes `bytes` from the budget, or nothing if they do not fit.
-    fn reserve(&self, bytes: usize) -> bool {
-        let taken = self
+    /// Takes `bytes` from the budget, and from `client`'s share, or nothing if they do not fit.
+    fn reserve(&self, client: Option<IpAddr>, bytes: usize) -> Result<(), Full> {
+        // Held while the pool is charged, so that the share's check and charge are one step.
+        let mut clients = self.clients();
+        let share = client.filter(|_| self.max_per_client > 0);
+        if let Some(ip) = share {
+            let held = clients.get(&ip).copied().unwrap_or(0);
+            if held.saturating_add(bytes) > self.max_per_client {
+                return Err(Full::Client(held));
+            }
+        }
+        let before = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&n| n <= self.max_bytes)
-            });
-        if let Ok(before) = taken {
-            metrics::sandbox_bytes(before + bytes);
+            })
+            .map_err(|_| Full::Pool)?;
+        metrics::sandbox_bytes(before + bytes);
+        if let Some(ip) = share {
+            *clients.entry(ip).or_insert(0) += bytes;
         }
-        taken.is_ok()
+        Ok(())
     }
 
-    fn release(&self, bytes: usize) {
+    fn release(&self, client: Option<IpAddr>, bytes: usize) {
+        if let Some(ip) = client.filter(|_| self.max_per_client > 0) {
+            let mut clients = self.clients();
+            if let Some(held) = clients.get_mut(&ip) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    clients.remove(&ip);
+                }
+            }
+        }
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         metrics::sandbox_bytes(before.saturating_sub(bytes));
     }
@@ -81,6 +132,9 @@ pub struct SandboxLimits {
     pub max_links: usize,
     pub max_tenant_bytes: usize,
     pub pool: Arc<SandboxPool>,
+    /// The client address whose share of the pool this tenant's bytes count against: over HTTP,
+    /// the address that brought its token first. `None`: no share (stdio).
+    pub client: Option<IpAddr>,
 }
 
 /// A link as the sandbox keeps it: the link, its line items, its creation time.
@@ -190,18 +244,29 @@ The sandbox is for trying things out and keeps no data: use less metadata or sho
                 store.bytes
             )));
         }
-        if !limits.pool.reserve(bytes) {
-            return Err(Error::rate_limited(
-                format!(
-                    "the sandbox of this server is full: all its tenants' links together hold {} of {} bytes, so nothing was stored. \
+        match limits.pool.reserve(limits.client, bytes) {
+            Ok(()) => {}
+            Err(Full::Pool) => {
+                return Err(Error::rate_limited(
+                    format!(
+                        "the sandbox of this server is full: all its tenants' links together hold {} of {} bytes, so nothing was stored. \
 No tenant's links are removed to make room; space comes back as idle tenants are dropped. Try again later, or use a sandbox of your own \
 (paylink-mcp over stdio)",
-                    limits.pool.used(),
-                    limits.pool.max_bytes()
-                ),
-                None,
-                UpstreamContext::default(),
-            ));
+                        limits.pool.used(),
+                        limits.pool.max_bytes()
+                    ),
+                    None,
+                    UpstreamContext::default(),
+                ));
+            }
+            Err(Full::Client(held)) => {
+                return Err(Error::quota_exhausted(format!(
+                    "the sandbox tenants brought to this server from your address hold {held} of the {} bytes one address may hold, and {what} needs {bytes} more, so nothing was stored. \
+The sandbox is for trying things out and keeps no data: use fewer tokens, less metadata or shorter texts; space comes back as your idle \
+tenants are dropped, or use a sandbox of your own (paylink-mcp over stdio)",
+                    limits.pool.max_per_client
+                )));
+            }
         }
         store.bytes += bytes;
         Ok(())
@@ -211,12 +276,12 @@ No tenant's links are removed to make room; space comes back as idle tenants are
     pub(super) fn refund(&mut self, limits: &SandboxLimits, bytes: usize) {
         let bytes = bytes.min(self.bytes);
         self.bytes -= bytes;
-        limits.pool.release(bytes);
+        limits.pool.release(limits.client, bytes);
     }
 
     /// Gives every byte this tenant holds back to the pool: the tenant is gone.
     pub(super) fn release_all(&mut self, limits: &SandboxLimits) {
-        limits.pool.release(self.bytes);
+        limits.pool.release(limits.client, self.bytes);
         self.bytes = 0;
     }
 }

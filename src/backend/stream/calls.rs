@@ -30,7 +30,9 @@ use crate::domain::{CurrencyCode, Cursor, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product, ProductKind};
 use crate::secret::ApiKey;
-use crate::upstream::{Body, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body};
+use crate::upstream::{
+    Body, Parsed, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body,
+};
 
 const RECOVERY_PAGES: u32 = 2;
 const RECOVERY_PAGE_SIZE: usize = 50;
@@ -57,7 +59,7 @@ impl StreamBackend {
         })
     }
 
-    async fn send(&self, request: UpstreamRequest) -> Result<Value> {
+    async fn send(&self, request: UpstreamRequest) -> Result<Parsed> {
         let response = self
             .client
             .send(&request, &StreamErrors, &self.scrubber)
@@ -66,7 +68,7 @@ impl StreamBackend {
     }
 
     /// A GET; reads are always safe to retry.
-    async fn get(&self, path_and_query: String) -> Result<Value> {
+    async fn get(&self, path_and_query: String) -> Result<Parsed> {
         self.send(
             self.headers
                 .request(Method::GET, path_and_query, Body::None, RetryMode::Read),
@@ -75,7 +77,7 @@ impl StreamBackend {
     }
 
     /// A GET of one link: a 404 names `payment_link_id`.
-    async fn get_link(&self, id: &PaymentLinkId) -> Result<Value> {
+    async fn get_link(&self, id: &PaymentLinkId) -> Result<Parsed> {
         self.get(link_path(id))
             .await
             .map_err(|e| name_not_found(e, "payment_link_id"))
@@ -121,6 +123,10 @@ impl Backend for StreamBackend {
         self.live
     }
 
+    fn scrubber(&self) -> Option<&Scrubber> {
+        Some(&self.scrubber)
+    }
+
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
         let body = Body::Json(Bytes::from(create_body(&request).to_string()));
         let answer = self
@@ -163,7 +169,7 @@ impl Backend for StreamBackend {
     /// guess their effect, it says they apply and totals the link before them.
     async fn preview_payment_link(&self, request: &NewPaymentLink) -> Result<Preview> {
         let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
-        let mut products: Vec<(&str, Value)> = Vec::new();
+        let mut products: Vec<(&str, Parsed)> = Vec::new();
         let mut lines = Vec::with_capacity(request.items.len());
         let mut kinds = Vec::with_capacity(request.items.len());
         for (i, item) in request.items.iter().enumerate() {

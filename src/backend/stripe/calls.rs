@@ -35,7 +35,9 @@ use crate::domain::{IdFormat, PaymentLinkId, ProductId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product};
 use crate::secret::ApiKey;
-use crate::upstream::{Body, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body};
+use crate::upstream::{
+    Body, Parsed, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body,
+};
 
 /// How many pages of line items one link may take before we stop summing. One page always
 /// suffices (see `request::PAGE_MAX`); the bound only guards against an upstream that keeps
@@ -65,13 +67,13 @@ impl StripeBackend {
         })
     }
 
-    async fn send(&self, request: UpstreamRequest, errors: &StripeErrors) -> Result<Value> {
+    async fn send(&self, request: UpstreamRequest, errors: &StripeErrors) -> Result<Parsed> {
         let response = self.client.send(&request, errors, &self.scrubber).await?;
         json_body(response, "Stripe")
     }
 
     /// A GET; reads are always safe to retry.
-    async fn get(&self, path: &str, query: &Form) -> Result<Value> {
+    async fn get(&self, path: &str, query: &Form) -> Result<Parsed> {
         self.send(
             self.headers.request(
                 Method::GET,
@@ -274,6 +276,10 @@ impl Backend for StripeBackend {
 
     fn livemode(&self) -> bool {
         self.live
+    }
+
+    fn scrubber(&self) -> Option<&Scrubber> {
+        Some(&self.scrubber)
     }
 
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {

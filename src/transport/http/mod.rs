@@ -16,6 +16,7 @@
 //! Every option is checked before the socket is opened: a refused configuration never listens.
 
 pub mod auth;
+pub mod body;
 pub mod conn;
 mod door;
 pub mod gate;
@@ -42,8 +43,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::auth::AccessTokens;
+use self::body::MAX_BODY_BYTES;
 use self::conn::ConnSettings;
-use self::gate::{Callers, Gate, LimitSettings, MAX_BODY_BYTES};
+use self::gate::{Callers, Gate, LimitSettings};
 use self::guard::HostGuard;
 use self::reply::refuse;
 use self::sessions::{SessionCaps, SessionOwners};
@@ -271,6 +273,8 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         process_in_flight: opts.max_concurrent_requests,
         tenant_table: max_tenants.saturating_mul(NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN)),
         body_read: Duration::from_secs(opts.body_read_timeout_secs),
+        request_bytes: opts.max_request_bytes,
+        request_bytes_per_client: opts.max_request_bytes_per_client,
     };
     let gate = Arc::new(Gate::new(
         guard,
@@ -300,6 +304,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         keep_alive: Duration::from_secs(opts.keep_alive_timeout_secs),
         handshake: Duration::from_secs(opts.tls_handshake_timeout_secs),
         write: Duration::from_secs(opts.write_timeout_secs),
+        min_write_rate: opts.min_write_rate,
         max_total: opts.max_connections,
         // Behind a proxy every connection comes from the proxy: a per-address cap would cap the
         // proxy, and so everyone. The proxy owns per-client connection limits there.

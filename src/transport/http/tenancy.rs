@@ -333,9 +333,9 @@ impl Tenancy {
             ));
         }
         let built = self.cache.get_or_try_insert(key, || {
-            let backend = self
-                .factory
-                .backend(who.upstream_key.as_ref(), base, branch)?;
+            let backend =
+                self.factory
+                    .backend_for(who.upstream_key.as_ref(), base, branch, Some(client))?;
             Ok::<_, BuildError>(Arc::new(Tenant {
                 fingerprint: who.fingerprint.clone(),
                 // The cache key: caller, upstream and branch, so an idempotency key used on two
