@@ -23,7 +23,9 @@ use crate::tools::limits::ToolLimits;
 use crate::upstream::UpstreamSettings;
 
 pub mod http;
+pub mod store;
 pub use http::HttpOpts;
+pub use store::StoreOpts;
 
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.

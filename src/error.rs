@@ -89,6 +89,11 @@ pub enum Error {
     /// A fault of this server (configuration, I/O). Never caused by a secret.
     #[error("{message}")]
     Internal { message: String, retry_safe: bool },
+
+    /// Something this server needs for the call (its shared store) cannot be reached now; the
+    /// call was refused before anything was sent upstream, so sending it again is safe.
+    #[error("{message}")]
+    Unavailable { message: String },
 }
 
 /// The `kind` of an error envelope: a closed vocabulary a model can branch on.
@@ -105,11 +110,12 @@ pub enum ErrorKind {
     OutcomeUnknown,
     IdempotencyConflict,
     Internal,
+    Unavailable,
 }
 
 impl ErrorKind {
     /// Every kind, for code that maps a kind's name back to it.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Validation,
         ErrorKind::NotFound,
         ErrorKind::Auth,
@@ -120,6 +126,7 @@ impl ErrorKind {
         ErrorKind::OutcomeUnknown,
         ErrorKind::IdempotencyConflict,
         ErrorKind::Internal,
+        ErrorKind::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +141,7 @@ impl ErrorKind {
             ErrorKind::OutcomeUnknown => "outcome_unknown",
             ErrorKind::IdempotencyConflict => "idempotency_conflict",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -300,6 +308,13 @@ impl Error {
         }
     }
 
+    /// A dependency of this server (its shared store) is down; nothing was sent upstream.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+        }
+    }
+
     /// The same error, as belonging to the argument `field`: kinds that name a field
     /// (`validation`, `not_found`, `upstream`) take it, others are returned unchanged.
     pub(crate) fn on_field(self, field: impl Into<String>) -> Self {
@@ -345,6 +360,7 @@ impl Error {
             Error::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
             Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
             Error::Internal { .. } => ErrorKind::Internal,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
         }
     }
 
@@ -354,6 +370,7 @@ impl Error {
             Error::RateLimited { retry_safe, .. }
             | Error::Upstream { retry_safe, .. }
             | Error::Internal { retry_safe, .. } => *retry_safe,
+            Error::Unavailable { .. } => true,
             _ => false,
         }
     }
@@ -392,7 +409,8 @@ impl Error {
             | Error::Upstream { message, .. }
             | Error::OutcomeUnknown { message, .. }
             | Error::IdempotencyConflict { message }
-            | Error::Internal { message, .. } => message,
+            | Error::Internal { message, .. }
+            | Error::Unavailable { message } => message,
         }
     }
 
@@ -492,6 +510,10 @@ pub enum StartupError {
     /// A transport stopped with an error (the stdio pipes).
     #[error("{0}")]
     Transport(String),
+    /// The shared store's configuration (`--store`, `PAYLINK_STORE`, `PAYLINK_STORE_FILE`); the
+    /// message never holds the URL's password.
+    #[error("{0}")]
+    Store(String),
     /// A state start-up should never reach: a bug, reported rather than a panic.
     #[error("internal: {0}")]
     Internal(&'static str),
@@ -563,5 +585,9 @@ mod tests {
         assert!(!Error::quota_exhausted("m").retry_safe());
         assert!(Error::rate_limited("m", None, ctx()).retry_safe());
         assert!(Error::internal_retryable("m").retry_safe());
+        let down = Error::unavailable("m");
+        assert!(down.retry_safe());
+        assert_eq!(down.kind().as_str(), "unavailable");
+        assert_eq!(down.on_field("items").field(), None);
     }
 }

@@ -76,7 +76,18 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         },
     )?;
     let audit = global.audit_log.clone().map(AuditLog::at_start_up);
-    let toolbox = Toolbox::new(rules, global.allow_live, audit, global.tool_limits());
+    // Only the HTTP server has replicas to share state with; stdio serves one user from memory.
+    let store = match &cli.command {
+        Some(Command::Http(opts)) => opts.store.store(env)?,
+        _ => None,
+    };
+    let toolbox = Toolbox::new(
+        rules,
+        global.allow_live,
+        audit,
+        global.tool_limits(),
+        store.clone(),
+    );
     let factory = BackendFactory::new(global.backend_settings(kind)?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {
@@ -120,7 +131,7 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
                 instructions(kind, live, global.allow_live),
                 TenantSource::PerRequest,
             );
-            crate::transport::http::run(kind, global, &opts, &secrets, server, factory)
+            crate::transport::http::run(kind, global, &opts, &secrets, server, factory, store)
                 .map_err(StartupError::Http)
         }
         // `main` runs the probe before any of the above; reaching here is a bug, not a panic.

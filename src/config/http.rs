@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::store::StoreOpts;
+
 /// Loopback names accepted in `Host` by default (any port): a browser page elsewhere that
 /// rebinds its own DNS name to 127.0.0.1 still sends its own name, and is refused.
 pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
@@ -193,6 +195,10 @@ pub struct HttpOpts {
     #[arg(long, env = "PAYLINK_WRITE_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub write_timeout_secs: u64,
+
+    /// Where state shared by replicas lives (see `config::store`).
+    #[command(flatten)]
+    pub store: StoreOpts,
 }
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the

@@ -30,6 +30,7 @@ pub fn call<'a>(
         refuse_unsupported(args, tools.rules())?;
         let request = decode::<CreatePaymentLinkArgs>(args)?.validate(tools.rules())?;
         live_guard(caller.backend, caller.allow_live)?;
+        tools.store_answers().await?;
         run(request, caller, &tools.idempotency).await
     })
 }

@@ -34,6 +34,7 @@ pub fn update_payment_link_status<'a>(
     Box::pin(async move {
         let update = decode::<UpdatePaymentLinkStatusArgs>(args)?.validate(tools.rules())?;
         live_guard(caller.backend, caller.allow_live)?;
+        tools.store_answers().await?;
         caller.backend.update_payment_link_status(update).await
     })
 }

@@ -15,6 +15,7 @@ use crate::domain::PageBytes;
 use crate::error::{Error, Result};
 use crate::idempotency::IdempotencyStore;
 use crate::observability::audit::AuditLog;
+use crate::store::Store;
 
 /// What every tool call shares, built once at start-up: the `S` of the tool router, handed to
 /// each route with the call. Cheap to clone: clones share one idempotency store.
@@ -26,6 +27,8 @@ pub struct Toolbox {
     pub(super) audit: Option<Arc<AuditLog>>,
     /// The byte cap of one list page.
     page_bytes: PageBytes,
+    /// The shared store, when replicas share one (`--store redis://...`).
+    store: Option<Store>,
 }
 
 impl Toolbox {
@@ -34,6 +37,7 @@ impl Toolbox {
         allow_live: bool,
         audit: Option<Arc<AuditLog>>,
         limits: ToolLimits,
+        store: Option<Store>,
     ) -> Self {
         Toolbox {
             rules,
@@ -41,6 +45,20 @@ impl Toolbox {
             allow_live,
             audit,
             page_bytes: limits.page_bytes,
+            store,
+        }
+    }
+
+    /// Refuses a write (`unavailable`, retry-safe) when the shared store does not answer, before
+    /// anything is sent upstream: replicas keep the bookkeeping of writes there, and a write
+    /// they cannot account for is one they do not make. Without a shared store, always fine.
+    pub(super) async fn store_answers(&self) -> Result<()> {
+        match &self.store {
+            Some(store) => store
+                .ping()
+                .await
+                .map_err(|e| e.unavailable("accept a write")),
+            None => Ok(()),
         }
     }
 

@@ -50,6 +50,8 @@ mod reliability;
 mod schemas;
 /// The server over stdio on the sandbox: tools/list, round trips, validation, stdout hygiene.
 mod stdio;
+/// The shared store (`--store redis://...`) of one server, against a real redis-server.
+mod store_redis;
 /// The Stream backend against its mock: requests sent, answers read, failures, reliability.
 mod stream;
 /// The Stripe backend against its mock: forms, idempotency keys, refusals, failures.

@@ -34,6 +34,7 @@ const KINDS: &[&str] = &[
     "outcome_unknown",
     "idempotency_conflict",
     "internal",
+    "unavailable",
 ];
 
 /// The six tools, in listing order.

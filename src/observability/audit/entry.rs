@@ -22,11 +22,12 @@ use crate::tools::id::ToolId;
 
 /// The outcomes that refuse a write on this server's own checks: with no upstream answer during
 /// the call, nothing was sent and the line is short.
-const LOCAL_REFUSALS: [&str; 4] = [
+const LOCAL_REFUSALS: [&str; 5] = [
     "validation",
     "unsupported_by_backend",
     "live_guard",
     "idempotency_conflict",
+    "unavailable",
 ];
 
 /// One line of the audit file.

@@ -49,6 +49,7 @@ use crate::backend::factory::BackendFactory;
 use crate::config::{GlobalOpts, HttpOpts, Secrets, check_base_url};
 use crate::model::BackendKind;
 use crate::server::PaylinkServer;
+use crate::store::Store;
 use crate::tenant::Tenant;
 use crate::tenant::cache::TenantCache;
 
@@ -80,6 +81,7 @@ pub fn run(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
+    store: Option<Store>,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,7 +89,7 @@ pub fn run(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     // Built inside the runtime: the session manager and pools may spawn.
     let result = runtime.block_on(async {
-        let plan = plan(kind, global, opts, secrets, server, factory)?;
+        let plan = plan(kind, global, opts, secrets, server, factory, store)?;
         serve(plan).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -110,6 +112,7 @@ fn plan(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
+    store: Option<Store>,
 ) -> Result<Plan, String> {
     let loopback = is_loopback(&opts.bind);
     if !loopback && opts.tls_cert.is_none() && !opts.behind_tls_proxy {
@@ -256,6 +259,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .with_cancellation_token(stop.child_token());
     // The metrics exist only in this mode: stdio never installs them and pays nothing.
     crate::observability::metrics::install();
+    if let Some(store) = &store {
+        announce(store.clone());
+    }
     let conn = ConnSettings {
         header_read: Duration::from_secs(opts.header_read_timeout_secs),
         keep_alive: Duration::from_secs(opts.keep_alive_timeout_secs),
@@ -281,6 +287,19 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         metrics_bind: opts.metrics_bind,
         conn,
     })
+}
+
+/// Says which shared store this server uses, and (in the background: start-up never waits for
+/// it) whether it answers now. A store that does not is not fatal: reads are served, writes are
+/// refused until it answers, and the connection recovers by itself.
+fn announce(store: Store) {
+    tracing::info!(store = %store.redacted_url(), "shared store: Redis (state is shared with every replica using it)");
+    tokio::spawn(async move {
+        // A failure is logged by the store itself (once, until it answers again).
+        if store.ping().await.is_ok() {
+            tracing::info!("the shared store answers");
+        }
+    });
 }
 
 /// The axum app: `/mcp` behind the gate, plus the unauthenticated odds and ends.
