@@ -14,6 +14,7 @@ use crate::backend::factory::{BackendFactory, BuildError};
 use crate::backend::unconfigured::Unconfigured;
 use crate::config::{Cli, Command, Secrets, choose_backend};
 use crate::error::StartupError;
+use crate::idempotency::{IdempotencyKeys, IdempotencyStore, LocalKeys, SharedKeys};
 use crate::model::BackendKind;
 use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
@@ -81,13 +82,16 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         Some(Command::Http(opts)) => opts.store.store(env)?,
         _ => None,
     };
-    let toolbox = Toolbox::new(
-        rules,
-        global.allow_live,
-        audit,
-        global.tool_limits(),
-        store.clone(),
-    );
+    let limits = global.tool_limits();
+    let keys: Arc<dyn IdempotencyKeys> = match &store {
+        Some(store) => Arc::new(SharedKeys::new(
+            store.clone(),
+            limits.idempotency,
+            global.upstream_settings().attempt_timeout,
+        )),
+        None => Arc::new(LocalKeys(IdempotencyStore::new(limits.idempotency))),
+    };
+    let toolbox = Toolbox::new(rules, global.allow_live, audit, limits.page_bytes, keys);
     let factory = BackendFactory::new(global.backend_settings(kind)?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {

@@ -16,7 +16,7 @@ use crate::domain::{
     RedirectUrl, ValidUntil,
 };
 use crate::error::{Error, Result, UpstreamContext};
-use crate::idempotency::{Claim, IdempotencyStore, Outcome, args_hash, wait};
+use crate::idempotency::{Claimed, IdempotencyKeys, Outcome, args_hash};
 use crate::model::PaymentLink;
 
 /// `create_payment_link`: refuses what the backend cannot honour, validates, passes the live
@@ -30,8 +30,7 @@ pub fn call<'a>(
         refuse_unsupported(args, tools.rules())?;
         let request = decode::<CreatePaymentLinkArgs>(args)?.validate(tools.rules())?;
         live_guard(caller.backend, caller.allow_live)?;
-        tools.store_answers().await?;
-        run(request, caller, &tools.idempotency).await
+        run(request, caller, tools.idempotency.as_ref()).await
     })
 }
 
@@ -313,74 +312,79 @@ impl CreatePaymentLinkArgs {
 }
 
 /// Runs a validated create: straight to the backend without an idempotency key; through the
-/// idempotency store with one (replay, conflict, wait for a concurrent twin, or recover an
+/// idempotency keys with one (replay, conflict, wait for a concurrent twin, or recover an
 /// earlier unknown outcome before creating again).
 pub async fn run(
     request: CreateRequest,
     caller: &Caller<'_>,
-    store: &std::sync::Arc<IdempotencyStore>,
+    keys: &dyn IdempotencyKeys,
 ) -> Result<PaymentLink> {
     let CreateRequest {
         mut link,
         idempotency_key,
     } = request;
     let Some(key) = idempotency_key else {
+        // Nothing to keep, but replicas whose shared store is down refuse every write alike.
+        keys.ready().await?;
         link.reference = reference_for(caller.scope, None);
         return caller.backend.create_payment_link(link).await;
     };
     // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
     // equal whatever their JSON spelling.
     let args = args_hash(&format!("{link:?}"));
-    // Links kept in this process (the sandbox) die with their data: so do their keys' entries,
-    // or a replay could answer a link that no longer exists.
+    // Links kept in this process (the in-memory sandbox) die with their data: so do their
+    // keys' entries, or a replay could answer a link that no longer exists.
     let local_scope = caller
         .backend
         .local_data()
-        .map(|data| data.scope(store, caller.scope));
+        .map(|data| keys.local_scope(data, caller.scope));
     let scope = local_scope.as_deref().unwrap_or(caller.scope);
-    let claim = store.claim(scope, key.as_str(), args, || {
-        reference_for(caller.scope, Some(&key))
-    })?;
-    let ticket = match claim {
-        Claim::Replay(outcome) => return replayed(outcome),
-        Claim::Wait(rx) => {
-            return match wait(rx).await {
-                Some(outcome) => replayed(outcome),
-                None => Err(Error::internal_retryable(
-                    "a call with this idempotency_key was cancelled before it finished; call again with the same key",
-                )),
-            };
-        }
-        Claim::Run(ticket) => ticket,
+    let reference = reference_for(caller.scope, Some(&key));
+    let mut hold = match keys.claim(scope, key.as_str(), args, reference).await? {
+        Claimed::Done(outcome) => return replayed(outcome),
+        Claimed::Run(hold) => hold,
     };
-    if ticket.previous_unknown {
-        match caller.backend.recover_create(&ticket.reference).await {
+    if hold.previous_unknown() {
+        match caller.backend.recover_create(hold.reference()).await {
             Ok(Some(found)) => {
-                ticket.complete(Outcome::Created(to_value(&found)?));
+                hold.complete(Outcome::Created(to_value(&found)?)).await;
                 return Ok(found);
             }
             Ok(None) => {}
             Err(e) => {
                 // Still unknown: keep it so, never fall through to a second create.
-                let reference = ticket.reference.clone();
-                ticket.complete(Outcome::Unknown { reference });
+                let reference = hold.reference().to_owned();
+                hold.complete(Outcome::Unknown { reference }).await;
                 return Err(e);
             }
         }
     }
-    link.reference = ticket.reference.clone();
+    if let Err(e) = hold.before_send().await {
+        // Nothing was sent by this call: what the key held before (nothing, or an unknown
+        // outcome to look up) is what it holds now.
+        let outcome = if hold.previous_unknown() {
+            Outcome::Unknown {
+                reference: hold.reference().to_owned(),
+            }
+        } else {
+            Outcome::Failed(e.clone())
+        };
+        hold.complete(outcome).await;
+        return Err(e);
+    }
+    link.reference = hold.reference().to_owned();
     match caller.backend.create_payment_link(link).await {
         Ok(created) => {
-            ticket.complete(Outcome::Created(to_value(&created)?));
+            hold.complete(Outcome::Created(to_value(&created)?)).await;
             Ok(created)
         }
         Err(e @ Error::OutcomeUnknown { .. }) => {
-            let reference = ticket.reference.clone();
-            ticket.complete(Outcome::Unknown { reference });
+            let reference = hold.reference().to_owned();
+            hold.complete(Outcome::Unknown { reference }).await;
             Err(e)
         }
         Err(e) => {
-            ticket.complete(Outcome::Failed(e.clone()));
+            hold.complete(Outcome::Failed(e.clone())).await;
             Err(e)
         }
     }

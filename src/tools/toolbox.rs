@@ -9,26 +9,23 @@ use rmcp::model::JsonObject;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::limits::ToolLimits;
 use crate::backend::{Backend, BackendRules};
 use crate::domain::PageBytes;
 use crate::error::{Error, Result};
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::IdempotencyKeys;
 use crate::observability::audit::AuditLog;
-use crate::store::Store;
 
 /// What every tool call shares, built once at start-up: the `S` of the tool router, handed to
 /// each route with the call. Cheap to clone: clones share one idempotency store.
 #[derive(Clone)]
 pub struct Toolbox {
     rules: BackendRules,
-    pub(super) idempotency: Arc<IdempotencyStore>,
+    /// Where idempotency keys are kept: this process, or the store replicas share.
+    pub(super) idempotency: Arc<dyn IdempotencyKeys>,
     pub(super) allow_live: bool,
     pub(super) audit: Option<Arc<AuditLog>>,
     /// The byte cap of one list page.
     page_bytes: PageBytes,
-    /// The shared store, when replicas share one (`--store redis://...`).
-    store: Option<Store>,
 }
 
 impl Toolbox {
@@ -36,16 +33,15 @@ impl Toolbox {
         rules: BackendRules,
         allow_live: bool,
         audit: Option<Arc<AuditLog>>,
-        limits: ToolLimits,
-        store: Option<Store>,
+        page_bytes: PageBytes,
+        idempotency: Arc<dyn IdempotencyKeys>,
     ) -> Self {
         Toolbox {
             rules,
-            idempotency: IdempotencyStore::new(limits.idempotency),
+            idempotency,
             allow_live,
             audit,
-            page_bytes: limits.page_bytes,
-            store,
+            page_bytes,
         }
     }
 
@@ -53,13 +49,7 @@ impl Toolbox {
     /// anything is sent upstream: replicas keep the bookkeeping of writes there, and a write
     /// they cannot account for is one they do not make. Without a shared store, always fine.
     pub(super) async fn store_answers(&self) -> Result<()> {
-        match &self.store {
-            Some(store) => store
-                .ping()
-                .await
-                .map_err(|e| e.unavailable("accept a write")),
-            None => Ok(()),
-        }
+        self.idempotency.ready().await
     }
 
     pub fn rules(&self) -> &BackendRules {

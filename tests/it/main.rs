@@ -46,6 +46,8 @@ mod parse_budget;
 mod properties;
 /// Retries, unknown outcomes and idempotency against the Stream mock.
 mod reliability;
+/// Two replicas sharing one Redis: idempotency, limits, sandbox data and faults across them.
+mod replicas;
 /// Tool definitions, snapshotted.
 mod schemas;
 /// The server over stdio on the sandbox: tools/list, round trips, validation, stdout hygiene.

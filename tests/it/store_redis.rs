@@ -225,3 +225,59 @@ async fn with_redis_slow_a_write_is_refused_at_the_deadline_and_served_once_it_a
     assert_eq!(link["name"], "A");
     assert_eq!(mock.posts().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_tenants_idempotency_keys_in_redis_stay_within_its_bound() {
+    let redis = Redis::start();
+    let mock = MockStream::start("t").await;
+    let server = stream_server(&mock, &redis.url(), &["--idempotency-max-per-tenant", "2"]);
+    let url = server.url();
+    let mut links = Vec::new();
+    for key in ["k1", "k2", "k3"] {
+        links.push(
+            stateless_call(
+                &url,
+                "t",
+                &[],
+                "create_payment_link",
+                create("A", Some(key)),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let index: Vec<String> = redis
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":index"))
+        .collect();
+    assert_eq!(index.len(), 1, "one tenant");
+    let members: i64 = redis.cmd(&["ZCARD", &index[0]]).await;
+    assert_eq!(members, 2, "the oldest finished entry made room");
+    // The newest two still replay; the oldest was dropped, so its key creates anew.
+    for (key, link) in [("k2", &links[1]), ("k3", &links[2])] {
+        let again = stateless_call(
+            &url,
+            "t",
+            &[],
+            "create_payment_link",
+            create("A", Some(key)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&again, link);
+    }
+    assert_eq!(mock.posts().await.len(), 3);
+    let again = stateless_call(
+        &url,
+        "t",
+        &[],
+        "create_payment_link",
+        create("A", Some("k1")),
+    )
+    .await
+    .unwrap();
+    assert_ne!(again["id"], links[0]["id"]);
+    assert_eq!(mock.posts().await.len(), 4);
+}

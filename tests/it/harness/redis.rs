@@ -108,6 +108,31 @@ impl Redis {
             .await
             .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
+
+    /// Every key, sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.cmd(&["KEYS", "*"]).await;
+        keys.sort();
+        keys
+    }
+
+    /// How many times each command ran since the last `CONFIG RESETSTAT` (`INFO commandstats`):
+    /// `(command, calls)`, e.g. `("evalsha", 12)`.
+    pub async fn command_calls(&self) -> Vec<(String, u64)> {
+        let info: String = self.cmd(&["INFO", "commandstats"]).await;
+        info.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Redis {

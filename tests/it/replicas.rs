@@ -1,0 +1,220 @@
+//! Two real replicas of the binary (`http --stateless --store redis://...`) sharing one real
+//! redis-server of the test's own, in front of the Stream mock, which counts the POSTs: what a
+//! load balancer spreading calls over them must never see is a second link for one key, or a
+//! limit multiplied by the replica count.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::http::{Server, modern_call_body, modern_headers, post, stateless_call};
+use crate::harness::redis::Redis;
+use crate::harness::{CALL_DEADLINE, within};
+use crate::mocks::stream::{Fault, MockStream};
+use crate::store_redis::{create, stream_server};
+
+const TOKEN: &str = "tok-replica-secret";
+
+/// A create with `key` through `server`.
+async fn create_on(server: &Server, name: &str, key: &str) -> Result<Value, Value> {
+    stateless_call(
+        &server.url(),
+        TOKEN,
+        &[],
+        "create_payment_link",
+        create(name, Some(key)),
+    )
+    .await
+}
+
+/// Every GET of the links list answers 503 for the next `n` requests: a create's outcome stays
+/// unknown (its own recovery lookups fail).
+fn fail_lookups(mock: &MockStream, n: usize) {
+    for _ in 0..n {
+        mock.fault(
+            "GET",
+            "/api/v2/payment_links",
+            Fault::Status(503, json!({"error": {"code": "DOWN", "message": "down"}})),
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_identical_creates_split_over_both_replicas_make_one_post_and_share_the_link() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    let b = stream_server(&mock, &redis.url(), &[]);
+    // The first POST is answered after a while, so that the others arrive while it runs.
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        Fault::Delay(Duration::from_millis(1500)),
+    );
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let url = if i % 2 == 0 { a.url() } else { b.url() };
+        calls.push(tokio::spawn(async move {
+            stateless_call(
+                &url,
+                TOKEN,
+                &[],
+                "create_payment_link",
+                create("Order 7", Some("order-7")),
+            )
+            .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for c in calls {
+        let link = c.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        ids.push(link["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(mock.posts().await.len(), 1, "exactly one POST");
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one link for all: {ids:?}"
+    );
+    // Other arguments with the same key, on either replica: a conflict, no POST.
+    for server in [&a, &b] {
+        let e = create_on(server, "Order 8", "order-7").await.unwrap_err();
+        assert_eq!(e["kind"], "idempotency_conflict", "{e}");
+    }
+    assert_eq!(mock.posts().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_500_after_commit_on_one_replica_retried_on_the_other_returns_the_same_link() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    let b = stream_server(&mock, &redis.url(), &[]);
+    // Stored, then a 500, and A's own lookups fail too: on A the outcome is unknown.
+    mock.fault("POST", "/api/v2/payment_links", Fault::StoreThen500);
+    fail_lookups(&mock, 12);
+    let e = create_on(&a, "Order", "k-500").await.unwrap_err();
+    assert_eq!(e["kind"], "outcome_unknown", "{e}");
+    assert_eq!(mock.link_count(), 1);
+    mock.state.lock().unwrap().faults.clear();
+    // The retry lands on B: it looks the link up by the first attempt's reference.
+    let link = create_on(&b, "Order", "k-500").await.unwrap();
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0]["id"]);
+    assert_eq!(mock.posts().await.len(), 1, "never a second POST");
+    // And from then on both replicas replay it.
+    assert_eq!(create_on(&a, "Order", "k-500").await.unwrap(), link);
+    assert_eq!(mock.posts().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_replica_killed_right_after_its_post_left_leaves_the_link_for_the_other_to_recover() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    // A short upstream timeout keeps the lease short (two attempts and 5 s: 9 s).
+    let a = stream_server(&mock, &redis.url(), &["--upstream-timeout-secs", "2"]);
+    let b = stream_server(&mock, &redis.url(), &["--upstream-timeout-secs", "2"]);
+    // The mock stores the link at once and answers much later: A dies before it hears back.
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        Fault::Delay(Duration::from_secs(60)),
+    );
+    let url = a.url();
+    let in_flight = tokio::spawn(async move {
+        let mut headers = modern_headers("create_payment_link");
+        headers.push(("authorization", "Bearer tok-replica-secret"));
+        let body = modern_call_body(1, "create_payment_link", create("Order", Some("k-kill")));
+        post(&url, None, &headers, &body).await
+    });
+    within(
+        CALL_DEADLINE,
+        "A's POST reaching the mock",
+        mock.arrivals_reach(1),
+    )
+    .await;
+    drop(a); // SIGKILL
+    in_flight.abort();
+    assert_eq!(mock.link_count(), 1);
+    // The retry on B waits out A's lease (no one renews it), then looks the link up by A's
+    // reference before anything else: it finds it.
+    let link = create_on(&b, "Order", "k-kill").await.unwrap();
+    assert_eq!(link["id"], mock.state.lock().unwrap().links[0]["id"]);
+    assert_eq!(mock.posts().await.len(), 1, "B never sent a second POST");
+}
+
+#[tokio::test]
+async fn both_replicas_restarted_a_repeat_is_still_answered_from_the_store() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    let b = stream_server(&mock, &redis.url(), &[]);
+    let first = create_on(&a, "Order", "k-restart").await.unwrap();
+    drop((a, b));
+    let a = stream_server(&mock, &redis.url(), &[]);
+    let b = stream_server(&mock, &redis.url(), &[]);
+    for server in [&b, &a] {
+        assert_eq!(
+            create_on(server, "Order", "k-restart").await.unwrap(),
+            first
+        );
+    }
+    assert_eq!(mock.posts().await.len(), 1, "answered from the store");
+    assert_eq!(
+        b.metric("paylink_idempotent_replays_total").await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn keys_are_versioned_expire_and_never_hold_the_caller_key() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    create_on(&a, "Order", "k-layout").await.unwrap();
+    let keys = redis.keys().await;
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(key.starts_with("paylink:v1:idem:{"), "{key}");
+        assert!(!key.contains(TOKEN) && !key.contains("k-layout"), "{key}");
+        let ttl: i64 = redis.cmd(&["PTTL", key]).await;
+        assert!(
+            ttl > 0 && ttl <= 24 * 3600 * 1000,
+            "{key} expires within 24 h: {ttl}"
+        );
+        let kind: String = redis.cmd(&["TYPE", key]).await;
+        let dump: Vec<String> = match kind.as_str() {
+            "hash" => redis.cmd(&["HGETALL", key]).await,
+            "zset" => redis.cmd(&["ZRANGE", key, "0", "-1"]).await,
+            other => panic!("{key} is a {other}"),
+        };
+        assert!(
+            dump.iter().all(|v| !v.contains(TOKEN)),
+            "{key} holds no caller key"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_create_with_a_key_costs_two_store_round_trips() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    // The first create loads the scripts; count the next one's.
+    create_on(&a, "Warm-up", "k-warm").await.unwrap();
+    const OPS: &str = "paylink_store_operations_total{";
+    let before = a.metric_sum(OPS).await;
+    let _: () = redis.cmd(&["CONFIG", "RESETSTAT"]).await;
+    create_on(&a, "Order", "k-count").await.unwrap();
+    // Seen from the server: two operations, each one round trip.
+    assert_eq!(a.metric_sum(OPS).await - before, 2.0);
+    // Seen from Redis: two scripts run, and no command of a client of its own (the commands a
+    // script calls are counted too, but none is a round trip).
+    let calls = redis.command_calls().await;
+    let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map(|(_, c)| *c);
+    assert_eq!(evalsha, Some(2), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|(n, _)| !matches!(n.as_str(), "eval" | "script|load" | "ping")),
+        "{calls:?}"
+    );
+}
