@@ -218,3 +218,146 @@ async fn a_create_with_a_key_costs_two_store_round_trips() {
         "{calls:?}"
     );
 }
+
+/// A replica with the given limits (every other rate off).
+fn limited(mock: &MockStream, redis: &Redis, limits: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--backend", "stream", "--stateless", "--store", &url];
+    for (flag, default) in [
+        ("--rate-limit-per-minute", "0"),
+        ("--client-rate-limit-per-minute", "0"),
+        ("--new-tenants-per-minute", "0"),
+    ] {
+        let value = limits
+            .iter()
+            .position(|l| *l == flag)
+            .map_or(default, |i| limits[i + 1]);
+        args.extend([flag, value]);
+    }
+    Server::start(&args, &[("STREAM_BASE_URL", &mock.uri())])
+}
+
+/// A `list_products` call with `token`: its HTTP status and `Retry-After`.
+async fn list_status(server: &Server, token: &str) -> (u16, Option<u64>) {
+    let mut headers = modern_headers("list_products");
+    let auth = format!("Bearer {token}");
+    headers.push(("authorization", &auth));
+    let r = post(
+        &server.url(),
+        None,
+        &headers,
+        &modern_call_body(1, "list_products", json!({})),
+    )
+    .await;
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (r.status().as_u16(), retry)
+}
+
+#[tokio::test]
+async fn a_per_minute_limit_of_n_holds_for_n_requests_split_over_both_replicas() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let limits = ["--rate-limit-per-minute", "6"];
+    let (a, b) = (
+        limited(&mock, &redis, &limits),
+        limited(&mock, &redis, &limits),
+    );
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(list_status(server, TOKEN).await.0, 200, "request {i}");
+    }
+    for server in [&a, &b] {
+        let (status, retry) = list_status(server, TOKEN).await;
+        assert_eq!(status, 429, "the seventh is refused on either replica");
+        let retry = retry.expect("Retry-After");
+        assert!((1..=60).contains(&retry), "within the 60 s window: {retry}");
+    }
+    assert_eq!(
+        a.metric(r#"paylink_rate_limited_total{reason="tenant_rate"}"#)
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_client_and_new_tenant_limits_are_shared_too() {
+    let redis = Redis::start();
+    let mock = MockStream::start_any_key().await;
+    let limits = [
+        "--client-rate-limit-per-minute",
+        "4",
+        "--new-tenants-per-minute",
+        "2",
+    ];
+    let (a, b) = (
+        limited(&mock, &redis, &limits),
+        limited(&mock, &redis, &limits),
+    );
+    // Three new keys from one address over two replicas: the third is refused, though neither
+    // replica alone has seen more than two.
+    assert_eq!(list_status(&a, "k-1").await.0, 200);
+    assert_eq!(list_status(&b, "k-2").await.0, 200);
+    assert_eq!(list_status(&a, "k-3").await.0, 429);
+    // That was the address's third request; one more passes, then the fifth is refused.
+    assert_eq!(list_status(&b, "k-2").await.0, 200);
+    assert_eq!(list_status(&a, "k-1").await.0, 429);
+    assert_eq!(
+        a.metric(r#"paylink_rate_limited_total{reason="client_rate"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        a.metric(r#"paylink_rate_limited_total{reason="new_tenants"}"#)
+            .await,
+        Some(1.0)
+    );
+    let keys = redis.keys().await;
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("paylink:v1:rate:client_rate:127.0.0.1")),
+        "{keys:?}"
+    );
+    for k in keys.iter().filter(|k| k.starts_with("paylink:v1:rate:")) {
+        let ttl: i64 = redis.cmd(&["PTTL", k]).await;
+        assert!(ttl > 0 && ttl <= 60_000, "{k}: {ttl}");
+        assert!(
+            !k.contains("k-1") && !k.contains("k-2"),
+            "no caller key in {k}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_the_limits_fail_open_to_each_replica_and_say_so() {
+    let mut redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let limits = ["--rate-limit-per-minute", "2"];
+    let (a, b) = (
+        limited(&mock, &redis, &limits),
+        limited(&mock, &redis, &limits),
+    );
+    redis.stop();
+    // Each replica counts alone: two each, then its own bucket refuses.
+    for server in [&a, &b] {
+        assert_eq!(list_status(server, TOKEN).await.0, 200);
+        assert_eq!(list_status(server, TOKEN).await.0, 200);
+        assert_eq!(list_status(server, TOKEN).await.0, 429);
+    }
+    assert!(
+        a.metric(r#"paylink_store_limit_fail_open_total{limit="tenant_rate"}"#)
+            .await
+            .unwrap()
+            >= 3.0
+    );
+    a.log()
+        .wait_for_lines(
+            CALL_DEADLINE,
+            "this limit is counted by this replica alone",
+            1,
+        )
+        .await;
+}

@@ -235,6 +235,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         process_in_flight: opts.max_concurrent_requests,
         tenant_table: max_tenants.saturating_mul(NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN)),
         body_read: Duration::from_secs(opts.body_read_timeout_secs),
+        store: store.clone(),
     };
     let gate = Arc::new(Gate::new(
         guard,

@@ -224,7 +224,7 @@ impl Tenancy {
     }
 
     /// The tenant for `who`, from the cache or built now (rate-limited per client).
-    pub(super) fn tenant(
+    pub(super) async fn tenant(
         &self,
         who: &Identity,
         base: &str,
@@ -245,7 +245,7 @@ impl Tenancy {
         if let Some(tenant) = self.cache.get(&key) {
             return Ok(tenant);
         }
-        if let Err(wait) = self.new_tenants.check(client) {
+        if let Err(wait) = self.new_tenants.check(client).await {
             tracing::info!(%client, "refused: too many new keys from this client");
             metrics::rate_limited("new_tenants");
             return Err(too_many(
