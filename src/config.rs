@@ -385,8 +385,12 @@ impl GlobalOpts {
         }
     }
 
-    /// What building `kind`'s backends needs, checked.
-    pub fn backend_settings(&self, kind: BackendKind) -> Result<BackendSettings, StartupError> {
+    /// What building `kind`'s backends needs, checked; `store` is the shared store, if any.
+    pub fn backend_settings(
+        &self,
+        kind: BackendKind,
+        store: Option<crate::store::Store>,
+    ) -> Result<BackendSettings, StartupError> {
         Ok(BackendSettings {
             kind,
             upstream: self.upstream_settings(),
@@ -397,6 +401,7 @@ impl GlobalOpts {
             } else {
                 self.stripe_version.clone()
             },
+            store,
         })
     }
 

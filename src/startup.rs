@@ -92,7 +92,7 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         None => Arc::new(LocalKeys(IdempotencyStore::new(limits.idempotency))),
     };
     let toolbox = Toolbox::new(rules, global.allow_live, audit, limits.page_bytes, keys);
-    let factory = BackendFactory::new(global.backend_settings(kind)?);
+    let factory = BackendFactory::new(global.backend_settings(kind, store.clone())?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {
             let key = secrets.key_for(kind);
@@ -156,7 +156,7 @@ fn stdio_backend(
     let kind = factory.kind();
     if kind == BackendKind::Sandbox {
         return factory
-            .backend(None, "", None)
+            .backend("stdio", None, "", None)
             .map_err(|_| StartupError::Internal("the sandbox backend could not be built"));
     }
     let base = global.base_url(kind)?;
@@ -176,10 +176,12 @@ fn stdio_backend(
             ),
         )));
     };
-    Ok(match factory.backend(Some(key), &base, branch.as_deref()) {
-        Ok(backend) => backend,
-        Err(BuildError::Key(message) | BuildError::Unavailable(message)) => {
-            Arc::new(Unconfigured::new(kind, message))
-        }
-    })
+    Ok(
+        match factory.backend("stdio", Some(key), &base, branch.as_deref()) {
+            Ok(backend) => backend,
+            Err(BuildError::Key(message) | BuildError::Unavailable(message)) => {
+                Arc::new(Unconfigured::new(kind, message))
+            }
+        },
+    )
 }

@@ -361,3 +361,186 @@ async fn with_redis_down_the_limits_fail_open_to_each_replica_and_say_so() {
         )
         .await;
 }
+
+/// A stateless sandbox replica on `redis` with `extra` arguments (rates off).
+fn sandbox_replica(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec![
+        "--stateless",
+        "--store",
+        &url,
+        "--rate-limit-per-minute",
+        "0",
+        "--client-rate-limit-per-minute",
+        "0",
+        "--new-tenants-per-minute",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args, &[])
+}
+
+async fn sandbox_call(
+    server: &Server,
+    token: &str,
+    tool: &'static str,
+    args: Value,
+) -> Result<Value, Value> {
+    stateless_call(&server.url(), token, &[], tool, args).await
+}
+
+fn coffee(name: &str) -> Value {
+    json!({"name": name, "items": [{"product_id": crate::harness::COFFEE, "quantity": 2}]})
+}
+
+#[tokio::test]
+async fn a_sandbox_link_created_through_one_replica_is_read_and_changed_through_the_other() {
+    let redis = Redis::start();
+    let a = sandbox_replica(&redis, &[]);
+    let b = sandbox_replica(&redis, &[]);
+    let link = sandbox_call(&a, "demo", "create_payment_link", coffee("Beans"))
+        .await
+        .unwrap();
+    let id = link["id"].as_str().unwrap().to_owned();
+    let read = sandbox_call(
+        &b,
+        "demo",
+        "get_payment_link",
+        json!({"payment_link_id": id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read, link);
+    let items = sandbox_call(
+        &b,
+        "demo",
+        "list_line_items",
+        json!({"payment_link_id": id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(items["data"][0]["quantity"], 2);
+    let second = sandbox_call(&b, "demo", "create_payment_link", coffee("More beans"))
+        .await
+        .unwrap();
+    let listed = sandbox_call(&a, "demo", "list_payment_links", json!({}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["More beans", "Beans"],
+        "newest first, from both replicas"
+    );
+    let changed = sandbox_call(
+        &b,
+        "demo",
+        "update_payment_link_status",
+        json!({"payment_link_id": id, "status": "inactive", "message": "Sold out"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed["status"], "inactive");
+    let seen = sandbox_call(
+        &a,
+        "demo",
+        "get_payment_link",
+        json!({"payment_link_id": id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen["inactive_message"], "Sold out");
+    // Another tenant sees none of it.
+    let e = sandbox_call(
+        &a,
+        "other",
+        "get_payment_link",
+        json!({"payment_link_id": id}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e["kind"], "not_found");
+    // A key replays across replicas on the sandbox too.
+    let keyed = with_key(coffee("Keyed"), "sb-1");
+    let first = sandbox_call(&a, "demo", "create_payment_link", keyed.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        sandbox_call(&b, "demo", "create_payment_link", keyed)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_ne!(first["id"], second["id"]);
+    let listed = sandbox_call(&b, "demo", "list_payment_links", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 3);
+}
+
+fn with_key(mut args: Value, key: &str) -> Value {
+    args["idempotency_key"] = json!(key);
+    args
+}
+
+#[tokio::test]
+async fn the_sandbox_bounds_hold_over_both_replicas() {
+    let redis = Redis::start();
+    let bounds = ["--sandbox-max-links", "2"];
+    let (a, b) = (
+        sandbox_replica(&redis, &bounds),
+        sandbox_replica(&redis, &bounds),
+    );
+    sandbox_call(&a, "t1", "create_payment_link", coffee("1"))
+        .await
+        .unwrap();
+    sandbox_call(&b, "t1", "create_payment_link", coffee("2"))
+        .await
+        .unwrap();
+    let e = sandbox_call(&a, "t1", "create_payment_link", coffee("3"))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "rate_limited", "{e}");
+    assert_eq!(e["retry_safe"], false, "a quota: waiting does not lift it");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum of 2 links")
+    );
+
+    // The byte budget of all tenants together: what two links take, then full for everyone.
+    let pool: Vec<String> = redis.cmd(&["HGETALL", "paylink:v1:sandbox:pool"]).await;
+    let total: usize = pool
+        .chunks(2)
+        .find(|kv| kv[0] == "#")
+        .map(|kv| kv[1].parse().unwrap())
+        .unwrap();
+    assert!(total > 2 * 500, "two links charged: {total}");
+    drop((a, b));
+    let max = (total + total / 4).to_string();
+    let bounds = ["--sandbox-max-bytes", &max];
+    let (a, b) = (
+        sandbox_replica(&redis, &bounds),
+        sandbox_replica(&redis, &bounds),
+    );
+    let e = sandbox_call(&b, "t2", "create_payment_link", coffee("4"))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "rate_limited", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("is full"), "{e}");
+    let e = sandbox_call(&a, "t3", "create_payment_link", coffee("5"))
+        .await
+        .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("is full"), "{e}");
+    for key in redis.keys().await {
+        let ttl: i64 = redis.cmd(&["PTTL", &key]).await;
+        assert!(ttl > 0 && ttl <= 24 * 3600 * 1000, "{key}: {ttl}");
+        assert!(!key.contains("t1") || key.contains('{'), "{key}");
+    }
+}

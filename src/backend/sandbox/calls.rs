@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::catalog::{self, PRODUCTS, coupon_percent, discounted, kind_of, not_found, price};
 use super::store::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxLimits, SandboxPool, Store, StoredLink,
-    heap_opt, stored_size,
+    completed_link, heap_opt, stored_size, too_many_links,
 };
 use crate::backend::Backend;
 use crate::backend::paging::{page_by_item_id, page_numbered};
@@ -32,7 +32,7 @@ pub const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
 
 /// One page of `entries` (in listing order) at `cursor`, within the byte cap: a page-number
 /// cursor names a window of `limit` entries (see [`page_numbered`]).
-fn page_of<T: Clone + serde::Serialize>(
+pub(super) fn page_of<T: Clone + serde::Serialize>(
     entries: &[&T],
     cursor: PageCursor,
     max_bytes: PageBytes,
@@ -95,119 +95,7 @@ impl SandboxBackend {
     }
 
     pub(super) fn build(&self, request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
-        let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
-        let mut kinds = Vec::with_capacity(request.items.len());
-        let mut items = Vec::with_capacity(request.items.len());
-        let mut original_total = Money::from_minor(0, currency);
-        let mut item_total = Money::from_minor(0, currency);
-        let overflow = |field: String| Error::validation(field, "the total is too large");
-        let mut interval = None;
-        for (i, item) in request.items.iter().enumerate() {
-            let field = format!("items[{i}].product_id");
-            let product = catalog::product(item.product_id.as_str())
-                .ok_or_else(|| not_found("product", item.product_id.as_str(), &field))?;
-            let unit = product
-                .prices
-                .iter()
-                .find(|(c, _)| *c == currency.code())
-                .and_then(|(c, a)| price(c, a))
-                .ok_or_else(|| {
-                    let have: Vec<&str> = product.prices.iter().map(|(c, _)| *c).collect();
-                    Error::validation(
-                        &field,
-                        format!(
-                            "product {} has no price in {currency}; it is priced in {}",
-                            product.name,
-                            have.join(", ")
-                        ),
-                    )
-                })?;
-            kinds.push(kind_of(product));
-            interval = interval.or(product.interval);
-            let line = unit
-                .checked_mul(item.quantity.get())
-                .ok_or_else(|| overflow(format!("items[{i}].quantity")))?;
-            let mut percent = 0u32;
-            for (c, coupon) in item.coupons.iter().enumerate() {
-                percent += u32::from(coupon_percent(
-                    coupon.as_str(),
-                    &format!("items[{i}].coupons[{c}]"),
-                )?);
-            }
-            let line_total = discounted(line, percent);
-            original_total = original_total
-                .checked_add(line)
-                .ok_or_else(|| overflow("items".into()))?;
-            item_total = item_total
-                .checked_add(line_total)
-                .ok_or_else(|| overflow("items".into()))?;
-            items.push(LineItem {
-                id: Uuid::new_v4().to_string(),
-                product_id: Some(product.id.to_owned()),
-                product_name: Some(product.name.to_owned()),
-                quantity: Some(item.quantity.get()),
-                unit_amount: Some(unit.view()),
-                total: Some(line_total.view()),
-                kind: Some(kind_of(product)),
-                interval: product.interval.map(str::to_owned),
-            });
-        }
-        if kinds.contains(&ProductKind::OneTime) && kinds.contains(&ProductKind::Recurring) {
-            return Err(Error::validation(
-                "items",
-                "one-time and recurring products cannot be mixed in one payment link; create one link per kind",
-            ));
-        }
-        let recurring: Vec<_> = request
-            .items
-            .iter()
-            .filter_map(|i| catalog::product(i.product_id.as_str()))
-            .filter_map(|p| p.interval)
-            .collect();
-        if recurring.windows(2).any(|w| w[0] != w[1]) {
-            return Err(Error::validation(
-                "items",
-                "recurring products on one link must share a billing interval",
-            ));
-        }
-        let mut link_percent = 0u32;
-        for (c, coupon) in request.coupons.iter().enumerate() {
-            link_percent += u32::from(coupon_percent(coupon.as_str(), &format!("coupons[{c}]"))?);
-        }
-        let total = discounted(item_total, link_percent);
-        let id = Uuid::new_v4().to_string();
-        let metadata: Vec<(String, serde_json::Value)> = request
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let link = PaymentLink {
-            url: Some(format!("{SANDBOX_URL_BASE}{id}")),
-            id,
-            name: Some(request.name.as_str().to_owned()),
-            description: request.description.map(|d| d.as_str().to_owned()),
-            status: Some(LinkStatus::Active),
-            currency: Some(currency.code().to_owned()),
-            total: Some(total.view()),
-            original_total: Some(original_total.view()),
-            amount_collected: Some(Money::from_minor(0, currency).view()),
-            item_count: Some(items.len() as u32),
-            max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
-            valid_until: request.valid_until.map(|v| v.to_rfc3339()),
-            success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
-            failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
-            recurring_interval: interval.map(str::to_owned),
-            inactive_message: None,
-            created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
-            backend: BackendKind::Sandbox,
-            livemode: false,
-        };
-        Ok(StoredLink {
-            link,
-            items,
-            created: now,
-        })
+        build_link(request, now)
     }
 
     fn with_link<T>(&self, id: &PaymentLinkId, f: impl FnOnce(&StoredLink) -> T) -> Result<T> {
@@ -218,6 +106,124 @@ impl SandboxBackend {
             .map(f)
             .ok_or_else(|| not_found("payment link", id.as_str(), "payment_link_id"))
     }
+}
+
+/// Builds the link a create asks for, checked and priced against the catalog the way Stream
+/// would; stores nothing.
+pub(super) fn build_link(request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
+    let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
+    let mut kinds = Vec::with_capacity(request.items.len());
+    let mut items = Vec::with_capacity(request.items.len());
+    let mut original_total = Money::from_minor(0, currency);
+    let mut item_total = Money::from_minor(0, currency);
+    let overflow = |field: String| Error::validation(field, "the total is too large");
+    let mut interval = None;
+    for (i, item) in request.items.iter().enumerate() {
+        let field = format!("items[{i}].product_id");
+        let product = catalog::product(item.product_id.as_str())
+            .ok_or_else(|| not_found("product", item.product_id.as_str(), &field))?;
+        let unit = product
+            .prices
+            .iter()
+            .find(|(c, _)| *c == currency.code())
+            .and_then(|(c, a)| price(c, a))
+            .ok_or_else(|| {
+                let have: Vec<&str> = product.prices.iter().map(|(c, _)| *c).collect();
+                Error::validation(
+                    &field,
+                    format!(
+                        "product {} has no price in {currency}; it is priced in {}",
+                        product.name,
+                        have.join(", ")
+                    ),
+                )
+            })?;
+        kinds.push(kind_of(product));
+        interval = interval.or(product.interval);
+        let line = unit
+            .checked_mul(item.quantity.get())
+            .ok_or_else(|| overflow(format!("items[{i}].quantity")))?;
+        let mut percent = 0u32;
+        for (c, coupon) in item.coupons.iter().enumerate() {
+            percent += u32::from(coupon_percent(
+                coupon.as_str(),
+                &format!("items[{i}].coupons[{c}]"),
+            )?);
+        }
+        let line_total = discounted(line, percent);
+        original_total = original_total
+            .checked_add(line)
+            .ok_or_else(|| overflow("items".into()))?;
+        item_total = item_total
+            .checked_add(line_total)
+            .ok_or_else(|| overflow("items".into()))?;
+        items.push(LineItem {
+            id: Uuid::new_v4().to_string(),
+            product_id: Some(product.id.to_owned()),
+            product_name: Some(product.name.to_owned()),
+            quantity: Some(item.quantity.get()),
+            unit_amount: Some(unit.view()),
+            total: Some(line_total.view()),
+            kind: Some(kind_of(product)),
+            interval: product.interval.map(str::to_owned),
+        });
+    }
+    if kinds.contains(&ProductKind::OneTime) && kinds.contains(&ProductKind::Recurring) {
+        return Err(Error::validation(
+            "items",
+            "one-time and recurring products cannot be mixed in one payment link; create one link per kind",
+        ));
+    }
+    let recurring: Vec<_> = request
+        .items
+        .iter()
+        .filter_map(|i| catalog::product(i.product_id.as_str()))
+        .filter_map(|p| p.interval)
+        .collect();
+    if recurring.windows(2).any(|w| w[0] != w[1]) {
+        return Err(Error::validation(
+            "items",
+            "recurring products on one link must share a billing interval",
+        ));
+    }
+    let mut link_percent = 0u32;
+    for (c, coupon) in request.coupons.iter().enumerate() {
+        link_percent += u32::from(coupon_percent(coupon.as_str(), &format!("coupons[{c}]"))?);
+    }
+    let total = discounted(item_total, link_percent);
+    let id = Uuid::new_v4().to_string();
+    let metadata: Vec<(String, serde_json::Value)> = request
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let link = PaymentLink {
+        url: Some(format!("{SANDBOX_URL_BASE}{id}")),
+        id,
+        name: Some(request.name.as_str().to_owned()),
+        description: request.description.map(|d| d.as_str().to_owned()),
+        status: Some(LinkStatus::Active),
+        currency: Some(currency.code().to_owned()),
+        total: Some(total.view()),
+        original_total: Some(original_total.view()),
+        amount_collected: Some(Money::from_minor(0, currency).view()),
+        item_count: Some(items.len() as u32),
+        max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
+        valid_until: request.valid_until.map(|v| v.to_rfc3339()),
+        success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
+        failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
+        recurring_interval: interval.map(str::to_owned),
+        inactive_message: None,
+        created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
+        backend: BackendKind::Sandbox,
+        livemode: false,
+    };
+    Ok(StoredLink {
+        link,
+        items,
+        created: now,
+    })
 }
 
 #[async_trait]
@@ -235,10 +241,7 @@ impl Backend for SandboxBackend {
         let size = stored_size(&stored);
         let mut store = self.store();
         if store.links.len() >= self.limits.max_links {
-            return Err(Error::quota_exhausted(format!(
-                "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
-                self.limits.max_links
-            )));
+            return Err(too_many_links(self.limits.max_links));
         }
         store.charge(&self.limits, size, "this link")?;
         let link = stored.link.clone();
@@ -301,10 +304,7 @@ impl Backend for SandboxBackend {
                 )
             })?;
         if completed {
-            return Err(Error::validation(
-                "status",
-                "this link is completed (it reached its payment limit); a completed link cannot be reactivated or deactivated",
-            ));
+            return Err(completed_link());
         }
         // The only thing that changes size is the message payers see: charge or refund it
         // before the change, so a refused update changes nothing.

@@ -197,7 +197,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 Some(Arc::new(Tenant {
                     fingerprint: "anonymous".to_owned(),
                     scope: "anonymous".to_owned(),
-                    backend: factory.backend(None, "", None).map_err(|e| e.to_string())?,
+                    backend: factory
+                        .backend("anonymous", None, "", None)
+                        .map_err(|e| e.to_string())?,
                 }))
             } else {
                 None

@@ -255,9 +255,9 @@ impl Tenancy {
             ));
         }
         let built = self.cache.get_or_try_insert(key, || {
-            let backend = self
-                .factory
-                .backend(who.upstream_key.as_ref(), base, branch)?;
+            let backend =
+                self.factory
+                    .backend(&key.hex(), who.upstream_key.as_ref(), base, branch)?;
             Ok::<_, BuildError>(Arc::new(Tenant {
                 fingerprint: who.fingerprint.clone(),
                 // The cache key: caller, upstream and branch, so an idempotency key used on two
