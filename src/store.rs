@@ -38,7 +38,8 @@
 //! `static` [`Script`]s (each with the operation name it is counted under in `/metrics`), and
 //! typed functions that call [`Store::invoke`]. Nothing here changes but the table above. Keep a
 //! tenant's keys under [`Family::tenant_key`] so one script can touch them together, give every
-//! key a TTL in the same script that writes it, and bound every value.
+//! key a TTL in the same script that writes it, bound every value, and make every script safe
+//! to run twice: after a dropped connection the store sends it once more (see [`Store`]).
 //!
 //! # Faults
 //!

@@ -21,8 +21,9 @@
 //! flight per tenant is bounded per replica by the HTTP gate, not here.
 //!
 //! Keys (see the layout in [`crate::store`]): `paylink:v1:idem:{S}:e:<id>` (hash: `a` arguments
-//! hash, `s` state `L`/`C`/`U`, `r` reference, `o` lease owner, `x` lease expiry in Redis's
-//! milliseconds, `v` the created link), `...:index` (the entries by claim time) and `...:book`
+//! hash, `s` state `L`/`C`/`U`, `r` reference, `o` the last claim's owner, `x` its lease's
+//! expiry in Redis's milliseconds, `p` whether it took over an unknown outcome, `v` the
+//! created link), `...:index` (the entries by claim time) and `...:book`
 //! (bytes per entry, `#` in all). Every one expires 24 h after the claim that wrote it.
 
 use std::sync::{Arc, LazyLock, Mutex};
@@ -99,11 +100,13 @@ const CLAIM: &str = r#"
 local now = now_ms()
 local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local id, prefix = ARGV[6], ARGV[7]
-local e = redis.call('HMGET', KEYS[1], 'a', 's', 'r', 'x', 'v')
+local e = redis.call('HMGET', KEYS[1], 'a', 's', 'r', 'x', 'v', 'o', 'p')
 local takeover, reference = '0', ARGV[3]
 if e[1] then
   if e[1] ~= ARGV[1] then return {'conflict'} end
   if e[2] == 'C' then return {'replay', e[5] or ''} end
+  -- This very claim, sent again after a dropped connection: it already holds the key.
+  if e[2] == 'L' and e[6] == ARGV[2] then return {'run', e[3], e[7] or '0'} end
   if e[2] == 'L' and tonumber(e[4] or '0') > now then
     return {'wait', tostring(tonumber(e[4]) - now)}
   end
@@ -122,7 +125,7 @@ if takeover == '0' then
   end
 end
 redis.call('HSET', KEYS[1], 'a', ARGV[1], 's', 'L', 'r', reference, 'o', ARGV[2],
-  'x', string.format('%.0f', now + lease))
+  'x', string.format('%.0f', now + lease), 'p', takeover)
 redis.call('HDEL', KEYS[1], 'v')
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now, id)
@@ -136,10 +139,15 @@ return out
 
 /// KEYS: entry, index, book. ARGV: owner, state C/U/F, created JSON, id, its bytes, max bytes,
 /// small entry bytes, entry prefix, scan.
-/// Returns 'lost' (the key is no longer this holder's), or the state recorded (C, U, F), then
-/// the references of unknown outcomes dropped to make room.
+/// Returns 'lost' (the key is another claim's now), 'gone' (no entry), or the state recorded
+/// (C, U, F), then the references of unknown outcomes dropped to make room. The owner stays on
+/// a finished entry, so that the same call sent twice records once.
 const FINISH: &str = r#"
-if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {'lost'} end
+local held = redis.call('HMGET', KEYS[1], 'o', 's')
+if not held[1] then return {'gone'} end
+if held[1] ~= ARGV[1] then return {'lost'} end
+-- Recorded already (this very call, sent again after a dropped connection).
+if held[2] ~= 'L' then return {held[2]} end
 local id = ARGV[4]
 if ARGV[2] == 'F' then
   redis.call('DEL', KEYS[1])
@@ -165,7 +173,7 @@ else
   redis.call('HSET', KEYS[1], 's', 'U')
   redis.call('HDEL', KEYS[1], 'v')
 end
-redis.call('HDEL', KEYS[1], 'o', 'x')
+redis.call('HDEL', KEYS[1], 'x', 'p')
 charge(KEYS[3], id, bytes)
 local out = {state}
 for _, r in ipairs(dropped) do table.insert(out, r) end
@@ -195,6 +203,7 @@ pub fn lease_for(attempt_timeout: Duration) -> Duration {
 }
 
 /// The three keys of one entry: the entry, the tenant's index and book; and the entry prefix.
+#[derive(Clone)]
 struct EntryKeys {
     entry: String,
     index: String,
@@ -261,10 +270,23 @@ impl SharedKeys {
             .arg(self.limits.max_bytes_per_tenant)
             .arg(SMALL_ENTRY)
             .arg(EVICT_SCAN);
-        self.store
-            .invoke(CLAIM_SCRIPT.op, &inv)
-            .await
-            .map_err(|e| e.unavailable("claim this idempotency_key"))
+        match self.store.invoke(CLAIM_SCRIPT.op, &inv).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                // Redis may still apply a claim it did not answer in time: the key would then
+                // be leased to a call that has given up. Nothing was sent, so release it (only
+                // if it is still this claim's) once the store answers again.
+                if matches!(e, StoreError::Timeout | StoreError::Unreachable(_)) {
+                    tokio::spawn(release_later(
+                        self.store.clone(),
+                        keys.clone(),
+                        owner.to_owned(),
+                        self.limits,
+                    ));
+                }
+                Err(e.unavailable("claim this idempotency_key"))
+            }
+        }
     }
 
     /// Waits (polling the entry with backoff) until the entry stops being a live lease of
@@ -469,6 +491,23 @@ async fn finish(
         .arg(&keys.prefix)
         .arg(EVICT_SCAN);
     store.invoke(FINISH_SCRIPT.op, &inv).await
+}
+
+/// Releases a claim that may have been applied after its caller gave up (see
+/// `SharedKeys::claim_once`): a few tries, a second apart and doubling, then the lease is left
+/// to lapse (into an unknown outcome, which a repeat looks up before creating).
+async fn release_later(store: Store, keys: EntryKeys, owner: String, limits: StoreLimits) {
+    let mut pause = Duration::from_secs(1);
+    for _ in 0..5 {
+        tokio::time::sleep(pause).await;
+        if finish(&store, &keys, &owner, "F", "", 0, &limits)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        pause *= 2;
+    }
 }
 
 /// Renews the lease every third of it until aborted (the hold completes or drops).

@@ -197,15 +197,26 @@ impl Store {
     }
 
     /// Runs one operation under the deadline, recording its time and outcome as `op`.
+    ///
+    /// An operation that finds the connection gone (Redis restarted: the first write on the old
+    /// socket fails) is sent once more, on the connection the manager opens meanwhile, within
+    /// the same deadline. So every operation must be safe to run twice: Redis may have applied
+    /// the first one before the connection dropped.
     async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.inner.timeout, async {
+        let once = || async {
             let conn = self.connection().await?;
             f(conn).await.map_err(|e| self.classify(&e))
+        };
+        let result = match tokio::time::timeout(self.inner.timeout, async {
+            match once().await {
+                Err(StoreError::Unreachable(_)) => once().await,
+                other => other,
+            }
         })
         .await
         {

@@ -544,3 +544,86 @@ async fn the_sandbox_bounds_hold_over_both_replicas() {
         assert!(!key.contains("t1") || key.contains('{'), "{key}");
     }
 }
+
+#[tokio::test]
+async fn redis_stopped_refuses_creates_on_both_replicas_before_the_upstream_reads_work_then_it_recovers()
+ {
+    let mut redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    let b = stream_server(&mock, &redis.url(), &[]);
+    let link = create_on(&a, "Before", "k-before").await.unwrap();
+    let id = link["id"].as_str().unwrap().to_owned();
+
+    redis.stop();
+    for server in [&a, &b] {
+        let e = create_on(server, "During", "k-during").await.unwrap_err();
+        assert_eq!(e["kind"], "unavailable", "{e}");
+        assert_eq!(e["retry_safe"], true);
+        let e = stateless_call(
+            &server.url(),
+            TOKEN,
+            &[],
+            "create_payment_link",
+            create("During, no key", None),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e["kind"], "unavailable", "{e}");
+        let read = stateless_call(
+            &server.url(),
+            TOKEN,
+            &[],
+            "get_payment_link",
+            json!({"payment_link_id": id}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read["id"], id.as_str(), "reads work");
+    }
+    assert_eq!(
+        mock.posts().await.len(),
+        1,
+        "nothing sent for the refused creates"
+    );
+
+    // Redis is back (empty: it kept nothing): both replicas serve creates again, unrestarted.
+    redis.restart();
+    let during = create_on(&b, "During", "k-during").await.unwrap();
+    assert_eq!(create_on(&a, "During", "k-during").await.unwrap(), during);
+    assert_eq!(mock.posts().await.len(), 2);
+}
+
+#[tokio::test]
+async fn redis_slow_refuses_a_create_before_the_upstream_and_its_key_is_usable_once_it_answers() {
+    let redis = Redis::start();
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(
+        &mock,
+        &redis.url(),
+        &["--store-timeout-ms", "200", "--upstream-timeout-secs", "2"],
+    );
+    // Every client waits 2 s (ten times the deadline): the claim times out, and Redis may
+    // apply it once the pause ends.
+    crate::harness::redis::pause(&redis, 2000).await;
+    let e = create_on(&a, "Slow", "k-slow").await.unwrap_err();
+    assert_eq!(e["kind"], "unavailable", "{e}");
+    assert!(mock.posts().await.is_empty(), "nothing sent upstream");
+    let _: String = redis.cmd(&["PING"]).await;
+    // The same key works: the stale claim is released (or lapses and is looked up first).
+    let link = create_on(&a, "Slow", "k-slow").await.unwrap();
+    assert_eq!(link["name"], "Slow");
+    assert_eq!(mock.posts().await.len(), 1);
+}
+
+#[tokio::test]
+async fn with_redis_persisting_its_restart_keeps_the_keys() {
+    let mut redis = Redis::start_with(true);
+    let mock = MockStream::start(TOKEN).await;
+    let a = stream_server(&mock, &redis.url(), &[]);
+    let b = stream_server(&mock, &redis.url(), &[]);
+    let first = create_on(&a, "Kept", "k-kept").await.unwrap();
+    redis.restart();
+    assert_eq!(create_on(&b, "Kept", "k-kept").await.unwrap(), first);
+    assert_eq!(mock.posts().await.len(), 1);
+}

@@ -94,6 +94,10 @@ static CREATE: LazyLock<Script> = LazyLock::new(|| {
         "sandbox_create",
         &format!(
             r#"{NOW}{RECLAIM}
+-- Sent again after a dropped connection: stored already.
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return {{'ok', tonumber(redis.call('HGET', KEYS[3], '#') or '0')}}
+end
 local count = redis.call('HLEN', KEYS[1])
 if count >= tonumber(ARGV[8]) then return {{'links'}} end
 {CHARGE}
