@@ -17,6 +17,8 @@ mod architecture;
 mod container;
 /// The same behaviour tests on the sandbox, the Stream mock and the Stripe mock.
 mod contract;
+/// The deployment files of `deploy/` against the binary.
+mod deploy;
 /// `paylink-mcp healthcheck`, the container probe.
 mod healthcheck;
 /// Hostile or broken upstream answers, through the binary.
