@@ -43,6 +43,8 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
   STREAM_API_KEY_FILE  file holding the above
   STRIPE_API_KEY       Stripe secret or restricted key (sk_... / rk_...)
   STRIPE_API_KEY_FILE  file holding the above
+  PAYLINK_STORE        (http) the shared store's URL, when it holds a password (see --store)
+  PAYLINK_STORE_FILE   file holding the above
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]

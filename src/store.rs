@@ -27,6 +27,7 @@
 //! | `paylink:v1:sandbox:{S}:links` | hash | the tenant's sandbox links as JSON | 24 h after its last write |
 //! | `paylink:v1:sandbox:{S}:order` | sorted set | the links by creation | as `links` |
 //! | `paylink:v1:sandbox:pool` | hash | bytes per sandbox tenant and in all | 24 h after the last write |
+//! | `paylink:v1:sandbox:pool:expiry` | sorted set | when each tenant's links expire | as `pool` |
 //!
 //! (`<id>` is a SHA-256 of the tenant and the caller's idempotency key; `<who>` is a tenant's
 //! scope or a client address.)
@@ -39,7 +40,9 @@
 //! typed functions that call [`Store::invoke`]. Nothing here changes but the table above. Keep a
 //! tenant's keys under [`Family::tenant_key`] so one script can touch them together, give every
 //! key a TTL in the same script that writes it, bound every value, and make every script safe
-//! to run twice: after a dropped connection the store sends it once more (see [`Store`]).
+//! to run twice: after a dropped connection the store sends it once more (see [`Store`]). (The
+//! rate count is the one exception, and errs by one request against the caller.) The docs for
+//! operators, docs/replicas.md, hold the same tables.
 //!
 //! # Faults
 //!
