@@ -31,6 +31,8 @@ pub mod oauth;
 pub mod safety;
 pub use http::HttpOpts;
 pub use safety::SafetyOpts;
+pub mod store;
+pub use store::StoreOpts;
 
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.
@@ -52,6 +54,8 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
   PAYLINK_REQUEST_STATE_KEY_FILE  file holding the above
   PAYLINK_OAUTH_CLIENT_ID, PAYLINK_OAUTH_CLIENT_SECRET (or *_FILE)
                        OAuth mode's introspection client (with --oauth-introspection-url)
+  PAYLINK_STORE        (http) the shared store's URL, when it holds a password (see --store)
+  PAYLINK_STORE_FILE   file holding the above
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]
@@ -436,8 +440,12 @@ impl GlobalOpts {
         }
     }
 
-    /// What building `kind`'s backends needs, checked.
-    pub fn backend_settings(&self, kind: BackendKind) -> Result<BackendSettings, StartupError> {
+    /// What building `kind`'s backends needs, checked; `store` is the shared store, if any.
+    pub fn backend_settings(
+        &self,
+        kind: BackendKind,
+        store: Option<crate::store::Store>,
+    ) -> Result<BackendSettings, StartupError> {
         Ok(BackendSettings {
             kind,
             upstream: self.upstream_settings(),
@@ -448,6 +456,7 @@ impl GlobalOpts {
             } else {
                 self.stripe_version.clone()
             },
+            store,
         })
     }
 

@@ -110,6 +110,11 @@ pub enum Error {
     /// A fault of this server (configuration, I/O). Never caused by a secret.
     #[error("{message}")]
     Internal { message: String, retry_safe: bool },
+
+    /// Something this server needs for the call (its shared store) cannot be reached now; the
+    /// call was refused before anything was sent upstream, so sending it again is safe.
+    #[error("{message}")]
+    Unavailable { message: String },
 }
 
 /// The `kind` of an error envelope: a closed vocabulary a model can branch on.
@@ -130,11 +135,12 @@ pub enum ErrorKind {
     CapExceeded,
     ProductNotAllowed,
     Internal,
+    Unavailable,
 }
 
 impl ErrorKind {
     /// Every kind, for code that maps a kind's name back to it.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Validation,
         ErrorKind::NotFound,
         ErrorKind::Auth,
@@ -149,6 +155,7 @@ impl ErrorKind {
         ErrorKind::CapExceeded,
         ErrorKind::ProductNotAllowed,
         ErrorKind::Internal,
+        ErrorKind::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +174,7 @@ impl ErrorKind {
             ErrorKind::CapExceeded => "cap_exceeded",
             ErrorKind::ProductNotAllowed => "product_not_allowed",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -365,6 +373,13 @@ impl Error {
         }
     }
 
+    /// A dependency of this server (its shared store) is down; nothing was sent upstream.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+        }
+    }
+
     /// The same error, as belonging to the argument `field`: kinds that name a field
     /// (`validation`, `not_found`, `upstream`) take it, others are returned unchanged.
     pub(crate) fn on_field(self, field: impl Into<String>) -> Self {
@@ -414,6 +429,7 @@ impl Error {
             Error::CapExceeded { .. } => ErrorKind::CapExceeded,
             Error::ProductNotAllowed { .. } => ErrorKind::ProductNotAllowed,
             Error::Internal { .. } => ErrorKind::Internal,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
         }
     }
 
@@ -423,6 +439,7 @@ impl Error {
             Error::RateLimited { retry_safe, .. }
             | Error::Upstream { retry_safe, .. }
             | Error::Internal { retry_safe, .. } => *retry_safe,
+            Error::Unavailable { .. } => true,
             _ => false,
         }
     }
@@ -465,7 +482,8 @@ impl Error {
             | Error::ConfirmationRequired { message }
             | Error::CapExceeded { message }
             | Error::ProductNotAllowed { message, .. }
-            | Error::Internal { message, .. } => message,
+            | Error::Internal { message, .. }
+            | Error::Unavailable { message } => message,
         }
     }
 
@@ -570,5 +588,9 @@ mod tests {
         assert!(!Error::quota_exhausted("m").retry_safe());
         assert!(Error::rate_limited("m", None, ctx()).retry_safe());
         assert!(Error::internal_retryable("m").retry_safe());
+        let down = Error::unavailable("m");
+        assert!(down.retry_safe());
+        assert_eq!(down.kind().as_str(), "unavailable");
+        assert_eq!(down.on_field("items").field(), None);
     }
 }

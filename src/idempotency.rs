@@ -6,12 +6,14 @@
 //! first call and share its outcome. When the first call's outcome was unknown, a repeat asks the
 //! backend to look for the link by the first call's reference before creating anything.
 //!
-//! The store is separate from the tenant cache (evicting an idle tenant must not forget its keys
-//! on Stream or Stripe) and lives in this process only: replicas behind a load balancer do not
-//! share it. Links of the sandbox live in this process too, and die with their tenant; entries
-//! made against them are scoped to that data and forgotten with it ([`LocalData`]).
+//! The keys are kept behind one trait, [`IdempotencyKeys`]: in this process ([`LocalKeys`] over
+//! [`IdempotencyStore`], the default, described below), or in the store replicas share
+//! ([`SharedKeys`], `--store redis://...`: claims with a lease, see `shared`). Either is separate
+//! from the tenant cache (evicting an idle tenant must not forget its keys on Stream or Stripe).
+//! Links of the in-memory sandbox live in this process and die with their tenant; entries made
+//! against them are scoped to that data and forgotten with it ([`LocalData`]).
 //!
-//! # Bounds
+//! # Bounds (this process's store; the shared store keeps the per-tenant ones, see `shared`)
 //!
 //! Every entry counts against every bound, whatever its state (in flight, created, unknown):
 //! the store holds at most [`StoreLimits::max_entries`] entries and [`StoreLimits::max_bytes`]
@@ -55,18 +57,23 @@
 //! Eviction and expiry cost O(log n): entries are indexed by age (claim time, then a sequence
 //! number) in ordered maps, for the whole store and per tenant.
 //!
-//! The files: `limits` (the bounds and charges), `entries` (the entries and their age indexes),
-//! `store` (claims, room, outcomes) and `local` (data that lives in this process). This file
-//! only re-exports.
+//! The files: `keys` (the trait, and this process's store behind it), `limits` (the bounds and
+//! charges), `entries` (the entries and their age indexes), `store` (claims, room, outcomes),
+//! `local` (data that lives in this process) and `shared` (the keys in Redis). This file only
+//! re-exports.
 
 mod entries;
+mod keys;
 mod limits;
 mod local;
+mod shared;
 mod store;
 #[cfg(test)]
 mod tests;
 
 pub use entries::Outcome;
+pub use keys::{Claimed, Hold, IdempotencyKeys, LocalKeys};
 pub use limits::{ENTRY_OVERHEAD, KEY_TTL, StoreLimits};
 pub use local::LocalData;
+pub use shared::{SharedKeys, lease_for};
 pub use store::{Claim, IdempotencyStore, Ticket, args_hash, wait};

@@ -14,6 +14,7 @@
 //! - [`domain`]: values that can only exist valid (`Money`, `Quantity`, `ProductId`, ...).
 //! - [`model`]: the normalized objects every backend returns.
 //! - [`backend`]: the payments APIs behind one trait: sandbox, Stream, Stripe.
+//! - [`store`]: state replicas share through Redis (idempotency, abuse limits, sandbox data).
 //! - [`error`]: the one error type and the JSON envelope callers see.
 //! - [`secret`]: keys that cannot be printed and are wiped on drop.
 //! - [`ui`]: the MCP Apps link card, a `ui://` resource that hosts render for link results.
@@ -34,6 +35,7 @@ pub mod secret;
 pub mod server;
 pub mod spend;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod tenant;
 pub mod tools;

@@ -46,7 +46,7 @@ pub enum LinkStatus {
 }
 
 /// What kind of charge a product makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductKind {
     /// Charged once; paying makes an invoice.
@@ -107,7 +107,7 @@ pub struct PaymentLink {
 }
 
 /// One product line on a payment link.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LineItem {
     /// The line item's id; pass it as `starting_after`/`ending_before` to page.
     pub id: String,

@@ -11,11 +11,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Backend;
-use super::sandbox::{SandboxBackend, SandboxLimits};
+use super::sandbox::{SandboxBackend, SandboxLimits, SharedSandbox};
 use super::stream::StreamBackend;
 use super::stripe::StripeBackend;
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
+use crate::store::Store;
 use crate::upstream::{UpstreamPools, UpstreamSettings};
 
 /// Why a backend could not be built. Messages never contain the key.
@@ -44,6 +45,8 @@ pub struct BackendSettings {
     pub sandbox: SandboxLimits,
     /// A checked `Stripe-Version` (see `stripe::check_version`).
     pub stripe_version: String,
+    /// The store replicas share (`--store redis://...`): sandbox links live there then.
+    pub store: Option<Store>,
 }
 
 /// Builds backends of one kind.
@@ -64,34 +67,45 @@ impl BackendFactory {
         self.settings.kind
     }
 
-    /// A new backend for one tenant. `key` is what the backend sends upstream (`None` only for
-    /// the sandbox); `base` (a checked base URL) and `branch` (a checked UUID, Stream only) say
-    /// where.
+    /// A new backend for one tenant, named by `scope` (a hash, see `Tenant::scope`). `key` is
+    /// what the backend sends upstream (`None` only for the sandbox); `base` (a checked base URL)
+    /// and `branch` (a checked UUID, Stream only) say where.
     pub fn backend(
         &self,
+        scope: &str,
         key: Option<&ApiKey>,
         base: &str,
         branch: Option<&str>,
     ) -> Result<Arc<dyn Backend>, BuildError> {
-        self.backend_for(key, base, branch, None)
+        self.backend_for(scope, key, base, branch, None)
     }
 
     /// [`backend`](Self::backend) for a tenant brought by `client`: a sandbox tenant's bytes
     /// count against that address's share of the sandbox pool.
     pub fn backend_for(
         &self,
+        scope: &str,
         key: Option<&ApiKey>,
         base: &str,
         branch: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<Arc<dyn Backend>, BuildError> {
         match self.settings.kind {
-            // Each sandbox tenant has its own data, bounded, gone with the tenant; the byte pool
-            // is shared by all of them.
-            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(SandboxLimits {
-                client,
-                ..self.settings.sandbox.clone()
-            }))),
+            // Each sandbox tenant has its own data, bounded; the byte pool is shared by all of
+            // them. In this process, the data goes with the tenant, and over HTTP the tenants one
+            // client address brought share a part of the pool; with a shared store the data is
+            // there, under the tenant's scope, for every replica to see.
+            BackendKind::Sandbox => Ok(match &self.settings.store {
+                Some(store) => Arc::new(SharedSandbox::new(
+                    store.clone(),
+                    scope,
+                    self.settings.sandbox.clone(),
+                )),
+                None => Arc::new(SandboxBackend::with_limits(SandboxLimits {
+                    client,
+                    ..self.settings.sandbox.clone()
+                })),
+            }),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| BuildError::Key("a Stream key is required".into()))?;
                 let client = self.pools.get(base);
@@ -119,7 +133,12 @@ impl BackendFactory {
     /// cannot serve, or a bad base URL, stops the server at start-up rather than at the first
     /// request. Makes no network call.
     pub fn self_check(&self, base: &str) -> Result<(), String> {
-        match self.backend(Some(&ApiKey::new("start-up-check")), base, None) {
+        match self.backend(
+            "start-up-check",
+            Some(&ApiKey::new("start-up-check")),
+            base,
+            None,
+        ) {
             Ok(_) | Err(BuildError::Key(_)) => Ok(()),
             Err(BuildError::Unavailable(m)) => Err(m),
         }
@@ -142,6 +161,7 @@ mod tests {
                 client: None,
             },
             stripe_version: crate::backend::stripe::DEFAULT_API_VERSION.into(),
+            store: None,
         })
     }
 
@@ -150,29 +170,29 @@ mod tests {
         let base = crate::backend::stream::STAGING_BASE_URL;
         let sandbox = factory(BackendKind::Sandbox);
         assert_eq!(
-            sandbox.backend(None, base, None).unwrap().kind(),
+            sandbox.backend("t", None, base, None).unwrap().kind(),
             BackendKind::Sandbox
         );
         let stream = factory(BackendKind::Stream);
         assert!(stream.self_check(base).is_ok());
         let b = stream
-            .backend(Some(&ApiKey::new("k:s")), base, None)
+            .backend("t", Some(&ApiKey::new("k:s")), base, None)
             .unwrap();
         assert_eq!(b.kind(), BackendKind::Stream);
         assert!(!b.livemode());
         assert!(matches!(
-            stream.backend(None, base, None),
+            stream.backend("t", None, base, None),
             Err(BuildError::Key(_))
         ));
         let stripe = factory(BackendKind::Stripe);
         assert!(stripe.self_check(base).is_ok());
         assert!(matches!(
-            stripe.backend(Some(&ApiKey::new("not-a-stripe-key")), base, None),
+            stripe.backend("t", Some(&ApiKey::new("not-a-stripe-key")), base, None),
             Err(BuildError::Key(_))
         ));
         assert!(
             stripe
-                .backend(Some(&ApiKey::new("sk_test_x")), base, None)
+                .backend("t", Some(&ApiKey::new("sk_test_x")), base, None)
                 .is_ok()
         );
     }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::oauth::OAuthOpts;
+use super::store::StoreOpts;
 
 /// Loopback names accepted in `Host` by default (any port): a browser page elsewhere that
 /// rebinds its own DNS name to 127.0.0.1 still sends its own name, and is refused.
@@ -223,6 +224,9 @@ pub struct HttpOpts {
     /// that is slow but steady; never a long tool call, nor an SSE stream the client reads.
     #[arg(long, env = "PAYLINK_MIN_WRITE_RATE", default_value_t = 1024)]
     pub min_write_rate: u32,
+    /// Where state shared by replicas lives (see `config::store`).
+    #[command(flatten)]
+    pub store: StoreOpts,
 }
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the

@@ -82,6 +82,10 @@ pub enum StartupError {
     /// A transport stopped with an error (the stdio pipes).
     #[error("{0}")]
     Transport(String),
+    /// The shared store's configuration (`--store`, `PAYLINK_STORE`, `PAYLINK_STORE_FILE`); the
+    /// message never holds the URL's password.
+    #[error("{0}")]
+    Store(String),
     /// A state start-up should never reach: a bug, reported rather than a panic.
     #[error("internal: {0}")]
     Internal(&'static str),

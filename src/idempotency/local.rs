@@ -4,11 +4,15 @@
 //! It must not read or change entries itself: it only asks the store to forget a scope.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::store::IdempotencyStore;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// Names this process among every process that ever ran: instance numbers restart at 1 with each
+/// process, and a scope kept in a shared store must not meet a later process's data.
+static PROCESS: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
 
 /// Data a backend keeps in this process and loses with the backend instance: the sandbox's links.
 ///
@@ -36,9 +40,15 @@ impl LocalData {
         }
     }
 
-    /// The scope of `tenant`'s entries against this data in `store`.
+    /// The scope of `tenant`'s entries against this data, wherever they are kept.
+    pub fn name(&self, tenant: &str) -> String {
+        format!("{tenant}#local-{}-{}", &PROCESS[..12], self.instance)
+    }
+
+    /// The scope of `tenant`'s entries against this data in `store`, which forgets them when
+    /// the data is dropped.
     pub fn scope(&self, store: &Arc<IdempotencyStore>, tenant: &str) -> String {
-        let scope = format!("{tenant}#local-{}", self.instance);
+        let scope = self.name(tenant);
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let weak = Arc::downgrade(store);
         if !scopes

@@ -55,6 +55,22 @@ fn entry_id(tenant: &str, key: &str) -> Id {
     h.finalize().into()
 }
 
+/// The entry's id in hex: how the shared store names it (a hash of tenant and key, so no key a
+/// caller chose appears in a store key).
+pub(super) fn entry_hex(tenant: &str, key: &str) -> String {
+    entry_id(tenant, key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The refusal of a key used again with other arguments.
+pub(super) fn conflict() -> Error {
+    Error::idempotency_conflict(
+        "this idempotency_key was already used with different arguments in the last 24 hours; use a new key for a new link, or repeat the original arguments exactly",
+    )
+}
+
 /// A stable digest of validated arguments.
 pub fn args_hash(canonical: &str) -> [u8; 32] {
     Sha256::digest(canonical.as_bytes()).into()
@@ -136,9 +152,7 @@ impl IdempotencyStore {
         let mut previous_unknown = None;
         if let Some(entry) = inner.entries.get(&id) {
             if entry.args_hash != args {
-                return Err(Error::idempotency_conflict(
-                    "this idempotency_key was already used with different arguments in the last 24 hours; use a new key for a new link, or repeat the original arguments exactly",
-                ));
+                return Err(conflict());
             }
             match &entry.slot {
                 Slot::InFlight(rx) => return Ok(Claim::Wait(rx.clone())),
@@ -387,7 +401,7 @@ impl IdempotencyStore {
 }
 
 /// A stored created result, read back.
-fn created(text: &str) -> Outcome {
+pub(super) fn created(text: &str) -> Outcome {
     match serde_json::from_str(text) {
         Ok(value) => Outcome::Created(value),
         // Our own serialization: cannot fail to parse. Said rather than guessed at if it did.

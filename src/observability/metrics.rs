@@ -24,6 +24,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::tools::id::ToolId;
 
+mod store;
+pub use store::{SHARED_LIMITS, STORE_OUTCOMES};
+
 /// The counts of the idempotency store, as `/metrics` shows them (the store reports them; this
 /// module only encodes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,6 +161,7 @@ pub struct Metrics {
     idempotency_evictions: Family<KindLabel, Counter>,
     sandbox_bytes: Gauge,
     parse_bytes: Gauge,
+    store: store::StoreMetrics,
 }
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
@@ -272,6 +276,7 @@ impl Metrics {
             Unit::Bytes,
             parse_bytes.clone(),
         );
+        let store = store::StoreMetrics::register(&mut registry);
         // Series a dashboard or alert looks for are present at zero from the start, so that
         // `rate()` and absence alerts work before the first event.
         for reason in RATE_LIMIT_REASONS {
@@ -309,6 +314,7 @@ impl Metrics {
             idempotency_evictions,
             sandbox_bytes,
             parse_bytes,
+            store,
         }
     }
 
@@ -402,6 +408,14 @@ impl Metrics {
     pub fn parse_bytes_released(&self, bytes: usize) {
         self.parse_bytes.dec_by(gauge_value(bytes));
     }
+
+    pub fn store_operation(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.store.operation(op, outcome, took);
+    }
+
+    pub fn store_fail_open(&self, limit: &'static str) {
+        self.store.fail_open(limit);
+    }
 }
 
 fn gauge_value(n: usize) -> i64 {
@@ -481,6 +495,23 @@ pub fn parse_bytes_released(bytes: usize) {
     }
 }
 
+/// One shared-store operation ended: `op` is its fixed name, `outcome` one of
+/// [`STORE_OUTCOMES`].
+pub fn store_operation(op: &'static str, outcome: &'static str, took: Duration) {
+    if let Some(m) = get() {
+        m.store_operation(op, outcome, took);
+    }
+}
+
+/// A request's `limit` (one of [`SHARED_LIMITS`]) was checked by this replica alone: the shared
+/// store did not answer.
+pub fn store_fail_open(limit: &'static str) {
+    debug_assert!(SHARED_LIMITS.contains(&limit));
+    if let Some(m) = get() {
+        m.store_fail_open(limit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,7 +545,40 @@ mod tests {
         m.sandbox_bytes(123_456);
         m.parse_bytes_taken(654_400);
         m.parse_bytes_released(79);
+        m.store_operation("idempotency_claim", "ok", Duration::from_micros(80));
+        m.store_operation("idempotency_claim", "timeout", Duration::from_millis(250));
+        m.store_fail_open("tenant_rate");
         let text = m.encode(7);
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_store_operations_total{op="idempotency_claim",outcome="timeout"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_store_operation_duration_seconds_bucket{le="0.0001",op="idempotency_claim"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_store_limit_fail_open_total{limit="client_rate"}"#
+            ),
+            Some(0.0),
+            "present at zero"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"paylink_store_limit_fail_open_total{limit="tenant_rate"}"#
+            ),
+            Some(1.0)
+        );
         assert_eq!(
             value(&text, r#"paylink_idempotency_entries{state="unknown"}"#),
             Some(2.0)

@@ -57,6 +57,7 @@ pub fn update_payment_link_status<'a>(
         } else {
             record::confirmation("not_required");
         }
+        tools.store_answers().await?;
         caller
             .backend
             .update_payment_link_status(update)

@@ -11,12 +11,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::confirm::{Channel, ConfirmSettings};
-use super::limits::ToolLimits;
 use super::safety::SpendRules;
 use crate::backend::{Backend, BackendRules};
 use crate::domain::PageBytes;
 use crate::error::{Error, Result};
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::IdempotencyKeys;
 use crate::model::{Page, PaymentLink};
 use crate::observability::audit::{AuditLog, AuditResult, AuditView};
 
@@ -25,7 +24,8 @@ use crate::observability::audit::{AuditLog, AuditResult, AuditView};
 #[derive(Clone)]
 pub struct Toolbox {
     rules: BackendRules,
-    pub(super) idempotency: Arc<IdempotencyStore>,
+    /// Where idempotency keys are kept: this process, or the store replicas share.
+    pub(super) idempotency: Arc<dyn IdempotencyKeys>,
     pub(super) allow_live: bool,
     pub(super) audit: Option<Arc<AuditLog>>,
     /// The byte cap of one list page.
@@ -41,14 +41,15 @@ impl Toolbox {
         rules: BackendRules,
         allow_live: bool,
         audit: Option<Arc<AuditLog>>,
-        limits: ToolLimits,
+        page_bytes: PageBytes,
+        idempotency: Arc<dyn IdempotencyKeys>,
     ) -> Self {
         Toolbox {
             rules,
-            idempotency: IdempotencyStore::new(limits.idempotency),
+            idempotency,
             allow_live,
             audit,
-            page_bytes: limits.page_bytes,
+            page_bytes,
             confirm: ConfirmSettings::default(),
             spend: SpendRules::default(),
         }
@@ -66,6 +67,13 @@ impl Toolbox {
 
     pub fn confirm_settings(&self) -> &ConfirmSettings {
         &self.confirm
+    }
+
+    /// Refuses a write (`unavailable`, retry-safe) when the shared store does not answer, before
+    /// anything is sent upstream: replicas keep the bookkeeping of writes there, and a write
+    /// they cannot account for is one they do not make. Without a shared store, always fine.
+    pub(super) async fn store_answers(&self) -> Result<()> {
+        self.idempotency.ready().await
     }
 
     pub fn rules(&self) -> &BackendRules {

@@ -7,8 +7,6 @@
 //! for the preview aside). A key claimed for a create that stopped before its write is given
 //! back; an amount held against a budget is given back when nothing was created.
 
-use std::sync::Arc;
-
 use rmcp::model::{InputRequiredResult, JsonObject};
 
 use super::args::decode;
@@ -21,7 +19,7 @@ use super::safety::Hold;
 use super::toolbox::{BoxFuture, Caller, Reply, Toolbox, live_guard, to_value};
 use crate::backend::{NewPaymentLink, Preview};
 use crate::error::{Error, Result, UpstreamContext};
-use crate::idempotency::{Claim, IdempotencyStore, Outcome, Ticket, args_hash, wait};
+use crate::idempotency::{Claimed as Claim, Hold as KeyHold, IdempotencyKeys, Outcome, args_hash};
 use crate::model::PaymentLink;
 use crate::observability::record;
 
@@ -60,14 +58,19 @@ pub async fn run(
             .map(|k| IdempotencyKey::parse(&k, "idempotency_key"))
             .transpose()?,
     };
+    let keys = tools.idempotency.as_ref();
     let mut claimed = Claimed(None);
-    if let Some(key) = &key {
-        claimed = Claimed(Some(claim(&link, key, caller, &tools.idempotency).await?));
-        if let Some(done) = claimed.answered() {
-            return done.map(Reply::Done);
-        }
-        if let Some(found) = claimed.recover(caller).await? {
-            return Ok(Reply::Done(found));
+    match &key {
+        // Nothing to keep, but replicas whose shared store is down refuse every write alike.
+        None => keys.ready().await?,
+        Some(key) => {
+            match claim(&link, key, caller, keys).await? {
+                Claim::Done(outcome) => return replayed(outcome).map(Reply::Done),
+                Claim::Run(hold) => claimed = Claimed(Some(hold)),
+            }
+            if let Some(found) = claimed.recover(caller).await? {
+                return Ok(Reply::Done(found));
+            }
         }
     }
     link.reference = match claimed.reference() {
@@ -75,13 +78,19 @@ pub async fn run(
         None => reference_for(caller.scope, None),
     };
     match prepare(&link, tools, caller).await {
-        Err(e) => Err(claimed.fail(e)),
+        Err(e) => Err(claimed.fail(e).await),
         Ok(Prepared::Ask(question)) => {
             // Nothing was sent and nothing decided: the key is free for the retry.
             drop(claimed);
             Ok(Reply::Ask(question))
         }
         Ok(Prepared::Go(preview, mut hold)) => {
+            // The user may have taken minutes to answer: the key must still be this call's for
+            // as long as one attempt may take, or nothing is sent.
+            if let Err(e) = claimed.before_send().await {
+                hold.release().await;
+                return Err(claimed.fail(e).await);
+            }
             let ticket = claimed.take();
             hold.sending();
             let result = match &preview {
@@ -89,7 +98,7 @@ pub async fn run(
                 None => caller.backend.create_payment_link(link).await,
             };
             hold.settle(&result).await;
-            finish(ticket, result).map(Reply::Done)
+            finish(ticket, result).await.map(Reply::Done)
         }
     }
 }
@@ -139,81 +148,57 @@ async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) ->
     }
 }
 
-/// A key claimed in the idempotency store for this create, and what the claim already answered.
-struct Claimed(Option<ClaimState>);
-
-enum ClaimState {
-    /// A stored outcome, or a twin's: the answer, without asking again.
-    Answered(Box<Result<PaymentLink>>),
-    /// This call runs the create.
-    Running(Ticket),
-}
+/// A key this create holds in the idempotency keys (this process's or the shared store's).
+struct Claimed(Option<Box<dyn KeyHold>>);
 
 async fn claim(
     link: &NewPaymentLink,
     key: &IdempotencyKey,
     caller: &Caller<'_>,
-    store: &Arc<IdempotencyStore>,
-) -> Result<ClaimState> {
+    keys: &dyn IdempotencyKeys,
+) -> Result<Claim> {
     // The validated request is canonical (trimmed, upper-cased, parsed), so equal intents hash
     // equal whatever their JSON spelling.
     let args = args_hash(&format!("{link:?}"));
-    // Links kept in this process (the sandbox) die with their data: so do their keys' entries,
-    // or a replay could answer a link that no longer exists.
+    // Links kept in this process (the in-memory sandbox) die with their data: so do their keys'
+    // entries, or a replay could answer a link that no longer exists.
     let local_scope = caller
         .backend
         .local_data()
-        .map(|data| data.scope(store, caller.scope));
+        .map(|data| keys.local_scope(data, caller.scope));
     let scope = local_scope.as_deref().unwrap_or(caller.scope);
-    let state = match store.claim(scope, key.as_str(), args, || {
-        reference_for(caller.scope, Some(key))
-    })? {
-        Claim::Replay(outcome) => ClaimState::Answered(Box::new(replayed(outcome))),
-        Claim::Wait(rx) => ClaimState::Answered(Box::new(match wait(rx).await {
-            Some(outcome) => replayed(outcome),
-            None => Err(Error::internal_retryable(
-                "a call with this idempotency_key was cancelled before it finished; call again with the same key",
-            )),
-        })),
-        Claim::Run(ticket) => ClaimState::Running(ticket),
-    };
-    Ok(state)
+    keys.claim(
+        scope,
+        key.as_str(),
+        args,
+        reference_for(caller.scope, Some(key)),
+    )
+    .await
 }
 
 impl Claimed {
-    /// The answer a replay or a twin gave, if any.
-    fn answered(&mut self) -> Option<Result<PaymentLink>> {
-        match self.0.take() {
-            Some(ClaimState::Answered(done)) => Some(*done),
-            other => {
-                self.0 = other;
-                None
-            }
-        }
-    }
-
     /// An earlier attempt's outcome was unknown: look for its link before anything else. Found,
     /// it is the answer; still unknown, it stays so (never a second create).
     async fn recover(&mut self, caller: &Caller<'_>) -> Result<Option<PaymentLink>> {
-        let Some(ClaimState::Running(ticket)) = &self.0 else {
+        let Some(hold) = &self.0 else {
             return Ok(None);
         };
-        if !ticket.previous_unknown {
+        if !hold.previous_unknown() {
             return Ok(None);
         }
-        let reference = ticket.reference.clone();
+        let reference = hold.reference().to_owned();
         match caller.backend.recover_create(&reference).await {
             Ok(Some(found)) => {
                 let value = to_value(&found)?;
-                if let Some(ticket) = self.take() {
-                    ticket.complete(Outcome::Created(value));
+                if let Some(hold) = self.take() {
+                    hold.complete(Outcome::Created(value)).await;
                 }
                 Ok(Some(found))
             }
             Ok(None) => Ok(None),
             Err(e) => {
-                if let Some(ticket) = self.take() {
-                    ticket.complete(Outcome::Unknown { reference });
+                if let Some(hold) = self.take() {
+                    hold.complete(Outcome::Unknown { reference }).await;
                 }
                 Err(e)
             }
@@ -221,30 +206,34 @@ impl Claimed {
     }
 
     fn reference(&self) -> Option<String> {
-        match &self.0 {
-            Some(ClaimState::Running(ticket)) => Some(ticket.reference.clone()),
-            _ => None,
+        self.0.as_ref().map(|hold| hold.reference().to_owned())
+    }
+
+    /// Whether the key is still this call's for one more attempt (always, without a key).
+    async fn before_send(&mut self) -> Result<()> {
+        match &mut self.0 {
+            Some(hold) => hold.before_send().await,
+            None => Ok(()),
         }
     }
 
-    /// The ticket, for the write: from here on, a drop means the outcome is unknown.
-    fn take(&mut self) -> Option<Ticket> {
-        match self.0.take() {
-            Some(ClaimState::Running(ticket)) => Some(ticket),
-            _ => None,
-        }
+    /// The hold, for the write: from here on, a drop means the outcome is unknown.
+    fn take(&mut self) -> Option<Box<dyn KeyHold>> {
+        self.0.take()
     }
 
     /// Refused before the write: the error is the outcome (waiting twins get it too), except
     /// after an earlier unknown outcome, which stays unknown.
-    fn fail(mut self, e: Error) -> Error {
-        if let Some(ticket) = self.take() {
-            if ticket.previous_unknown {
-                let reference = ticket.reference.clone();
-                ticket.complete(Outcome::Unknown { reference });
+    async fn fail(mut self, e: Error) -> Error {
+        if let Some(hold) = self.take() {
+            let outcome = if hold.previous_unknown() {
+                Outcome::Unknown {
+                    reference: hold.reference().to_owned(),
+                }
             } else {
-                ticket.complete(Outcome::Failed(e.clone()));
-            }
+                Outcome::Failed(e.clone())
+            };
+            hold.complete(outcome).await;
         }
         e
     }
@@ -253,29 +242,32 @@ impl Claimed {
 impl Drop for Claimed {
     /// Dropped before the write (a question goes back first, or the call was cancelled while
     /// the user was asked or the preview read): nothing was sent, so the key is given back —
-    /// except after an earlier unknown outcome, which dropping the ticket keeps unknown.
+    /// except after an earlier unknown outcome, which dropping the hold keeps unknown.
     fn drop(&mut self) {
-        if let Some(ticket) = self.take()
-            && !ticket.previous_unknown
+        if let Some(hold) = self.take()
+            && !hold.previous_unknown()
         {
-            ticket.release();
+            hold.release();
         }
     }
 }
 
-/// Records how the write ended in the ticket, if any.
-fn finish(ticket: Option<Ticket>, result: Result<PaymentLink>) -> Result<PaymentLink> {
-    let Some(ticket) = ticket else {
+/// Records how the write ended in the hold, if any.
+async fn finish(
+    hold: Option<Box<dyn KeyHold>>,
+    result: Result<PaymentLink>,
+) -> Result<PaymentLink> {
+    let Some(hold) = hold else {
         return result;
     };
-    match &result {
-        Ok(created) => ticket.complete(Outcome::Created(to_value(created)?)),
-        Err(Error::OutcomeUnknown { .. }) => {
-            let reference = ticket.reference.clone();
-            ticket.complete(Outcome::Unknown { reference });
-        }
-        Err(e) => ticket.complete(Outcome::Failed(e.clone())),
-    }
+    let outcome = match &result {
+        Ok(created) => Outcome::Created(to_value(created)?),
+        Err(Error::OutcomeUnknown { .. }) => Outcome::Unknown {
+            reference: hold.reference().to_owned(),
+        },
+        Err(e) => Outcome::Failed(e.clone()),
+    };
+    hold.complete(outcome).await;
     result
 }
 

@@ -126,6 +126,7 @@ impl Scrubber {
             | Error::Declined { message }
             | Error::ConfirmationRequired { message }
             | Error::CapExceeded { message }
+            | Error::Unavailable { message }
             | Error::IdempotencyConflict { message }
             | Error::Internal { message, .. } => (message, None, None),
         };

@@ -38,6 +38,7 @@ const KINDS: &[&str] = &[
     "cap_exceeded",
     "product_not_allowed",
     "internal",
+    "unavailable",
 ];
 
 /// The six tools, in listing order.

@@ -14,7 +14,7 @@ use super::catalog::{PRODUCTS, not_found};
 use super::pricing::{Priced, price_link};
 use super::store::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxLimits, SandboxPool, Store, StoredLink,
-    heap_opt, stored_size,
+    completed_link, heap_opt, stored_size, too_many_links,
 };
 use crate::backend::paging::{page_by_item_id, page_numbered};
 use crate::backend::request::{
@@ -22,7 +22,7 @@ use crate::backend::request::{
 };
 use crate::backend::{Backend, Preview};
 use crate::domain::{Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, visible_metadata,
@@ -33,7 +33,7 @@ pub const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
 
 /// One page of `entries` (in listing order) at `cursor`, within the byte cap: a page-number
 /// cursor names a window of `limit` entries (see [`page_numbered`]).
-fn page_of<T: Clone + serde::Serialize>(
+pub(super) fn page_of<T: Clone + serde::Serialize>(
     entries: &[&T],
     cursor: PageCursor,
     max_bytes: PageBytes,
@@ -97,63 +97,7 @@ impl SandboxBackend {
     }
 
     pub(super) fn build(&self, request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
-        // The same pricing as the preview: what a user confirmed is what the link shows.
-        let Priced {
-            preview,
-            original_total,
-            kinds,
-            interval,
-        } = price_link(&request)?;
-        let currency = preview.currency;
-        let total = preview.total;
-        let items: Vec<LineItem> = preview
-            .lines
-            .into_iter()
-            .zip(kinds)
-            .map(|(line, kind)| LineItem {
-                id: Uuid::new_v4().to_string(),
-                product_id: Some(line.sells),
-                product_name: line.name,
-                quantity: Some(line.quantity),
-                unit_amount: Some(line.unit.view()),
-                total: Some(line.total.view()),
-                kind: Some(kind),
-                interval: line.interval,
-            })
-            .collect();
-        let id = Uuid::new_v4().to_string();
-        let metadata: Vec<(String, serde_json::Value)> = request
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let link = PaymentLink {
-            url: Some(format!("{SANDBOX_URL_BASE}{id}")),
-            id,
-            name: Some(request.name.as_str().to_owned()),
-            description: request.description.map(|d| d.as_str().to_owned()),
-            status: Some(LinkStatus::Active),
-            currency: Some(currency.code().to_owned()),
-            total: Some(total.view()),
-            original_total: Some(original_total.view()),
-            amount_collected: Some(Money::from_minor(0, currency).view()),
-            item_count: Some(items.len() as u32),
-            max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
-            valid_until: request.valid_until.map(|v| v.to_rfc3339()),
-            success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
-            failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
-            recurring_interval: interval.map(str::to_owned),
-            inactive_message: None,
-            created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
-            backend: BackendKind::Sandbox,
-            livemode: false,
-        };
-        Ok(StoredLink {
-            link,
-            items,
-            created: now,
-        })
+        build_link(request, now)
     }
 
     fn with_link<T>(&self, id: &PaymentLinkId, f: impl FnOnce(&StoredLink) -> T) -> Result<T> {
@@ -164,6 +108,68 @@ impl SandboxBackend {
             .map(f)
             .ok_or_else(|| not_found("payment link", id.as_str(), "payment_link_id"))
     }
+}
+
+/// Builds the link a create asks for, checked and priced against the catalog the way Stream
+/// would; stores nothing.
+pub(super) fn build_link(request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
+    // The same pricing as the preview: what a user confirmed is what the link shows.
+    let Priced {
+        preview,
+        original_total,
+        kinds,
+        interval,
+    } = price_link(&request)?;
+    let currency = preview.currency;
+    let total = preview.total;
+    let items: Vec<LineItem> = preview
+        .lines
+        .into_iter()
+        .zip(kinds)
+        .map(|(line, kind)| LineItem {
+            id: Uuid::new_v4().to_string(),
+            product_id: Some(line.sells),
+            product_name: line.name,
+            quantity: Some(line.quantity),
+            unit_amount: Some(line.unit.view()),
+            total: Some(line.total.view()),
+            kind: Some(kind),
+            interval: line.interval,
+        })
+        .collect();
+    let id = Uuid::new_v4().to_string();
+    let metadata: Vec<(String, serde_json::Value)> = request
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let link = PaymentLink {
+        url: Some(format!("{SANDBOX_URL_BASE}{id}")),
+        id,
+        name: Some(request.name.as_str().to_owned()),
+        description: request.description.map(|d| d.as_str().to_owned()),
+        status: Some(LinkStatus::Active),
+        currency: Some(currency.code().to_owned()),
+        total: Some(total.view()),
+        original_total: Some(original_total.view()),
+        amount_collected: Some(Money::from_minor(0, currency).view()),
+        item_count: Some(items.len() as u32),
+        max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
+        valid_until: request.valid_until.map(|v| v.to_rfc3339()),
+        success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
+        failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
+        recurring_interval: interval.map(str::to_owned),
+        inactive_message: None,
+        created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
+        backend: BackendKind::Sandbox,
+        livemode: false,
+    };
+    Ok(StoredLink {
+        link,
+        items,
+        created: now,
+    })
 }
 
 #[async_trait]
@@ -181,10 +187,7 @@ impl Backend for SandboxBackend {
         let size = stored_size(&stored);
         let mut store = self.store();
         if store.links.len() >= self.limits.max_links {
-            return Err(Error::quota_exhausted(format!(
-                "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
-                self.limits.max_links
-            )));
+            return Err(too_many_links(self.limits.max_links));
         }
         store.charge(&self.limits, size, "this link")?;
         let link = stored.link.clone();
@@ -251,10 +254,7 @@ impl Backend for SandboxBackend {
                 )
             })?;
         if completed {
-            return Err(Error::validation(
-                "status",
-                "this link is completed (it reached its payment limit); a completed link cannot be reactivated or deactivated",
-            ));
+            return Err(completed_link());
         }
         // The only thing that changes size is the message payers see: charge or refund it
         // before the change, so a refused update changes nothing.

@@ -20,20 +20,26 @@
 //! own new links, and nobody else's. Bytes return to the pool when a tenant
 //! is dropped (evicted or idle, see the tenant cache).
 //!
+//! With a shared store (`--store redis://...`) a tenant's links live in Redis instead
+//! ([`SharedSandbox`]), with the same bounds, so that every replica sees them.
+//!
 //! The files, by job: `catalog` (the seeded products and coupons), `pricing` (a create's lines
-//! and totals, for its preview and for the link), `store` (a tenant's links
-//! and their byte accounting, the shared pool) and `calls` (the [`Backend`](super::Backend)
-//! implementation); `tests` drives the backend through that trait. This file only re-exports.
+//! and totals, for its preview and for the link), `store` (a tenant's links and their byte
+//! accounting, the shared pool), `calls` (the [`Backend`](super::Backend) implementation) and
+//! `shared` (the same in Redis); `tests` drives the backend through that trait. This file only
+//! re-exports.
 
 mod calls;
 mod catalog;
 mod pricing;
+mod shared;
 mod store;
 #[cfg(test)]
 mod tests;
 
 pub use calls::{SANDBOX_URL_BASE, SandboxBackend};
 pub use catalog::coupon_summary;
+pub use shared::{RECORD_OVERHEAD, SharedSandbox};
 pub use store::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_CLIENT_BYTES, DEFAULT_MAX_LINKS, DEFAULT_MAX_TENANT_BYTES,
     MAX_LINK_JSON, SandboxLimits, SandboxPool,

@@ -226,6 +226,43 @@ pub(super) struct Store {
     pub bytes: usize,
 }
 
+/// The refusal of a link past the tenant's count.
+pub(super) fn too_many_links(max: usize) -> Error {
+    Error::quota_exhausted(format!(
+        "this sandbox tenant already holds the maximum of {max} links; the sandbox is for trying things out, its data is not kept"
+    ))
+}
+
+/// The refusal of a change to a completed link.
+pub(super) fn completed_link() -> Error {
+    Error::validation(
+        "status",
+        "this link is completed (it reached its payment limit); a completed link cannot be reactivated or deactivated",
+    )
+}
+
+/// The refusal of `bytes` more for `what`, past the tenant's budget of `max` (it holds `held`).
+pub(super) fn over_tenant_budget(held: usize, max: usize, what: &str, bytes: usize) -> Error {
+    Error::quota_exhausted(format!(
+        "this sandbox tenant's links hold {held} of its {max} bytes and {what} needs {bytes} more, so nothing was stored. \
+The sandbox is for trying things out and keeps no data: use less metadata or shorter texts, or start over with a fresh sandbox \
+(over HTTP another Bearer token, or this one after it has been idle; over stdio restart the server). Deactivating links frees nothing"
+    ))
+}
+
+/// The refusal of a link when the sandbox of the server (all tenants) holds `used` of `max`.
+pub(super) fn pool_full(used: usize, max: usize) -> Error {
+    Error::rate_limited(
+        format!(
+            "the sandbox of this server is full: all its tenants' links together hold {used} of {max} bytes, so nothing was stored. \
+No tenant's links are removed to make room; space comes back as idle tenants are dropped. Try again later, or use a sandbox of your own \
+(paylink-mcp over stdio)"
+        ),
+        None,
+        UpstreamContext::default(),
+    )
+}
+
 impl Store {
     /// Takes `bytes` more for this tenant, from its budget and the pool, or says why not.
     pub(super) fn charge(
@@ -237,27 +274,12 @@ impl Store {
         let store = self;
         let max = limits.max_tenant_bytes;
         if store.bytes.saturating_add(bytes) > max {
-            return Err(Error::quota_exhausted(format!(
-                "this sandbox tenant's links hold {} of its {max} bytes and {what} needs {bytes} more, so nothing was stored. \
-The sandbox is for trying things out and keeps no data: use less metadata or shorter texts, or start over with a fresh sandbox \
-(over HTTP another Bearer token, or this one after it has been idle; over stdio restart the server). Deactivating links frees nothing",
-                store.bytes
-            )));
+            return Err(over_tenant_budget(store.bytes, max, what, bytes));
         }
         match limits.pool.reserve(limits.client, bytes) {
             Ok(()) => {}
             Err(Full::Pool) => {
-                return Err(Error::rate_limited(
-                    format!(
-                        "the sandbox of this server is full: all its tenants' links together hold {} of {} bytes, so nothing was stored. \
-No tenant's links are removed to make room; space comes back as idle tenants are dropped. Try again later, or use a sandbox of your own \
-(paylink-mcp over stdio)",
-                        limits.pool.used(),
-                        limits.pool.max_bytes()
-                    ),
-                    None,
-                    UpstreamContext::default(),
-                ));
+                return Err(pool_full(limits.pool.used(), limits.pool.max_bytes()));
             }
             Err(Full::Client(held)) => {
                 return Err(Error::quota_exhausted(format!(

@@ -23,7 +23,7 @@ use crate::tools::id::ToolId;
 
 /// The outcomes that refuse a write on this server's own checks: with no upstream answer during
 /// the call, nothing was sent and the line is short.
-const LOCAL_REFUSALS: [&str; 8] = [
+const LOCAL_REFUSALS: [&str; 9] = [
     "validation",
     "unsupported_by_backend",
     "live_guard",
@@ -32,6 +32,7 @@ const LOCAL_REFUSALS: [&str; 8] = [
     "confirmation_required",
     "cap_exceeded",
     "product_not_allowed",
+    "unavailable",
 ];
 
 /// One line of the audit file.

@@ -57,6 +57,7 @@ use crate::model::BackendKind;
 use crate::oauth::Access;
 use crate::observability::metrics;
 use crate::server::{HeldForCall, ToolAccess};
+use crate::store::Store;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
 pub use super::tenancy::{BASE_URL_HEADER, BRANCH_HEADER, Callers};
@@ -82,6 +83,8 @@ pub struct LimitSettings {
     /// Request bytes held at once, in all and per client address (0: no limit).
     pub request_bytes: usize,
     pub request_bytes_per_client: usize,
+    /// Where the rates are counted when replicas share them (`--store redis://...`).
+    pub store: Option<Store>,
 }
 
 struct Limits {
@@ -125,12 +128,27 @@ impl Gate {
                 cache,
                 default_base,
                 allowed_bases,
-                new_tenants: RateLimiter::new(limits.new_tenants_per_minute, clients),
+                new_tenants: RateLimiter::shared(
+                    limits.new_tenants_per_minute,
+                    clients,
+                    "new_tenants",
+                    limits.store.clone(),
+                ),
             },
             sessions,
             limits: Limits {
-                client_rate: RateLimiter::new(limits.client_per_minute, clients),
-                tenant_rate: RateLimiter::new(limits.tenant_per_minute, limits.tenant_table),
+                client_rate: RateLimiter::shared(
+                    limits.client_per_minute,
+                    clients,
+                    "client_rate",
+                    limits.store.clone(),
+                ),
+                tenant_rate: RateLimiter::shared(
+                    limits.tenant_per_minute,
+                    limits.tenant_table,
+                    "tenant_rate",
+                    limits.store.clone(),
+                ),
                 client_in_flight: InFlight::new(limits.client_in_flight),
                 tenant_in_flight: InFlight::new(limits.tenant_in_flight),
                 process_in_flight: InFlight::new(limits.process_in_flight),
@@ -262,7 +280,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             Duration::from_secs(1),
         );
     };
-    if let Err(wait) = gate.limits.client_rate.check(client) {
+    if let Err(wait) = gate.limits.client_rate.check(client).await {
         tracing::info!(%client, "refused: client rate limit");
         metrics::rate_limited("client_rate");
         return too_many(
@@ -349,11 +367,15 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // 8. The tenant, then its limits. Resolving the tenant first puts an unknown key behind the
     // client's new-tenant limit before it can take a slot in the per-tenant limiter tables, so a
     // spray of random keys cannot push real tenants' buckets out (and reset their limits).
-    let tenant = match gate.tenancy.tenant(&who, &base, branch.as_deref(), client) {
+    let tenant = match gate
+        .tenancy
+        .tenant(&who, &base, branch.as_deref(), client)
+        .await
+    {
         Ok(t) => t,
         Err(response) => return response,
     };
-    if let Err(wait) = gate.limits.tenant_rate.check(who.tenant) {
+    if let Err(wait) = gate.limits.tenant_rate.check(who.tenant).await {
         tracing::info!(tenant = %who.fingerprint, "refused: tenant rate limit");
         metrics::rate_limited("tenant_rate");
         return too_many(

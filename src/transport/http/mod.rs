@@ -54,6 +54,7 @@ use crate::config::{GlobalOpts, HttpOpts, Secrets, check_base_url};
 use crate::model::BackendKind;
 use crate::oauth::{OAuthSettings, ResourceServer};
 use crate::server::PaylinkServer;
+use crate::store::Store;
 use crate::tenant::Tenant;
 use crate::tenant::cache::TenantCache;
 
@@ -79,8 +80,14 @@ struct Plan {
     oauth: Option<Arc<ResourceServer>>,
 }
 
-/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM. `oauth`:
-/// OAuth mode's settings, already checked (start-up owns their typed errors).
+/// What start-up built for the HTTP server beyond its options (start-up owns their typed
+/// errors): OAuth mode's settings, already checked, and the store replicas share.
+pub struct Shared {
+    pub oauth: Option<OAuthSettings>,
+    pub store: Option<Store>,
+}
+
+/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
 pub fn run(
     kind: BackendKind,
     global: &GlobalOpts,
@@ -88,7 +95,7 @@ pub fn run(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
-    oauth: Option<OAuthSettings>,
+    shared: Shared,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,7 +103,7 @@ pub fn run(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     // Built inside the runtime: the session manager and pools may spawn.
     let result = runtime.block_on(async {
-        let plan = plan(kind, global, opts, secrets, server, factory, oauth)?;
+        let plan = plan(kind, global, opts, secrets, server, factory, shared)?;
         serve(plan).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -137,7 +144,7 @@ fn plan(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
-    oauth: Option<OAuthSettings>,
+    Shared { oauth, store }: Shared,
 ) -> Result<Plan, String> {
     let loopback = is_loopback(&opts.bind);
     if !loopback && opts.tls_cert.is_none() && !opts.behind_tls_proxy {
@@ -235,7 +242,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 Some(Arc::new(Tenant {
                     fingerprint: "anonymous".to_owned(),
                     scope: "anonymous".to_owned(),
-                    backend: factory.backend(None, "", None).map_err(|e| e.to_string())?,
+                    backend: factory
+                        .backend("anonymous", None, "", None)
+                        .map_err(|e| e.to_string())?,
                 }))
             } else {
                 None
@@ -275,6 +284,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         body_read: Duration::from_secs(opts.body_read_timeout_secs),
         request_bytes: opts.max_request_bytes,
         request_bytes_per_client: opts.max_request_bytes_per_client,
+        store: store.clone(),
     };
     let gate = Arc::new(Gate::new(
         guard,
@@ -299,6 +309,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .with_cancellation_token(stop.child_token());
     // The metrics exist only in this mode: stdio never installs them and pays nothing.
     crate::observability::metrics::install();
+    if let Some(store) = &store {
+        announce(store.clone());
+    }
     let conn = ConnSettings {
         header_read: Duration::from_secs(opts.header_read_timeout_secs),
         keep_alive: Duration::from_secs(opts.keep_alive_timeout_secs),
@@ -326,6 +339,19 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         conn,
         oauth: resource,
     })
+}
+
+/// Says which shared store this server uses, and (in the background: start-up never waits for
+/// it) whether it answers now. A store that does not is not fatal: reads are served, writes are
+/// refused until it answers, and the connection recovers by itself.
+fn announce(store: Store) {
+    tracing::info!(store = %store.redacted_url(), "shared store: Redis (state is shared with every replica using it)");
+    tokio::spawn(async move {
+        // A failure is logged by the store itself (once, until it answers again).
+        if store.ping().await.is_ok() {
+            tracing::info!("the shared store answers");
+        }
+    });
 }
 
 /// The axum app: `/mcp` behind the gate, plus the unauthenticated odds and ends.

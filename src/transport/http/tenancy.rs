@@ -302,7 +302,7 @@ impl Tenancy {
     }
 
     /// The tenant for `who`, from the cache or built now (rate-limited per client).
-    pub(super) fn tenant(
+    pub(super) async fn tenant(
         &self,
         who: &Identity,
         base: &str,
@@ -323,7 +323,7 @@ impl Tenancy {
         if let Some(tenant) = self.cache.get(&key) {
             return Ok(tenant);
         }
-        if let Err(wait) = self.new_tenants.check(client) {
+        if let Err(wait) = self.new_tenants.check(client).await {
             tracing::info!(%client, "refused: too many new keys from this client");
             metrics::rate_limited("new_tenants");
             return Err(too_many(
@@ -333,9 +333,13 @@ impl Tenancy {
             ));
         }
         let built = self.cache.get_or_try_insert(key, || {
-            let backend =
-                self.factory
-                    .backend_for(who.upstream_key.as_ref(), base, branch, Some(client))?;
+            let backend = self.factory.backend_for(
+                &key.hex(),
+                who.upstream_key.as_ref(),
+                base,
+                branch,
+                Some(client),
+            )?;
             Ok::<_, BuildError>(Arc::new(Tenant {
                 fingerprint: who.fingerprint.clone(),
                 // The cache key: caller, upstream and branch, so an idempotency key used on two
