@@ -490,10 +490,12 @@ impl GlobalOpts {
     }
 
     /// The write safety: confirmation settings (with the request-state key from the
-    /// environment) and the spend rules, checked.
+    /// environment) and the spend rules, checked; daily budgets in `store` when replicas share
+    /// one.
     pub fn write_safety(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
+        store: Option<&crate::store::Store>,
     ) -> Result<(ConfirmSettings, SpendRules), StartupError> {
         let key = read_secret(
             "PAYLINK_REQUEST_STATE_KEY",
@@ -502,7 +504,7 @@ impl GlobalOpts {
         )?;
         Ok((
             self.safety.confirm_settings(key)?,
-            self.safety.spend_rules()?,
+            self.safety.spend_rules(store)?,
         ))
     }
 

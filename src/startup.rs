@@ -80,13 +80,13 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         },
     )?;
     let audit = global.audit_log.clone().map(AuditLog::at_start_up);
-    let (confirm, spend) = global.write_safety(env)?;
-    log_safety(&confirm, &spend);
     // Only the HTTP server has replicas to share state with; stdio serves one user from memory.
     let store = match &cli.command {
         Some(Command::Http(opts)) => opts.store.store(env)?,
         _ => None,
     };
+    let (confirm, spend) = global.write_safety(env, store.as_ref())?;
+    log_safety(&confirm, &spend);
     let mut limits = global.tool_limits();
     if let Some(Command::Http(opts)) = &cli.command {
         // A tenant's creates in flight are refused by the store past its cap: over HTTP the

@@ -10,6 +10,7 @@
 //! | `idem` | `idempotency::shared` | idempotency keys: claims with a lease, outcomes |
 //! | `rate` | `transport::http::limits` | the abuse limits' request counts |
 //! | `sandbox` | `backend::sandbox::shared` | the sandbox's links and their byte budgets |
+//! | `ledger` | `spend::shared` | the daily spend budgets' reservations |
 //!
 //! # Key layout
 //!
@@ -28,6 +29,7 @@
 //! | `paylink:v1:sandbox:{S}:order` | sorted set | the links by creation | as `links` |
 //! | `paylink:v1:sandbox:pool` | hash | bytes per sandbox tenant and in all | 24 h after the last write |
 //! | `paylink:v1:sandbox:pool:expiry` | sorted set | when each tenant's links expire | as `pool` |
+//! | `paylink:v1:ledger:{S}:day:<CUR>` | sorted set | a tenant's capped creates in one currency, scored by when each leaves the 24-hour window | with its newest entry |
 //!
 //! (`<id>` is a SHA-256 of the tenant and the caller's idempotency key; `<who>` is a tenant's
 //! scope or a client address.)

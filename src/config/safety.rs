@@ -12,7 +12,8 @@ use clap::{Args, ValueEnum};
 
 use crate::error::StartupError;
 use crate::secret::ApiKey;
-use crate::spend::{Caps, LedgerBounds, MemoryLedger, parse_cap};
+use crate::spend::{Caps, LedgerBounds, MemoryLedger, SharedLedger, SpendLedger, parse_cap};
+use crate::store::Store;
 use crate::tools::confirm::{ConfirmPolicy, ConfirmSettings};
 use crate::tools::safety::{AllowedProducts, SpendRules};
 
@@ -117,7 +118,8 @@ impl SafetyOpts {
     }
 
     /// The caps and the product list, checked.
-    pub fn spend_rules(&self) -> Result<SpendRules, StartupError> {
+    /// The spend rules; the daily budgets are kept in `store` when replicas share one.
+    pub fn spend_rules(&self, store: Option<&Store>) -> Result<SpendRules, StartupError> {
         let per_link = caps_of(&self.max_link_amount, "--max-link-amount")?;
         let daily = caps_of(&self.max_daily_amount, "--max-daily-amount")?;
         let caps = Caps::new(per_link, daily).map_err(|message| StartupError::Safety {
@@ -137,11 +139,11 @@ impl SafetyOpts {
                 AllowedProducts::parse(&text).map_err(refuse)
             })
             .transpose()?;
-        Ok(SpendRules::new(
-            caps,
-            allowed,
-            Arc::new(MemoryLedger::new(LedgerBounds::DEFAULT)),
-        ))
+        let ledger: Arc<dyn SpendLedger> = match store {
+            Some(store) => Arc::new(SharedLedger::new(store.clone(), LedgerBounds::DEFAULT)),
+            None => Arc::new(MemoryLedger::new(LedgerBounds::DEFAULT)),
+        };
+        Ok(SpendRules::new(caps, allowed, ledger))
     }
 }
 
@@ -180,7 +182,7 @@ mod tests {
             "--confirm-timeout-secs",
             "5",
         ]);
-        let rules = o.spend_rules().unwrap();
+        let rules = o.spend_rules(None).unwrap();
         let kwd = crate::domain::CurrencyCode::parse("KWD", "c").unwrap();
         assert_eq!(rules.caps.per_link(kwd).map(|m| m.minor()), Some(250_500));
         assert!(rules.caps.daily(kwd).is_none());
@@ -193,11 +195,11 @@ mod tests {
     #[test]
     fn bad_safety_options_name_the_option() {
         let e = opts(&["--max-daily-amount", "SAR:1.001"])
-            .spend_rules()
+            .spend_rules(None)
             .unwrap_err();
         assert!(e.to_string().starts_with("--max-daily-amount:"), "{e}");
         let e = opts(&["--allowed-products", "/nonexistent/list"])
-            .spend_rules()
+            .spend_rules(None)
             .unwrap_err();
         assert!(e.to_string().starts_with("--allowed-products:"), "{e}");
         let e = opts(&[])

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::Money;
+use crate::store::StoreError;
 
 /// How long a create counts against a daily budget.
 pub const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -28,6 +29,9 @@ pub enum Refusal {
     /// The ledger cannot record another entry (its bounds, or a shared store that cannot be
     /// reached): the create is refused rather than left uncounted.
     Unavailable { reason: String },
+    /// The shared store of replicas did not answer: the create is refused (`unavailable`, safe
+    /// to repeat), and nothing was sent.
+    Store(StoreError),
 }
 
 /// A tenant's rolling budgets: what the last 24 hours of creates hold, per currency.

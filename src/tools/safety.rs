@@ -160,6 +160,10 @@ impl SpendRules {
                     show(cap)
                 )))
             }
+            Err(Refusal::Store(e)) => {
+                record::cap("unavailable");
+                Err(e.unavailable("count this link against the daily budget"))
+            }
             Err(Refusal::Unavailable { reason }) => {
                 record::cap("exceeded");
                 Err(Error::cap_exceeded(format!(

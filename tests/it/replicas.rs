@@ -627,3 +627,83 @@ async fn with_redis_persisting_its_restart_keeps_the_keys() {
     assert_eq!(create_on(&b, "Kept", "k-kept").await.unwrap(), first);
     assert_eq!(mock.posts().await.len(), 1);
 }
+
+/// The daily budget (`--max-daily-amount`) lives in the shared store: a tenant's spending through
+/// one replica counts on the other, 20 concurrent creates split over both against a budget for 5
+/// make exactly 5 links, the book's key is versioned and expires, and with the store down a
+/// capped create is refused (`unavailable`) rather than left uncounted.
+#[tokio::test]
+async fn the_daily_budget_holds_over_both_replicas() {
+    let mut redis = Redis::start();
+    let budget = [
+        "--max-daily-amount",
+        "SAR:445.00",
+        "--max-concurrent-per-tenant",
+        "32",
+    ];
+    let (a, b) = (
+        sandbox_replica(&redis, &budget),
+        sandbox_replica(&redis, &budget),
+    );
+    let one_coffee = |n: usize| json!({"name": format!("c{n}"), "items": [{"product_id": crate::harness::COFFEE, "quantity": 1}]});
+
+    // 89.00 through A, then 267.00 through B: 356.00 of 445.00; 89.00 is left, 178.00 is not.
+    sandbox_call(&a, "spender", "create_payment_link", one_coffee(0))
+        .await
+        .unwrap();
+    sandbox_call(
+        &b,
+        "spender",
+        "create_payment_link",
+        json!({"name": "three", "items": [{"product_id": crate::harness::COFFEE, "quantity": 3}]}),
+    )
+    .await
+    .unwrap();
+    let e = sandbox_call(&a, "spender", "create_payment_link", coffee("two more"))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "cap_exceeded", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("89.00 SAR is left"),
+        "{e}"
+    );
+
+    // Concurrency, split over both replicas: the budget of another tenant fits 5 coffees.
+    let calls: Vec<_> = (0..20)
+        .map(|n| {
+            let url = if n % 2 == 0 { a.url() } else { b.url() };
+            let args = one_coffee(n);
+            tokio::spawn(async move {
+                stateless_call(&url, "racer", &[], "create_payment_link", args).await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(e) => assert_eq!(e["kind"], "cap_exceeded", "{e}"),
+        }
+    }
+    assert_eq!(made, 5, "exactly the budget's worth of links");
+
+    // The books: versioned, per tenant and currency, expiring within the 24-hour window.
+    let keys = redis.keys().await;
+    let books: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("paylink:v1:ledger:") && k.ends_with(":day:SAR"))
+        .collect();
+    assert_eq!(books.len(), 2, "{keys:?}");
+    for book in books {
+        let ttl: i64 = redis.cmd(&["PTTL", book]).await;
+        assert!(ttl > 0 && ttl <= 24 * 3600 * 1000, "{book}: {ttl}");
+    }
+
+    // The store down: a capped create cannot be counted, so it is not made.
+    redis.stop();
+    let e = sandbox_call(&b, "fresh", "create_payment_link", one_coffee(99))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "unavailable", "{e}");
+    assert_eq!(e["retry_safe"], true);
+}
