@@ -50,7 +50,7 @@ impl ResourceServer {
         source: Box<dyn KeySource>,
         client: Arc<IdpClient>,
     ) -> Self {
-        let keys = Keys::new(source, settings.min_refresh);
+        let keys = Keys::new(source, settings.min_refresh, settings.jwks_max_stale);
         let introspector = settings
             .introspection
             .clone()

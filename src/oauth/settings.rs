@@ -45,8 +45,11 @@ pub struct OAuthSettings {
     pub scopes: ScopeNames,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
-    /// Fewest time between two fetches of the issuer's keys or metadata.
+    /// Fewest time between two fetches of the issuer's keys or metadata (and between two tries
+    /// of an introspection endpoint that failed).
     pub min_refresh: Duration,
+    /// Longest the issuer's keys are trusted after their last fetch.
+    pub jwks_max_stale: Duration,
     pub introspection: Option<IntrospectionSettings>,
 }
 
@@ -192,6 +195,13 @@ impl OAuthSettings {
                 None
             }
         };
+        if opts.oauth_jwks_max_stale_secs < 2 * opts.oauth_jwks_min_refresh_secs {
+            return Err(bad(
+                "--oauth-jwks-max-stale-secs",
+                &opts.oauth_jwks_max_stale_secs.to_string(),
+                "must be at least twice --oauth-jwks-min-refresh-secs, so that the keys can be fetched again before they stop being trusted".into(),
+            ));
+        }
         // Path-inserted (RFC 9728 §3.1): https://host/mcp -> https://host/.well-known/oauth-protected-resource/mcp
         let path = public_url.path().trim_end_matches('/');
         let metadata_url = format!(
@@ -217,6 +227,7 @@ impl OAuthSettings {
                 .oauth_leeway_secs
                 .min(crate::config::oauth::MAX_LEEWAY_SECS),
             min_refresh: Duration::from_secs(opts.oauth_jwks_min_refresh_secs),
+            jwks_max_stale: Duration::from_secs(opts.oauth_jwks_max_stale_secs),
             introspection,
         }))
     }
@@ -269,6 +280,7 @@ mod tests {
         );
         assert_eq!(s.scopes.read, "payment_links:read");
         assert_eq!(s.leeway_secs, 30);
+        assert_eq!(s.jwks_max_stale, Duration::from_secs(86_400));
 
         let s = check(&[
             "--oauth-issuer",
@@ -373,5 +385,18 @@ mod tests {
         .to_string();
         assert!(e.contains("--access-tokens-file"), "{e}");
         assert!(T::try_parse_from(["t", "--oauth-leeway-secs", "61"]).is_err());
+        assert!(T::try_parse_from(["t", "--oauth-jwks-max-stale-secs", "1"]).is_err());
+        let e = check(&[
+            "--oauth-issuer",
+            "https://a",
+            "--public-url",
+            "https://m/mcp",
+            "--oauth-jwks-min-refresh-secs",
+            "5",
+            "--oauth-jwks-max-stale-secs",
+            "9",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--oauth-jwks-max-stale-secs"), "{e}");
     }
 }

@@ -945,6 +945,56 @@ async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() 
     );
 }
 
+/// A key set the server cannot refresh is trusted only up to `--oauth-jwks-max-stale-secs` after
+/// it was fetched (2 s here, half of it before a refresh is tried); then every token gets 503,
+/// until the keys can be fetched again.
+#[tokio::test]
+async fn a_key_set_past_the_hard_limit_is_not_trusted() {
+    let key = TestKey::new();
+    let auth = AuthServer::start(&key, &[]).await;
+    let limits = [
+        "--oauth-jwks-min-refresh-secs",
+        "1",
+        "--oauth-jwks-max-stale-secs",
+        "2",
+    ];
+    let rs = start_rs(&auth.issuer, &limits, &[]);
+    let token = auth.client_credentials(&rs.resource, READ).await;
+    let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+    assert_eq!(r.status(), 200);
+    // The set was fetched before this answer came.
+    let fetched_before = tokio::time::Instant::now();
+    assert_eq!(auth.stats().await["jwks"], 1);
+    auth.hook("jwks-down").await;
+
+    // Only the clock can bring the limit: wait until it has certainly passed.
+    tokio::time::sleep_until(fetched_before + Duration::from_secs(2)).await;
+    let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503, "the old set is no longer trusted");
+    let refused_at = tokio::time::Instant::now();
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "unavailable");
+    assert!(
+        auth.stats().await["jwks"].as_u64().unwrap() >= 2,
+        "a refresh was tried first"
+    );
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the hard limit is logged", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("longer than --oauth-jwks-max-stale-secs"))
+        })
+        .await;
+
+    // The keys can be fetched again (once the 1 s since the failed fetch has passed): trusted.
+    auth.hook("jwks-up").await;
+    tokio::time::sleep_until(refused_at + Duration::from_secs(1)).await;
+    let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+    assert_eq!(r.status(), 200);
+}
+
 /// The issuer is read on the first token, not at start-up: with the authorization server down
 /// the server starts, and tokens get 503 (never a crash, never a pass) until it is back.
 #[tokio::test]
