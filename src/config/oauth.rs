@@ -60,8 +60,9 @@ pub struct OAuthOpts {
     pub oauth_leeway_secs: u64,
 
     /// Fewest seconds between two fetches of the issuer's keys (JWKS) or metadata, successful or
-    /// not: a token with an unknown key id triggers at most one refetch per this interval. 0
-    /// refetches on every unknown key id (for tests, not production).
+    /// not: a token with an unknown key id triggers at most one refetch per this interval. Also
+    /// how long an introspection endpoint that failed is left alone (tokens not in the cache get
+    /// 503 meanwhile). 0 refetches on every unknown key id (for tests, not production).
     #[arg(long, env = "PAYLINK_OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub oauth_jwks_min_refresh_secs: u64,

@@ -54,7 +54,7 @@ impl ResourceServer {
         let introspector = settings
             .introspection
             .clone()
-            .map(|i| Introspector::new(client, i));
+            .map(|i| Introspector::new(client, i, settings.min_refresh));
         let document = protected_resource(&settings).to_string();
         ResourceServer {
             settings,

@@ -1121,6 +1121,74 @@ async fn opaque_tokens_are_introspected_and_the_answers_cached() {
     );
 }
 
+/// An introspection endpoint that fails is left alone for the refetch interval (2 s here): a
+/// token not in the cache gets 503 at once, without a call to the endpoint, while cached answers
+/// still serve; after the interval it is asked again.
+#[tokio::test]
+async fn a_failed_introspection_endpoint_is_left_alone_for_the_interval() {
+    let key = TestKey::new();
+    let auth = AuthServer::start(&key, &[("TOKEN_FORMAT", "opaque")]).await;
+    let introspection = format!("{}/token/introspection", auth.issuer);
+    let rs = start_rs(
+        &auth.issuer,
+        &[
+            "--oauth-introspection-url",
+            &introspection,
+            "--oauth-jwks-min-refresh-secs",
+            "2",
+        ],
+        &[
+            ("PAYLINK_OAUTH_CLIENT_ID", "paylink-cc"),
+            ("PAYLINK_OAUTH_CLIENT_SECRET", "paylink-cc-secret"),
+        ],
+    );
+    let known = auth.client_credentials(&rs.resource, READ).await;
+    let first = auth.client_credentials(&rs.resource, READ).await;
+    let second = auth.client_credentials(&rs.resource, READ).await;
+    let status = |token: String| {
+        let rs = &rs;
+        async move {
+            raw_call(rs, Some(&token), "list_products", json!({}))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(status(known.clone()).await, 200);
+    assert_eq!(auth.stats().await["introspections"], 1);
+
+    auth.hook("introspection-down").await;
+    let r = raw_call(&rs, Some(&first), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503);
+    // The endpoint failed before this answer came: it is left alone until 2 s after it.
+    let failed_before = tokio::time::Instant::now();
+    assert!(r.headers().contains_key("retry-after"));
+    let asked = auth.stats().await["introspections"].clone();
+    assert!(asked.as_u64().unwrap() >= 2, "{asked}");
+    // Another token: 503 without a call; a cached one: still accepted.
+    let r = raw_call(&rs, Some(&second), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(status(known.clone()).await, 200);
+    assert_eq!(
+        auth.stats().await["introspections"],
+        asked,
+        "no call within the interval"
+    );
+
+    auth.hook("introspection-up").await;
+    tokio::time::sleep_until(failed_before + Duration::from_secs(2)).await;
+    assert_eq!(status(second).await, 200);
+    assert_eq!(
+        auth.stats().await["introspections"],
+        asked.as_u64().unwrap() + 1
+    );
+}
+
 #[test]
 fn oauth_options_are_checked_before_listening() {
     let issuer = "http://127.0.0.1:9";
