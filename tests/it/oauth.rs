@@ -938,11 +938,14 @@ async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() 
             .status(),
         200
     );
-    assert!(
-        rs.server
-            .stderr()
-            .contains("cannot fetch the OAuth issuer's keys")
-    );
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the fetch failure", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("cannot fetch the OAuth issuer's keys"))
+        })
+        .await;
 }
 
 /// A key set the server cannot refresh is trusted only up to `--oauth-jwks-max-stale-secs` after
@@ -1013,9 +1016,16 @@ async fn an_issuer_down_at_start_up_does_not_stop_the_server() {
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key("retry-after"));
     }
+    let needle = "cannot fetch the OAuth issuer's keys";
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the fetch failure", |lines| {
+            lines.iter().any(|l| l.contains(needle))
+        })
+        .await;
     let log = rs.server.stderr();
     assert_eq!(
-        log.matches("cannot fetch the OAuth issuer's keys").count(),
+        log.matches(needle).count(),
         1,
         "asked once per interval: {log}"
     );
@@ -1113,8 +1123,16 @@ async fn opaque_tokens_are_introspected_and_the_answers_cached() {
     let r = raw_call(&rs, Some(&read), "list_products", json!({})).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
+    // Logged before the answer was sent, but read from the pipe on its own time: awaited.
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the credentials error", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"))
+        })
+        .await;
     let log = rs.server.stderr();
-    assert!(log.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"), "{log}");
     assert!(
         !log.contains(&read) && !log.contains("paylink-cc-secret"),
         "{log}"
