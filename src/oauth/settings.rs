@@ -386,6 +386,7 @@ mod tests {
         assert!(e.contains("--access-tokens-file"), "{e}");
         assert!(T::try_parse_from(["t", "--oauth-leeway-secs", "61"]).is_err());
         assert!(T::try_parse_from(["t", "--oauth-jwks-max-stale-secs", "1"]).is_err());
+        assert!(T::try_parse_from(["t", "--oauth-jwks-min-refresh-secs", "0"]).is_err());
         let e = check(&[
             "--oauth-issuer",
             "https://a",

@@ -561,9 +561,9 @@ async fn bad_tokens_get_401_with_the_challenge() {
 async fn a_rotated_key_is_accepted_after_one_jwks_refetch() {
     let key = TestKey::new();
     let auth = AuthServer::start(&key, &[]).await;
-    // 0: an unknown key id may refetch at once (the interval itself is the unit tests' job, and
-    // the next test's).
-    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "0"], &[]);
+    // The shortest interval, 1 s (the interval itself is the unit tests' job, and the next
+    // test's).
+    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "1"], &[]);
     let old = auth.client_credentials(&rs.resource, READ).await;
     assert_eq!(
         raw_call(&rs, Some(&old), "list_products", json!({}))
@@ -571,10 +571,13 @@ async fn a_rotated_key_is_accepted_after_one_jwks_refetch() {
             .status(),
         200
     );
+    // The keys were fetched before this answer: a refetch is allowed from 1 s after it.
+    let fetched_before = tokio::time::Instant::now();
     assert_eq!(auth.stats().await["jwks"], 1);
 
     auth.hook("rotate").await;
     let new = auth.client_credentials(&rs.resource, READ).await;
+    tokio::time::sleep_until(fetched_before + Duration::from_secs(1)).await;
     assert_ne!(
         new.split('.').next(),
         old.split('.').next(),
@@ -904,7 +907,7 @@ async fn the_protected_resource_metadata_points_at_the_authorization_server() {
 async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() {
     let key = TestKey::new();
     let auth = AuthServer::start(&key, &[]).await;
-    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "0"], &[]);
+    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "1"], &[]);
     let token = auth.client_credentials(&rs.resource, READ).await;
     auth.hook("jwks-down").await;
     for _ in 0..2 {
@@ -931,7 +934,10 @@ async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() 
             .status(),
         503
     );
+    // Every failed fetch was before this: the next is allowed from 1 s after it.
+    let failed_before = tokio::time::Instant::now();
     auth.hook("jwks-up").await;
+    tokio::time::sleep_until(failed_before + Duration::from_secs(1)).await;
     assert_eq!(
         raw_call(&rs, Some(&token), "list_products", json!({}))
             .await
@@ -1279,6 +1285,18 @@ fn oauth_options_are_checked_before_listening() {
             ],
             vec![],
             "120",
+        ),
+        (
+            vec![
+                "--oauth-issuer",
+                issuer,
+                "--public-url",
+                "http://127.0.0.1:1/mcp",
+                "--oauth-jwks-min-refresh-secs",
+                "0",
+            ],
+            vec![],
+            "--oauth-jwks-min-refresh-secs",
         ),
     ] {
         let refusal = Server::refuse(&args, &env);
