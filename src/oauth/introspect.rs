@@ -215,16 +215,18 @@ fn read(doc: &Value, expect: &Expect<'_>, now: u64) -> Result<Grant, &'static st
     if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(expect.leeway_secs)) {
         return Err("the token is not valid yet (nbf)");
     }
-    // A client-credentials token may name no `sub`: the client is then the subject (as RFC
-    // 9068 §2.2 has it for JWTs, so both forms of one client's token are one tenant).
-    let subject = [&doc["sub"], &doc["client_id"]]
-        .into_iter()
-        .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
-        .ok_or("the token has no subject (sub or client_id)")?;
+    // A client-credentials token may name no `sub`: the client is then the subject, marked as
+    // one, so that a client whose id is some user's `sub` never shares that user's tenant.
+    let text = |name: &str| doc[name].as_str().filter(|s| !s.is_empty());
+    let subject = match (text("sub"), text("client_id")) {
+        (Some(sub), _) => sub.to_owned(),
+        (None, Some(client)) => format!("client:{client}"),
+        (None, None) => return Err("the token has no subject (sub or client_id)"),
+    };
     let scopes = doc["scope"].as_str().unwrap_or_default().split(' ');
     Ok(Grant {
         issuer: expect.issuer.to_owned(),
-        subject: subject.to_owned(),
+        subject,
         access: Access::from_scopes(scopes, expect.scopes),
         expires_at: exp,
     })
@@ -324,7 +326,17 @@ mod tests {
         let mut client = good.clone();
         client.as_object_mut().unwrap().remove("sub");
         client["client_id"] = json!("machine-1");
-        assert_eq!(read(&client, &expect, now).unwrap().subject, "machine-1");
+        assert_eq!(
+            read(&client, &expect, now).unwrap().subject,
+            "client:machine-1"
+        );
+        // A user whose sub is that client id is another subject.
+        assert_eq!(
+            with("sub", json!("machine-1")).unwrap().subject,
+            "machine-1"
+        );
+        client.as_object_mut().unwrap().remove("client_id");
+        assert!(read(&client, &expect, now).is_err());
         assert_eq!(
             with("scope", json!("other")).unwrap().access,
             Access::Nothing
