@@ -1262,6 +1262,20 @@ fn oauth_options_are_checked_before_listening() {
             vec![],
             "STREAM_API_KEY",
         ),
+        // The operator's key is one every request would need: a key the backend refuses stops
+        // the server, rather than a 401 no caller's token could fix.
+        (
+            vec![
+                "--oauth-issuer",
+                issuer,
+                "--public-url",
+                "http://127.0.0.1:1/mcp",
+                "--backend",
+                "stripe",
+            ],
+            vec![("STRIPE_API_KEY", "pk_live_not_a_secret_key")],
+            "STRIPE_API_KEY cannot be used",
+        ),
         (
             vec![
                 "--oauth-issuer",

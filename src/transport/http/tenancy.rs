@@ -351,6 +351,16 @@ impl Tenancy {
                 }
                 Ok(tenant)
             }
+            // The operator's key was tried at start-up; should it fail here all the same, it is
+            // still not the caller's to fix: no challenge, no token of theirs would help.
+            Err(BuildError::Key(message)) if self.callers.operators_key() => {
+                tracing::error!(tenant = %who.fingerprint, "the operator's upstream key cannot be used: {message}");
+                Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "this server cannot serve this request",
+                ))
+            }
             Err(BuildError::Key(message)) => Err(unauthorized(&message)),
             Err(BuildError::Unavailable(message)) => {
                 tracing::error!(tenant = %who.fingerprint, "cannot build a tenant: {message}");
