@@ -62,7 +62,7 @@ pub struct OAuthOpts {
     /// Fewest seconds between two fetches of the issuer's keys (JWKS) or metadata, successful or
     /// not: a token with an unknown key id triggers at most one refetch per this interval. Also
     /// how long an introspection endpoint that failed is left alone (tokens not in the cache get
-    /// 503 meanwhile). At least 1: no interval would let a stream of made-up key ids turn into
+    /// 503 meanwhile) and how long an introspection's refusal is remembered. At least 1: no interval would let a stream of made-up key ids turn into
     /// a stream of fetches.
     #[arg(long, env = "PAYLINK_OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -2,9 +2,9 @@
 //!
 //! The answer is held to the same rules as a JWT's claims (active, issuer, audience, time,
 //! subject). Answers are cached by a hash of the token, never the token, for no longer than the
-//! token lives and at most [`MAX_CACHE`]; refusals too, so that a bad token repeated does not
-//! become a flood of introspection calls. Refusals have their own cache: a flood of made-up
-//! tokens evicts other refusals, never a valid token's grant.
+//! token lives and at most [`MAX_CACHE`]; refusals too, for the refetch interval, so that a bad
+//! token repeated does not become a flood of introspection calls. Refusals have their own cache:
+//! a flood of made-up tokens evicts other refusals, never a valid token's grant.
 //!
 //! An endpoint that failed is left alone for the refetch interval (`--oauth-jwks-min-refresh-secs`,
 //! as for the keys): meanwhile a token not in the cache gets [`Refused::Unavailable`] at once,
@@ -168,7 +168,10 @@ impl Introspector {
             Ok(grant) => grant.expires_at.map_or(MAX_CACHE, |exp| {
                 Duration::from_secs(exp.saturating_sub(now))
             }),
-            Err(_) => MAX_CACHE,
+            // Short: a token refused because the issuer's replicas have not all seen it yet is
+            // asked about again soon, while a bad token repeated still costs one call per
+            // interval at most.
+            Err(_) => self.back_off,
         };
         let lives = lives.min(MAX_CACHE);
         if !lives.is_zero() {

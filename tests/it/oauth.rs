@@ -1147,7 +1147,8 @@ async fn opaque_tokens_are_introspected_and_the_answers_cached() {
 
 /// An introspection endpoint that fails is left alone for the refetch interval (2 s here): a
 /// token not in the cache gets 503 at once, without a call to the endpoint, while cached answers
-/// still serve; after the interval it is asked again.
+/// still serve; after the interval it is asked again. A refusal is remembered for that interval
+/// too, not longer.
 #[tokio::test]
 async fn a_failed_introspection_endpoint_is_left_alone_for_the_interval() {
     let key = TestKey::new();
@@ -1179,6 +1180,12 @@ async fn a_failed_introspection_endpoint_is_left_alone_for_the_interval() {
     };
     assert_eq!(status(known.clone()).await, 200);
     assert_eq!(auth.stats().await["introspections"], 1);
+    // A token the issuer does not know: refused, and the refusal remembered.
+    let unknown = || "not-issued-yet".to_owned();
+    for _ in 0..2 {
+        assert_eq!(status(unknown()).await, 401);
+    }
+    assert_eq!(auth.stats().await["introspections"], 2);
 
     auth.hook("introspection-down").await;
     let r = raw_call(&rs, Some(&first), "list_products", json!({})).await;
@@ -1187,7 +1194,7 @@ async fn a_failed_introspection_endpoint_is_left_alone_for_the_interval() {
     let failed_before = tokio::time::Instant::now();
     assert!(r.headers().contains_key("retry-after"));
     let asked = auth.stats().await["introspections"].clone();
-    assert!(asked.as_u64().unwrap() >= 2, "{asked}");
+    assert!(asked.as_u64().unwrap() >= 3, "{asked}");
     // Another token: 503 without a call; a cached one: still accepted.
     let r = raw_call(&rs, Some(&second), "list_products", json!({})).await;
     assert_eq!(r.status(), 503);
@@ -1210,6 +1217,12 @@ async fn a_failed_introspection_endpoint_is_left_alone_for_the_interval() {
     assert_eq!(
         auth.stats().await["introspections"],
         asked.as_u64().unwrap() + 1
+    );
+    // The refusal, older than the interval by now, is not trusted any more: asked again.
+    assert_eq!(status(unknown()).await, 401);
+    assert_eq!(
+        auth.stats().await["introspections"],
+        asked.as_u64().unwrap() + 2
     );
 }
 
