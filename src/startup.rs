@@ -15,7 +15,7 @@ use crate::backend::unconfigured::Unconfigured;
 use crate::config::{Cli, Command, Secrets, choose_backend};
 use crate::error::StartupError;
 use crate::model::BackendKind;
-use crate::oauth::OAuthSettings;
+use crate::oauth::{OAuthSecrets, OAuthSettings};
 use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource, instructions};
@@ -128,8 +128,11 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
             );
             let oauth = OAuthSettings::check(
                 &opts.oauth,
-                secrets.oauth_client_id.as_ref(),
-                secrets.oauth_client_secret.as_ref(),
+                OAuthSecrets {
+                    client_id: secrets.oauth_client_id.as_ref(),
+                    client_secret: secrets.oauth_client_secret.as_ref(),
+                    fingerprint_key: secrets.oauth_fingerprint_key.as_ref(),
+                },
                 opts.access_tokens_file.is_some(),
             )?;
             crate::transport::http::run(kind, global, &opts, &secrets, server, factory, oauth)

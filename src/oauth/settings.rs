@@ -13,6 +13,9 @@ use crate::secret::ApiKey;
 /// The path of RFC 9728's well-known document, before the resource's own path.
 pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
 
+/// Fewest bytes of a configured key for the log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`).
+pub const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
+
 /// The names of the two scopes. Write is the broader one: it covers reads too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeNames {
@@ -51,6 +54,9 @@ pub struct OAuthSettings {
     /// Longest the issuer's keys are trusted after their last fetch.
     pub jwks_max_stale: Duration,
     pub introspection: Option<IntrospectionSettings>,
+    /// The operator's key for callers' log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`), so that
+    /// replicas and restarts agree; without it each process makes its own.
+    pub fingerprint_key: Option<ApiKey>,
 }
 
 /// True for `localhost` and loopback addresses: the only hosts where plain http is accepted.
@@ -109,16 +115,35 @@ fn check_scope(option: &'static str, raw: &str) -> Result<String, StartupError> 
     }
 }
 
+/// OAuth mode's secrets, from the environment or files (never flags).
+#[derive(Clone, Copy, Default)]
+pub struct OAuthSecrets<'a> {
+    /// The introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`).
+    pub client_id: Option<&'a ApiKey>,
+    pub client_secret: Option<&'a ApiKey>,
+    /// `PAYLINK_OAUTH_FINGERPRINT_KEY`.
+    pub fingerprint_key: Option<&'a ApiKey>,
+}
+
 impl OAuthSettings {
     /// OAuth mode's settings, or `None` when `--oauth-issuer` is not set (then no other OAuth
     /// option may be). `access_tokens`: whether operator-key mode was asked for too.
     pub fn check(
         opts: &OAuthOpts,
-        client_id: Option<&ApiKey>,
-        client_secret: Option<&ApiKey>,
+        secrets: OAuthSecrets<'_>,
         access_tokens: bool,
     ) -> Result<Option<Self>, StartupError> {
+        let OAuthSecrets {
+            client_id,
+            client_secret,
+            fingerprint_key,
+        } = secrets;
         let Some(issuer) = opts.oauth_issuer.as_deref().map(str::trim) else {
+            if fingerprint_key.is_some() {
+                tracing::warn!(
+                    "PAYLINK_OAUTH_FINGERPRINT_KEY is set but not used: it is for OAuth mode (--oauth-issuer)"
+                );
+            }
             if opts.public_url.is_some()
                 || opts.oauth_audience.is_some()
                 || opts.oauth_introspection_url.is_some()
@@ -195,6 +220,11 @@ impl OAuthSettings {
                 None
             }
         };
+        if fingerprint_key.is_some_and(|k| k.expose().len() < MIN_FINGERPRINT_KEY_BYTES) {
+            return Err(StartupError::OAuthMode(
+                "PAYLINK_OAUTH_FINGERPRINT_KEY must be at least 32 bytes (e.g. `openssl rand -base64 48`)",
+            ));
+        }
         if opts.oauth_jwks_max_stale_secs < 2 * opts.oauth_jwks_min_refresh_secs {
             return Err(bad(
                 "--oauth-jwks-max-stale-secs",
@@ -229,6 +259,7 @@ impl OAuthSettings {
             min_refresh: Duration::from_secs(opts.oauth_jwks_min_refresh_secs),
             jwks_max_stale: Duration::from_secs(opts.oauth_jwks_max_stale_secs),
             introspection,
+            fingerprint_key: fingerprint_key.cloned(),
         }))
     }
 }
@@ -251,7 +282,7 @@ mod tests {
     }
 
     fn check(args: &[&str]) -> Result<Option<OAuthSettings>, String> {
-        OAuthSettings::check(&opts(args), None, None, false).map_err(|e| e.to_string())
+        OAuthSettings::check(&opts(args), OAuthSecrets::default(), false).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -377,8 +408,7 @@ mod tests {
                 "--public-url",
                 "https://m/mcp",
             ]),
-            None,
-            None,
+            OAuthSecrets::default(),
             true,
         )
         .unwrap_err()

@@ -761,18 +761,21 @@ async fn two_subjects_are_isolated() {
     user.cancel().await.unwrap();
 }
 
-/// The first 12 hex digits of SHA-256 over (issuer, subject), each length-prefixed: how the
-/// server names an OAuth tenant in its logs.
-fn fingerprint(iss: &str, sub: &str) -> String {
-    let mut hasher = sha2::Sha256::new();
+/// The first 12 hex digits of HMAC-SHA-256 under `key` (or, with none, of plain SHA-256) over
+/// (issuer, subject), each length-prefixed: how the server names an OAuth tenant in its logs.
+fn fingerprint(key: Option<&[u8]>, iss: &str, sub: &str) -> String {
+    let mut bytes = Vec::new();
     for part in [iss, sub] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
+        bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(part.as_bytes());
     }
-    hasher.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let digest = match key {
+        Some(key) => ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), &bytes)
+            .as_ref()
+            .to_vec(),
+        None => sha2::Sha256::digest(&bytes).to_vec(),
+    };
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]
@@ -780,12 +783,14 @@ async fn upstream_sees_only_the_operators_key_and_no_log_holds_a_token() {
     let key = TestKey::new();
     let auth = AuthServer::start(&key, &[]).await;
     let mock = MockStream::start("operator-stream-key").await;
+    let fingerprint_key = "a fingerprint key of 32 bytes or more";
     let rs = start_rs(
         &auth.issuer,
         &["--backend", "stream"],
         &[
             ("STREAM_BASE_URL", &mock.uri()),
             ("STREAM_API_KEY", "operator-stream-key"),
+            ("PAYLINK_OAUTH_FINGERPRINT_KEY", fingerprint_key),
         ],
     );
     let token = auth
@@ -836,10 +841,36 @@ async fn upstream_sees_only_the_operators_key_and_no_log_holds_a_token() {
             );
         }
     }
-    // The caller is named by the fingerprint of (issuer, subject).
-    let named = fingerprint(&auth.issuer, "paylink-cc");
+    // The caller is named by the keyed fingerprint of (issuer, subject), never by the plain hash
+    // that a list of guessed subjects would find.
+    let named = fingerprint(Some(fingerprint_key.as_bytes()), &auth.issuer, "paylink-cc");
     assert!(log.contains(&named), "{named} in:\n{log}");
+    assert!(!log.contains(&fingerprint(None, &auth.issuer, "paylink-cc")));
     assert!(log.contains("OAuth mode"), "{log}");
+    assert!(!log.contains(fingerprint_key), "{log}");
+
+    // Without the key, a random one of the process's own: neither of the above.
+    let rs = start_rs(&auth.issuer, &[], &[]);
+    let token = auth.client_credentials(&rs.resource, READ).await;
+    assert_eq!(
+        raw_call(&rs, Some(&token), "list_products", json!({}))
+            .await
+            .status(),
+        200
+    );
+    let lines = rs
+        .server
+        .log()
+        .wait_for(DEADLINE, "the new tenant", |lines| {
+            lines.iter().any(|l| l.contains("new tenant"))
+        })
+        .await;
+    let line = lines.iter().find(|l| l.contains("new tenant")).unwrap();
+    assert!(!line.contains(&named), "{line}");
+    assert!(
+        !line.contains(&fingerprint(None, &auth.issuer, "paylink-cc")),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -1300,6 +1331,16 @@ fn oauth_options_are_checked_before_listening() {
             ],
             vec![("PAYLINK_OAUTH_CLIENT_ID", "rs")],
             "PAYLINK_OAUTH_CLIENT_SECRET",
+        ),
+        (
+            vec![
+                "--oauth-issuer",
+                issuer,
+                "--public-url",
+                "http://127.0.0.1:1/mcp",
+            ],
+            vec![("PAYLINK_OAUTH_FINGERPRINT_KEY", "too short")],
+            "PAYLINK_OAUTH_FINGERPRINT_KEY must be at least 32 bytes",
         ),
         (
             vec![

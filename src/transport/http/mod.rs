@@ -199,7 +199,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         allowed_bases.push(default_base.clone());
     }
 
-    let resource = oauth.map(|settings| Arc::new(ResourceServer::new(settings)));
+    let resource = oauth
+        .map(|settings| ResourceServer::new(settings).map(Arc::new))
+        .transpose()?;
     let callers = match (&resource, &opts.access_tokens_file) {
         (Some(server), _) => {
             // jsonwebtoken's provider is process-wide: ours (ring) must be the one in place.
@@ -213,6 +215,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 audience = %settings.audience,
                 metadata = %settings.metadata_url,
                 introspection = settings.introspection.is_some(),
+                shared_fingerprint_key = settings.fingerprint_key.is_some(),
                 "OAuth mode: callers present access tokens from the issuer"
             );
             let default_branch = global.branch_id().map_err(|e| e.to_string())?;

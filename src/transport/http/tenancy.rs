@@ -152,7 +152,7 @@ impl Tenancy {
                         grant.issuer.as_bytes(),
                         grant.subject.as_bytes(),
                     ]),
-                    fingerprint: grant.fingerprint(),
+                    fingerprint: server.fingerprint(&grant),
                     upstream_key: upstream_key.clone(),
                     fixed: None,
                     access: Some(grant.access),
