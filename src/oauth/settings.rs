@@ -239,7 +239,12 @@ impl OAuthSettings {
             public_url.origin().ascii_serialization()
         );
         // Served at the path of the public URL, at /mcp (this server's own path, should a proxy
-        // keep it) and at the root, where clients fall back to.
+        // keep it) and at the root, where the MCP authorization spec has clients fall back to
+        // when a 401 names no metadata URL. The root document names the MCP endpoint as its
+        // `resource`, as the spec's clients expect (the MCP SDK checks it against the server URL
+        // and asks for tokens for it); RFC 9728 §3.3 would have it be the origin, which would
+        // get those clients tokens this server refuses. Clients that follow the 401's
+        // `resource_metadata` (the path-inserted URL) get an exact match either way.
         let mut metadata_paths = vec![format!("{PRM_PATH}{path}")];
         for extra in [format!("{PRM_PATH}/mcp"), PRM_PATH.to_owned()] {
             if !metadata_paths.contains(&extra) {
@@ -330,6 +335,22 @@ mod tests {
         );
         assert_eq!(s.metadata_paths.len(), 3);
         assert!(check(&[]).unwrap().is_none());
+
+        // The MCP endpoint at the origin: the root document is the exact one.
+        let s = check(&[
+            "--oauth-issuer",
+            "https://auth.example.com",
+            "--public-url",
+            "https://mcp.example.com/",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.resource, "https://mcp.example.com");
+        assert_eq!(
+            s.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(s.metadata_paths[0], PRM_PATH);
     }
 
     #[test]
