@@ -56,6 +56,8 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
                        OAuth mode's introspection client (with --oauth-introspection-url)
   PAYLINK_STORE        (http) the shared store's URL, when it holds a password (see --store)
   PAYLINK_STORE_FILE   file holding the above
+  PAYLINK_OAUTH_FINGERPRINT_KEY (or *_FILE)
+                       key (32+ bytes) of OAuth callers' log fingerprints; replicas share it
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]
@@ -381,6 +383,9 @@ pub struct Secrets {
     /// OAuth mode's introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`, or `_FILE`).
     pub oauth_client_id: Option<ApiKey>,
     pub oauth_client_secret: Option<ApiKey>,
+    /// OAuth mode's key for callers' log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`, or
+    /// `_FILE`).
+    pub oauth_fingerprint_key: Option<ApiKey>,
 }
 
 impl Secrets {
@@ -396,6 +401,11 @@ impl Secrets {
             oauth_client_secret: read_secret(
                 "PAYLINK_OAUTH_CLIENT_SECRET",
                 "PAYLINK_OAUTH_CLIENT_SECRET_FILE",
+                env,
+            )?,
+            oauth_fingerprint_key: read_secret(
+                "PAYLINK_OAUTH_FINGERPRINT_KEY",
+                "PAYLINK_OAUTH_FINGERPRINT_KEY_FILE",
                 env,
             )?,
         })

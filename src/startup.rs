@@ -16,7 +16,7 @@ use crate::config::{Cli, Command, Secrets, choose_backend};
 use crate::error::StartupError;
 use crate::idempotency::{IdempotencyKeys, IdempotencyStore, LocalKeys, SharedKeys};
 use crate::model::BackendKind;
-use crate::oauth::OAuthSettings;
+use crate::oauth::{OAuthSecrets, OAuthSettings};
 use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource, instructions};
@@ -150,8 +150,11 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
             );
             let oauth = OAuthSettings::check(
                 &opts.oauth,
-                secrets.oauth_client_id.as_ref(),
-                secrets.oauth_client_secret.as_ref(),
+                OAuthSecrets {
+                    client_id: secrets.oauth_client_id.as_ref(),
+                    client_secret: secrets.oauth_client_secret.as_ref(),
+                    fingerprint_key: secrets.oauth_fingerprint_key.as_ref(),
+                },
                 opts.access_tokens_file.is_some(),
             )?;
             let shared = crate::transport::http::Shared { oauth, store };

@@ -28,7 +28,7 @@ pub mod verify;
 
 pub use grant::{Access, Grant};
 pub use resource::{Failure, ResourceServer};
-pub use settings::OAuthSettings;
+pub use settings::{OAuthSecrets, OAuthSettings};
 
 #[cfg(test)]
 mod testkit;

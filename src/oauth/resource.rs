@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::challenge::{Challenge, ErrorCode};
 use super::fetch::IdpClient;
-use super::grant::{Access, Grant};
+use super::grant::{Access, FingerprintKey, Grant};
 use super::introspect::{Introspector, Refused};
 use super::jwks::{IssuerKeys, KeySource, Keys, Unavailable};
 use super::metadata::protected_resource;
@@ -35,10 +35,12 @@ pub struct ResourceServer {
     introspector: Option<Introspector>,
     /// The protected-resource metadata document, rendered once.
     document: String,
+    fingerprint_key: FingerprintKey,
 }
 
 impl ResourceServer {
-    pub fn new(settings: OAuthSettings) -> Self {
+    /// `Err` only when no random key can be had for the log fingerprints.
+    pub fn new(settings: OAuthSettings) -> Result<Self, String> {
         let client = Arc::new(IdpClient::default());
         let source = IssuerKeys::new(client.clone(), settings.issuer.clone());
         Self::with_source(settings, Box::new(source), client)
@@ -49,19 +51,29 @@ impl ResourceServer {
         settings: OAuthSettings,
         source: Box<dyn KeySource>,
         client: Arc<IdpClient>,
-    ) -> Self {
-        let keys = Keys::new(source, settings.min_refresh);
+    ) -> Result<Self, String> {
+        let fingerprint_key = match &settings.fingerprint_key {
+            Some(secret) => FingerprintKey::configured(secret.expose().as_bytes()),
+            None => FingerprintKey::random()?,
+        };
+        let keys = Keys::new(source, settings.min_refresh, settings.jwks_max_stale);
         let introspector = settings
             .introspection
             .clone()
-            .map(|i| Introspector::new(client, i));
+            .map(|i| Introspector::new(client, i, settings.min_refresh));
         let document = protected_resource(&settings).to_string();
-        ResourceServer {
+        Ok(ResourceServer {
             settings,
             keys,
             introspector,
             document,
-        }
+            fingerprint_key,
+        })
+    }
+
+    /// The name of `grant`'s caller in logs and audit lines (see [`FingerprintKey`]).
+    pub fn fingerprint(&self, grant: &Grant) -> String {
+        grant.fingerprint(&self.fingerprint_key)
     }
 
     pub fn settings(&self) -> &OAuthSettings {

@@ -137,6 +137,31 @@ fn operator_key(
     })
 }
 
+/// Builds (and drops) a backend with the operator's key, as every tenant of operator-key and
+/// OAuth modes will: a key the backend refuses (not a Stripe key, say) stops the server here,
+/// rather than answering every caller with a refusal they cannot act on. No network call.
+fn try_operator_key(
+    factory: &BackendFactory,
+    key: Option<&crate::secret::ApiKey>,
+    base: &str,
+    branch: &Option<String>,
+) -> Result<(), String> {
+    if key.is_none() {
+        return Ok(());
+    }
+    let name = match factory.kind() {
+        BackendKind::Stripe => "STRIPE_API_KEY",
+        _ => "STREAM_API_KEY",
+    };
+    match factory.backend("operator-check", key, base, branch.as_deref()) {
+        Err(crate::backend::factory::BuildError::Key(why)) => {
+            Err(format!("{name} cannot be used: {why}"))
+        }
+        // A backend this build cannot serve is the self-check's to report.
+        _ => Ok(()),
+    }
+}
+
 fn plan(
     kind: BackendKind,
     global: &GlobalOpts,
@@ -183,7 +208,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         allowed_bases.push(default_base.clone());
     }
 
-    let resource = oauth.map(|settings| Arc::new(ResourceServer::new(settings)));
+    let resource = oauth
+        .map(|settings| ResourceServer::new(settings).map(Arc::new))
+        .transpose()?;
     let callers = match (&resource, &opts.access_tokens_file) {
         (Some(server), _) => {
             // jsonwebtoken's provider is process-wide: ours (ring) must be the one in place.
@@ -197,12 +224,21 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 audience = %settings.audience,
                 metadata = %settings.metadata_url,
                 introspection = settings.introspection.is_some(),
+                shared_fingerprint_key = settings.fingerprint_key.is_some(),
                 "OAuth mode: callers present access tokens from the issuer"
             );
+            let default_branch = global.branch_id().map_err(|e| e.to_string())?;
+            let upstream_key = operator_key(kind, secrets, "OAuth mode")?;
+            try_operator_key(
+                &factory,
+                upstream_key.as_ref(),
+                &default_base,
+                &default_branch,
+            )?;
             Callers::OAuth {
                 server: server.clone(),
-                upstream_key: operator_key(kind, secrets, "OAuth mode")?,
-                default_branch: global.branch_id().map_err(|e| e.to_string())?,
+                upstream_key,
+                default_branch,
             }
         }
         (None, Some(path)) => {
@@ -214,6 +250,13 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 ));
             }
             let upstream_key = operator_key(kind, secrets, "operator-key mode")?;
+            let default_branch = global.branch_id().map_err(|e| e.to_string())?;
+            try_operator_key(
+                &factory,
+                upstream_key.as_ref(),
+                &default_base,
+                &default_branch,
+            )?;
             tracing::info!(
                 tokens = tokens.len(),
                 "operator-key mode: callers present server access tokens"
@@ -221,7 +264,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
             Callers::Operator {
                 tokens,
                 upstream_key,
-                default_branch: global.branch_id().map_err(|e| e.to_string())?,
+                default_branch,
             }
         }
         (None, None) => {

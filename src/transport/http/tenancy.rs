@@ -152,7 +152,7 @@ impl Tenancy {
                         grant.issuer.as_bytes(),
                         grant.subject.as_bytes(),
                     ]),
-                    fingerprint: grant.fingerprint(),
+                    fingerprint: server.fingerprint(&grant),
                     upstream_key: upstream_key.clone(),
                     fixed: None,
                     access: Some(grant.access),
@@ -354,6 +354,16 @@ impl Tenancy {
                     tracing::info!(tenant = %who.fingerprint, "new tenant");
                 }
                 Ok(tenant)
+            }
+            // The operator's key was tried at start-up; should it fail here all the same, it is
+            // still not the caller's to fix: no challenge, no token of theirs would help.
+            Err(BuildError::Key(message)) if self.callers.operators_key() => {
+                tracing::error!(tenant = %who.fingerprint, "the operator's upstream key cannot be used: {message}");
+                Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "this server cannot serve this request",
+                ))
             }
             Err(BuildError::Key(message)) => Err(unauthorized(&message)),
             Err(BuildError::Unavailable(message)) => {
