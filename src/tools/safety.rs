@@ -220,10 +220,20 @@ impl Hold {
         }
     }
 
-    /// Settles on how a create ended: an unknown outcome counts like a created link.
+    /// The link was created with `spent`, not the amount held (the upstream priced it at the
+    /// moment of the write): that is what counts.
+    pub async fn commit_as(mut self, spent: Money) {
+        if let (Some(ledger), Some(r)) = (self.ledger.take(), self.reservation.take()) {
+            ledger.commit_as(r, spent).await;
+        }
+    }
+
+    /// Settles on how a create ended: a link that may have been made (an unknown outcome, or a
+    /// timeout the upstream deduplicates on retry) counts like a created one.
     pub async fn settle<T>(self, result: &Result<T>) {
         match result {
-            Ok(_) | Err(Error::OutcomeUnknown { .. }) => self.commit().await,
+            Ok(_) => self.commit().await,
+            Err(e) if e.may_have_written() => self.commit().await,
             Err(_) => self.release().await,
         }
     }

@@ -412,3 +412,53 @@ async fn safety_options_that_cannot_be_used_stop_the_server_naming_the_option() 
         assert!(end.stdout_lines.is_empty());
     }
 }
+
+#[tokio::test]
+async fn a_link_created_at_another_total_than_its_preview_is_deactivated_and_counted_as_made() {
+    // A price that changes between the preview's read and the create: Stream makes the link at
+    // the new price. It must not stay payable, and the budget counts what it was made at.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let server = common::stdio::Server::start(
+        &["--backend", "stream", "--max-daily-amount", "SAR:60.00"],
+        &[
+            ("STREAM_API_KEY", STREAM_TOKEN),
+            ("STREAM_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        stream_mock::Fault::Reprice(ESPRESSO, "SAR", "13.00"),
+    );
+    let e = server
+        .err("create_payment_link", order(ESPRESSO, 4, "SAR"))
+        .await;
+    assert_eq!(e["kind"], "upstream", "{e}");
+    assert_eq!(e["retry_safe"], false, "the link exists: {e}");
+    let link = mock.state.lock().unwrap().links[0].clone();
+    assert_eq!(
+        link["status"], "INACTIVE",
+        "withdrawn before anyone could pay"
+    );
+    let message = e["message"].as_str().unwrap();
+    for part in [
+        "52.00 SAR",
+        "50.00 SAR",
+        link["id"].as_str().unwrap(),
+        "deactivated",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    // The budget counts the 52.00 it was made at: 8.00 is left.
+    let e = server
+        .err("create_payment_link", order(ESPRESSO, 1, "SAR"))
+        .await;
+    assert_eq!(e["kind"], "cap_exceeded", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("8.00 SAR is left"),
+        "{e}"
+    );
+    assert_eq!(mock.link_count(), 1);
+    server.shutdown().await;
+}
