@@ -462,3 +462,35 @@ async fn a_link_created_at_another_total_than_its_preview_is_deactivated_and_cou
     assert_eq!(mock.link_count(), 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stream_price_set_exclusive_of_vat_is_not_previewed_below_its_charge() {
+    // Its amount is before VAT; what Stream adds is not described exactly enough to preview:
+    // refused on its item when a cap needs the amount, with nothing sent.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let server = common::stdio::Server::start(
+        &["--backend", "stream", "--max-link-amount", "SAR:1000"],
+        &[
+            ("STREAM_API_KEY", STREAM_TOKEN),
+            ("STREAM_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    mock.set_price(GRINDER, "SAR", "300.00", false);
+    let args = json!({"name": "Kit", "items": [
+        {"product_id": ESPRESSO}, {"product_id": GRINDER}]});
+    let e = server.err("create_payment_link", args).await;
+    assert_eq!(e["kind"], "validation", "{e}");
+    assert_eq!(e["field"], "items[1].product_id");
+    let message = e["message"].as_str().unwrap();
+    for part in ["Grinder", "exclusive of VAT", "Nothing was sent"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(mock.posts().await.is_empty());
+    // A VAT-inclusive price is previewed and sold as before.
+    server
+        .ok("create_payment_link", order(ESPRESSO, 2, "SAR"))
+        .await;
+    assert_eq!(mock.posts().await.len(), 1);
+    server.shutdown().await;
+}

@@ -629,6 +629,11 @@ impl MockStream {
             .push_back((method.into(), path.into(), fault));
     }
 
+    /// [`set_price`] on this mock.
+    pub fn set_price(&self, product: &str, currency: &str, amount: &str, inclusive_of_vat: bool) {
+        set_price(&self.state, product, currency, amount, inclusive_of_vat);
+    }
+
     pub fn link_count(&self) -> usize {
         self.state.lock().unwrap().links.len()
     }
