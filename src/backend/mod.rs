@@ -83,7 +83,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Which API this is.
     fn kind(&self) -> BackendKind;
 
-    /// True when writes move real money (Stream production, Stripe live keys).
+    /// True when writes move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     fn livemode(&self) -> bool;
 
     /// Creates a link. Must make at most one upstream write that could create a link.

@@ -47,7 +47,7 @@ const FIELD: &str = "confirm";
 pub enum ConfirmPolicy {
     /// Never ask (for test keys and the sandbox; the operator's choice).
     Never,
-    /// Ask when the backend moves real money (Stream production, Stripe live keys).
+    /// Ask when the backend moves real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     Live,
     /// Ask before every write.
     Always,
