@@ -24,7 +24,7 @@ pub mod unconfigured;
 
 use async_trait::async_trait;
 
-use crate::domain::{IdFormat, PaymentLinkId};
+use crate::domain::{CurrencyCode, IdFormat, PaymentLinkId};
 use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
@@ -113,6 +113,12 @@ pub trait Backend: Send + Sync + 'static {
     /// sells exactly the previewed prices needs no reads (the default).
     async fn recheck_preview(&self, _request: &NewPaymentLink, _preview: &Preview) -> Result<()> {
         Ok(())
+    }
+
+    /// The currency of a link created without one, when the backend knows it before reading the
+    /// catalog (Stream and the sandbox: SAR); `None` when the products decide (Stripe).
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        None
     }
 
     /// True when the upstream deduplicates a repeated create by our reference (Stripe's

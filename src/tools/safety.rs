@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::backend::{NewPaymentLink, Preview};
-use crate::domain::Money;
+use crate::domain::{CurrencyCode, Money};
 use crate::error::{Error, Result};
 use crate::observability::record;
 use crate::spend::{Caps, LedgerBounds, MemoryLedger, Refusal, Reservation, SpendLedger};
@@ -102,9 +102,13 @@ impl SpendRules {
         }
     }
 
-    /// Whether a create's amount must be known before it is sent.
-    pub fn needs_amount(&self) -> bool {
-        !self.caps.is_empty()
+    /// Whether a create's amount must be known before it is sent: a cap applies to its
+    /// `currency`, or, when the currency is not known before the catalog is read, to any.
+    pub fn needs_amount(&self, currency: Option<CurrencyCode>) -> bool {
+        match currency {
+            Some(c) => self.caps.per_link(c).is_some() || self.caps.daily(c).is_some(),
+            None => !self.caps.is_empty(),
+        }
     }
 
     /// Refuses a product the operator's list does not hold: before any upstream call.

@@ -136,7 +136,9 @@ enum Prepared {
 async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) -> Result<Prepared> {
     let live = caller.backend.livemode();
     let ask = tools.confirm.applies(live);
-    if !ask && !tools.spend.needs_amount() {
+    // A link whose currency is known now and has no cap needs no preview: no reads.
+    let currency = link.currency.or_else(|| caller.backend.default_currency());
+    if !ask && !tools.spend.needs_amount(currency) {
         record::cap("uncapped");
         record::confirmation("not_required");
         return Ok(Prepared::Go(None, Hold::none()));
@@ -200,7 +202,7 @@ async fn resend(
             UpstreamContext::default(),
         ));
     }
-    record::cap(if tools.spend.needs_amount() {
+    record::cap(if tools.spend.needs_amount(Some(preview.currency)) {
         "earlier"
     } else {
         "uncapped"

@@ -104,9 +104,10 @@ async fn a_link_cap_passes_exactly_at_the_cap_and_refuses_one_minor_unit_over_pe
                 json!("exceeded"),
                 Value::Null
             ),
+            // No cap for USD: no preview either.
             (
                 json!("ok"),
-                json!("2375.00"),
+                Value::Null,
                 json!("uncapped"),
                 json!("not_required")
             ),
@@ -135,6 +136,16 @@ async fn caps_refuse_before_anything_is_written_on_stream_and_stripe() {
         .ok("create_payment_link", order(ESPRESSO, 3, "SAR"))
         .await;
     assert_eq!(stream.posts().await.len(), 1);
+    // A create in a currency without a cap needs no preview: nothing is read before its write.
+    let before = stream.requests().await.len();
+    server
+        .ok("create_payment_link", order(ESPRESSO, 100, "KWD"))
+        .await;
+    let sent: Vec<String> = stream.requests().await[before..]
+        .iter()
+        .map(|r| r.method.to_string())
+        .collect();
+    assert_eq!(sent, ["POST"]);
     server.shutdown().await;
 
     let stripe = stripe_mock::MockStripe::start(STRIPE_KEY).await;

@@ -121,6 +121,10 @@ impl Backend for StreamBackend {
         self.live
     }
 
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        Some(CurrencyCode::sar())
+    }
+
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
         let body = Body::Json(Bytes::from(create_body(&request).to_string()));
         let answer = self
