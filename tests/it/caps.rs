@@ -505,3 +505,41 @@ async fn a_stream_price_set_exclusive_of_vat_is_not_previewed_below_its_charge()
     assert_eq!(mock.posts().await.len(), 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stripe_price_with_a_transformed_quantity_is_not_previewed() {
+    // It bills the quantity divided and rounded (packs of six, say): quantity × unit is not its
+    // charge, so it is refused on its item when a cap needs the amount, with nothing sent.
+    let stripe = stripe_mock::MockStripe::start(STRIPE_KEY).await;
+    {
+        let mut state = stripe.state.lock().unwrap();
+        let price = state
+            .prices
+            .iter_mut()
+            .find(|p| p["id"] == "price_espresso_usd")
+            .unwrap();
+        price["transform_quantity"] = json!({"divide_by": 6, "round": "up"});
+    }
+    let server = common::stdio::Server::start(
+        &["--backend", "stripe", "--max-link-amount", "USD:100"],
+        &[
+            ("STRIPE_API_KEY", STRIPE_KEY),
+            ("STRIPE_BASE_URL", &stripe.uri()),
+        ],
+    )
+    .await;
+    let args = json!({"name": "Beans", "items": [
+        {"product_id": "price_tea01"}, {"product_id": "prod_espresso", "quantity": 12}]});
+    let e = server.err("create_payment_link", args).await;
+    assert_eq!(e["kind"], "validation", "{e}");
+    assert_eq!(e["field"], "items[1].product_id");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("transform_quantity"),
+        "{e}"
+    );
+    assert!(stripe.posts().await.is_empty());
+    server.shutdown().await;
+}

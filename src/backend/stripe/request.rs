@@ -159,6 +159,9 @@ pub(super) struct PriceFacts {
     pub name: Option<String>,
     /// The billing interval of a recurring price.
     pub interval: Option<String>,
+    /// The price bills a transformed quantity (`transform_quantity`: the quantity divided and
+    /// rounded before it is multiplied), so `quantity × unit` is not what it charges.
+    pub transformed: bool,
 }
 
 /// Refuses what Stripe would refuse, but with our field names: one currency per link.
@@ -499,6 +502,7 @@ mod tests {
             units: Vec::new(),
             name: None,
             interval: None,
+            transformed: false,
         }
     }
 
