@@ -156,7 +156,7 @@ async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) ->
     let question = message::create(link, &preview, live);
     let answer = caller
         .channel
-        .confirm(&tools.confirm, message::title(None), question)
+        .confirm(&tools.confirm, message::title(None), question, false)
         .await;
     let checked = match answer {
         // The user may have taken minutes: a backend that charges the prices of the moment of

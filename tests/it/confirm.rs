@@ -1068,3 +1068,78 @@ async fn a_stripe_create_that_timed_out_keeps_its_budget_and_its_retry_is_not_as
     assert_eq!(mock.replays(), 1);
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_confirmed_status_change_cannot_be_replayed_with_its_state() {
+    // A 2026-07-28 state and its "yes" sent again within the state's lifetime: the change is
+    // not made a second time; the user is asked again.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let env = [
+        ("STREAM_API_KEY", STREAM_TOKEN),
+        ("STREAM_BASE_URL", &*mock.uri()),
+    ];
+    let never =
+        common::stdio::Server::start(&["--backend", "stream", "--confirm-writes", "never"], &env)
+            .await;
+    let link = never.ok("create_payment_link", espresso_order(1)).await;
+    never.shutdown().await;
+    let user = User::new(Mode::Accept);
+    let client = stdio_modern(
+        &user,
+        &["--backend", "stream", "--confirm-writes", "always"],
+        &env,
+    )
+    .await;
+    let deactivate = json!({"payment_link_id": link["id"], "status": "inactive"});
+    let first = within(
+        CALL_DEADLINE,
+        "round 1",
+        client.call_tool_once(params("update_payment_link_status", deactivate.clone())),
+    )
+    .await
+    .unwrap();
+    let CallToolResponse::InputRequired(question) = first else {
+        panic!("a question first, got {first:?}");
+    };
+    let mut answered = params("update_payment_link_status", deactivate)
+        .with_request_state(question.request_state.unwrap());
+    answered.input_responses = Some(
+        [(
+            "confirm".to_owned(),
+            json!({"action": "accept", "content": {"confirm": true}}),
+        )]
+        .into(),
+    );
+    let patches = || {
+        mock.state
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|(_, method, _)| method == "PATCH")
+            .count()
+    };
+    let done = within(
+        CALL_DEADLINE,
+        "round 2",
+        client.call_tool_once(answered.clone()),
+    )
+    .await
+    .unwrap();
+    let CallToolResponse::Complete(result) = done else {
+        panic!("a result, got {done:?}");
+    };
+    assert_eq!(outcome(result).unwrap()["status"], "inactive");
+    assert_eq!(patches(), 1);
+    // The link is active again (someone re-activated it); the old "yes" is replayed.
+    mock.state.lock().unwrap().links[0]["status"] = json!("ACTIVE");
+    let replayed = within(CALL_DEADLINE, "replay", client.call_tool_once(answered))
+        .await
+        .unwrap();
+    assert!(
+        matches!(replayed, CallToolResponse::InputRequired(_)),
+        "asked again, got {replayed:?}"
+    );
+    assert_eq!(patches(), 1, "the change was not made again");
+    client.cancel().await.unwrap();
+}
