@@ -1063,8 +1063,20 @@ async fn opaque_tokens_are_introspected_and_the_answers_cached() {
     let r = raw_call(&rs, Some(&read), "list_products", json!({})).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
+    // The line reaches the test through the stderr pipe's reader: await it, not read at once.
+    rs.server
+        .log()
+        .wait_for(
+            crate::harness::CALL_DEADLINE,
+            "the credentials error in the log",
+            |lines| {
+                lines
+                    .iter()
+                    .any(|l| l.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"))
+            },
+        )
+        .await;
     let log = rs.server.stderr();
-    assert!(log.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"), "{log}");
     assert!(
         !log.contains(&read) && !log.contains("paylink-cc-secret"),
         "{log}"
