@@ -136,7 +136,7 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "PAYLINK_TOOLS", value_delimiter = ',')]
     pub tools: Option<Vec<String>>,
 
-    /// Allow writes that move real money (Stream production, Stripe live keys).
+    /// Allow writes that move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     #[arg(long, global = true, env = "PAYLINK_ALLOW_LIVE", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_live: bool,
 

@@ -70,11 +70,15 @@ pub enum Error {
     },
 
     /// The upstream failed or refused for a reason that is not one of the above.
+    /// `maybe_written`: a write reached the upstream and no answer said it was refused, but the
+    /// upstream deduplicates it, so sending the same call again is safe (see
+    /// [`Error::may_have_written`]).
     #[error("{message}")]
     Upstream {
         field: Option<String>,
         message: String,
         retry_safe: bool,
+        maybe_written: bool,
         upstream: UpstreamContext,
     },
 
@@ -292,6 +296,7 @@ impl Error {
             field: None,
             message: message.into(),
             retry_safe: false,
+            maybe_written: false,
             upstream,
         }
     }
@@ -306,6 +311,23 @@ impl Error {
             field: None,
             message: message.into(),
             retry_safe: true,
+            maybe_written: false,
+            upstream,
+        }
+    }
+
+    /// A write reached the upstream and got no answer (or one saying an earlier attempt of it is
+    /// still running), and the upstream deduplicates it: the link may exist, and sending the same
+    /// call again (the same idempotency key) is safe, as it cannot make a second one.
+    pub(crate) fn retry_with_same_key(
+        message: impl Into<String>,
+        upstream: UpstreamContext,
+    ) -> Self {
+        Error::Upstream {
+            field: None,
+            message: message.into(),
+            retry_safe: true,
+            maybe_written: true,
             upstream,
         }
     }
@@ -401,12 +423,14 @@ impl Error {
             Error::Upstream {
                 message,
                 retry_safe,
+                maybe_written,
                 upstream,
                 ..
             } => Error::Upstream {
                 field: Some(field.into()),
                 message,
                 retry_safe,
+                maybe_written,
                 upstream,
             },
             other => other,
@@ -440,6 +464,18 @@ impl Error {
             | Error::Upstream { retry_safe, .. }
             | Error::Internal { retry_safe, .. } => *retry_safe,
             Error::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the write this error ended may have happened upstream: the request may have
+    /// reached it and no answer definitely refused it (a timeout after sending, a 5xx to a
+    /// write, an unreadable 2xx). What a create may have made counts against the spend budget
+    /// and is never asked about again as if it were new.
+    pub fn may_have_written(&self) -> bool {
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::Upstream { maybe_written, .. } => *maybe_written,
             _ => false,
         }
     }

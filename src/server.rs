@@ -238,7 +238,7 @@ pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> 
         BackendKind::Stripe => format!(
             "Backend: Stripe{}. Sell `price_...` ids (or `prod_...` ids for a product's default price).",
             match live {
-                Some(true) => ", with a LIVE key (sk_live_/rk_live_)",
+                Some(true) => ", with a LIVE key (any key but sk_test_/rk_test_)",
                 Some(false) => ", with a test-mode key",
                 None => "",
             }

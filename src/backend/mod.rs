@@ -24,14 +24,14 @@ pub mod unconfigured;
 
 use async_trait::async_trait;
 
-use crate::domain::{IdFormat, PaymentLinkId};
+use crate::domain::{CurrencyCode, IdFormat, PaymentLinkId};
 use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
 use crate::upstream::Scrubber;
 
 pub use paging::{cap_line_items, page_by_item_id};
-pub use preview::{Preview, PreviewLine};
+pub use preview::{Preview, PreviewLine, money_text};
 pub use request::{
     LineItemsQuery, LinksQuery, NewItem, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
@@ -84,7 +84,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Which API this is.
     fn kind(&self) -> BackendKind;
 
-    /// True when writes move real money (Stream production, Stripe live keys).
+    /// True when writes move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     fn livemode(&self) -> bool;
 
     /// Creates a link. Must make at most one upstream write that could create a link.
@@ -105,6 +105,28 @@ pub trait Backend: Send + Sync + 'static {
         _preview: &Preview,
     ) -> Result<PaymentLink> {
         self.create_payment_link(request).await
+    }
+
+    /// Checks, with reads only, that the catalog still prices `request` the way `preview` showed:
+    /// called after the user took time to confirm, right before the write. A backend whose
+    /// create charges the prices of the moment it is sent (Stream: its create takes product ids
+    /// only) reads them again and refuses a change (retry-safe: nothing was sent); one that
+    /// sells exactly the previewed prices needs no reads (the default).
+    async fn recheck_preview(&self, _request: &NewPaymentLink, _preview: &Preview) -> Result<()> {
+        Ok(())
+    }
+
+    /// The currency of a link created without one, when the backend knows it before reading the
+    /// catalog (Stream and the sandbox: SAR); `None` when the products decide (Stripe).
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        None
+    }
+
+    /// True when the upstream deduplicates a repeated create by our reference (Stripe's
+    /// `Idempotency-Key`): a create sent again after an unknown outcome then makes at most one
+    /// link, so it is the same write, not a new one.
+    fn dedupes_creates(&self) -> bool {
+        false
     }
 
     /// Looks for a link an earlier create made with `reference`, when that create's outcome was

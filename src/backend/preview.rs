@@ -5,8 +5,10 @@
 //! Plain data and its arithmetic: each backend finds the prices in its own catalog; it must not
 //! read any upstream's answers itself.
 
-use crate::domain::{CurrencyCode, Money};
-use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{CurrencyCode, Money, MoneyView};
+use crate::error::{Error, Result, UpstreamContext};
 
 /// One line of a previewed link.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +89,87 @@ impl Preview {
             coupons_unknown,
         })
     }
+}
+
+impl Preview {
+    /// Refuses when `fresh` (the catalog read again after the user took time to confirm) would
+    /// charge otherwise than this preview: nothing is sent, and calling again asks the user about
+    /// the numbers that are true now. Retry-safe, naming the first line that changed.
+    pub fn still_priced_as(&self, fresh: &Preview) -> Result<()> {
+        let changed = |field: String, what: String| {
+            Err(Error::upstream_retryable(
+                format!(
+                    "{what} after the user was shown a total of {}; nothing was sent. Call again: the user will be asked about the new total",
+                    money_text(self.total)
+                ),
+                UpstreamContext::default(),
+            )
+            .on_field(field))
+        };
+        for (i, (was, now)) in self.lines.iter().zip(&fresh.lines).enumerate() {
+            if was.unit != now.unit || was.sells != now.sells {
+                return changed(
+                    format!("items[{i}].product_id"),
+                    format!(
+                        "the price of {} changed from {} to {}",
+                        was.name.as_deref().unwrap_or(&was.sells),
+                        money_text(was.unit),
+                        money_text(now.unit)
+                    ),
+                );
+            }
+        }
+        if self.lines.len() != fresh.lines.len()
+            || self.total != fresh.total
+            || self.coupons_unknown != fresh.coupons_unknown
+        {
+            return changed(
+                "items".into(),
+                format!("the link's total changed to {}", money_text(fresh.total)),
+            );
+        }
+        Ok(())
+    }
+
+    /// The created link's `total` when it is not what this preview showed: another currency or
+    /// amount, or, with coupons whose effect the preview could not tell, more than the total
+    /// before them. `None` when it matches, or when the link's total is unknown.
+    pub fn differs_from(&self, total: Option<&MoneyView>) -> Option<Money> {
+        let total = total?;
+        let currency = CurrencyCode::parse(&total.currency, "total").ok()?;
+        let created = Money::from_minor(total.amount_minor, currency);
+        let matches = currency == self.currency
+            && if self.coupons_unknown {
+                created.minor() <= self.total.minor()
+            } else {
+                created.minor() == self.total.minor()
+            };
+        (!matches).then_some(created)
+    }
+
+    /// A digest of everything this preview charges (currency, each line's product, quantity and
+    /// unit price, the total): two previews with the same digest describe the same charge.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"paylink-preview\0");
+        h.update(self.currency.code().as_bytes());
+        for line in &self.lines {
+            h.update([0]);
+            h.update(line.sells.as_bytes());
+            h.update([0]);
+            h.update(line.quantity.to_be_bytes());
+            h.update(line.unit.minor().to_be_bytes());
+            h.update(line.total.minor().to_be_bytes());
+        }
+        h.update([0, u8::from(self.coupons_unknown)]);
+        h.update(self.total.minor().to_be_bytes());
+        h.finalize().into()
+    }
+}
+
+/// `12.50 SAR`.
+pub fn money_text(m: Money) -> String {
+    format!("{} {}", m.to_decimal_string(), m.currency())
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::tools::safety::{AllowedProducts, SpendRules};
 pub enum ConfirmWrites {
     /// Never ask (test keys and the sandbox).
     Never,
-    /// Ask before writes that move real money (Stream production, Stripe live keys).
+    /// Ask before writes that move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     Live,
     /// Ask before every write.
     Always,

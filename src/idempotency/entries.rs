@@ -23,8 +23,14 @@ use crate::observability::metrics::IdempotencyStats;
 pub enum Outcome {
     /// The link was created: its JSON.
     Created(Value),
-    /// Nobody knows; the reference lets a repeat look for it.
-    Unknown { reference: String },
+    /// Nobody knows; the reference lets a repeat look for it. `sent`: the digest of what the
+    /// write was sent as, once confirmed and counted against the caps (see
+    /// [`super::Ticket::sending`]): an upstream that deduplicates creates may be sent exactly
+    /// that again without asking or counting anew.
+    Unknown {
+        reference: String,
+        sent: Option<[u8; 32]>,
+    },
     /// Nothing was created; a repeat runs again.
     Failed(Error),
 }
@@ -38,7 +44,9 @@ pub(super) enum Slot {
     InFlight(Shared),
     /// The created link as JSON text: compact, and exactly the bytes it is charged.
     Created(Box<str>),
-    Unknown(String),
+    /// The reference, and the digest of what was sent (see [`Outcome::Unknown`]); the digest
+    /// is fixed-size and within [`super::ENTRY_OVERHEAD`].
+    Unknown(String, Option<[u8; 32]>),
 }
 
 pub(super) struct Entry {
@@ -153,7 +161,7 @@ impl Inner {
     pub(super) fn remove(&mut self, id: &Id) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
         let in_flight = matches!(entry.slot, Slot::InFlight(_));
-        let unknown = matches!(entry.slot, Slot::Unknown(_));
+        let unknown = matches!(entry.slot, Slot::Unknown(..));
         self.bytes = self.bytes.saturating_sub(entry.bytes);
         if in_flight {
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -194,7 +202,7 @@ impl Inner {
     pub(super) fn evict(&mut self, id: &Id, bound: &'static str) {
         let Some(entry) = self.remove(id) else { return };
         match entry.slot {
-            Slot::Unknown(reference) => {
+            Slot::Unknown(reference, _) => {
                 tracing::warn!(
                     bound,
                     reference = %reference,

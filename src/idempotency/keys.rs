@@ -44,6 +44,26 @@ pub trait Hold: Send {
     /// Records how the create ended, and tells whoever waits for it.
     async fn complete(self: Box<Self>, outcome: Outcome);
 
+    /// What an earlier attempt with an unknown outcome was sent as (the digest of the preview it
+    /// sent), once confirmed and counted; `None` when not kept (the shared store keeps none: a
+    /// repeat there is asked and counted again).
+    fn previous_sent(&self) -> Option<[u8; 32]> {
+        None
+    }
+
+    /// The digest of what is about to be sent, kept with an unknown outcome.
+    fn sending(&mut self, _sent: Option<[u8; 32]>) {}
+
+    /// The outcome is unknown: a repeat looks for the link by the reference first.
+    async fn complete_unknown(self: Box<Self>) {
+        let reference = self.reference().to_owned();
+        self.complete(Outcome::Unknown {
+            reference,
+            sent: None,
+        })
+        .await;
+    }
+
     /// Gives the key back: nothing was sent and nothing decided (the user is being asked
     /// first, or the call ended before its write). A twin waiting for it claims it anew.
     fn release(self: Box<Self>);
@@ -126,5 +146,17 @@ impl Hold for Ticket {
 
     fn release(self: Box<Self>) {
         Ticket::release(*self);
+    }
+
+    fn previous_sent(&self) -> Option<[u8; 32]> {
+        self.previous_sent
+    }
+
+    fn sending(&mut self, sent: Option<[u8; 32]>) {
+        Ticket::sending(self, sent);
+    }
+
+    async fn complete_unknown(self: Box<Self>) {
+        Ticket::complete_unknown(*self);
     }
 }

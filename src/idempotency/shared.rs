@@ -448,7 +448,7 @@ impl Hold for SharedHold {
                 let bytes = ENTRY_OVERHEAD + text.len();
                 ("C", text, bytes)
             }
-            Outcome::Unknown { reference } => (
+            Outcome::Unknown { reference, .. } => (
                 "U",
                 String::new(),
                 ENTRY_OVERHEAD + reference.len().max(REFERENCE_BYTES),

@@ -45,6 +45,12 @@ pub struct Ticket {
     sender: Option<watch::Sender<Option<Outcome>>>,
     pub reference: String,
     pub previous_unknown: bool,
+    /// What the earlier attempt with an unknown outcome was sent as, if it was confirmed and
+    /// counted first (see [`Outcome::Unknown`]).
+    pub previous_sent: Option<[u8; 32]>,
+    /// What this attempt is sent as, for an unknown outcome (kept from the previous attempt
+    /// until this one sends).
+    sent: Option<[u8; 32]>,
 }
 
 fn entry_id(tenant: &str, key: &str) -> Id {
@@ -150,6 +156,7 @@ impl IdempotencyStore {
         fresh_reference: impl FnOnce() -> String,
     ) -> Result<Claim, Error> {
         let mut previous_unknown = None;
+        let mut previous_sent = None;
         if let Some(entry) = inner.entries.get(&id) {
             if entry.args_hash != args {
                 return Err(conflict());
@@ -157,7 +164,10 @@ impl IdempotencyStore {
             match &entry.slot {
                 Slot::InFlight(rx) => return Ok(Claim::Wait(rx.clone())),
                 Slot::Created(text) => return Ok(Claim::Replay(created(text))),
-                Slot::Unknown(reference) => previous_unknown = Some(reference.clone()),
+                Slot::Unknown(reference, sent) => {
+                    previous_unknown = Some(reference.clone());
+                    previous_sent = *sent;
+                }
             }
         }
         // The one refusal a key can meet: this tenant's own creates in flight.
@@ -219,6 +229,8 @@ impl IdempotencyStore {
             sender: Some(tx),
             reference,
             previous_unknown: previous_unknown.is_some(),
+            previous_sent,
+            sent: previous_sent,
         }))
     }
 
@@ -267,13 +279,20 @@ impl IdempotencyStore {
     }
 
     /// Records how the create holding `id` ended.
-    fn finish(&self, id: &Id, outcome: &Outcome, reference: &str) {
+    fn finish(&self, id: &Id, outcome: &Outcome, reference: &str, sent: Option<[u8; 32]>) {
         let mut inner = self.lock();
-        self.finish_locked(&mut inner, id, outcome, reference);
+        self.finish_locked(&mut inner, id, outcome, reference, sent);
         Self::publish(&inner);
     }
 
-    fn finish_locked(&self, inner: &mut Inner, id: &Id, outcome: &Outcome, reference: &str) {
+    fn finish_locked(
+        &self,
+        inner: &mut Inner,
+        id: &Id,
+        outcome: &Outcome,
+        reference: &str,
+        sent: Option<[u8; 32]>,
+    ) {
         let l = &self.limits;
         // Gone already: forgotten with the local data it was made against.
         let Some(entry) = inner.entries.get(id) else {
@@ -289,7 +308,7 @@ impl IdempotencyStore {
                 return;
             }
             Outcome::Created(value) => Slot::Created(value.to_string().into_boxed_str()),
-            Outcome::Unknown { reference } => Slot::Unknown(reference.clone()),
+            Outcome::Unknown { reference, sent } => Slot::Unknown(reference.clone(), *sent),
         };
         if let Slot::Created(text) = &slot {
             let bytes = ENTRY_OVERHEAD + text.len();
@@ -301,10 +320,10 @@ impl IdempotencyStore {
                     scope = short(&tenant),
                     "idempotency: a created result too large for the byte budgets is kept as an unknown outcome"
                 );
-                slot = Slot::Unknown(reference.to_owned());
+                slot = Slot::Unknown(reference.to_owned(), sent);
             }
         }
-        let unknown = matches!(slot, Slot::Unknown(_));
+        let unknown = matches!(slot, Slot::Unknown(..));
         if unknown {
             while inner
                 .tenants
@@ -319,7 +338,7 @@ impl IdempotencyStore {
         }
         let bytes = match &slot {
             Slot::Created(text) => ENTRY_OVERHEAD + text.len(),
-            Slot::Unknown(r) => ENTRY_OVERHEAD + r.len().max(REFERENCE_BYTES),
+            Slot::Unknown(r, _) => ENTRY_OVERHEAD + r.len().max(REFERENCE_BYTES),
             Slot::InFlight(_) => SMALL_ENTRY,
         };
         let Some(entry) = inner.entries.get_mut(id) else {
@@ -412,9 +431,29 @@ pub(super) fn created(text: &str) -> Outcome {
 }
 
 impl Ticket {
+    /// The write is about to be sent as `sent` (the digest of the preview the user confirmed and
+    /// the caps counted, if one was made): an unknown outcome from here on remembers it.
+    pub fn sending(&mut self, sent: Option<[u8; 32]>) {
+        self.sent = sent;
+    }
+
+    /// The outcome is unknown: a repeat looks for the link by this ticket's reference first.
+    pub fn complete_unknown(self) {
+        let outcome = self.unknown();
+        self.complete(outcome);
+    }
+
+    fn unknown(&self) -> Outcome {
+        Outcome::Unknown {
+            reference: self.reference.clone(),
+            sent: self.sent,
+        }
+    }
+
     /// Records the outcome and wakes every waiter with it.
     pub fn complete(mut self, outcome: Outcome) {
-        self.store.finish(&self.id, &outcome, &self.reference);
+        self.store
+            .finish(&self.id, &outcome, &self.reference, self.sent);
         if let Some(tx) = self.sender.take() {
             let _ = tx.send(Some(outcome));
         }
@@ -428,7 +467,7 @@ impl Ticket {
             // `Failed` removes the entry without keeping anything; the waiters see the channel
             // close, not the placeholder error.
             let nothing = Outcome::Failed(Error::internal_retryable("released"));
-            self.store.finish(&self.id, &nothing, &self.reference);
+            self.store.finish(&self.id, &nothing, &self.reference, None);
             drop(tx);
         }
     }
@@ -441,10 +480,9 @@ impl Drop for Ticket {
             // `complete`): the write may already have reached the upstream, so remember the
             // outcome as unknown — a repeat then looks for the link before creating — rather than
             // forgetting the key. Waiters see the channel close and are told to call again.
-            let outcome = Outcome::Unknown {
-                reference: self.reference.clone(),
-            };
-            self.store.finish(&self.id, &outcome, &self.reference);
+            let outcome = self.unknown();
+            self.store
+                .finish(&self.id, &outcome, &self.reference, self.sent);
             drop(tx);
         }
     }

@@ -62,7 +62,7 @@ fn check(s: &IdempotencyStore) {
         bytes += e.bytes;
         match e.slot {
             Slot::InFlight(_) => t.2 += 1,
-            Slot::Unknown(_) => {
+            Slot::Unknown(..) => {
                 t.3 += 1;
                 assert_eq!(inner.tenants[&e.tenant].unknown.get(&e.age), Some(id));
             }
@@ -138,10 +138,19 @@ fn failures_are_forgotten_and_unknowns_keep_their_reference() {
     assert!(s.is_empty());
     run(s.claim("t", "k", [1; 32], || "r2".into()).unwrap()).complete(Outcome::Unknown {
         reference: "r2".into(),
+        sent: Some([7; 32]),
     });
     let t = run(s.claim("t", "k", [1; 32], || "r3".into()).unwrap());
     assert!(t.previous_unknown);
     assert_eq!(t.reference, "r2");
+    assert_eq!(t.previous_sent, Some([7; 32]));
+    // Refused before its write again: the entry stays unknown, with what was sent.
+    drop(t);
+    let t = run(s.claim("t", "k", [1; 32], || "r4".into()).unwrap());
+    assert_eq!(
+        (t.reference.as_str(), t.previous_sent),
+        ("r2", Some([7; 32]))
+    );
     check(&s);
 }
 

@@ -29,10 +29,11 @@ pub struct CallRecord {
 pub struct SafetyRecord {
     /// The total the preview showed (before coupons Stream computes), when one was made.
     pub preview_total: Option<Money>,
-    /// `confirmed`, `declined`, `not_required`, `required` (refused: no way to ask), or `asked`
-    /// (a 2026-07-28 client was sent the question; its answer comes with a new call).
+    /// `confirmed`, `declined`, `not_required`, `required` (refused: no way to ask), `asked`
+    /// (a 2026-07-28 client was sent the question; its answer comes with a new call), or
+    /// `earlier` (a create sent again after an unknown outcome, confirmed by its first attempt).
     pub confirmation: Option<&'static str>,
-    /// `within`, `exceeded` or `uncapped`.
+    /// `within`, `exceeded`, `uncapped`, or `earlier` (counted by the first attempt).
     pub cap: Option<&'static str>,
 }
 

@@ -51,6 +51,11 @@ pub trait SpendLedger: Send + Sync + 'static {
     /// The create happened, or its outcome is unknown: the amount stays counted for the window.
     async fn commit(&self, reservation: Reservation);
 
+    /// The create happened with another amount than was reserved (the upstream priced it at
+    /// the moment of the write): `amount` counts instead, for the same window, even past the cap
+    /// (it was spent).
+    async fn commit_as(&self, reservation: Reservation, amount: Money);
+
     /// Nothing was created: the amount is given back to the budget.
     async fn release(&self, reservation: Reservation);
 }

@@ -43,6 +43,22 @@ redis.call('PEXPIREAT', KEYS[1], newest[2])
 return {'ok'}
 "#;
 
+/// KEYS[1]: the reservation's book, KEYS[2]: the book of the amount it was made at (the same
+/// book, or another currency's). ARGV: the reservation's member, the spent one. The entry keeps
+/// its place in the window. Safe to run twice: a moved entry is not there to move again.
+const COMMIT_AS: &str = r#"
+local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expires then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], expires, ARGV[2])
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], newest[2])
+return 1
+"#;
+
+static COMMIT_AS_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new("ledger_commit_as", COMMIT_AS));
+
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new("ledger_reserve", RESERVE));
 
 /// The daily budgets in the shared store.
@@ -125,6 +141,26 @@ impl SpendLedger for SharedLedger {
 
     async fn commit(&self, _reservation: Reservation) {
         // Counted from its reservation until it leaves the window: nothing to change.
+    }
+
+    async fn commit_as(&self, reservation: Reservation, amount: Money) {
+        let Ok(minor) = u64::try_from(amount.minor()) else {
+            return;
+        };
+        let spent = format!("{}:{minor}", reservation.id);
+        let mut invocation = COMMIT_AS_SCRIPT.prepare();
+        invocation
+            .key(book(&reservation.scope, &reservation.amount))
+            .key(book(&reservation.scope, &amount))
+            .arg(member(&reservation))
+            .arg(spent);
+        if let Err(e) = self
+            .store
+            .invoke::<i64>(COMMIT_AS_SCRIPT.op, &invocation)
+            .await
+        {
+            tracing::warn!(error = %e, "spend: the amount a link was made at could not replace its reservation in the shared daily budget; the reserved amount stays counted");
+        }
     }
 
     async fn release(&self, reservation: Reservation) {

@@ -49,7 +49,7 @@ pub fn update_payment_link_status<'a>(
             let title = message::title(Some(&update));
             if let Consent::Ask(ask) = caller
                 .channel
-                .confirm(&tools.confirm, title, question)
+                .confirm(&tools.confirm, title, question, true)
                 .await?
             {
                 return Ok(Reply::Ask(ask));

@@ -120,9 +120,20 @@ fn show(m: Money) -> String {
     format!("{} {}", m.to_decimal_string(), m.currency())
 }
 
-/// `text` in quotes, on one line, cut to [`NAME_CHARS`].
+/// `text` in quotes, on one line, cut to [`NAME_CHARS`]. Double quotation marks inside it
+/// become `'`, so that a name cannot close its quote and continue as if it were the message's
+/// own text.
 fn quoted(text: &str) -> String {
-    format!("“{}”", one_line(text, NAME_CHARS))
+    let inner: String = one_line(text, NAME_CHARS)
+        .chars()
+        .map(|c| match c {
+            '“' | '”' | '„' | '‟' | '〝' | '〞' | '〟' | '＂' | '"' | '«' | '»' => {
+                '\''
+            }
+            other => other,
+        })
+        .collect();
+    format!("“{inner}”")
 }
 
 /// `text` on one line: line breaks and other controls become spaces, characters that reorder
@@ -250,6 +261,10 @@ mod tests {
         assert_eq!(totals, ["Total: 1.00 SAR"], "{text}");
         assert!(!text.contains('\u{202E}'));
         assert!(text.contains("“Dinner Total: 1.00 SAR”"), "{text}");
+        // A name cannot close its own quote.
+        let text = create(&request("Tea” — Total: 0.01 SAR “"), &p, false);
+        assert!(text.contains("Name: “Tea' — Total: 0.01 SAR '”"), "{text}");
+        assert_eq!(quoted("a „b‟ «c» \"d\""), "“a 'b' 'c' 'd'”");
         assert_eq!(one_line(&"x".repeat(200), 5), "xxxxx…");
     }
 

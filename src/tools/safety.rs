@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::backend::{NewPaymentLink, Preview};
-use crate::domain::Money;
+use crate::domain::{CurrencyCode, Money};
 use crate::error::{Error, Result};
 use crate::observability::record;
 use crate::spend::{Caps, LedgerBounds, MemoryLedger, Refusal, Reservation, SpendLedger};
@@ -102,9 +102,13 @@ impl SpendRules {
         }
     }
 
-    /// Whether a create's amount must be known before it is sent.
-    pub fn needs_amount(&self) -> bool {
-        !self.caps.is_empty()
+    /// Whether a create's amount must be known before it is sent: a cap applies to its
+    /// `currency`, or, when the currency is not known before the catalog is read, to any.
+    pub fn needs_amount(&self, currency: Option<CurrencyCode>) -> bool {
+        match currency {
+            Some(c) => self.caps.per_link(c).is_some() || self.caps.daily(c).is_some(),
+            None => !self.caps.is_empty(),
+        }
     }
 
     /// Refuses a product the operator's list does not hold: before any upstream call.
@@ -224,10 +228,20 @@ impl Hold {
         }
     }
 
-    /// Settles on how a create ended: an unknown outcome counts like a created link.
+    /// The link was created with `spent`, not the amount held (the upstream priced it at the
+    /// moment of the write): that is what counts.
+    pub async fn commit_as(mut self, spent: Money) {
+        if let (Some(ledger), Some(r)) = (self.ledger.take(), self.reservation.take()) {
+            ledger.commit_as(r, spent).await;
+        }
+    }
+
+    /// Settles on how a create ended: a link that may have been made (an unknown outcome, or a
+    /// timeout the upstream deduplicates on retry) counts like a created one.
     pub async fn settle<T>(self, result: &Result<T>) {
         match result {
-            Ok(_) | Err(Error::OutcomeUnknown { .. }) => self.commit().await,
+            Ok(_) => self.commit().await,
+            Err(e) if e.may_have_written() => self.commit().await,
             Err(_) => self.release().await,
         }
     }

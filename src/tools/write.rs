@@ -4,8 +4,13 @@
 //! and only then the one upstream write, of exactly what the preview showed.
 //!
 //! Nothing is written upstream before every check has passed and the user has said yes (reads
-//! for the preview aside). A key claimed for a create that stopped before its write is given
-//! back; an amount held against a budget is given back when nothing was created.
+//! for the preview aside); after the user answered, a backend that charges the prices of the
+//! moment of the write reads them again first. A key claimed for a create that stopped before
+//! its write is given back; an amount held against a budget is given back when nothing was
+//! created, and stays when the link may exist. A link created at another total than its preview
+//! is deactivated at once and counted at what it was made at. A repeat of a create whose
+//! outcome was unknown, on an upstream that deduplicates creates, is sent again as it was,
+//! neither asked nor counted again.
 
 use rmcp::model::{InputRequiredResult, JsonObject};
 
@@ -17,7 +22,8 @@ use super::create::{
 use super::message;
 use super::safety::Hold;
 use super::toolbox::{BoxFuture, Caller, Reply, Toolbox, live_guard, to_value};
-use crate::backend::{NewPaymentLink, Preview};
+use crate::backend::{NewPaymentLink, Preview, StatusUpdate, TargetStatus, money_text};
+use crate::domain::{Money, PaymentLinkId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::idempotency::{Claimed as Claim, Hold as KeyHold, IdempotencyKeys, Outcome, args_hash};
 use crate::model::PaymentLink;
@@ -77,7 +83,13 @@ pub async fn run(
         Some(reference) => reference,
         None => reference_for(caller.scope, None),
     };
-    match prepare(&link, tools, caller).await {
+    let prepared = match claimed.previous_sent() {
+        // The earlier attempt was confirmed, counted and sent, and its outcome is unknown; this
+        // upstream deduplicates creates, so sending it again is the same write, not a new one.
+        Some(sent) if caller.backend.dedupes_creates() => resend(&link, sent, tools, caller).await,
+        _ => prepare(&link, tools, caller).await,
+    };
+    match prepared {
         Err(e) => Err(claimed.fail(e).await),
         Ok(Prepared::Ask(question)) => {
             // Nothing was sent and nothing decided: the key is free for the retry.
@@ -91,13 +103,31 @@ pub async fn run(
                 hold.release().await;
                 return Err(claimed.fail(e).await);
             }
-            let ticket = claimed.take();
+            let mut ticket = claimed.take();
+            if let Some(ticket) = &mut ticket {
+                ticket.sending(preview.as_ref().map(Preview::digest));
+            }
             hold.sending();
             let result = match &preview {
                 Some(p) => caller.backend.create_previewed(link, p).await,
                 None => caller.backend.create_payment_link(link).await,
             };
-            hold.settle(&result).await;
+            let result = match (result, &preview) {
+                (Ok(created), Some(p)) => match p.differs_from(created.total.as_ref()) {
+                    Some(spent) => {
+                        hold.commit_as(spent).await;
+                        Err(withdraw(created, p, spent, caller).await)
+                    }
+                    None => {
+                        hold.commit().await;
+                        Ok(created)
+                    }
+                },
+                (result, _) => {
+                    hold.settle(&result).await;
+                    result
+                }
+            };
             finish(ticket, result).await.map(Reply::Done)
         }
     }
@@ -115,7 +145,9 @@ enum Prepared {
 async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) -> Result<Prepared> {
     let live = caller.backend.livemode();
     let ask = tools.confirm.applies(live);
-    if !ask && !tools.spend.needs_amount() {
+    // A link whose currency is known now and has no cap needs no preview: no reads.
+    let currency = link.currency.or_else(|| caller.backend.default_currency());
+    if !ask && !tools.spend.needs_amount(currency) {
         record::cap("uncapped");
         record::confirmation("not_required");
         return Ok(Prepared::Go(None, Hold::none()));
@@ -131,11 +163,21 @@ async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) ->
         return Ok(Prepared::Go(Some(preview), hold));
     }
     let question = message::create(link, &preview, live);
-    match caller
+    let answer = caller
         .channel
-        .confirm(&tools.confirm, message::title(None), question)
-        .await
-    {
+        .confirm(&tools.confirm, message::title(None), question, false)
+        .await;
+    let checked = match answer {
+        // The user may have taken minutes: a backend that charges the prices of the moment of
+        // the write checks they are still the ones the user saw.
+        Ok(Consent::Confirmed) => caller
+            .backend
+            .recheck_preview(link, &preview)
+            .await
+            .map(|()| Consent::Confirmed),
+        other => other,
+    };
+    match checked {
         Ok(Consent::Confirmed) => Ok(Prepared::Go(Some(preview), hold)),
         Ok(Consent::Ask(question)) => {
             hold.release().await;
@@ -146,6 +188,77 @@ async fn prepare(link: &NewPaymentLink, tools: &Toolbox, caller: &Caller<'_>) ->
             Err(e)
         }
     }
+}
+
+/// The repeat of a create whose earlier attempt was confirmed, counted and sent as `sent`, with
+/// an unknown outcome, on an upstream that deduplicates creates: the same write again, neither
+/// asked nor counted a second time, provided the catalog still prices it the same. Otherwise
+/// it is not sent: what the earlier attempt made cannot be told from what a new one would.
+async fn resend(
+    link: &NewPaymentLink,
+    sent: [u8; 32],
+    tools: &Toolbox,
+    caller: &Caller<'_>,
+) -> Result<Prepared> {
+    let preview = caller.backend.preview_payment_link(link).await?;
+    record::preview_total(preview.total);
+    if preview.digest() != sent {
+        return Err(Error::outcome_unknown(
+            format!(
+                "an earlier attempt with this idempotency_key was sent and may have created the link, and the catalog now prices it otherwise (a total of {}); it is not sent again. Look for the link with list_payment_links; use a new idempotency_key for a new link",
+                money_text(preview.total)
+            ),
+            UpstreamContext::default(),
+        ));
+    }
+    record::cap(if tools.spend.needs_amount(Some(preview.currency)) {
+        "earlier"
+    } else {
+        "uncapped"
+    });
+    record::confirmation(if tools.confirm.applies(caller.backend.livemode()) {
+        "earlier"
+    } else {
+        "not_required"
+    });
+    Ok(Prepared::Go(Some(preview), Hold::none()))
+}
+
+/// Payers see this on a link withdrawn because its total was not the confirmed one.
+const WITHDRAWN: &str = "This link was withdrawn: its total was not the one confirmed.";
+
+/// The upstream made the link with another total than the preview showed (a price changed
+/// between the preview's reads and the write): it is deactivated before anyone can pay it, and
+/// the caller is told both totals and the link's id. Never retry-safe: the link exists.
+async fn withdraw(
+    created: PaymentLink,
+    preview: &Preview,
+    spent: Money,
+    caller: &Caller<'_>,
+) -> Error {
+    let what = format!(
+        "{} created link {} with a total of {}, not the {} that was previewed (and checked against the caps, and confirmed if the user was asked): a price changed while it was being created",
+        caller.backend.kind().as_str(),
+        created.id,
+        money_text(spent),
+        money_text(preview.total)
+    );
+    tracing::error!(link = %created.id, previewed = %money_text(preview.total), created = %money_text(spent), "a link was created with another total than its preview; deactivating it");
+    let update = StatusUpdate {
+        payment_link_id: PaymentLinkId::from_upstream(created.id.clone()),
+        status: TargetStatus::Inactive,
+        message: Some(WITHDRAWN.to_owned()),
+    };
+    let outcome = match caller.backend.update_payment_link_status(update).await {
+        Ok(_) => format!(
+            "{what}. The link was deactivated, so nobody can pay it; {} counts against the daily budget. Call again to make the link at the current prices (the new total is shown again)",
+            money_text(spent)
+        ),
+        Err(e) => format!(
+            "{what}. Deactivating it failed ({e}): the link is ACTIVE and can take payments. Deactivate it with update_payment_link_status now"
+        ),
+    };
+    Error::upstream_failure(outcome, UpstreamContext::default())
 }
 
 /// A key this create holds in the idempotency keys (this process's or the shared store's).
@@ -198,11 +311,16 @@ impl Claimed {
             Ok(None) => Ok(None),
             Err(e) => {
                 if let Some(hold) = self.take() {
-                    hold.complete(Outcome::Unknown { reference }).await;
+                    hold.complete_unknown().await;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// What an earlier attempt with an unknown outcome was sent as, once confirmed and counted.
+    fn previous_sent(&self) -> Option<[u8; 32]> {
+        self.0.as_ref().and_then(|hold| hold.previous_sent())
     }
 
     fn reference(&self) -> Option<String> {
@@ -226,14 +344,11 @@ impl Claimed {
     /// after an earlier unknown outcome, which stays unknown.
     async fn fail(mut self, e: Error) -> Error {
         if let Some(hold) = self.take() {
-            let outcome = if hold.previous_unknown() {
-                Outcome::Unknown {
-                    reference: hold.reference().to_owned(),
-                }
+            if hold.previous_unknown() {
+                hold.complete_unknown().await;
             } else {
-                Outcome::Failed(e.clone())
-            };
-            hold.complete(outcome).await;
+                hold.complete(Outcome::Failed(e.clone())).await;
+            }
         }
         e
     }
@@ -260,14 +375,13 @@ async fn finish(
     let Some(hold) = hold else {
         return result;
     };
-    let outcome = match &result {
-        Ok(created) => Outcome::Created(to_value(created)?),
-        Err(Error::OutcomeUnknown { .. }) => Outcome::Unknown {
-            reference: hold.reference().to_owned(),
-        },
-        Err(e) => Outcome::Failed(e.clone()),
-    };
-    hold.complete(outcome).await;
+    match &result {
+        Ok(created) => hold.complete(Outcome::Created(to_value(created)?)).await,
+        // The link may exist (an unknown outcome, or a timeout the upstream deduplicates): a
+        // repeat looks for it, or sends the same write again, rather than asking anew.
+        Err(e) if e.may_have_written() => hold.complete_unknown().await,
+        Err(e) => hold.complete(Outcome::Failed(e.clone())).await,
+    }
     result
 }
 

@@ -137,6 +137,9 @@ impl UpstreamClient {
         let deadline = started + self.settings.deadline;
         let name = decoder.upstream_name();
         let mut attempt: u32 = 0;
+        // A write's attempt that may have reached the upstream and got no answer: a later
+        // attempt that could not even connect does not make it "nothing was sent".
+        let mut unanswered: Option<Error> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -171,20 +174,22 @@ impl UpstreamClient {
                 Err(AttemptError::Connect(message)) => (
                     can_retry,
                     None,
-                    Error::upstream_retryable(
-                        format!(
-                            "could not connect to {name}: {message}; nothing was sent, retrying is safe"
-                        ),
-                        UpstreamContext::default(),
-                    ),
+                    unanswered.clone().unwrap_or_else(|| {
+                        Error::upstream_retryable(
+                            format!(
+                                "could not connect to {name}: {message}; nothing was sent, retrying is safe"
+                            ),
+                            UpstreamContext::default(),
+                        )
+                    }),
                 ),
                 Err(AttemptError::Transport { timeout, message }) => {
                     let retry = can_retry && request.retry != RetryMode::UnsafeWrite;
-                    (
-                        retry,
-                        None,
-                        self.transport_error(name, request.retry, timeout, &message),
-                    )
+                    let error = self.transport_error(name, request.retry, timeout, &message);
+                    if request.retry != RetryMode::Read {
+                        unanswered = Some(error.clone());
+                    }
+                    (retry, None, error)
                 }
                 Err(AttemptError::TooLarge) => {
                     let message = format!(

@@ -21,7 +21,7 @@ use crate::backend::request::{
     LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
 use crate::backend::{Backend, Preview};
-use crate::domain::{Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
+use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
 use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{
@@ -180,6 +180,10 @@ impl Backend for SandboxBackend {
 
     fn livemode(&self) -> bool {
         false
+    }
+
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        Some(CurrencyCode::sar())
     }
 
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {

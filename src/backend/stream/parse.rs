@@ -187,10 +187,26 @@ fn product_price(p: &Obj<'_>, currency: Option<CurrencyCode>) -> Option<Money> {
         })
 }
 
+/// True when the product's price in `currency` is set exclusive of VAT and is not VAT-exempt:
+/// its `amount` is then before VAT, and Stream's API description does not say how the VAT a link
+/// adds is computed or rounded (per unit or per line), so its total cannot be known exactly.
+fn vat_added(p: &Obj<'_>, currency: CurrencyCode) -> bool {
+    active_prices(p)
+        .find(|pr| {
+            pr.str("currency")
+                .is_some_and(|c| c.eq_ignore_ascii_case(currency.code()))
+        })
+        .is_some_and(|pr| {
+            pr.bool("is_price_inclusive_of_vat") == Some(false)
+                && pr.bool("is_price_exempt_from_vat") != Some(true)
+        })
+}
+
 /// One line of a create's preview, from the `ProductDto` of its product: the unit price is the
 /// product's price in `currency` as Stream lists it (the price with VAT, which is what a link
 /// charges). A product without a price in the currency is refused on `items[index].product_id`,
-/// as Stream would refuse the create.
+/// as Stream would refuse the create; so is a price set exclusive of VAT (see [`vat_added`]),
+/// rather than shown below what the link would charge.
 pub(super) fn preview_line(
     index: usize,
     product: &Value,
@@ -200,6 +216,15 @@ pub(super) fn preview_line(
 ) -> Result<(PreviewLine, Option<ProductKind>)> {
     let p = Obj(product);
     let name = p.str("name").map(str::to_owned);
+    if vat_added(&p, currency) {
+        return Err(Error::validation(
+            format!("items[{index}].product_id"),
+            format!(
+                "product {}'s price in {currency} is set exclusive of VAT: Stream adds VAT to it, and this server cannot tell the exact total Stream will charge, so it cannot be shown for confirmation or checked against the spend caps. Nothing was sent. Sell a product whose price includes VAT (or is VAT-exempt)",
+                name.as_deref().unwrap_or(sells)
+            ),
+        ));
+    }
     let unit = product_price(&p, Some(currency)).ok_or_else(|| {
         let have: Vec<String> = product_from_stream(product)
             .map(|pr| pr.prices.into_iter().map(|m| m.currency).collect())

@@ -296,6 +296,11 @@ impl Backend for StripeBackend {
         preview_of(request, &prices)
     }
 
+    /// Every create carries an `Idempotency-Key` derived from its reference.
+    fn dedupes_creates(&self) -> bool {
+        true
+    }
+
     /// Sells exactly the prices the preview resolved: they are not looked up again, and a
     /// Stripe price's amount cannot change.
     async fn create_previewed(
@@ -399,7 +404,7 @@ fn create_failure(e: Error, caller_key: bool) -> Error {
         // key died with this call and a new call would be a new create.
         Error::OutcomeUnknown { message, upstream } if upstream.status.is_none() => {
             if caller_key {
-                Error::upstream_retryable(
+                Error::retry_with_same_key(
                     format!(
                         "{message}; retrying with the same idempotency_key is safe: Stripe replays the first answer instead of creating a second link"
                     ),
@@ -436,11 +441,16 @@ mod tests {
             "outcome_unknown"
         );
         assert!(create_failure(timeout(), true).retry_safe());
+        assert!(
+            create_failure(timeout(), true).may_have_written(),
+            "the link may exist: its amount stays counted"
+        );
         let refused = Error::upstream_retryable(
             "could not connect to Stripe: refused; nothing was sent, retrying is safe",
             UpstreamContext::default(),
         );
-        assert!(create_failure(refused, false).retry_safe());
+        assert!(create_failure(refused.clone(), false).retry_safe());
+        assert!(!create_failure(refused, true).may_have_written());
         let unreadable = Error::upstream_failure(
             "Stripe answered 200 with malformed JSON",
             UpstreamContext {

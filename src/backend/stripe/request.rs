@@ -41,9 +41,11 @@ const VERSION_NAME_MAX_CHARS: usize = 40;
 /// A refused `STRIPE_VERSION` is quoted in its start-up error up to this many characters.
 const VERSION_QUOTE_MAX_CHARS: usize = 40;
 
-/// True for keys that move real money.
+/// True for keys that may move real money: every key but a test-mode one (`sk_test_`,
+/// `rk_test_`). A key of another shape counts as live, so the confirmation and the live guard
+/// fail closed.
 pub fn is_live_key(key: &str) -> bool {
-    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+    !(key.starts_with("sk_test_") || key.starts_with("rk_test_"))
 }
 
 /// Checks `STRIPE_VERSION`: a date such as `2024-04-10`, optionally with a release name
@@ -157,6 +159,9 @@ pub(super) struct PriceFacts {
     pub name: Option<String>,
     /// The billing interval of a recurring price.
     pub interval: Option<String>,
+    /// The price bills a transformed quantity (`transform_quantity`: the quantity divided and
+    /// rounded before it is multiplied), so `quantity × unit` is not what it charges.
+    pub transformed: bool,
 }
 
 /// Refuses what Stripe would refuse, but with our field names: one currency per link.
@@ -393,8 +398,11 @@ mod tests {
         assert!(is_live_key("rk_live_abc"));
         assert!(!is_live_key("sk_test_abc"));
         assert!(!is_live_key("rk_test_abc"));
-        assert!(!is_live_key("pk_live_abc"), "publishable keys cannot write");
-        assert!(!is_live_key(""));
+        // Not known to be a test key: live (fail closed). The factory refuses what is not an
+        // sk_/rk_ key before this is asked.
+        assert!(is_live_key("sk_abc"));
+        assert!(is_live_key("rk_prod_abc"));
+        assert!(is_live_key(""));
     }
 
     #[test]
@@ -494,6 +502,7 @@ mod tests {
             units: Vec::new(),
             name: None,
             interval: None,
+            transformed: false,
         }
     }
 
