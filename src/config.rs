@@ -26,19 +26,18 @@ use crate::upstream::UpstreamSettings;
 
 #[cfg(test)]
 mod documented;
-pub mod http;
-pub mod oauth;
-pub mod safety;
-pub use http::HttpOpts;
-pub use safety::SafetyOpts;
-pub mod store;
-pub use store::StoreOpts;
+pub(crate) mod http;
+pub(crate) mod oauth;
+pub(crate) mod safety;
+pub(crate) use http::HttpOpts;
+pub(crate) use safety::SafetyOpts;
+pub(crate) mod store;
 
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.
 #[derive(Debug, Parser)]
 #[command(name = "paylink-mcp", version, about, long_about = None, after_help = ENV_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -61,7 +60,7 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve MCP over stdin/stdout (the default).
     Stdio,
     /// Probe a running HTTP server's `/healthz`: exit 0 on 200, 1 otherwise; prints nothing on
@@ -73,11 +72,11 @@ pub enum Command {
 
 /// Where the health check in a container image looks by default: the HTTP server on its
 /// default port, over loopback (the probe runs inside the same container).
-pub const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:8080/healthz";
+pub(crate) const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:8080/healthz";
 
 /// Options of `paylink-mcp healthcheck`.
 #[derive(Debug, Clone, Args)]
-pub struct HealthcheckOpts {
+pub(crate) struct HealthcheckOpts {
     /// The URL to GET; set it when the server listens on another port.
     #[arg(long, env = "PAYLINK_HEALTHCHECK_URL", default_value = DEFAULT_HEALTHCHECK_URL)]
     pub url: String,
@@ -115,14 +114,14 @@ impl From<BackendChoice> for BackendKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Options of every mode.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalOpts {
+pub(crate) struct GlobalOpts {
     /// Payments API to use. Default: stream if only STREAM_API_KEY is set, stripe if only
     /// STRIPE_API_KEY is set, otherwise sandbox.
     #[arg(long, global = true, env = "PAYLINK_BACKEND", value_enum)]
@@ -343,7 +342,7 @@ pub struct GlobalOpts {
 }
 
 /// Reads a secret from `NAME` or from the file named by `NAME_FILE`.
-pub fn read_secret(
+pub(crate) fn read_secret(
     name: &'static str,
     file_var: &'static str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -377,7 +376,7 @@ pub fn read_secret(
 
 /// The keys found in the environment.
 #[derive(Debug, Default)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     pub stream: Option<ApiKey>,
     pub stripe: Option<ApiKey>,
     /// OAuth mode's introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`, or `_FILE`).
@@ -389,7 +388,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
         Ok(Secrets {
             stream: read_secret("STREAM_API_KEY", "STREAM_API_KEY_FILE", env)?,
             stripe: read_secret("STRIPE_API_KEY", "STRIPE_API_KEY_FILE", env)?,
@@ -412,7 +411,7 @@ impl Secrets {
     }
 
     /// The operator's key for `kind`'s upstream, if one is set.
-    pub fn key_for(&self, kind: BackendKind) -> Option<&ApiKey> {
+    pub(crate) fn key_for(&self, kind: BackendKind) -> Option<&ApiKey> {
         match kind {
             BackendKind::Sandbox => None,
             BackendKind::Stream => self.stream.as_ref(),
@@ -422,7 +421,7 @@ impl Secrets {
 }
 
 /// The backend to run: the explicit choice, or inferred from which key is present.
-pub fn choose_backend(
+pub(crate) fn choose_backend(
     explicit: Option<BackendChoice>,
     secrets: &Secrets,
 ) -> Result<BackendKind, StartupError> {
@@ -439,7 +438,7 @@ pub fn choose_backend(
 
 impl GlobalOpts {
     /// Upstream timeouts and retries.
-    pub fn upstream_settings(&self) -> UpstreamSettings {
+    pub(crate) fn upstream_settings(&self) -> UpstreamSettings {
         UpstreamSettings {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
             attempt_timeout: Duration::from_secs(self.upstream_timeout_secs.max(1)),
@@ -451,7 +450,7 @@ impl GlobalOpts {
     }
 
     /// What building `kind`'s backends needs, checked; `store` is the shared store, if any.
-    pub fn backend_settings(
+    pub(crate) fn backend_settings(
         &self,
         kind: BackendKind,
         store: Option<crate::store::Store>,
@@ -472,7 +471,7 @@ impl GlobalOpts {
 
     /// The sandbox's bounds, with a new byte pool: called once per process; every sandbox tenant
     /// shares the pool of the clone it is built from.
-    pub fn sandbox_limits(&self) -> SandboxLimits {
+    pub(crate) fn sandbox_limits(&self) -> SandboxLimits {
         SandboxLimits {
             max_links: self.sandbox_max_links,
             max_tenant_bytes: self.sandbox_max_tenant_bytes,
@@ -485,7 +484,7 @@ impl GlobalOpts {
     }
 
     /// The tool layer's bounds: the idempotency store's limits and a list page's byte cap.
-    pub fn tool_limits(&self) -> ToolLimits {
+    pub(crate) fn tool_limits(&self) -> ToolLimits {
         ToolLimits {
             idempotency: StoreLimits {
                 max_entries: self.idempotency_max_entries,
@@ -502,7 +501,7 @@ impl GlobalOpts {
     /// The write safety: confirmation settings (with the request-state key from the
     /// environment) and the spend rules, checked; daily budgets in `store` when replicas share
     /// one.
-    pub fn write_safety(
+    pub(crate) fn write_safety(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
         store: Option<&crate::store::Store>,
@@ -520,7 +519,7 @@ impl GlobalOpts {
 
     /// The operator's base URL for `kind`'s upstream (the sandbox has none; it gets Stream's,
     /// which nothing calls), checked and normalized.
-    pub fn base_url(&self, kind: BackendKind) -> Result<String, StartupError> {
+    pub(crate) fn base_url(&self, kind: BackendKind) -> Result<String, StartupError> {
         match kind {
             BackendKind::Stripe => check_base_url(&self.stripe_base_url, "STRIPE_BASE_URL"),
             _ => check_base_url(&self.stream_base_url, "STREAM_BASE_URL"),
@@ -528,14 +527,14 @@ impl GlobalOpts {
     }
 
     /// `STREAM_BRANCH_ID`, checked.
-    pub fn branch_id(&self) -> Result<Option<String>, StartupError> {
+    pub(crate) fn branch_id(&self) -> Result<Option<String>, StartupError> {
         check_branch_id(self.stream_branch_id.as_deref())
     }
 }
 
 /// Checks an http(s) base URL given by the operator (or a caller's `X-Stream-Base-URL`), and
 /// normalizes it: no trailing slash.
-pub fn check_base_url(raw: &str, option: &'static str) -> Result<String, StartupError> {
+pub(crate) fn check_base_url(raw: &str, option: &'static str) -> Result<String, StartupError> {
     let refuse = |reason: String| StartupError::BaseUrl {
         option,
         value: raw.to_owned(),
@@ -549,7 +548,7 @@ pub fn check_base_url(raw: &str, option: &'static str) -> Result<String, Startup
 }
 
 /// Checks `STREAM_BRANCH_ID`: a UUID, normalized to its hyphenated lower-case form.
-pub fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, StartupError> {
+pub(crate) fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, StartupError> {
     raw.map(str::trim)
         .filter(|b| !b.is_empty())
         .map(|b| {

@@ -553,10 +553,10 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 mod startup;
-pub use startup::StartupError;
+pub(crate) use startup::StartupError;
 
 #[cfg(test)]
 mod tests {

@@ -71,9 +71,11 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use entries::Outcome;
-pub use keys::{Claimed, Hold, IdempotencyKeys, LocalKeys};
-pub use limits::{ENTRY_OVERHEAD, KEY_TTL, StoreLimits};
-pub use local::LocalData;
-pub use shared::{SharedKeys, lease_for};
-pub use store::{Claim, IdempotencyStore, Ticket, args_hash, wait};
+pub(crate) use entries::Outcome;
+pub(crate) use keys::{Claimed, Hold, IdempotencyKeys, LocalKeys};
+pub(crate) use limits::{KEY_TTL, StoreLimits};
+pub(crate) use local::LocalData;
+pub(crate) use shared::SharedKeys;
+#[cfg(test)]
+use store::{Claim, Ticket, wait};
+pub(crate) use store::{IdempotencyStore, args_hash};

@@ -24,7 +24,7 @@ mod ledger;
 mod memory;
 mod shared;
 
-pub use caps::{Caps, parse_cap};
-pub use ledger::{Refusal, Reservation, SpendLedger, WINDOW};
-pub use memory::{LedgerBounds, MemoryLedger};
-pub use shared::SharedLedger;
+pub(crate) use caps::{Caps, parse_cap};
+pub(crate) use ledger::{Refusal, Reservation, SpendLedger};
+pub(crate) use memory::{LedgerBounds, MemoryLedger};
+pub(crate) use shared::SharedLedger;

@@ -57,7 +57,6 @@ mod client;
 mod keys;
 mod url;
 
-pub use client::{DEFAULT_TIMEOUT, Script, Store, StoreError};
-pub use keys::{Family, PREFIX, safe_scope};
-pub use redis::{FromRedisValue, Value};
-pub use url::{Source, StoreChoice, StoreUrl, choose, parse};
+pub(crate) use client::{DEFAULT_TIMEOUT, Script, Store, StoreError};
+pub(crate) use keys::{Family, safe_scope};
+pub(crate) use url::{StoreChoice, choose};

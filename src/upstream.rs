@@ -21,17 +21,16 @@
 
 mod budget;
 mod client;
-pub mod json;
+pub(crate) mod json;
 mod request;
 mod response;
 mod retry;
-pub mod scrub;
+pub(crate) mod scrub;
 
-pub use budget::{DEFAULT_MAX_PARSE_BYTES, ParseBudget, READ_WAIT};
-pub use client::{
-    DEFAULT_BODY_CAP, UpstreamClient, UpstreamPools, UpstreamSettings, install_crypto_provider,
-};
-pub use request::{Body, RetryMode, UpstreamRequest, headers, sensitive_header};
-pub use response::{ErrorDecoder, Parsed, REQUEST_ID_MAX_CHARS, UpstreamResponse, json_body};
-pub use retry::retry_after;
+pub(crate) use client::{UpstreamClient, UpstreamPools, UpstreamSettings, install_crypto_provider};
+pub use request::RetryMode;
+pub(crate) use request::{Body, UpstreamRequest, sensitive_header};
+pub(crate) use response::Parsed;
+pub use response::{ErrorDecoder, UpstreamResponse, json_body};
+pub(crate) use retry::retry_after;
 pub use scrub::Scrubber;

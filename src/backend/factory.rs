@@ -21,7 +21,7 @@ use crate::upstream::{UpstreamPools, UpstreamSettings};
 
 /// Why a backend could not be built. Messages never contain the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     /// The key cannot be used with this backend: the caller should fix it (HTTP 401).
     Key(String),
     /// This server cannot serve this backend (refused at start-up).
@@ -38,7 +38,7 @@ impl std::fmt::Display for BuildError {
 
 /// What a backend needs from the operator's configuration, checked at start-up.
 #[derive(Debug, Clone)]
-pub struct BackendSettings {
+pub(crate) struct BackendSettings {
     pub kind: BackendKind,
     pub upstream: UpstreamSettings,
     /// The sandbox's bounds; every sandbox tenant built here shares its byte pool.
@@ -50,27 +50,27 @@ pub struct BackendSettings {
 }
 
 /// Builds backends of one kind.
-pub struct BackendFactory {
+pub(crate) struct BackendFactory {
     settings: BackendSettings,
     pools: UpstreamPools,
 }
 
 impl BackendFactory {
-    pub fn new(settings: BackendSettings) -> Self {
+    pub(crate) fn new(settings: BackendSettings) -> Self {
         BackendFactory {
             pools: UpstreamPools::new(settings.upstream),
             settings,
         }
     }
 
-    pub fn kind(&self) -> BackendKind {
+    pub(crate) fn kind(&self) -> BackendKind {
         self.settings.kind
     }
 
     /// A new backend for one tenant, named by `scope` (a hash, see `Tenant::scope`). `key` is
     /// what the backend sends upstream (`None` only for the sandbox); `base` (a checked base URL)
     /// and `branch` (a checked UUID, Stream only) say where.
-    pub fn backend(
+    pub(crate) fn backend(
         &self,
         scope: &str,
         key: Option<&ApiKey>,
@@ -82,7 +82,7 @@ impl BackendFactory {
 
     /// [`backend`](Self::backend) for a tenant brought by `client`: a sandbox tenant's bytes
     /// count against that address's share of the sandbox pool.
-    pub fn backend_for(
+    pub(crate) fn backend_for(
         &self,
         scope: &str,
         key: Option<&ApiKey>,
@@ -132,7 +132,7 @@ impl BackendFactory {
     /// Builds (and drops) one backend with a placeholder key, so that a backend this build
     /// cannot serve, or a bad base URL, stops the server at start-up rather than at the first
     /// request. Makes no network call.
-    pub fn self_check(&self, base: &str) -> Result<(), String> {
+    pub(crate) fn self_check(&self, base: &str) -> Result<(), String> {
         match self.backend(
             "start-up-check",
             Some(&ApiKey::new("start-up-check")),

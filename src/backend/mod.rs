@@ -10,17 +10,17 @@
 //! unreadable answers), `prices` (unit prices from subtotals, one price per currency) and
 //! [`tolerant`] (the lenient JSON reader).
 
-pub mod factory;
+pub(crate) mod factory;
 mod paging;
 mod preview;
 mod prices;
 mod request;
 mod rest;
-pub mod sandbox;
-pub mod stream;
-pub mod stripe;
-pub mod tolerant;
-pub mod unconfigured;
+pub(crate) mod sandbox;
+pub(crate) mod stream;
+pub(crate) mod stripe;
+pub(crate) mod tolerant;
+pub(crate) mod unconfigured;
 
 use async_trait::async_trait;
 
@@ -30,9 +30,10 @@ use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
 use crate::upstream::Scrubber;
 
-pub use paging::{cap_line_items, page_by_item_id};
-pub use preview::{Preview, PreviewLine, money_text};
-pub use request::{
+#[cfg(test)]
+pub(crate) use preview::PreviewLine;
+pub(crate) use preview::{Preview, money_text};
+pub(crate) use request::{
     LineItemsQuery, LinksQuery, NewItem, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
 
@@ -80,7 +81,7 @@ impl BackendRules {
 
 /// A payments API, as seen by one tenant.
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Send + Sync + 'static {
     /// Which API this is.
     fn kind(&self) -> BackendKind;
 

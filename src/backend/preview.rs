@@ -12,7 +12,7 @@ use crate::error::{Error, Result, UpstreamContext};
 
 /// One line of a previewed link.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PreviewLine {
+pub(crate) struct PreviewLine {
     /// What the create sells on this line, as it will send it: the item's product id, or on
     /// Stripe the price id that product id resolved to.
     pub sells: String,
@@ -33,7 +33,7 @@ pub struct PreviewLine {
 impl PreviewLine {
     /// A line of `quantity` units at `unit`, without coupons; `index` names the item in an
     /// overflow error.
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         sells: String,
         name: Option<String>,
@@ -58,7 +58,7 @@ impl PreviewLine {
 
 /// A previewed link.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Preview {
+pub(crate) struct Preview {
     pub currency: CurrencyCode,
     pub lines: Vec<PreviewLine>,
     /// What the link will total: its lines' totals, less the link's coupons where their effect
@@ -71,7 +71,7 @@ pub struct Preview {
 
 impl Preview {
     /// The preview of `lines` in `currency`, totalled without link coupons.
-    pub fn summed(
+    pub(crate) fn summed(
         currency: CurrencyCode,
         lines: Vec<PreviewLine>,
         coupons_unknown: bool,
@@ -95,7 +95,7 @@ impl Preview {
     /// Refuses when `fresh` (the catalog read again after the user took time to confirm) would
     /// charge otherwise than this preview: nothing is sent, and calling again asks the user about
     /// the numbers that are true now. Retry-safe, naming the first line that changed.
-    pub fn still_priced_as(&self, fresh: &Preview) -> Result<()> {
+    pub(crate) fn still_priced_as(&self, fresh: &Preview) -> Result<()> {
         let changed = |field: String, what: String| {
             Err(Error::upstream_retryable(
                 format!(
@@ -134,7 +134,7 @@ impl Preview {
     /// The created link's `total` when it is not what this preview showed: another currency or
     /// amount, or, with coupons whose effect the preview could not tell, more than the total
     /// before them. `None` when it matches, or when the link's total is unknown.
-    pub fn differs_from(&self, total: Option<&MoneyView>) -> Option<Money> {
+    pub(crate) fn differs_from(&self, total: Option<&MoneyView>) -> Option<Money> {
         let total = total?;
         let currency = CurrencyCode::parse(&total.currency, "total").ok()?;
         let created = Money::from_minor(total.amount_minor, currency);
@@ -149,7 +149,7 @@ impl Preview {
 
     /// A digest of everything this preview charges (currency, each line's product, quantity and
     /// unit price, the total): two previews with the same digest describe the same charge.
-    pub fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"paylink-preview\0");
         h.update(self.currency.code().as_bytes());
@@ -168,7 +168,7 @@ impl Preview {
 }
 
 /// `12.50 SAR`.
-pub fn money_text(m: Money) -> String {
+pub(crate) fn money_text(m: Money) -> String {
     format!("{} {}", m.to_decimal_string(), m.currency())
 }
 

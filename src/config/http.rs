@@ -15,14 +15,14 @@ use super::store::StoreOpts;
 
 /// Loopback names accepted in `Host` by default (any port): a browser page elsewhere that
 /// rebinds its own DNS name to 127.0.0.1 still sends its own name, and is refused.
-pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+pub(crate) const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 /// Browser origins accepted by default: pages served from this machine, any port.
-pub const DEFAULT_ALLOWED_ORIGINS: &[&str] =
+pub(crate) const DEFAULT_ALLOWED_ORIGINS: &[&str] =
     &["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
 /// The Stream APIs a caller may pick with `X-Stream-Base-URL` by default: production, staging.
-pub const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
+pub(crate) const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
     crate::backend::stream::PRODUCTION_BASE_URL,
     crate::backend::stream::STAGING_BASE_URL,
 ];
@@ -32,7 +32,7 @@ pub const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
 /// --access-tokens-file).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "HTTP options")]
-pub struct HttpOpts {
+pub(crate) struct HttpOpts {
     /// Address to listen on. A non-loopback address requires --tls-cert/--tls-key or
     /// --behind-tls-proxy. Port 0 picks a free port (the address is logged).
     #[arg(long, env = "PAYLINK_BIND", default_value = "127.0.0.1:8080")]
@@ -231,7 +231,7 @@ pub struct HttpOpts {
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the
 /// operator names another address).
-pub fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
     let raw = raw.trim();
     if let Ok(port) = raw.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));

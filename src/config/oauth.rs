@@ -9,20 +9,20 @@
 use clap::Args;
 
 /// The read scope's name by default.
-pub const DEFAULT_READ_SCOPE: &str = "payment_links:read";
+pub(crate) const DEFAULT_READ_SCOPE: &str = "payment_links:read";
 /// The write scope's name by default.
-pub const DEFAULT_WRITE_SCOPE: &str = "payment_links:write";
+pub(crate) const DEFAULT_WRITE_SCOPE: &str = "payment_links:write";
 /// Most clock skew tolerated on `exp`/`nbf` (the bound).
-pub const MAX_LEEWAY_SECS: u64 = 60;
+pub(crate) const MAX_LEEWAY_SECS: u64 = 60;
 /// Longest the issuer's keys are trusted after their last fetch, by default: a day.
-pub const DEFAULT_JWKS_MAX_STALE_SECS: u64 = 86_400;
+pub(crate) const DEFAULT_JWKS_MAX_STALE_SECS: u64 = 86_400;
 /// The most `--oauth-jwks-max-stale-secs` may be: a week.
-pub const MAX_JWKS_MAX_STALE_SECS: u64 = 7 * 86_400;
+pub(crate) const MAX_JWKS_MAX_STALE_SECS: u64 = 7 * 86_400;
 
 /// The OAuth options of `paylink-mcp http`.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "OAuth mode (resource server)")]
-pub struct OAuthOpts {
+pub(crate) struct OAuthOpts {
     /// OAuth mode: accept access tokens issued by this authorization server (its `issuer`,
     /// exactly as its metadata says it). Callers' tokens are checked, never forwarded; upstream
     /// calls use STREAM_API_KEY/STRIPE_API_KEY as in operator-key mode.

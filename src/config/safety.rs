@@ -19,7 +19,7 @@ use crate::tools::safety::{AllowedProducts, SpendRules};
 
 /// When writes wait for the user's confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConfirmWrites {
+pub(crate) enum ConfirmWrites {
     /// Never ask (test keys and the sandbox).
     Never,
     /// Ask before writes that move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
@@ -40,7 +40,7 @@ impl From<ConfirmWrites> for ConfirmPolicy {
 
 /// The safety options (global: before or after the subcommand).
 #[derive(Debug, Clone, Args)]
-pub struct SafetyOpts {
+pub(crate) struct SafetyOpts {
     /// When create_payment_link and update_payment_link_status wait for the user's confirmation
     /// (an MCP elicitation showing the exact lines and total): never, live (when the backend
     /// moves real money) or always. A client that cannot be asked gets `confirmation_required`.
@@ -92,7 +92,10 @@ pub struct SafetyOpts {
 impl SafetyOpts {
     /// The confirmation settings, with `key` (from `PAYLINK_REQUEST_STATE_KEY` or its `_FILE`)
     /// sealing request states, or a random key when none is set.
-    pub fn confirm_settings(&self, key: Option<ApiKey>) -> Result<ConfirmSettings, StartupError> {
+    pub(crate) fn confirm_settings(
+        &self,
+        key: Option<ApiKey>,
+    ) -> Result<ConfirmSettings, StartupError> {
         const KEY: &str = "PAYLINK_REQUEST_STATE_KEY";
         let bytes = key.as_ref().map(|k| k.expose().as_bytes().to_vec());
         if let Some(b) = &bytes
@@ -119,7 +122,7 @@ impl SafetyOpts {
 
     /// The caps and the product list, checked.
     /// The spend rules; the daily budgets are kept in `store` when replicas share one.
-    pub fn spend_rules(&self, store: Option<&Store>) -> Result<SpendRules, StartupError> {
+    pub(crate) fn spend_rules(&self, store: Option<&Store>) -> Result<SpendRules, StartupError> {
         let per_link = caps_of(&self.max_link_amount, "--max-link-amount")?;
         let daily = caps_of(&self.max_daily_amount, "--max-daily-amount")?;
         let caps = Caps::new(per_link, daily).map_err(|message| StartupError::Safety {

@@ -15,7 +15,7 @@ use crate::store::{Store, StoreChoice, choose};
 /// The shared store's options.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Shared store options")]
-pub struct StoreOpts {
+pub(crate) struct StoreOpts {
     /// Where state shared by replicas lives (idempotency keys, abuse-limit counts, sandbox
     /// links): `memory` (this process only; the default) or a Redis/Valkey URL,
     /// redis://HOST[:PORT][/DB] or rediss:// for TLS. Also PAYLINK_STORE or the file named by
@@ -37,7 +37,7 @@ pub struct StoreOpts {
 impl StoreOpts {
     /// The shared store, when the operator chose Redis: checked, not connected (the connection
     /// opens on first use, so a server whose Redis is down still starts and serves reads).
-    pub fn store(
+    pub(crate) fn store(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Store>, StartupError> {

@@ -4,7 +4,7 @@
 /// exits with code 2; nothing has listened or called an upstream yet. Messages never hold a
 /// secret: they name variables, files and options, never their values when those are keys.
 #[derive(Debug, thiserror::Error)]
-pub enum StartupError {
+pub(crate) enum StartupError {
     /// A secret was given twice, as a variable and as a file.
     #[error("both {name} and {file_var} are set; set only one")]
     SecretTwice {

@@ -20,7 +20,7 @@ use crate::observability::metrics::IdempotencyStats;
 
 /// What a finished create left behind.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The link was created: its JSON.
     Created(Value),
     /// Nobody knows; the reference lets a repeat look for it. `sent`: the digest of what the

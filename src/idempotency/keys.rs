@@ -17,7 +17,7 @@ use super::store::{Claim, IdempotencyStore, Ticket, wait};
 use crate::error::{Error, Result};
 
 /// What a claim gives the create.
-pub enum Claimed {
+pub(crate) enum Claimed {
     /// Run the create, and report how it ended through the hold.
     Run(Box<dyn Hold>),
     /// Answer with this outcome without any upstream call: a replay, or the outcome of a
@@ -29,7 +29,7 @@ pub enum Claimed {
 /// [`complete`](Hold::complete) (the call was cancelled), the outcome is recorded as unknown: a
 /// repeat looks the link up before creating.
 #[async_trait]
-pub trait Hold: Send {
+pub(crate) trait Hold: Send {
     /// The reference the create sends (and a lookup searches for).
     fn reference(&self) -> &str;
 
@@ -71,7 +71,7 @@ pub trait Hold: Send {
 
 /// Where idempotency keys are kept.
 #[async_trait]
-pub trait IdempotencyKeys: Send + Sync {
+pub(crate) trait IdempotencyKeys: Send + Sync {
     /// Claims `key` of `scope` for a create whose validated arguments hash to `args`; a new
     /// entry carries `reference`. The same key with other arguments is `idempotency_conflict`.
     async fn claim(
@@ -93,7 +93,7 @@ pub trait IdempotencyKeys: Send + Sync {
 }
 
 /// This process's store.
-pub struct LocalKeys(pub Arc<IdempotencyStore>);
+pub(crate) struct LocalKeys(pub Arc<IdempotencyStore>);
 
 #[async_trait]
 impl IdempotencyKeys for LocalKeys {

@@ -20,7 +20,7 @@ static PROCESS: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple(
 /// tenant evicted from the cache, or idle too long) a repeat of a key finds no entry and creates
 /// afresh: no replay can answer a link that no longer exists. And they leave the store when the
 /// instance drops, rather than waiting for their 24 hours.
-pub struct LocalData {
+pub(crate) struct LocalData {
     instance: u64,
     /// The stores and scopes its entries went to, to forget them on drop.
     scopes: Mutex<Vec<(Weak<IdempotencyStore>, String)>>,
@@ -33,7 +33,7 @@ impl Default for LocalData {
 }
 
 impl LocalData {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LocalData {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             scopes: Mutex::new(Vec::new()),
@@ -41,13 +41,13 @@ impl LocalData {
     }
 
     /// The scope of `tenant`'s entries against this data, wherever they are kept.
-    pub fn name(&self, tenant: &str) -> String {
+    pub(crate) fn name(&self, tenant: &str) -> String {
         format!("{tenant}#local-{}-{}", &PROCESS[..12], self.instance)
     }
 
     /// The scope of `tenant`'s entries against this data in `store`, which forgets them when
     /// the data is dropped.
-    pub fn scope(&self, store: &Arc<IdempotencyStore>, tenant: &str) -> String {
+    pub(crate) fn scope(&self, store: &Arc<IdempotencyStore>, tenant: &str) -> String {
         let scope = self.name(tenant);
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let weak = Arc::downgrade(store);

@@ -52,7 +52,7 @@ const EVICT_SCAN: usize = 128;
 /// How long a claim holds its key without renewal: two upstream attempts and five seconds.
 /// Before it sends the create a holder makes sure one whole attempt fits in what is left, so by
 /// the time a lease lapses, the create it covered has been answered or given up on.
-pub fn lease_for(attempt_timeout: Duration) -> Duration {
+pub(crate) fn lease_for(attempt_timeout: Duration) -> Duration {
     attempt_timeout * 2 + Duration::from_secs(5)
 }
 
@@ -81,7 +81,7 @@ impl EntryKeys {
 }
 
 /// Idempotency keys in the shared store.
-pub struct SharedKeys {
+pub(crate) struct SharedKeys {
     store: Store,
     limits: StoreLimits,
     lease: Duration,
@@ -91,7 +91,7 @@ pub struct SharedKeys {
 
 impl SharedKeys {
     /// `attempt_timeout` is the upstream's, which the lease is sized from.
-    pub fn new(store: Store, limits: StoreLimits, attempt_timeout: Duration) -> Self {
+    pub(crate) fn new(store: Store, limits: StoreLimits, attempt_timeout: Duration) -> Self {
         SharedKeys {
             store,
             limits: limits.normalized(),

@@ -17,17 +17,18 @@ use super::limits::{
 };
 use crate::error::{Error, UpstreamContext};
 use crate::observability::metrics;
+#[cfg(test)]
 use crate::observability::metrics::IdempotencyStats;
 
 /// The store.
-pub struct IdempotencyStore {
+pub(crate) struct IdempotencyStore {
     inner: Mutex<Inner>,
     pub(super) limits: StoreLimits,
     ttl: Duration,
 }
 
 /// What the caller should do.
-pub enum Claim {
+pub(crate) enum Claim {
     /// Run the create; report the outcome through the ticket. `previous_reference` is set when
     /// an earlier attempt's outcome was unknown: look for that link first.
     Run(Ticket),
@@ -39,7 +40,7 @@ pub enum Claim {
 
 /// The right and duty to report the outcome of one create. Dropped without reporting (the call
 /// was cancelled), it records the outcome as unknown and wakes any waiters.
-pub struct Ticket {
+pub(crate) struct Ticket {
     store: Arc<IdempotencyStore>,
     id: Id,
     sender: Option<watch::Sender<Option<Outcome>>>,
@@ -78,7 +79,7 @@ pub(super) fn conflict() -> Error {
 }
 
 /// A stable digest of validated arguments.
-pub fn args_hash(canonical: &str) -> [u8; 32] {
+pub(crate) fn args_hash(canonical: &str) -> [u8; 32] {
     Sha256::digest(canonical.as_bytes()).into()
 }
 
@@ -87,11 +88,11 @@ fn busy(message: String) -> Error {
 }
 
 impl IdempotencyStore {
-    pub fn new(limits: StoreLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: StoreLimits) -> Arc<Self> {
         Self::with_ttl(limits, KEY_TTL)
     }
 
-    pub fn with_ttl(limits: StoreLimits, ttl: Duration) -> Arc<Self> {
+    pub(crate) fn with_ttl(limits: StoreLimits, ttl: Duration) -> Arc<Self> {
         Arc::new(IdempotencyStore {
             inner: Mutex::new(Inner::new(
                 limits.normalized().max_entries,
@@ -102,26 +103,24 @@ impl IdempotencyStore {
         })
     }
 
-    /// The limits in force (after [`StoreLimits`] normalisation).
-    pub fn limits(&self) -> StoreLimits {
-        self.limits
-    }
-
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every mutation below leaves the maps consistent before any call that could panic.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The store's counts now.
-    pub fn stats(&self) -> IdempotencyStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> IdempotencyStats {
         self.lock().stats()
     }
 
@@ -130,7 +129,7 @@ impl IdempotencyStore {
     }
 
     /// Claims `key` for `tenant` with arguments hashing to `args`.
-    pub fn claim(
+    pub(crate) fn claim(
         self: &Arc<Self>,
         tenant: &str,
         key: &str,
@@ -404,7 +403,7 @@ impl IdempotencyStore {
 
     /// Forgets every finished entry of `tenant`: its data is gone, so are its replays. Entries in
     /// flight stay until their call ends.
-    pub fn forget_tenant(&self, tenant: &str) -> usize {
+    pub(crate) fn forget_tenant(&self, tenant: &str) -> usize {
         let mut inner = self.lock();
         let ids: Vec<Id> = inner
             .tenants
@@ -433,12 +432,12 @@ pub(super) fn created(text: &str) -> Outcome {
 impl Ticket {
     /// The write is about to be sent as `sent` (the digest of the preview the user confirmed and
     /// the caps counted, if one was made): an unknown outcome from here on remembers it.
-    pub fn sending(&mut self, sent: Option<[u8; 32]>) {
+    pub(crate) fn sending(&mut self, sent: Option<[u8; 32]>) {
         self.sent = sent;
     }
 
     /// The outcome is unknown: a repeat looks for the link by this ticket's reference first.
-    pub fn complete_unknown(self) {
+    pub(crate) fn complete_unknown(self) {
         let outcome = self.unknown();
         self.complete(outcome);
     }
@@ -451,7 +450,7 @@ impl Ticket {
     }
 
     /// Records the outcome and wakes every waiter with it.
-    pub fn complete(mut self, outcome: Outcome) {
+    pub(crate) fn complete(mut self, outcome: Outcome) {
         self.store
             .finish(&self.id, &outcome, &self.reference, self.sent);
         if let Some(tx) = self.sender.take() {
@@ -462,7 +461,7 @@ impl Ticket {
     /// Gives the key back without an outcome, when nothing was sent upstream (the call stopped
     /// while the user was being asked to confirm, or a 2026-07-28 client is asked first): the
     /// key is free again, and a waiting twin is told to call again.
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         if let Some(tx) = self.sender.take() {
             // `Failed` removes the entry without keeping anything; the waiters see the channel
             // close, not the placeholder error.
@@ -489,7 +488,7 @@ impl Drop for Ticket {
 }
 
 /// Waits for the outcome of the call that holds the key. `None`: that call was cancelled.
-pub async fn wait(mut rx: Shared) -> Option<Outcome> {
+pub(crate) async fn wait(mut rx: Shared) -> Option<Outcome> {
     loop {
         if let Some(outcome) = rx.borrow().clone() {
             return Some(outcome);

@@ -5,7 +5,7 @@ use super::settings::ScopeNames;
 /// How much a token allows. Ordered: a broader access covers every narrower one (the write
 /// scope implies the read scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
+pub(crate) enum Access {
     /// A valid token with neither scope: nothing.
     Nothing,
     /// The read tools.
@@ -16,7 +16,10 @@ pub enum Access {
 
 impl Access {
     /// The access granted by a token's scopes.
-    pub fn from_scopes<'a>(scopes: impl IntoIterator<Item = &'a str>, names: &ScopeNames) -> Self {
+    pub(crate) fn from_scopes<'a>(
+        scopes: impl IntoIterator<Item = &'a str>,
+        names: &ScopeNames,
+    ) -> Self {
         let mut access = Access::Nothing;
         for scope in scopes {
             if scope == names.write {
@@ -30,14 +33,14 @@ impl Access {
     }
 
     /// True when this access covers `need`.
-    pub fn allows(self, need: Access) -> bool {
+    pub(crate) fn allows(self, need: Access) -> bool {
         self >= need
     }
 }
 
 /// A checked token's meaning. Holds nothing of the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub issuer: String,
     pub subject: String,
     pub access: Access,
@@ -48,17 +51,17 @@ pub struct Grant {
 /// The key of OAuth callers' log fingerprints. Unlike an API key, a subject is often guessable
 /// (an e-mail address): an unkeyed hash of it in the logs would give it away to anyone who tries
 /// a list of addresses. Keyed, the fingerprint says nothing without the key.
-pub struct FingerprintKey(ring::hmac::Key);
+pub(crate) struct FingerprintKey(ring::hmac::Key);
 
 impl FingerprintKey {
     /// From the operator's secret (`PAYLINK_OAUTH_FINGERPRINT_KEY`): replicas and restarts that
     /// share it name a user alike.
-    pub fn configured(secret: &[u8]) -> Self {
+    pub(crate) fn configured(secret: &[u8]) -> Self {
         FingerprintKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
     }
 
     /// A key of this process's own: fingerprints hold until it stops.
-    pub fn random() -> Result<Self, String> {
+    pub(crate) fn random() -> Result<Self, String> {
         ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
             .map(FingerprintKey)
             .map_err(|_| "cannot make a random key for the OAuth log fingerprints".to_owned())
@@ -68,7 +71,7 @@ impl FingerprintKey {
 impl Grant {
     /// A short keyed hash of (issuer, subject) for logs and audit lines: names the user without
     /// printing their identifier, in the format of an API key's fingerprint (12 hex digits).
-    pub fn fingerprint(&self, key: &FingerprintKey) -> String {
+    pub(crate) fn fingerprint(&self, key: &FingerprintKey) -> String {
         let mut context = ring::hmac::Context::with_key(&key.0);
         for part in [self.issuer.as_bytes(), self.subject.as_bytes()] {
             context.update(&(part.len() as u64).to_be_bytes());

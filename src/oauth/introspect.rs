@@ -26,13 +26,13 @@ use super::verify::Expect;
 use crate::secret::ApiKey;
 
 /// Longest an answer is trusted without asking again.
-pub const MAX_CACHE: Duration = Duration::from_secs(60);
+pub(crate) const MAX_CACHE: Duration = Duration::from_secs(60);
 /// Answers remembered, of each kind (grants, refusals).
 const CACHE_ENTRIES: usize = 10_000;
 
 /// Why an opaque token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     Invalid(&'static str),
     /// The endpoint could not answer; retry after this long.
     Unavailable(Duration),
@@ -81,7 +81,7 @@ impl Answers {
 }
 
 /// The introspection client and its cache.
-pub struct Introspector {
+pub(crate) struct Introspector {
     client: Arc<IdpClient>,
     settings: IntrospectionSettings,
     answers: Mutex<Answers>,
@@ -99,7 +99,7 @@ fn now_secs() -> u64 {
 
 impl Introspector {
     /// `back_off`: how long the endpoint is left alone after it failed.
-    pub fn new(
+    pub(crate) fn new(
         client: Arc<IdpClient>,
         settings: IntrospectionSettings,
         back_off: Duration,
@@ -122,7 +122,11 @@ impl Introspector {
     }
 
     /// The grant of an opaque token.
-    pub async fn check(&self, token: &ApiKey, expect: &Expect<'_>) -> Result<Grant, Refused> {
+    pub(crate) async fn check(
+        &self,
+        token: &ApiKey,
+        expect: &Expect<'_>,
+    ) -> Result<Grant, Refused> {
         let key: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
         if let Some(known) = self.answers().get(&key, Instant::now()) {
             return known.map_err(Refused::Invalid);

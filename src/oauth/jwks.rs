@@ -24,22 +24,22 @@ use super::fetch::IdpClient;
 use super::metadata::{IssuerMetadata, discover};
 
 /// A key set older than this is fetched again on next use.
-pub const MAX_AGE: Duration = Duration::from_secs(600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The issuer's keys cannot be had now; retry after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable(pub Duration);
+pub(crate) struct Unavailable(pub Duration);
 
 /// Where key sets come from.
 #[async_trait]
-pub trait KeySource: Send + Sync {
+pub(crate) trait KeySource: Send + Sync {
     /// Fetches the key set now. `Err` says why (for the log; never a token).
     async fn fetch(&self) -> Result<JwkSet, String>;
 }
 
 /// One fetched key set.
 #[derive(Clone)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub set: Arc<JwkSet>,
     fetched: Instant,
     generation: u64,
@@ -54,7 +54,7 @@ struct Attempts {
 }
 
 /// The cache.
-pub struct Keys {
+pub(crate) struct Keys {
     source: Box<dyn KeySource>,
     min_refresh: Duration,
     /// Longest a set is trusted after it was fetched, however the refreshes fare.
@@ -68,7 +68,11 @@ impl Keys {
     /// `min_refresh`: fewest time between two fetches; `max_stale`: longest a fetched set is
     /// trusted (at least twice `min_refresh`, as the settings check, so that a refresh is allowed
     /// well before the limit).
-    pub fn new(source: Box<dyn KeySource>, min_refresh: Duration, max_stale: Duration) -> Self {
+    pub(crate) fn new(
+        source: Box<dyn KeySource>,
+        min_refresh: Duration,
+        max_stale: Duration,
+    ) -> Self {
         Keys {
             source,
             min_refresh,
@@ -97,7 +101,7 @@ impl Keys {
     }
 
     /// The current key set: the cached one, or fetched now if there is none or it is old.
-    pub async fn current(&self) -> Result<Snapshot, Unavailable> {
+    pub(crate) async fn current(&self) -> Result<Snapshot, Unavailable> {
         let fresh = |s: &Snapshot| s.fetched.elapsed() < self.refresh_after();
         if let Some(s) = self.snapshot().filter(fresh) {
             return Ok(s);
@@ -135,7 +139,7 @@ impl Keys {
 
     /// After a token named a key id that `seen` lacks: a newer set, fetched now unless one was
     /// fetched within the refetch interval. `Ok(None)`: no newer set (the key id is unknown).
-    pub async fn after_unknown_key(
+    pub(crate) async fn after_unknown_key(
         &self,
         seen: &Snapshot,
     ) -> Result<Option<Snapshot>, Unavailable> {
@@ -187,14 +191,14 @@ impl Keys {
 
 /// The production source: the issuer's metadata (discovered once, again after a failure), then
 /// its `jwks_uri`.
-pub struct IssuerKeys {
+pub(crate) struct IssuerKeys {
     client: Arc<IdpClient>,
     issuer: String,
     metadata: tokio::sync::Mutex<Option<IssuerMetadata>>,
 }
 
 impl IssuerKeys {
-    pub fn new(client: Arc<IdpClient>, issuer: String) -> Self {
+    pub(crate) fn new(client: Arc<IdpClient>, issuer: String) -> Self {
         IssuerKeys {
             client,
             issuer,
@@ -232,7 +236,7 @@ impl KeySource for IssuerKeys {
 
 /// A JWKS document, leniently: a key this server cannot read (an unknown type, an encryption
 /// key with an unknown `alg`) is skipped rather than spoiling the whole set.
-pub fn parse_set(doc: &Value) -> Result<JwkSet, &'static str> {
+pub(crate) fn parse_set(doc: &Value) -> Result<JwkSet, &'static str> {
     let keys = doc["keys"].as_array().ok_or("no `keys` array")?;
     Ok(JwkSet {
         keys: keys

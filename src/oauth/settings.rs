@@ -11,21 +11,21 @@ use crate::error::StartupError;
 use crate::secret::ApiKey;
 
 /// The path of RFC 9728's well-known document, before the resource's own path.
-pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
 
 /// Fewest bytes of a configured key for the log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`).
-pub const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
+pub(crate) const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
 
 /// The names of the two scopes. Write is the broader one: it covers reads too.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopeNames {
+pub(crate) struct ScopeNames {
     pub read: String,
     pub write: String,
 }
 
 /// The introspection endpoint (RFC 7662) and this server's credentials there.
 #[derive(Debug, Clone)]
-pub struct IntrospectionSettings {
+pub(crate) struct IntrospectionSettings {
     pub url: String,
     pub client_id: ApiKey,
     pub client_secret: ApiKey,
@@ -33,7 +33,7 @@ pub struct IntrospectionSettings {
 
 /// Everything OAuth mode needs, checked.
 #[derive(Debug, Clone)]
-pub struct OAuthSettings {
+pub(crate) struct OAuthSettings {
     /// The issuer exactly as configured: the metadata's `issuer` and every token's `iss` must
     /// equal it byte for byte.
     pub issuer: String,
@@ -60,7 +60,7 @@ pub struct OAuthSettings {
 }
 
 /// True for `localhost` and loopback addresses: the only hosts where plain http is accepted.
-pub fn is_loopback_host(url: &Url) -> bool {
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => {
@@ -73,7 +73,7 @@ pub fn is_loopback_host(url: &Url) -> bool {
 
 /// Checks that `raw` is an https URL (http only on loopback) without query or fragment.
 /// `Err` is the reason.
-pub fn check_endpoint(raw: &str) -> Result<Url, String> {
+pub(crate) fn check_endpoint(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("is not a URL: {e}"))?;
     if url.host().is_none() {
         return Err("has no host".into());
@@ -117,7 +117,7 @@ fn check_scope(option: &'static str, raw: &str) -> Result<String, StartupError> 
 
 /// OAuth mode's secrets, from the environment or files (never flags).
 #[derive(Clone, Copy, Default)]
-pub struct OAuthSecrets<'a> {
+pub(crate) struct OAuthSecrets<'a> {
     /// The introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`).
     pub client_id: Option<&'a ApiKey>,
     pub client_secret: Option<&'a ApiKey>,
@@ -128,7 +128,7 @@ pub struct OAuthSecrets<'a> {
 impl OAuthSettings {
     /// OAuth mode's settings, or `None` when `--oauth-issuer` is not set (then no other OAuth
     /// option may be). `access_tokens`: whether operator-key mode was asked for too.
-    pub fn check(
+    pub(crate) fn check(
         opts: &OAuthOpts,
         secrets: OAuthSecrets<'_>,
         access_tokens: bool,

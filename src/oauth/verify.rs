@@ -15,10 +15,10 @@ use super::grant::{Access, Grant};
 use super::settings::ScopeNames;
 
 /// Longest access token read at all; a longer one is refused before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 8192;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8192;
 
 /// What a token must say, from the settings.
-pub struct Expect<'a> {
+pub(crate) struct Expect<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
     pub leeway_secs: u64,
@@ -27,7 +27,7 @@ pub struct Expect<'a> {
 
 /// Why a JWT was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Not valid; the text says why (short, fixed).
     Invalid(&'static str),
     /// Signed with a key id the key set does not hold: a refetch may find it.
@@ -36,19 +36,19 @@ pub enum Verdict {
 
 /// The header of a JWT-shaped token, checked.
 #[derive(Debug)]
-pub struct Checked {
+pub(crate) struct Checked {
     alg: Algorithm,
     kid: String,
 }
 
 /// True when `token` has the shape of a JWS compact serialization (three parts). Anything else
 /// is an opaque token (for introspection).
-pub fn is_jwt(token: &str) -> bool {
+pub(crate) fn is_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
 /// Reads and checks the header: an accepted algorithm, an access-token type, a key id.
-pub fn check_header(token: &str) -> Result<Checked, &'static str> {
+pub(crate) fn check_header(token: &str) -> Result<Checked, &'static str> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err("the token is too long");
     }
@@ -143,7 +143,7 @@ fn key_for(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, &'static str> {
 /// Every key of the set with the token's key id is tried, not only the first: a set may hold an
 /// encryption key and a signing key under one `kid` (RFC 7517 only asks kids to differ between
 /// keys of one type), and the one that fits the algorithm and verifies is the one.
-pub fn verify(
+pub(crate) fn verify(
     token: &str,
     header: &Checked,
     keys: &JwkSet,

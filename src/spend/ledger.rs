@@ -9,11 +9,11 @@ use crate::domain::Money;
 use crate::store::StoreError;
 
 /// How long a create counts against a daily budget.
-pub const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+pub(crate) const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// An amount held against a budget until it is committed or released.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     /// Opaque to callers: the ledger's own name for the entry.
     pub id: String,
     /// The tenant whose budget it is.
@@ -23,7 +23,7 @@ pub struct Reservation {
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The amount does not fit: this much of the budget is left in the window.
     OverBudget { left: Money },
     /// The ledger cannot record another entry (its bounds, or a shared store that cannot be
@@ -36,7 +36,7 @@ pub enum Refusal {
 
 /// A tenant's rolling budgets: what the last 24 hours of creates hold, per currency.
 #[async_trait]
-pub trait SpendLedger: Send + Sync + 'static {
+pub(crate) trait SpendLedger: Send + Sync + 'static {
     /// Holds `amount` against `scope`'s budget in its currency, from `now` for [`WINDOW`], if
     /// what the window already holds (committed and reserved) plus `amount` stays within `cap`.
     /// Atomic: of concurrent reservations, only those that fit together pass.

@@ -16,7 +16,7 @@ use crate::domain::Money;
 
 /// How many creates the ledger remembers at once (each for 24 hours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LedgerBounds {
+pub(crate) struct LedgerBounds {
     /// Entries of one tenant, all currencies together.
     pub max_per_tenant: usize,
     /// Entries of every tenant together.
@@ -26,7 +26,7 @@ pub struct LedgerBounds {
 impl LedgerBounds {
     /// Ten thousand capped creates a day per tenant, two hundred thousand in all: a few
     /// megabytes at most.
-    pub const DEFAULT: LedgerBounds = LedgerBounds {
+    pub(crate) const DEFAULT: LedgerBounds = LedgerBounds {
         max_per_tenant: 10_000,
         max_total: 200_000,
     };
@@ -86,13 +86,13 @@ impl Inner {
 }
 
 /// The in-memory [`SpendLedger`].
-pub struct MemoryLedger {
+pub(crate) struct MemoryLedger {
     inner: Mutex<Inner>,
     bounds: LedgerBounds,
 }
 
 impl MemoryLedger {
-    pub fn new(bounds: LedgerBounds) -> Self {
+    pub(crate) fn new(bounds: LedgerBounds) -> Self {
         MemoryLedger {
             inner: Mutex::new(Inner::default()),
             bounds,
@@ -105,12 +105,9 @@ impl MemoryLedger {
     }
 
     /// Entries held now, every tenant together (expired ones may linger until the next sweep).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().total
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn remove(&self, reservation: &Reservation) {

@@ -62,13 +62,13 @@ static COMMIT_AS_SCRIPT: LazyLock<Script> =
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new("ledger_reserve", RESERVE));
 
 /// The daily budgets in the shared store.
-pub struct SharedLedger {
+pub(crate) struct SharedLedger {
     store: Store,
     bounds: LedgerBounds,
 }
 
 impl SharedLedger {
-    pub fn new(store: Store, bounds: LedgerBounds) -> Self {
+    pub(crate) fn new(store: Store, bounds: LedgerBounds) -> Self {
         SharedLedger { store, bounds }
     }
 }

@@ -27,7 +27,7 @@ use crate::observability::metrics;
 
 /// The default deadline of one store operation: a few round trips on a LAN, far below what a
 /// caller notices, and short enough that a dead Redis costs a write a quarter of a second.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// After a failed operation, operations that may do without the store (the abuse limits, which
 /// fail open) skip it for this long rather than each wait for the deadline again.
@@ -35,7 +35,7 @@ const FAIL_OPEN_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// Our deadline passed. For a write the outcome is unknown: Redis may still apply it.
     Timeout,
     /// Redis is unreachable, the connection dropped, or it refused the connection.
@@ -57,7 +57,7 @@ impl StoreError {
     /// The caller's error: `unavailable`, retry-safe, saying what could not be done. Nothing was
     /// sent upstream when this is returned before the upstream call, which is where every
     /// caller returns it.
-    pub fn unavailable(&self, doing: &str) -> Error {
+    pub(crate) fn unavailable(&self, doing: &str) -> Error {
         let why = match self {
             StoreError::Timeout => "did not answer in time",
             StoreError::Unreachable(_) => "is unreachable",
@@ -81,14 +81,14 @@ impl std::fmt::Display for StoreError {
 
 /// A Lua script of one key family, with the name its operations are counted under. Build it once
 /// (a `static` `LazyLock`): the SHA-1 the script runs by is computed when it is built.
-pub struct Script {
+pub(crate) struct Script {
     /// The `op` label of the store metrics: a fixed name, never data.
     pub op: &'static str,
     script: redis::Script,
 }
 
 impl Script {
-    pub fn new(op: &'static str, code: &str) -> Self {
+    pub(crate) fn new(op: &'static str, code: &str) -> Self {
         Script {
             op,
             script: redis::Script::new(code),
@@ -96,14 +96,14 @@ impl Script {
     }
 
     /// An invocation to add keys and arguments to, then to pass to [`Store::invoke`].
-    pub fn prepare(&self) -> ScriptInvocation<'_> {
+    pub(crate) fn prepare(&self) -> ScriptInvocation<'_> {
         self.script.prepare_invoke()
     }
 }
 
 /// The shared store: cheap to clone (clones share the connection).
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     inner: Arc<Inner>,
 }
 
@@ -127,7 +127,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// A store at `url` with `timeout` per operation. Checks the URL; opens nothing.
-    pub fn new(url: StoreUrl, timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(url: StoreUrl, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url.expose()).map_err(|e| {
             format!(
                 "the store URL {} cannot be used: {}",
@@ -149,13 +149,8 @@ impl Store {
     }
 
     /// The URL, redacted, for logs.
-    pub fn redacted_url(&self) -> &str {
+    pub(crate) fn redacted_url(&self) -> &str {
         self.inner.url.redacted()
-    }
-
-    /// The deadline of one operation.
-    pub fn timeout(&self) -> Duration {
-        self.inner.timeout
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
@@ -254,7 +249,7 @@ impl Store {
 
     /// Whether an operation failed within the last second: callers that fail open skip the
     /// store meanwhile. The next operation of any other caller (a write) probes it again.
-    pub fn recently_failed(&self) -> bool {
+    pub(crate) fn recently_failed(&self) -> bool {
         let at = self.inner.failed_at.load(Ordering::Relaxed);
         at != 0
             && self.inner.epoch.elapsed().as_millis() as u64
@@ -262,7 +257,7 @@ impl Store {
     }
 
     /// Runs a script invocation.
-    pub async fn invoke<T: FromRedisValue>(
+    pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         op: &'static str,
         invocation: &ScriptInvocation<'_>,
@@ -274,7 +269,7 @@ impl Store {
     }
 
     /// Runs a plain command.
-    pub async fn command<T: FromRedisValue>(
+    pub(crate) async fn command<T: FromRedisValue>(
         &self,
         op: &'static str,
         cmd: &redis::Cmd,
@@ -288,7 +283,7 @@ impl Store {
 
     /// Whether the store answers now (`PING`): what a write that keeps nothing in the store
     /// checks before it sends anything upstream.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         self.command::<String>("ping", &redis::cmd("PING"))
             .await
             .map(|_| ())

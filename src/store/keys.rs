@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// The prefix of every key this server writes. The version changes when a family's layout or
 /// encoding changes incompatibly, so that replicas of two versions never read each other's data.
-pub const PREFIX: &str = "paylink:v1:";
+pub(crate) const PREFIX: &str = "paylink:v1:";
 
 /// The longest tenant scope put in a key as it is; a longer one (or one with other characters)
 /// is hashed first. Scopes are hashes already (64 hex digits) or short fixed names.
@@ -16,27 +16,23 @@ const MAX_SCOPE: usize = 80;
 
 /// One kind of data in the store, with keys of its own: `paylink:v1:<family>:...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Family(&'static str);
+pub(crate) struct Family(&'static str);
 
 impl Family {
     /// A family named `name` (lower-case letters and `_`, by convention).
-    pub const fn new(name: &'static str) -> Self {
+    pub(crate) const fn new(name: &'static str) -> Self {
         Family(name)
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.0
     }
 
     /// A key of one tenant's data: `paylink:v1:<family>:{<scope>}:<what>`. The braces are a
     /// Redis Cluster hash tag: every key of one tenant in one family hashes to the same slot,
     /// so a script may touch them together.
-    pub fn tenant_key(&self, scope: &str, what: &str) -> String {
+    pub(crate) fn tenant_key(&self, scope: &str, what: &str) -> String {
         format!("{PREFIX}{}:{{{}}}:{what}", self.0, safe_scope(scope))
     }
 
     /// A key not tied to one tenant: `paylink:v1:<family>:<what>`.
-    pub fn key(&self, what: &str) -> String {
+    pub(crate) fn key(&self, what: &str) -> String {
         format!("{PREFIX}{}:{what}", self.0)
     }
 }
@@ -44,7 +40,7 @@ impl Family {
 /// The scope as it appears in keys: itself when short and plain, else its SHA-256 in hex. Never
 /// a raw caller key: scopes are hashes (see `tenant::Tenant::scope`); this only keeps keys
 /// bounded and free of brace characters whatever a scope holds.
-pub fn safe_scope(scope: &str) -> String {
+pub(crate) fn safe_scope(scope: &str) -> String {
     let plain = scope.len() <= MAX_SCOPE
         && !scope.is_empty()
         && scope

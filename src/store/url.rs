@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 /// What the operator chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreChoice {
+pub(crate) enum StoreChoice {
     /// State lives in this process: the default, for stdio and a single server.
     Memory,
     /// State lives in Redis (or Valkey), shared by every replica pointed at it.
@@ -20,7 +20,7 @@ pub enum StoreChoice {
 
 /// Where a store setting came from: it decides whether a password may be in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// `--store` on the command line.
     Flag,
     /// `PAYLINK_STORE`.
@@ -42,7 +42,7 @@ impl Source {
 /// A checked `redis://` or `rediss://` URL. `Debug` and `Display` show it with the password
 /// replaced by `***`; the text is wiped from memory on drop.
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoreUrl {
+pub(crate) struct StoreUrl {
     raw: Zeroizing<String>,
     redacted: String,
     /// The password, to scrub from any message a client library builds (never shown).
@@ -51,23 +51,23 @@ pub struct StoreUrl {
 
 impl StoreUrl {
     /// The URL itself, for the Redis client. Never log this.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.raw
     }
 
     /// The URL as logs and errors may show it.
-    pub fn redacted(&self) -> &str {
+    pub(crate) fn redacted(&self) -> &str {
         &self.redacted
     }
 
     /// Whether the connection is TLS (`rediss://`).
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.raw.starts_with("rediss://")
     }
 
     /// `text` with the password (and the raw URL) replaced: for messages built by the client
     /// library, which this server does not control.
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = text.replace(self.raw.as_str(), &self.redacted);
         if let Some(p) = &self.password
             && !p.is_empty()
@@ -92,7 +92,7 @@ impl fmt::Display for StoreUrl {
 
 /// Reads a store setting: `memory`, or a `redis://`/`rediss://` URL with a host. A refusal names
 /// the setting and says why, never repeating a URL that may hold a password.
-pub fn parse(raw: &str, source: Source) -> Result<StoreChoice, String> {
+pub(crate) fn parse(raw: &str, source: Source) -> Result<StoreChoice, String> {
     let raw = raw.trim();
     let name = source.name();
     if raw.eq_ignore_ascii_case("memory") {
@@ -163,7 +163,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// The store setting from the command line or the environment: `--store`, else `PAYLINK_STORE`,
 /// else the file named by `PAYLINK_STORE_FILE`, else memory. Both variables set is refused, as
 /// for the API keys.
-pub fn choose(
+pub(crate) fn choose(
     flag: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<StoreChoice, String> {

@@ -40,7 +40,7 @@ use crate::observability::record;
 
 mod state;
 use state::UsedStates;
-pub use state::binding;
+pub(crate) use state::binding;
 
 /// The key of the question in a 2026-07-28 `inputRequests`/`inputResponses` map.
 const INPUT_KEY: &str = "confirm";
@@ -49,7 +49,7 @@ const FIELD: &str = "confirm";
 
 /// When writes wait for the user's confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfirmPolicy {
+pub(crate) enum ConfirmPolicy {
     /// Never ask (for test keys and the sandbox; the operator's choice).
     Never,
     /// Ask when the backend moves real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
@@ -60,7 +60,7 @@ pub enum ConfirmPolicy {
 
 impl ConfirmPolicy {
     /// Whether a write on a backend with this `livemode` is asked first.
-    pub fn applies(self, livemode: bool) -> bool {
+    pub(crate) fn applies(self, livemode: bool) -> bool {
         match self {
             ConfirmPolicy::Never => false,
             ConfirmPolicy::Live => livemode,
@@ -71,7 +71,7 @@ impl ConfirmPolicy {
 
 /// The confirmation settings, built once at start-up (the codec's `Debug` shows no key).
 #[derive(Clone, Debug)]
-pub struct ConfirmSettings {
+pub(crate) struct ConfirmSettings {
     pub policy: ConfirmPolicy,
     /// How long the user has to answer (and a 2026-07-28 request state lives).
     pub timeout: Duration,
@@ -84,11 +84,11 @@ pub struct ConfirmSettings {
 
 impl ConfirmSettings {
     /// The default timeout: ten minutes.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+    pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
     /// Settings with `key` (at least 32 bytes) sealing request states, or a random key when
     /// `None`: states then die with the process, and replicas cannot open each other's.
-    pub fn new(
+    pub(crate) fn new(
         policy: ConfirmPolicy,
         timeout: Duration,
         key: Option<Vec<u8>>,
@@ -107,7 +107,7 @@ impl ConfirmSettings {
     }
 
     /// Whether a write on a backend with this `livemode` is asked first.
-    pub fn applies(&self, livemode: bool) -> bool {
+    pub(crate) fn applies(&self, livemode: bool) -> bool {
         self.policy.applies(livemode)
     }
 }
@@ -127,7 +127,7 @@ impl Default for ConfirmSettings {
 }
 
 /// 32 bytes from the operating system's random source.
-pub fn random_key() -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn random_key() -> std::result::Result<Vec<u8>, String> {
     let mut key = vec![0u8; RequestStateCodec::MIN_KEY_LENGTH];
     getrandom::fill(&mut key).map_err(|e| format!("no random key could be made: {e}"))?;
     Ok(key)
@@ -157,7 +157,7 @@ enum Returned {
 
 /// The protocol channel of one call: what a question can travel on, and (2026-07-28) the answer
 /// a retry brought.
-pub struct Channel {
+pub(crate) struct Channel {
     peer: Peer<RoleServer>,
     cancel: CancellationToken,
     /// The client declared (form) elicitation for this request.
@@ -170,7 +170,7 @@ pub struct Channel {
 }
 
 /// What a write may do after asking.
-pub enum Consent {
+pub(crate) enum Consent {
     /// The user ticked `confirm`: go ahead.
     Confirmed,
     /// 2026-07-28: answer with this question; the user's answer comes with the retry.
@@ -179,7 +179,7 @@ pub enum Consent {
 
 /// How the user answered a form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Confirmed,
     /// Accepted without ticking `confirm` (or with it missing).
     Unticked,
@@ -188,7 +188,7 @@ pub enum Answer {
 }
 
 /// What an elicitation result means: only `accept` with `confirm: true` confirms.
-pub fn interpret(result: &ElicitResult) -> Answer {
+pub(crate) fn interpret(result: &ElicitResult) -> Answer {
     match result.action {
         ElicitationAction::Accept => {
             let ticked = result
@@ -211,7 +211,7 @@ pub fn interpret(result: &ElicitResult) -> Answer {
 impl Channel {
     /// The channel of one call. A 2026-07-28 retry's `requestState` is opened here: one this
     /// server did not issue for this caller, tool and arguments is refused as invalid params.
-    pub fn open(
+    pub(crate) fn open(
         context: &RequestContext<RoleServer>,
         input_responses: Option<InputResponses>,
         request_state: Option<&str>,
@@ -258,7 +258,7 @@ impl Channel {
 
     /// The idempotency key of a confirmed 2026-07-28 retry: derived from its question, so that
     /// the same confirmed retry sent twice creates one link.
-    pub fn confirmation_key(&self) -> Option<String> {
+    pub(crate) fn confirmation_key(&self) -> Option<String> {
         match &self.returned {
             Some(Returned::Valid { nonce, .. }) => Some(format!("confirmation-{nonce}")),
             _ => None,
@@ -267,7 +267,7 @@ impl Channel {
 
     /// Refuses at once (`confirmation_required`, recorded) when the user cannot be asked on this
     /// channel: checked before any upstream call, reads included.
-    pub fn reachable(&self) -> Result<()> {
+    pub(crate) fn reachable(&self) -> Result<()> {
         if self.can_elicit {
             return Ok(());
         }
@@ -290,7 +290,7 @@ impl Channel {
     /// `once`: a 2026-07-28 answer confirms this once (a status change: replaying the confirmed
     /// state and answer would repeat it). A create needs no such mark: its confirmed retry is
     /// idempotent by the question's own key.
-    pub async fn confirm(
+    pub(crate) async fn confirm(
         &self,
         settings: &ConfirmSettings,
         title: &str,

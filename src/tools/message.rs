@@ -13,7 +13,7 @@ use crate::model::PaymentLink;
 const NAME_CHARS: usize = 120;
 
 /// The confirmation of a create.
-pub fn create(link: &NewPaymentLink, preview: &Preview, live: bool) -> String {
+pub(crate) fn create(link: &NewPaymentLink, preview: &Preview, live: bool) -> String {
     let mut out = format!("Create this payment link? {}\n", mode(live));
     out.push_str(&format!("Name: {}\n", quoted(link.name.as_str())));
     for line in &preview.lines {
@@ -66,7 +66,7 @@ pub fn create(link: &NewPaymentLink, preview: &Preview, live: bool) -> String {
 }
 
 /// The confirmation of a status change, for the link as it is now.
-pub fn status(link: &PaymentLink, update: &StatusUpdate, live: bool) -> String {
+pub(crate) fn status(link: &PaymentLink, update: &StatusUpdate, live: bool) -> String {
     let verb = match update.status {
         TargetStatus::Active => "Activate",
         TargetStatus::Inactive => "Deactivate",
@@ -100,7 +100,7 @@ pub fn status(link: &PaymentLink, update: &StatusUpdate, live: bool) -> String {
 }
 
 /// The title of the form's checkbox.
-pub fn title(update: Option<&StatusUpdate>) -> &'static str {
+pub(crate) fn title(update: Option<&StatusUpdate>) -> &'static str {
     match update.map(|u| u.status) {
         None => "Create this payment link",
         Some(TargetStatus::Active) => "Activate this payment link",

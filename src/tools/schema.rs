@@ -18,12 +18,12 @@ use rmcp::model::JsonObject;
 use serde_json::{Map, Value};
 
 /// An input schema, made portable.
-pub fn portable_input(schema: &JsonObject) -> JsonObject {
+pub(crate) fn portable_input(schema: &JsonObject) -> JsonObject {
     portable(schema, Nullable::Drop)
 }
 
 /// An output schema, made portable.
-pub fn portable_output(schema: &JsonObject) -> JsonObject {
+pub(crate) fn portable_output(schema: &JsonObject) -> JsonObject {
     portable(schema, Nullable::AnyOf)
 }
 

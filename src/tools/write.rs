@@ -30,7 +30,7 @@ use crate::model::PaymentLink;
 use crate::observability::record;
 
 /// `create_payment_link`.
-pub fn create_payment_link<'a>(
+pub(crate) fn create_payment_link<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,
@@ -47,7 +47,7 @@ pub fn create_payment_link<'a>(
 
 /// Runs a validated create: through the idempotency store when there is a key (the caller's, or
 /// a confirmed 2026-07-28 retry's own), then the preview, caps and confirmation, then the write.
-pub async fn run(
+pub(crate) async fn run(
     request: CreateRequest,
     tools: &Toolbox,
     caller: &Caller<'_>,

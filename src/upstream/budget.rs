@@ -30,18 +30,18 @@ use crate::observability::metrics;
 /// of 20 items each (1.8 MB of text, estimated at 18 MiB); its quarter for bodies holds eight
 /// bodies at the 4 MiB cap. The estimate is about twice what decoding really allocates, so the
 /// memory really used under a full budget is about half of it.
-pub const DEFAULT_MAX_PARSE_BYTES: usize = 128 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_PARSE_BYTES: usize = 128 * 1024 * 1024;
 
 /// How long a read waits in all for its share of the budget before it is refused (retry-safe).
 /// The budget is held only while an answer is received, decoded and turned into the tool's
 /// result: milliseconds for an ordinary answer, a few hundred for the largest in a debug build.
 /// Two seconds absorb a burst of large answers without keeping a caller waiting on a server that
 /// is overloaded; a refused read is safe to repeat.
-pub const READ_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const READ_WAIT: Duration = Duration::from_secs(2);
 
 /// The memory all calls together may hold for upstream answers being read and decoded.
 #[derive(Debug)]
-pub struct ParseBudget {
+pub(crate) struct ParseBudget {
     /// `None`: no bound (`--max-parse-bytes 0`).
     parts: Option<Parts>,
 }
@@ -60,14 +60,14 @@ struct Part {
 
 /// What one answer holds of the budget; given back when dropped.
 #[derive(Debug, Default)]
-pub struct ParseCharge {
+pub(crate) struct ParseCharge {
     body: Option<OwnedSemaphorePermit>,
     tree: Option<OwnedSemaphorePermit>,
 }
 
 /// The budget had no room within the wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exhausted;
+pub(crate) struct Exhausted;
 
 impl Part {
     fn new(total: usize) -> Self {
@@ -78,6 +78,7 @@ impl Part {
         }
     }
 
+    #[cfg(test)]
     fn held(&self) -> usize {
         self.total.saturating_sub(self.permits.available_permits())
     }
@@ -111,7 +112,7 @@ impl Part {
 
 impl ParseBudget {
     /// A budget of `total` bytes (0: no bound): a quarter for bodies, the rest for trees.
-    pub fn new(total: usize) -> Arc<Self> {
+    pub(crate) fn new(total: usize) -> Arc<Self> {
         let bodies = total / 4;
         Arc::new(ParseBudget {
             parts: (total > 0).then(|| Parts {
@@ -122,7 +123,8 @@ impl ParseBudget {
     }
 
     /// Bytes of the budget held by calls now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.parts
             .as_ref()
             .map_or(0, |p| p.bodies.held() + p.trees.held())
@@ -130,7 +132,7 @@ impl ParseBudget {
 
     /// Takes room for a body of `bytes` (call once, before reading it), waiting in line at most
     /// `wait` (`None`: as long as it takes; the caller's deadline bounds it).
-    pub async fn charge_body(
+    pub(crate) async fn charge_body(
         &self,
         charge: &mut ParseCharge,
         bytes: usize,
@@ -144,7 +146,7 @@ impl ParseBudget {
     }
 
     /// Gives back what the body's room holds beyond `bytes` (the body, read, was shorter).
-    pub fn shrink_body(&self, charge: &mut ParseCharge, bytes: usize) {
+    pub(crate) fn shrink_body(&self, charge: &mut ParseCharge, bytes: usize) {
         if let Some(permit) = &mut charge.body
             && permit.num_permits() > bytes
         {
@@ -156,7 +158,7 @@ impl ParseBudget {
 
     /// Takes room for a decoded tree of `bytes` (call once, after the body is in), waiting as
     /// [`charge_body`](Self::charge_body) does.
-    pub async fn charge_tree(
+    pub(crate) async fn charge_tree(
         &self,
         charge: &mut ParseCharge,
         bytes: usize,
@@ -172,7 +174,7 @@ impl ParseBudget {
 
 impl ParseCharge {
     /// Bytes held.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         [&self.body, &self.tree]
             .into_iter()
             .flatten()

@@ -19,11 +19,11 @@ use super::scrub::Scrubber;
 use crate::error::{Error, UpstreamContext};
 
 /// Answers larger than this are cut off and reported, not buffered.
-pub const DEFAULT_BODY_CAP: usize = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_BODY_CAP: usize = 4 * 1024 * 1024;
 
 /// Timeouts and retries, from the command line.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamSettings {
+pub(crate) struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// One attempt's timeout.
     pub attempt_timeout: Duration,
@@ -58,7 +58,7 @@ impl Default for UpstreamSettings {
 }
 
 /// A connection pool to one base URL, shared by every tenant of that URL.
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     /// Built on first use: building it loads the machine's root certificates (milliseconds of
     /// file reading and parsing), which a server that starts for every Claude Desktop launch
     /// should not pay before its first upstream call.
@@ -82,14 +82,12 @@ enum AttemptError {
 }
 
 impl UpstreamClient {
-    /// Cheap and infallible: the HTTP client itself is built on first use (see `http`). With a
-    /// parse budget of its own: a client of [`UpstreamPools`] shares the pools' one.
-    pub fn new(base: &str, settings: UpstreamSettings) -> Self {
-        Self::with_budget(base, settings, ParseBudget::new(settings.max_parse_bytes))
-    }
-
     /// [`new`](Self::new), charging answers to `budget`.
-    pub fn with_budget(base: &str, settings: UpstreamSettings, budget: Arc<ParseBudget>) -> Self {
+    pub(crate) fn with_budget(
+        base: &str,
+        settings: UpstreamSettings,
+        budget: Arc<ParseBudget>,
+    ) -> Self {
         UpstreamClient {
             http: OnceLock::new(),
             base: base.trim_end_matches('/').to_owned(),
@@ -116,17 +114,13 @@ impl UpstreamClient {
             .map_err(|e| Error::internal(e.clone()))
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
-    }
-
-    pub fn settings(&self) -> &UpstreamSettings {
-        &self.settings
     }
 
     /// Sends `request`, retrying as its [`RetryMode`] allows, within the deadline. A 2xx answer
     /// is returned; anything else becomes an [`Error`] via `decoder`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: &UpstreamRequest,
         decoder: &dyn ErrorDecoder,
@@ -409,13 +403,13 @@ impl WithoutUrl for reqwest::Error {
 /// Makes ring the process's TLS crypto provider (reqwest is built without one): the same TLS as
 /// aws-lc-rs for our purposes, in a much smaller binary. Safe to call more than once; a provider
 /// already installed is kept.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The shared pools, one per base URL, so that tenants of one upstream reuse connections (no TLS
 /// handshake per tenant), and the one parse budget all their answers are charged to.
-pub struct UpstreamPools {
+pub(crate) struct UpstreamPools {
     settings: UpstreamSettings,
     budget: Arc<ParseBudget>,
     pools: Mutex<HashMap<String, Arc<UpstreamClient>>>,
@@ -428,7 +422,7 @@ impl Default for UpstreamPools {
 }
 
 impl UpstreamPools {
-    pub fn new(settings: UpstreamSettings) -> Self {
+    pub(crate) fn new(settings: UpstreamSettings) -> Self {
         UpstreamPools {
             budget: ParseBudget::new(settings.max_parse_bytes),
             settings,
@@ -437,7 +431,7 @@ impl UpstreamPools {
     }
 
     /// The pool for `base`, created on first use.
-    pub fn get(&self, base: &str) -> Arc<UpstreamClient> {
+    pub(crate) fn get(&self, base: &str) -> Arc<UpstreamClient> {
         let key = base.trim_end_matches('/').to_owned();
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = pools.get(&key) {

@@ -18,7 +18,7 @@ use super::scrub::Scrubber;
 pub const MEMORY_BUDGET: usize = 32 * 1024 * 1024;
 
 /// The deepest nesting accepted. Real answers nest about 6 deep.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 // What decoding allocates, rounded up (64-bit; serde_json's `Value` is 32 bytes, its objects are
 // B-trees). Checked against measured allocations in `tests/parse_budget.rs`.

@@ -17,7 +17,7 @@ use super::scrub::{Scrubber, scrub_then_cut};
 use crate::error::{Error, UpstreamContext};
 
 /// Request ids longer than this (in characters) are cut, after scrubbing.
-pub const REQUEST_ID_MAX_CHARS: usize = 200;
+pub(crate) const REQUEST_ID_MAX_CHARS: usize = 200;
 
 /// Content types are quoted in messages up to this many characters, after scrubbing.
 const CONTENT_TYPE_MAX_CHARS: usize = 60;

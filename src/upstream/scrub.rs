@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use crate::error::Error;
 
 /// What a secret is replaced with.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Secrets shorter than this are not scrubbed: they would match ordinary text.
 const MIN_SECRET_LEN: usize = 4;
@@ -199,7 +199,7 @@ impl Scrubber {
 
 /// Cuts `text` to at most `max_chars` characters, after scrubbing it: the only order in which a
 /// cut cannot reveal the start of a secret.
-pub fn scrub_then_cut(scrubber: &Scrubber, text: &str, max_chars: usize) -> String {
+pub(crate) fn scrub_then_cut(scrubber: &Scrubber, text: &str, max_chars: usize) -> String {
     scrubber.scrub(text).chars().take(max_chars).collect()
 }
 

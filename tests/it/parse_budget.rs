@@ -11,8 +11,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use paylink_mcp::upstream::Scrubber;
-use paylink_mcp::upstream::json::{MEMORY_BUDGET, Refusal, estimate, read};
+use paylink_mcp::testing::Scrubber;
+use paylink_mcp::testing::{MEMORY_BUDGET, Refusal, estimate, read};
 
 struct Counting;
 

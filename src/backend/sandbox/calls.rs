@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::catalog::{PRODUCTS, not_found};
 use super::pricing::{Priced, price_link};
+#[cfg(test)]
+use super::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxPool};
 use super::store::{
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxLimits, SandboxPool, Store, StoredLink,
-    completed_link, heap_opt, stored_size, too_many_links,
+    SandboxLimits, Store, StoredLink, completed_link, heap_opt, stored_size, too_many_links,
 };
 use crate::backend::paging::{page_by_item_id, page_numbered};
 use crate::backend::request::{
@@ -29,7 +30,7 @@ use crate::model::{
 };
 
 /// Links of the sandbox live under this host, which can never resolve (RFC 6761 `.invalid`).
-pub const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
+pub(crate) const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
 
 /// One page of `entries` (in listing order) at `cursor`, within the byte cap: a page-number
 /// cursor names a window of `limit` entries (see [`page_numbered`]).
@@ -58,7 +59,7 @@ pub(super) fn page_of<T: Clone + serde::Serialize>(
 }
 
 /// One tenant's sandbox.
-pub struct SandboxBackend {
+pub(crate) struct SandboxBackend {
     store: Mutex<Store>,
     limits: SandboxLimits,
     /// The lifetime of this tenant's data: its idempotency keys go with it.
@@ -67,7 +68,8 @@ pub struct SandboxBackend {
 
 impl SandboxBackend {
     /// A tenant with at most `max_links` links, the default byte budget and a pool of its own.
-    pub fn new(max_links: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(max_links: usize) -> Self {
         Self::with_limits(SandboxLimits {
             max_links,
             max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
@@ -77,7 +79,7 @@ impl SandboxBackend {
     }
 
     /// A tenant within `limits`, sharing their pool with every other tenant built from them.
-    pub fn with_limits(limits: SandboxLimits) -> Self {
+    pub(crate) fn with_limits(limits: SandboxLimits) -> Self {
         SandboxBackend {
             store: Mutex::new(Store::default()),
             limits,
@@ -86,7 +88,8 @@ impl SandboxBackend {
     }
 
     /// Bytes this tenant's links hold.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.store().bytes
     }
 

@@ -37,10 +37,10 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use calls::{SANDBOX_URL_BASE, SandboxBackend};
-pub use catalog::coupon_summary;
-pub use shared::{RECORD_OVERHEAD, SharedSandbox};
-pub use store::{
+pub(crate) use calls::SandboxBackend;
+pub(crate) use catalog::coupon_summary;
+pub(crate) use shared::SharedSandbox;
+pub(crate) use store::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_CLIENT_BYTES, DEFAULT_MAX_LINKS, DEFAULT_MAX_TENANT_BYTES,
-    MAX_LINK_JSON, SandboxLimits, SandboxPool,
+    SandboxLimits, SandboxPool,
 };

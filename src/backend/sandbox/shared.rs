@@ -44,7 +44,7 @@ const FAMILY: Family = Family::new("sandbox");
 
 /// What a link is charged besides its JSON and ids: the hash field's and the sorted set's own
 /// bookkeeping in Redis, rounded up.
-pub const RECORD_OVERHEAD: usize = 128;
+pub(crate) const RECORD_OVERHEAD: usize = 128;
 
 /// How many times an update is retried when another one changed the link first.
 const UPDATE_TRIES: usize = 5;
@@ -145,7 +145,7 @@ struct Record {
 }
 
 /// One tenant's sandbox in the shared store.
-pub struct SharedSandbox {
+pub(crate) struct SharedSandbox {
     store: Store,
     scope: String,
     limits: SandboxLimits,
@@ -153,7 +153,7 @@ pub struct SharedSandbox {
 
 impl SharedSandbox {
     /// The sandbox of the tenant named `scope` (a hash, see `tenant::Tenant::scope`).
-    pub fn new(store: Store, scope: &str, limits: SandboxLimits) -> Self {
+    pub(crate) fn new(store: Store, scope: &str, limits: SandboxLimits) -> Self {
         SharedSandbox {
             store,
             scope: scope.to_owned(),

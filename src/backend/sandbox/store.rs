@@ -17,30 +17,31 @@ use crate::model::{LineItem, PaymentLink};
 use crate::observability::metrics;
 
 /// Default cap on links one sandbox tenant may hold.
-pub const DEFAULT_MAX_LINKS: usize = 1000;
+pub(crate) const DEFAULT_MAX_LINKS: usize = 1000;
 
 /// Default bytes one sandbox tenant's links may hold: a thousand links of about 8 KB, or about
 /// seventy carrying the most metadata allowed.
-pub const DEFAULT_MAX_TENANT_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_TENANT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Default bytes all sandbox tenants of the process may hold together.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default bytes the sandbox tenants brought by one client address may hold together: one full
 /// tenant's worth, an eighth of the pool.
-pub const DEFAULT_MAX_CLIENT_BYTES: usize = DEFAULT_MAX_TENANT_BYTES;
+pub(crate) const DEFAULT_MAX_CLIENT_BYTES: usize = DEFAULT_MAX_TENANT_BYTES;
 
 /// The most JSON one sandbox link can take in an answer, from the input limits: 49 metadata
 /// entries (keys of 40 four-byte characters, values of 500 control characters, each escaped as 6
 /// bytes), a 160-character name, 500-character description and inactive message of four-byte
 /// characters, two 2000-byte redirect URLs of escaped bytes, and the fixed fields. About 185 KB;
 /// so a sandbox list page is at most `max(--max-page-bytes, MAX_LINK_JSON + PAGE_ENVELOPE)`.
-pub const MAX_LINK_JSON: usize = 192 * 1024;
+#[cfg(test)]
+pub(crate) const MAX_LINK_JSON: usize = 192 * 1024;
 
 /// The byte budget shared by every sandbox tenant of a process, and the share of it the tenants
 /// of one client address may hold.
 #[derive(Debug)]
-pub struct SandboxPool {
+pub(crate) struct SandboxPool {
     max_bytes: usize,
     /// 0: no share of its own.
     max_per_client: usize,
@@ -58,13 +59,14 @@ enum Full {
 
 impl SandboxPool {
     /// A pool with no per-address share (stdio: one user).
-    pub fn new(max_bytes: usize) -> Arc<Self> {
+    #[cfg(test)]
+    pub(crate) fn new(max_bytes: usize) -> Arc<Self> {
         Self::with_client_share(max_bytes, 0)
     }
 
     /// A pool of which the tenants of one client address may hold at most `max_per_client`
     /// bytes together (0: no share of its own).
-    pub fn with_client_share(max_bytes: usize, max_per_client: usize) -> Arc<Self> {
+    pub(crate) fn with_client_share(max_bytes: usize, max_per_client: usize) -> Arc<Self> {
         Arc::new(SandboxPool {
             max_bytes,
             max_per_client,
@@ -79,11 +81,11 @@ impl SandboxPool {
     }
 
     /// Bytes held by all tenants now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
-    pub fn max_bytes(&self) -> usize {
+    pub(crate) fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
@@ -128,7 +130,7 @@ impl SandboxPool {
 
 /// The bounds of one sandbox tenant, and the pool it shares with the others.
 #[derive(Debug, Clone)]
-pub struct SandboxLimits {
+pub(crate) struct SandboxLimits {
     pub max_links: usize,
     pub max_tenant_bytes: usize,
     pub pool: Arc<SandboxPool>,

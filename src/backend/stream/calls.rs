@@ -40,7 +40,7 @@ const RECOVERY_ATTEMPTS: u32 = 2;
 const RECOVERY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One tenant's view of Stream.
-pub struct StreamBackend {
+pub(crate) struct StreamBackend {
     client: Arc<UpstreamClient>,
     headers: StreamHeaders,
     scrubber: Scrubber,
@@ -49,7 +49,11 @@ pub struct StreamBackend {
 
 impl StreamBackend {
     /// `branch_id` must already be a validated UUID.
-    pub fn new(client: Arc<UpstreamClient>, key: &ApiKey, branch_id: Option<&str>) -> Result<Self> {
+    pub(crate) fn new(
+        client: Arc<UpstreamClient>,
+        key: &ApiKey,
+        branch_id: Option<&str>,
+    ) -> Result<Self> {
         let (headers, scrubber) = StreamHeaders::new(key, branch_id)?;
         Ok(StreamBackend {
             live: is_live_base_url(client.base()),

@@ -19,9 +19,9 @@ use crate::secret::ApiKey;
 use crate::upstream::{Body, RetryMode, Scrubber, UpstreamRequest, sensitive_header};
 
 /// Stream's production API: live money.
-pub const PRODUCTION_BASE_URL: &str = "https://stream-app-service.streampay.sa";
+pub(crate) const PRODUCTION_BASE_URL: &str = "https://stream-app-service.streampay.sa";
 /// Stream's staging API: no real money.
-pub const STAGING_BASE_URL: &str = "https://staging.streampay.sa";
+pub(crate) const STAGING_BASE_URL: &str = "https://staging.streampay.sa";
 
 /// Payment links: create with a POST, list with a GET.
 pub(super) const LINKS_PATH: &str = "/api/v2/payment_links";
@@ -37,7 +37,7 @@ fn host_of(base: &str) -> Option<String> {
 /// ([`STAGING_BASE_URL`]) or a loopback host (a local mock or test double). Any other host —
 /// production, and anything in front of it (an egress proxy, a gateway) — counts as live: the
 /// confirmation and the live guard fail closed.
-pub fn is_live_base_url(base: &str) -> bool {
+pub(crate) fn is_live_base_url(base: &str) -> bool {
     let Ok(url) = url::Url::parse(base) else {
         return true;
     };
@@ -56,7 +56,7 @@ pub fn is_live_base_url(base: &str) -> bool {
 
 /// The value of `x-api-key` for a configured key: `key:secret` is Base64-encoded, anything else
 /// is a ready token sent as is.
-pub fn token_for(key: &ApiKey) -> String {
+pub(crate) fn token_for(key: &ApiKey) -> String {
     let raw = key.expose();
     if raw.contains(':') {
         base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
@@ -187,7 +187,7 @@ pub(super) fn links_path(page: u32, limit: usize, filter: &LinksFilter) -> Strin
 
 /// The JSON body of `POST /api/v2/payment_links`: exactly the documented fields, absent ones
 /// omitted (never null), `quantity` always sent, currency upper-case.
-pub fn create_body(request: &NewPaymentLink) -> Value {
+pub(crate) fn create_body(request: &NewPaymentLink) -> Value {
     let mut body = Map::new();
     body.insert("name".into(), json!(request.name.as_str()));
     let items: Vec<Value> = request

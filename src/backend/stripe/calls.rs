@@ -48,7 +48,7 @@ const MAX_LINE_ITEM_PAGES: usize = 10;
 const CREATED_UNREADABLE: &str = "the link was probably created but its answer could not be read. Look for it with list_payment_links before creating it again";
 
 /// One tenant's view of Stripe.
-pub struct StripeBackend {
+pub(crate) struct StripeBackend {
     client: Arc<UpstreamClient>,
     headers: StripeHeaders,
     scrubber: Scrubber,
@@ -57,7 +57,11 @@ pub struct StripeBackend {
 
 impl StripeBackend {
     /// `api_version` must have passed [`super::check_version`].
-    pub fn new(client: Arc<UpstreamClient>, key: &ApiKey, api_version: &str) -> Result<Self> {
+    pub(crate) fn new(
+        client: Arc<UpstreamClient>,
+        key: &ApiKey,
+        api_version: &str,
+    ) -> Result<Self> {
         let (headers, scrubber) = StripeHeaders::new(key, api_version)?;
         Ok(StripeBackend {
             live: is_live_key(key.expose()),

@@ -20,11 +20,11 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// The outcomes of a store operation, as in `paylink_store_operations_total{outcome}`.
-pub const STORE_OUTCOMES: &[&str] = &["ok", "timeout", "unreachable", "error"];
+pub(crate) const STORE_OUTCOMES: &[&str] = &["ok", "timeout", "unreachable", "error"];
 
 /// The abuse limits counted in the shared store, as in
 /// `paylink_store_limit_fail_open_total{limit}` (names as in `paylink_rate_limited_total`).
-pub const SHARED_LIMITS: &[&str] = &["client_rate", "new_tenants", "tenant_rate"];
+pub(crate) const SHARED_LIMITS: &[&str] = &["client_rate", "new_tenants", "tenant_rate"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 /// The bytes a request state is bound to: the tenant, the tool, and the arguments as canonical
 /// JSON (keys sorted at every level), hashed.
-pub fn binding(
+pub(crate) fn binding(
     tenant: &str,
     tool: &str,
     arguments: Option<&serde_json::Map<String, Value>>,
@@ -69,7 +69,7 @@ fn canonical(value: &Value, out: &mut String) {
 /// again. Bounded: beyond [`UsedStates::MAX`] the oldest is forgotten first (its replay would then
 /// be taken as an answer again, until its state expires).
 #[derive(Default)]
-pub struct UsedStates {
+pub(super) struct UsedStates {
     inner: Mutex<Used>,
 }
 
@@ -89,10 +89,10 @@ struct Used {
 
 impl UsedStates {
     /// How many used states are remembered at once.
-    pub const MAX: usize = 65_536;
+    pub(super) const MAX: usize = 65_536;
 
     /// Marks `nonce` used until `now + ttl`: `true` the first time, `false` when it already was.
-    pub fn first_use(&self, nonce: &str, now: Instant, ttl: Duration) -> bool {
+    pub(super) fn first_use(&self, nonce: &str, now: Instant, ttl: Duration) -> bool {
         let mut used = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((until, _)) = used.order.front() {
             if *until > now && used.order.len() < Self::MAX {

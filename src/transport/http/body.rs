@@ -49,15 +49,15 @@ use super::reply::{refuse, too_many};
 use crate::upstream::json::estimate;
 
 /// Largest request body: MCP requests are small JSON documents. Whole MiB: refusals say it in MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 const _: () = assert!(MAX_BODY_BYTES.is_multiple_of(1 << 20));
 
 /// Most a body's decoded JSON may take, as [`estimate`]d: a create carrying the most metadata
 /// allowed, every character escaped, estimates under 1 MiB.
-pub const MAX_DECODED_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_DECODED_BYTES: usize = 4 * 1024 * 1024;
 
 /// A request costing at most this much (body and decoded form) may use the whole budget.
-pub const SMALL_REQUEST: usize = 16 * 1024;
+pub(crate) const SMALL_REQUEST: usize = 16 * 1024;
 
 /// How much of a refused body is read and thrown away before the connection is closed. Closing
 /// a socket whose peer is still sending makes the kernel answer with a reset, and a client that
@@ -70,7 +70,7 @@ const LINGER_BYTES: usize = 4 * MAX_BODY_BYTES;
 const FIRST_CHUNKED_BUFFER: usize = 8 * 1024;
 
 /// Request bytes held in memory, in all and per client address; see the module documentation.
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     /// 0: no budget.
     max: usize,
     /// 0: no share of its own.
@@ -87,20 +87,20 @@ struct Held {
 
 /// Which budget a charge did not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverBudget {
+pub(crate) enum OverBudget {
     Process,
     Client,
 }
 
 /// The bytes one request holds under the budget, returned when dropped.
-pub struct Charge {
+pub(crate) struct Charge {
     budget: Arc<BodyBudget>,
     client: IpAddr,
     bytes: usize,
 }
 
 impl BodyBudget {
-    pub fn new(max: usize, per_client: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize, per_client: usize) -> Arc<Self> {
         Arc::new(BodyBudget {
             max,
             per_client,
@@ -114,7 +114,7 @@ impl BodyBudget {
     }
 
     /// An empty charge for one request from `client`.
-    pub fn open(self: &Arc<Self>, client: IpAddr) -> Charge {
+    pub(crate) fn open(self: &Arc<Self>, client: IpAddr) -> Charge {
         Charge {
             budget: self.clone(),
             client,
@@ -123,14 +123,15 @@ impl BodyBudget {
     }
 
     /// Bytes held now, in all.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.lock().total
     }
 }
 
 impl Charge {
     /// Takes `more` bytes for this request, or says which budget they do not fit.
-    pub fn grow(&mut self, more: usize) -> Result<(), OverBudget> {
+    pub(crate) fn grow(&mut self, more: usize) -> Result<(), OverBudget> {
         if more == 0 {
             return Ok(());
         }
@@ -159,7 +160,7 @@ impl Charge {
     }
 
     /// Bytes this request holds.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 }
@@ -182,7 +183,7 @@ impl Drop for Charge {
 
 impl OverBudget {
     /// The refusal to send (before `Connection: close` is added).
-    pub fn refusal(self) -> Response {
+    pub(crate) fn refusal(self) -> Response {
         match self {
             OverBudget::Process => too_many(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -199,7 +200,7 @@ impl OverBudget {
 }
 
 /// The refusal of a body larger than [`MAX_BODY_BYTES`].
-pub fn too_large() -> Response {
+pub(crate) fn too_large() -> Response {
     refuse(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -219,7 +220,7 @@ fn close(mut refusal: Response) -> Response {
 
 /// Sends `refusal` after draining (reading and discarding, never buffering) up to
 /// [`LINGER_BYTES`] of the body within `within`, and closes the connection.
-pub async fn refuse_body(refusal: Response, mut body: Body, within: Duration) -> Response {
+pub(crate) async fn refuse_body(refusal: Response, mut body: Body, within: Duration) -> Response {
     let drain = async {
         let mut seen = 0usize;
         while seen <= LINGER_BYTES {
@@ -250,7 +251,7 @@ enum BodyError {
 /// for it as it goes (`declared`, its `Content-Length`, has been charged already), then for its
 /// decoded form; or the refusal to send. Every refusal closes the connection: what is left of
 /// the body could not be told apart from the next request.
-pub async fn read_body(
+pub(crate) async fn read_body(
     mut body: Body,
     within: Duration,
     charge: &mut Charge,

@@ -60,24 +60,24 @@ use tokio_util::sync::CancellationToken;
 
 use self::bounds::{Activity, Busy, Streaming, TrackedBody, Watched};
 
-pub use self::bounds::{BodyWatch, ConnSettings, Receiving};
-pub use self::caps::{ConnCaps, ConnPermit, Refused};
+pub(crate) use self::bounds::{BodyWatch, ConnSettings};
+pub(crate) use self::caps::{ConnCaps, ConnPermit};
 
 /// The longest request head accepted, request line included. MCP clients send a dozen short
 /// headers (well under 2 KiB, a Bearer key included); Node caps heads at 16 KiB and nginx at
 /// 4 x 8 KiB, so browsers and proxies keep theirs smaller. Twice Node's cap leaves room for long
 /// cookies or forwarding chains, and bounds what unfinished heads hold: 32 MiB for 1024
 /// connections. Also hyper's read buffer, which a body then streams through.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// The peer address of a connection, plain or TLS: in every request as axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+pub(crate) struct Peer(pub SocketAddr);
 
 /// Serves `app` on `tcp` (over TLS with `tls`) until `stop` is cancelled, then lets every open
 /// connection finish its current answer (SSE streams end through their own tokens) and returns
 /// once all have closed. The caller bounds that wait.
-pub async fn serve(
+pub(crate) async fn serve(
     tcp: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,

@@ -60,7 +60,7 @@ use crate::server::{HeldForCall, ToolAccess};
 use crate::store::Store;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
-pub use super::tenancy::{BASE_URL_HEADER, BRANCH_HEADER, Callers};
+pub(crate) use super::tenancy::Callers;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 /// How many client addresses the rate tables remember.
@@ -69,7 +69,7 @@ const CLIENT_TABLE: usize = 65_536;
 const SESSION_RETRY: Duration = Duration::from_secs(60);
 
 /// The limits of [`Gate`], from the options.
-pub struct LimitSettings {
+pub(crate) struct LimitSettings {
     pub tenant_per_minute: u32,
     pub tenant_in_flight: u32,
     pub client_per_minute: u32,
@@ -98,7 +98,7 @@ struct Limits {
 }
 
 /// Everything the gate needs, built once at start-up.
-pub struct Gate {
+pub(crate) struct Gate {
     guard: HostGuard,
     tenancy: Tenancy,
     sessions: SessionOwners,
@@ -108,7 +108,7 @@ pub struct Gate {
 
 #[allow(clippy::too_many_arguments)]
 impl Gate {
-    pub fn new(
+    pub(crate) fn new(
         guard: HostGuard,
         callers: Callers,
         factory: BackendFactory,
@@ -160,22 +160,22 @@ impl Gate {
     }
 
     /// Tenants in the cache now, for the metrics gauge.
-    pub fn tenant_count(&self) -> usize {
+    pub(crate) fn tenant_count(&self) -> usize {
         self.tenancy.tenant_count()
     }
 
     /// The `Host`/`Origin` check of `/mcp`, for other routes of the main listener.
-    pub fn host_guard(&self) -> &HostGuard {
+    pub(crate) fn host_guard(&self) -> &HostGuard {
         &self.guard
     }
 
     /// The backend every tenant of this server uses.
-    pub fn kind(&self) -> BackendKind {
+    pub(crate) fn kind(&self) -> BackendKind {
         self.tenancy.kind()
     }
 
     /// Periodic housekeeping: idle tenants and sessions.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let tenants = self.tenancy.sweep();
         let sessions = self.sessions.sweep();
         if tenants + sessions > 0 {
@@ -206,7 +206,7 @@ impl Gate {
 }
 
 /// The axum middleware: runs every check, then the MCP service.
-pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let client = client_key(gate.client_ip(&request));
 
     // 1. DNS rebinding.

@@ -34,7 +34,7 @@ use crate::tenant::cache::TenantKey;
 const FAMILY: Family = Family::new("rate");
 
 /// The window of a shared rate.
-pub const SHARED_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const SHARED_WINDOW: Duration = Duration::from_secs(60);
 
 /// KEYS: the counter. ARGV: the window in ms. Returns {count, ms left in the window}.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
@@ -53,7 +53,7 @@ return {n, left}
 });
 
 /// How a limited thing is named in a shared key: never a caller's key (tenants are hashes).
-pub trait LimitKey {
+pub(crate) trait LimitKey {
     fn limit_id(&self) -> String;
 }
 
@@ -115,7 +115,7 @@ impl SharedRate {
 
 /// A client, as far as limits are concerned: an IPv4 address, or an IPv6 /64 (one host
 /// usually owns a whole /64, and would otherwise have 2^64 fresh buckets).
-pub fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -136,7 +136,7 @@ struct Bucket {
 /// `per_minute` requests a minute per key: in this process, in bursts of up to a minute's
 /// worth; with a shared store, per fixed window over every replica (see the module
 /// documentation).
-pub struct RateLimiter<K: Hash + Eq> {
+pub(crate) struct RateLimiter<K: Hash + Eq> {
     buckets: Mutex<LruCache<K, Bucket>>,
     per_minute: u32,
     shared: Option<SharedRate>,
@@ -144,7 +144,7 @@ pub struct RateLimiter<K: Hash + Eq> {
 
 impl<K: Hash + Eq> RateLimiter<K> {
     /// `per_minute == 0` disables the limit; `keys` bounds the table.
-    pub fn new(per_minute: u32, keys: NonZeroUsize) -> Self {
+    pub(crate) fn new(per_minute: u32, keys: NonZeroUsize) -> Self {
         RateLimiter {
             buckets: Mutex::new(LruCache::new(keys)),
             per_minute,
@@ -154,7 +154,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// [`new`](Self::new), counted in `store` when there is one; `limit` names it there and in
     /// the metrics (one of `metrics::SHARED_LIMITS`).
-    pub fn shared(
+    pub(crate) fn shared(
         per_minute: u32,
         keys: NonZeroUsize,
         limit: &'static str,
@@ -173,7 +173,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Counts one request of `key`: the shared count when there is one and it answers, else
     /// this process's bucket. `Err` says how long until one more is allowed.
-    pub async fn check(&self, key: K) -> Result<(), Duration>
+    pub(crate) async fn check(&self, key: K) -> Result<(), Duration>
     where
         K: LimitKey,
     {
@@ -190,7 +190,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Takes one token of this process's bucket for `key`, or says how long until one is
     /// available.
-    pub fn check_local(&self, key: K) -> Result<(), Duration> {
+    pub(crate) fn check_local(&self, key: K) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }
@@ -216,13 +216,13 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
 /// Requests in flight per key, at most `max` each. The table holds only keys with at least one
 /// request in flight.
-pub struct InFlight<K: Hash + Eq + Clone + Send + 'static> {
+pub(crate) struct InFlight<K: Hash + Eq + Clone + Send + 'static> {
     counts: Mutex<HashMap<K, u32>>,
     max: u32,
 }
 
 /// Releases one in-flight slot when dropped.
-pub struct Slot<K: Hash + Eq + Clone + Send + 'static> {
+pub(crate) struct Slot<K: Hash + Eq + Clone + Send + 'static> {
     table: Arc<InFlight<K>>,
     key: K,
     /// False when the limit is off: nothing was counted, nothing to release.
@@ -231,7 +231,7 @@ pub struct Slot<K: Hash + Eq + Clone + Send + 'static> {
 
 impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
     /// `max == 0` disables the limit (nothing is counted).
-    pub fn new(max: u32) -> Arc<Self> {
+    pub(crate) fn new(max: u32) -> Arc<Self> {
         Arc::new(InFlight {
             counts: Mutex::new(HashMap::new()),
             max,
@@ -239,12 +239,13 @@ impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
     }
 
     /// A slot for `key`, or `None` when `key` already has `max` requests in flight.
-    pub fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
+    #[cfg(test)]
+    pub(crate) fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         self.acquire_if(true, key)
     }
 
     /// [`acquire`](Self::acquire) when `count`, else a slot that counts nothing.
-    pub fn acquire_if(self: &Arc<Self>, count: bool, key: K) -> Option<Slot<K>> {
+    pub(crate) fn acquire_if(self: &Arc<Self>, count: bool, key: K) -> Option<Slot<K>> {
         if self.max == 0 || !count {
             return Some(Slot {
                 table: self.clone(),
@@ -302,19 +303,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> Drop for Slot<K> {
 /// gate releases the slots of every answer that is not a request's (`200`) when it gets that
 /// answer, so that a notification cannot hold a slot its sender's next request needs.
 #[derive(Clone)]
-pub struct CallSlots {
+pub(crate) struct CallSlots {
     held: Arc<Mutex<Option<Box<dyn Send>>>>,
 }
 
 impl CallSlots {
-    pub fn new(held: impl Send + 'static) -> Self {
+    pub(crate) fn new(held: impl Send + 'static) -> Self {
         CallSlots {
             held: Arc::new(Mutex::new(Some(Box::new(held)))),
         }
     }
 
     /// Releases the slots now, whoever still holds a clone.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(held);
     }

@@ -15,18 +15,18 @@
 //!
 //! Every option is checked before the socket is opened: a refused configuration never listens.
 
-pub mod auth;
-pub mod body;
-pub mod conn;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod conn;
 mod door;
-pub mod gate;
-pub mod guard;
-pub mod limits;
-pub mod metrics;
-pub mod reply;
-pub mod sessions;
+pub(crate) mod gate;
+pub(crate) mod guard;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod reply;
+pub(crate) mod sessions;
 mod tenancy;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -82,13 +82,13 @@ struct Plan {
 
 /// What start-up built for the HTTP server beyond its options (start-up owns their typed
 /// errors): OAuth mode's settings, already checked, and the store replicas share.
-pub struct Shared {
+pub(crate) struct Shared {
     pub oauth: Option<OAuthSettings>,
     pub store: Option<Store>,
 }
 
 /// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
-pub fn run(
+pub(crate) fn run(
     kind: BackendKind,
     global: &GlobalOpts,
     opts: &HttpOpts,

@@ -30,12 +30,12 @@ use crate::tenant::Tenant;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
 /// Header a caller uses to pick a Stream API (from the allow-list).
-pub const BASE_URL_HEADER: &str = "x-stream-base-url";
+pub(crate) const BASE_URL_HEADER: &str = "x-stream-base-url";
 /// Header a caller uses to pick a Stream branch (a UUID).
-pub const BRANCH_HEADER: &str = "x-stream-branch-id";
+pub(crate) const BRANCH_HEADER: &str = "x-stream-branch-id";
 
 /// How callers prove who they are.
-pub enum Callers {
+pub(crate) enum Callers {
     /// Each caller's Bearer token is its own upstream key (on the sandbox: a tenant name).
     OwnKeys {
         /// The tenant of requests with no `Authorization` header at all: only on the sandbox

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The per-connection bounds of a listener (see the module documentation).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnSettings {
+pub(crate) struct ConnSettings {
     pub header_read: Duration,
     pub keep_alive: Duration,
     pub handshake: Duration,
@@ -233,13 +233,13 @@ impl Drop for Busy {
 /// Lets the gate say that the request in progress is only receiving its body (see
 /// [`Activity::idle_rank`]); in every request's extensions.
 #[derive(Clone)]
-pub struct BodyWatch(pub(super) Arc<Activity>);
+pub(crate) struct BodyWatch(pub(super) Arc<Activity>);
 
 /// A request receiving its body, until dropped.
-pub struct Receiving(Arc<Activity>);
+pub(crate) struct Receiving(Arc<Activity>);
 
 impl BodyWatch {
-    pub fn receiving(&self) -> Receiving {
+    pub(crate) fn receiving(&self) -> Receiving {
         self.0.update(|s| s.receiving += 1);
         Receiving(self.0.clone())
     }

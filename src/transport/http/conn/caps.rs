@@ -27,7 +27,7 @@ use crate::transport::http::limits::client_key;
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The whole listener is at `--max-connections`, and every connection above the newcomer's
     /// share is doing work.
     Total,
@@ -37,7 +37,7 @@ pub enum Refused {
 
 /// Open connections, in all and per client address (an IPv4 address or an IPv6 /64, as for the
 /// request limits).
-pub struct ConnCaps {
+pub(crate) struct ConnCaps {
     /// 0: no limit.
     max_total: usize,
     /// 0: no limit.
@@ -60,7 +60,7 @@ struct Held {
 
 /// One open connection's place under the caps, given back when dropped (when the connection
 /// ends) unless the connection was evicted, which gave it to the newcomer at once.
-pub struct ConnPermit {
+pub(crate) struct ConnPermit {
     caps: Arc<ConnCaps>,
     client: IpAddr,
     id: u64,
@@ -68,7 +68,7 @@ pub struct ConnPermit {
 
 impl ConnCaps {
     /// `0` disables a cap.
-    pub fn new(max_total: u32, max_per_client: u32) -> Arc<Self> {
+    pub(crate) fn new(max_total: u32, max_per_client: u32) -> Arc<Self> {
         Arc::new(ConnCaps {
             max_total: max_total as usize,
             max_per_client: max_per_client as usize,
@@ -151,7 +151,8 @@ impl ConnCaps {
     }
 
     /// Connections open now, in all.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.lock().count
     }
 }
