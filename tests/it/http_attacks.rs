@@ -29,35 +29,6 @@ const ANSWERED: Duration = Duration::from_secs(5);
 /// Bound on an attacker's connection being closed: five times the timeout that closes it.
 const CUT_OFF: Duration = Duration::from_secs(5 * TIMEOUT);
 
-/// A TCP connection to `server` from the local address `from` (any loopback address works).
-async fn connect_from(from: &str, server: &Server) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{from}:0").parse::<SocketAddr>().unwrap())
-        .unwrap();
-    socket
-        .connect(server.addr.parse::<SocketAddr>().unwrap())
-        .await
-        .unwrap()
-}
-
-/// Reads until the server closes the connection; returns what it sent.
-async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(bound, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closed the connection in time");
-    got
-}
-
 /// Sends `bytes` one at a time, one every 200 ms, and keeps going until the server closes the
 /// connection; returns what the server sent.
 async fn drip_until_closed(mut stream: TcpStream, bytes: &'static [u8]) -> Vec<u8> {

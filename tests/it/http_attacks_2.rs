@@ -24,35 +24,6 @@ use tokio::net::{TcpSocket, TcpStream};
 /// Generous bound on anything expected to take well under a second.
 const ANSWERED: Duration = Duration::from_secs(5);
 
-/// A TCP connection to `server` from the local address `from` (any loopback address works).
-async fn connect_from(from: &str, server: &Server) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{from}:0").parse::<SocketAddr>().unwrap())
-        .unwrap();
-    socket
-        .connect(server.addr.parse::<SocketAddr>().unwrap())
-        .await
-        .unwrap()
-}
-
-/// Reads until the server closes the connection (or resets it); returns what it sent.
-async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(bound, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closed the connection in time");
-    got
-}
-
 fn status_line(got: &[u8]) -> String {
     String::from_utf8_lossy(got)
         .lines()

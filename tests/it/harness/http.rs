@@ -376,3 +376,35 @@ pub async fn stateless_call(
     );
     raw_outcome(&rpc_answer(response).await)
 }
+
+/// A TCP connection to `server` from the local address `from` (any loopback address works):
+/// an attacker's, or a client that must come from an address of its own.
+pub async fn connect_from(from: &str, server: &Server) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{from}:0").parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
+    socket
+        .connect(server.addr.parse::<std::net::SocketAddr>().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or resets it), within `bound`; returns what it
+/// sent.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream, bound: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(bound, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection in time");
+    got
+}
