@@ -2,9 +2,10 @@
 //! headers marked sensitive, timeouts, the retry policy, a capped body read, and scrubbing of
 //! secrets from anything an upstream echoes back.
 //!
-//! Every answer is decoded in one place ([`json::read`], called by [`UpstreamResponse::new`]):
-//! bounded in memory before decoding, then scrubbed of the tenant's key after decoding (see
-//! [`scrub`]). Backends read answers only through [`UpstreamResponse::json`], never raw bytes.
+//! Every answer is checked in one place ([`json::read`] and [`json::check`], called by
+//! [`UpstreamResponse::new`]): bounded in memory before decoding, then scrubbed of the tenant's
+//! key after decoding (see [`scrub`]). Backends read answers only through
+//! [`UpstreamResponse::json`] (refusals) and [`UpstreamResponse::read`] (typed), never raw bytes.
 //!
 //! A backend only says what to send ([`UpstreamRequest`]) and how to read an error answer (its
 //! [`ErrorDecoder`]); this module decides whether and when to try again. It must never retry a
@@ -29,6 +30,6 @@ pub use client::{
     DEFAULT_BODY_CAP, UpstreamClient, UpstreamPools, UpstreamSettings, install_crypto_provider,
 };
 pub use request::{Body, RetryMode, UpstreamRequest, headers, sensitive_header};
-pub use response::{ErrorDecoder, REQUEST_ID_MAX_CHARS, UpstreamResponse, json_body};
+pub use response::{ErrorDecoder, REQUEST_ID_MAX_CHARS, UpstreamResponse, json_body, typed_body};
 pub use retry::retry_after;
 pub use scrub::Scrubber;

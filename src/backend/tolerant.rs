@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use crate::domain::CurrencyCode;
 
+pub mod typed;
+
 /// A currency code we know (any case), or `None`: an unknown code has no amounts we can state.
 pub(crate) fn known_currency(code: &str) -> Option<CurrencyCode> {
     CurrencyCode::parse(code, "currency").ok()

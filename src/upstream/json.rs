@@ -133,6 +133,35 @@ pub fn estimate(body: &[u8]) -> (usize, usize) {
 /// Decodes an upstream answer: refused when its tree would be too deep or too large, then parsed,
 /// then scrubbed of every form of the tenant's key.
 pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
+    within_bounds(body)?;
+    decode_scrubbed(body, scrubber)
+}
+
+/// How an answer's text may be read, once its bounds are checked.
+#[derive(Debug)]
+pub enum Checked {
+    /// Read straight from the text, into typed structs (see `backend::tolerant::typed`): it
+    /// cannot hold a secret (none as is, no escape that could hide one), so a decoded tree
+    /// would not be scrubbed either. Not yet parsed: malformed text is refused when read.
+    Plain,
+    /// Decoded and scrubbed: it may hold a secret. Typed structs are read from this tree.
+    Tree(Value),
+}
+
+/// [`read`] for an answer that is to be read into typed structs: the same bounds, the same
+/// scrubbing, but no tree is built when scrubbing could not change anything (the common case),
+/// since the typed reader borrows what it keeps straight from the text. What the typed reader
+/// allocates is bounded as a tree is (see `tests/it/parse_budget.rs`).
+pub fn check(body: &[u8], scrubber: &Scrubber) -> Result<Checked, Refusal> {
+    within_bounds(body)?;
+    if needs_scrubbing(body, scrubber) {
+        decode_scrubbed(body, scrubber).map(Checked::Tree)
+    } else {
+        Ok(Checked::Plain)
+    }
+}
+
+fn within_bounds(body: &[u8]) -> Result<(), Refusal> {
     let (cost, depth) = estimate(body);
     if depth > MAX_DEPTH {
         return Err(Refusal::TooDeep);
@@ -140,14 +169,28 @@ pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
     if cost > MEMORY_BUDGET {
         return Err(Refusal::TooLarge);
     }
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
-    // Without a backslash, every decoded string is a slice of the raw text: a raw search finds
-    // any secret. With one, a key may be hiding behind an escape: look at the decoded strings.
-    if !scrubber.is_empty() && (memchr::memchr(b'\\', body).is_some() || scrubber.found_in(body)) {
+    Ok(())
+}
+
+/// Without a backslash, every decoded string is a slice of the raw text: a raw search finds any
+/// secret. With one, a key may be hiding behind an escape: the decoded strings must be looked at.
+fn needs_scrubbing(body: &[u8], scrubber: &Scrubber) -> bool {
+    !scrubber.is_empty() && (memchr::memchr(b'\\', body).is_some() || scrubber.found_in(body))
+}
+
+fn decode_scrubbed(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
+    let mut value: Value = parse(body)?;
+    if needs_scrubbing(body, scrubber) {
         scrubber.scrub_value(&mut value);
     }
     Ok(value)
+}
+
+/// Parses checked text (see [`check`]) as `T`, with the message a refusal of malformed JSON
+/// carries. Typed readers built from `backend::tolerant::typed` accept exactly the JSON a
+/// `Value` accepts, so either way an answer is refused with the same words.
+pub fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,12 +1,19 @@
-//! An upstream's answer as backends see it ([`UpstreamResponse`]): decoded once, bounded and
-//! scrubbed, with the request id and content type cut after scrubbing; the [`ErrorDecoder`] a
-//! backend reads refusals with; and [`json_body`], which reads a 2xx answer's JSON or says what
+//! An upstream's answer as backends see it ([`UpstreamResponse`]): bounded and scrubbed, with the
+//! request id and content type cut after scrubbing; the [`ErrorDecoder`] a backend reads
+//! refusals with; and [`typed_body`] (or [`json_body`]), which reads a 2xx answer or says what
 //! came instead.
 //!
-//! It must not hand out raw body bytes: everything a backend reads has passed [`super::json::read`].
+//! A refusal (non-2xx) is decoded as a `Value`, which error decoders read. A 2xx answer is read
+//! into the backend's typed structs, straight from the text when scrubbing could change nothing
+//! (see [`super::json::check`]). It must not hand out raw body bytes: everything a backend reads
+//! has passed the bounds and the scrubber.
+
+use std::sync::OnceLock;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::json;
 use super::request::RetryMode;
@@ -29,17 +36,31 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     /// Length of the body in bytes.
     pub body_len: usize,
-    /// The body decoded as JSON (bounded and scrubbed, see [`json::read`]), or why it was not.
-    pub json: Result<serde_json::Value, json::Refusal>,
+    body: Text,
     /// The upstream's request id: scrubbed, then cut to [`REQUEST_ID_MAX_CHARS`].
     pub request_id: Option<String>,
     /// The `Content-Type`, scrubbed and cut, or `none`.
     content_type: String,
 }
 
+/// The body, as far as it was read.
+#[derive(Debug, Clone)]
+enum Text {
+    /// Decoded as JSON (bounded and scrubbed, see [`json::read`]), or why it was not: every
+    /// refusal, and a 2xx answer that had to be scrubbed.
+    Decoded(Result<Value, json::Refusal>),
+    /// A 2xx answer within bounds that scrubbing could not change (see [`json::check`]): read
+    /// into typed structs from its text. `tree` is its `Value`, decoded only if asked for.
+    Plain {
+        text: Vec<u8>,
+        tree: OnceLock<Result<Value, json::Refusal>>,
+    },
+}
+
 impl UpstreamResponse {
-    /// Decodes an answer: `body` through [`json::read`], `request_id` (the raw header value) and
-    /// the content type through the scrubber, each before being cut to length.
+    /// Reads an answer: a refusal's `body` through [`json::read`], a 2xx `body` through
+    /// [`json::check`]; `request_id` (the raw header value) and the content type through the
+    /// scrubber, each before being cut to length.
     pub fn new(
         status: StatusCode,
         headers: HeaderMap,
@@ -54,13 +75,53 @@ impl UpstreamResponse {
                 || "none".to_owned(),
                 |ct| scrub_then_cut(scrubber, ct, CONTENT_TYPE_MAX_CHARS),
             );
+        let decoded = if status.is_success() {
+            match json::check(body, scrubber) {
+                Ok(json::Checked::Plain) => Text::Plain {
+                    text: body.to_vec(),
+                    tree: OnceLock::new(),
+                },
+                Ok(json::Checked::Tree(value)) => Text::Decoded(Ok(value)),
+                Err(refusal) => Text::Decoded(Err(refusal)),
+            }
+        } else {
+            Text::Decoded(json::read(body, scrubber))
+        };
         UpstreamResponse {
             status,
             body_len: body.len(),
-            json: json::read(body, scrubber),
+            body: decoded,
             request_id: request_id.map(|id| scrub_then_cut(scrubber, id, REQUEST_ID_MAX_CHARS)),
             content_type,
             headers,
+        }
+    }
+
+    /// The body decoded as JSON (bounded and scrubbed), or why it was not. Error decoders read
+    /// refusals with this; a 2xx answer is better read with [`UpstreamResponse::read`].
+    pub fn json(&self) -> Result<&Value, &json::Refusal> {
+        match &self.body {
+            Text::Decoded(decoded) => decoded.as_ref(),
+            Text::Plain { text, tree } => tree.get_or_init(|| json::parse(text)).as_ref(),
+        }
+    }
+
+    /// The body read as `T`: one of the backends' tolerant structs (see
+    /// `backend::tolerant::typed`), whose strings borrow from the answer where they can.
+    pub fn read<'a, T: Deserialize<'a>>(&'a self) -> Result<T, json::Refusal> {
+        match &self.body {
+            Text::Plain { text, .. } => json::parse(text),
+            Text::Decoded(Ok(value)) => {
+                T::deserialize(value).map_err(|e| json::Refusal::Malformed(e.to_string()))
+            }
+            Text::Decoded(Err(refusal)) => Err(refusal.clone()),
+        }
+    }
+
+    fn into_json(self) -> Result<Value, json::Refusal> {
+        match self.body {
+            Text::Decoded(decoded) => decoded,
+            Text::Plain { text, tree } => tree.into_inner().unwrap_or_else(|| json::parse(&text)),
         }
     }
 
@@ -94,7 +155,7 @@ pub trait ErrorDecoder: Send + Sync {
     /// The response header carrying the upstream's request id.
     fn request_id_header(&self) -> &'static str;
 
-    /// Turns a non-2xx answer into an error. Read the body through `response.json` only: it has
+    /// Turns a non-2xx answer into an error. Read the body through `response.json()` only: it has
     /// been scrubbed.
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error;
 
@@ -106,12 +167,32 @@ pub trait ErrorDecoder: Send + Sync {
 }
 
 /// The JSON body of a successful answer, or an error that explains what came instead.
-pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::Value, Error> {
-    let upstream = response.context();
+pub fn json_body(response: UpstreamResponse, name: &str) -> Result<Value, Error> {
+    readable(&response, name)?;
+    let (status, upstream) = (response.status.as_u16(), response.context());
+    response
+        .into_json()
+        .map_err(|refusal| refused(name, status, upstream, refusal))
+}
+
+/// The body of a successful answer read as `T` (a backend's tolerant struct), or an error that
+/// explains what came instead: the same errors, in the same words, as [`json_body`].
+pub fn typed_body<'a, T: Deserialize<'a>>(
+    response: &'a UpstreamResponse,
+    name: &str,
+) -> Result<T, Error> {
+    readable(response, name)?;
+    response
+        .read()
+        .map_err(|refusal| refused(name, response.status.as_u16(), response.context(), refusal))
+}
+
+/// Refuses an empty body and one declared as something else than JSON.
+fn readable(response: &UpstreamResponse, name: &str) -> Result<(), Error> {
     let bad = |what: String| {
         Error::upstream_failure(
             format!("{name} answered {} with {what}", response.status.as_u16()),
-            upstream.clone(),
+            response.context(),
         )
     };
     if response.body_len == 0 {
@@ -123,10 +204,11 @@ pub fn json_body(response: UpstreamResponse, name: &str) -> Result<serde_json::V
             response.content_type()
         )));
     }
-    let status = response.status.as_u16();
-    response.json.map_err(|refusal| {
-        Error::upstream_failure(format!("{name} answered {status} with {refusal}"), upstream)
-    })
+    Ok(())
+}
+
+fn refused(name: &str, status: u16, upstream: UpstreamContext, refusal: json::Refusal) -> Error {
+    Error::upstream_failure(format!("{name} answered {status} with {refusal}"), upstream)
 }
 
 #[cfg(test)]
@@ -158,9 +240,6 @@ mod tests {
         assert_eq!(rid.chars().count(), REQUEST_ID_MAX_CHARS);
         assert_eq!(&rid[195..], "[reda");
         assert!(!r.content_type().contains("sk_"), "{}", r.content_type());
-        assert_eq!(
-            r.json.as_ref().unwrap()["error"]["message"],
-            "bad key [redacted]"
-        );
+        assert_eq!(r.json().unwrap()["error"]["message"], "bad key [redacted]");
     }
 }
