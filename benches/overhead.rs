@@ -623,6 +623,7 @@ fn main() {
                 "throughput_ratio": load.rps / floor.rps,
                 "latency": load.latency,
                 "floor_latency": floor.latency,
+                "cpu_ms_per_call": cpu / load.calls as f64,
             }));
         }
         server.stop();
@@ -684,12 +685,12 @@ fn main() {
     );
     println!();
     println!(
-        "{:<10} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10}",
-        "http mode", "conc", "rps", "floor rps", "ratio", "p50 us", "p99 us", "floor p50"
+        "{:<10} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10} {:>8}",
+        "http mode", "conc", "rps", "floor rps", "ratio", "p50 us", "p99 us", "floor p50", "cpu ms"
     );
     for r in &http_rows {
         println!(
-            "{:<10} {:>4} {:>9.0} {:>10.0} {:>5.0}% {:>9.0} {:>9.0} {:>10.0}",
+            "{:<10} {:>4} {:>9.0} {:>10.0} {:>5.0}% {:>9.0} {:>9.0} {:>10.0} {:>8.3}",
             r["mode"].as_str().unwrap_or(""),
             r["concurrency"],
             r["throughput_rps"].as_f64().unwrap_or(0.0),
@@ -698,6 +699,7 @@ fn main() {
             r["latency"]["p50_us"].as_f64().unwrap_or(0.0),
             r["latency"]["p99_us"].as_f64().unwrap_or(0.0),
             r["floor_latency"]["p50_us"].as_f64().unwrap_or(0.0),
+            r["cpu_ms_per_call"].as_f64().unwrap_or(0.0),
         );
     }
     println!(
