@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::domain::CurrencyCode;
 
+pub mod object;
 pub mod typed;
 
 /// A currency code we know (any case), or `None`: an unknown code has no amounts we can state.

@@ -13,9 +13,8 @@ use crate::backend::paging::page_numbered;
 use crate::backend::preview::PreviewLine;
 use crate::backend::prices::{one_per_currency, unit_from_subtotal};
 use crate::backend::rest::no_link_id;
-use crate::backend::tolerant::typed::{
-    Count, Decimal, Flag, Int, List, Metadata, Nested, Text, tolerant_object,
-};
+use crate::backend::tolerant::object::{Metadata, Nested, tolerant_object};
+use crate::backend::tolerant::typed::{Count, Decimal, Flag, Int, List, Text};
 use crate::domain::{CurrencyCode, Money, PageBytes, PageCursor};
 use crate::error::{Error, Result};
 use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind};
