@@ -3,7 +3,8 @@
 //! Everything runs on 127.0.0.1 against a fast in-process mock of Stream's API. Every figure is
 //! reported next to a floor measured in the same run: the same upstream request sent straight to
 //! the mock with reqwest. Run with `cargo bench --bench overhead` (release build); it prints a
-//! table and, last, one JSON line with every figure.
+//! table and, last, one JSON line with every figure. The shared store's run (`store`) needs
+//! `redis-server` on PATH (scripts/redis-setup installs it).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -12,6 +13,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+/// The shared store's run (Redis against memory).
+#[path = "overhead/store.rs"]
+mod store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paylink-mcp");
 const SEQUENTIAL_CALLS: usize = 1000;
@@ -438,6 +443,8 @@ impl HttpServer {
             "100000",
             "--max-connections-per-client",
             "0",
+            "--max-sessions-per-client",
+            "0",
         ];
         if stateless {
             args.push("--stateless");
@@ -628,6 +635,7 @@ fn main() {
         }
         server.stop();
     }
+    let store_report = store::run(&base, &http_runtime);
     let tenants = HttpServer::spawn(&base, true);
     let idle_http_hwm_kib = tenants.vm_hwm_kib();
     http_runtime.block_on(many_tenants(&tenants.url, TENANTS));
@@ -736,6 +744,7 @@ fn main() {
             "vm_hwm_kib_with_tenants": tenants_hwm_kib,
             "tenants": TENANTS,
         },
+        "store": store_report,
         "binary_bytes": binary_bytes,
     });
     println!("{report}");

@@ -24,17 +24,20 @@ use crate::tools::limits::ToolLimits;
 use crate::tools::safety::SpendRules;
 use crate::upstream::UpstreamSettings;
 
-pub mod http;
-pub mod oauth;
-pub mod safety;
-pub use http::HttpOpts;
-pub use safety::SafetyOpts;
+#[cfg(test)]
+mod documented;
+pub(crate) mod http;
+pub(crate) mod oauth;
+pub(crate) mod safety;
+pub(crate) use http::HttpOpts;
+pub(crate) use safety::SafetyOpts;
+pub(crate) mod store;
 
 /// paylink-mcp: an MCP server that lets AI assistants create and inspect payment links on
 /// Stream, Stripe, or an embedded sandbox.
 #[derive(Debug, Parser)]
 #[command(name = "paylink-mcp", version, about, long_about = None, after_help = ENV_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -50,10 +53,14 @@ const ENV_HELP: &str = "Secrets (environment only, never flags):
   PAYLINK_REQUEST_STATE_KEY_FILE  file holding the above
   PAYLINK_OAUTH_CLIENT_ID, PAYLINK_OAUTH_CLIENT_SECRET (or *_FILE)
                        OAuth mode's introspection client (with --oauth-introspection-url)
+  PAYLINK_STORE        (http) the shared store's URL, when it holds a password (see --store)
+  PAYLINK_STORE_FILE   file holding the above
+  PAYLINK_OAUTH_FINGERPRINT_KEY (or *_FILE)
+                       key (32+ bytes) of OAuth callers' log fingerprints; replicas share it
 Logs go to stderr; filter them with PAYLINK_LOG (e.g. PAYLINK_LOG=debug).";
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve MCP over stdin/stdout (the default).
     Stdio,
     /// Probe a running HTTP server's `/healthz`: exit 0 on 200, 1 otherwise; prints nothing on
@@ -65,11 +72,11 @@ pub enum Command {
 
 /// Where the health check in a container image looks by default: the HTTP server on its
 /// default port, over loopback (the probe runs inside the same container).
-pub const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:8080/healthz";
+pub(crate) const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:8080/healthz";
 
 /// Options of `paylink-mcp healthcheck`.
 #[derive(Debug, Clone, Args)]
-pub struct HealthcheckOpts {
+pub(crate) struct HealthcheckOpts {
     /// The URL to GET; set it when the server listens on another port.
     #[arg(long, env = "PAYLINK_HEALTHCHECK_URL", default_value = DEFAULT_HEALTHCHECK_URL)]
     pub url: String,
@@ -107,14 +114,14 @@ impl From<BackendChoice> for BackendKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Options of every mode.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalOpts {
+pub(crate) struct GlobalOpts {
     /// Payments API to use. Default: stream if only STREAM_API_KEY is set, stripe if only
     /// STRIPE_API_KEY is set, otherwise sandbox.
     #[arg(long, global = true, env = "PAYLINK_BACKEND", value_enum)]
@@ -128,7 +135,7 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "PAYLINK_TOOLS", value_delimiter = ',')]
     pub tools: Option<Vec<String>>,
 
-    /// Allow writes that move real money (Stream production, Stripe live keys).
+    /// Allow writes that move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     #[arg(long, global = true, env = "PAYLINK_ALLOW_LIVE", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_live: bool,
 
@@ -162,6 +169,19 @@ pub struct GlobalOpts {
         default_value_t = UpstreamSettings::DEFAULT.attempt_timeout.as_secs()
     )]
     pub upstream_timeout_secs: u64,
+
+    /// Most bytes all upstream answers being read at once may hold: a quarter for their bodies,
+    /// the rest for an upper bound of what decoding them allocates (0: no bound). A read that finds no room waits up to
+    /// two seconds, then is refused (`rate_limited`, retry-safe); the answer to a write waits
+    /// as long as the call's deadline allows. An answer larger than the whole budget is read
+    /// alone.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MAX_PARSE_BYTES",
+        default_value_t = UpstreamSettings::DEFAULT.max_parse_bytes
+    )]
+    pub max_parse_bytes: usize,
 
     /// Log format on stderr.
     #[arg(
@@ -209,6 +229,17 @@ pub struct GlobalOpts {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub sandbox_max_bytes: usize,
+
+    /// Most bytes the sandbox tenants brought by one client address may hold together (HTTP; a
+    /// tenant counts against the address that brought its token first; 0: no share of its
+    /// own). A create past it is refused (`rate_limited`), and only that address's.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SANDBOX_MAX_CLIENT_BYTES",
+        default_value_t = crate::backend::sandbox::DEFAULT_MAX_CLIENT_BYTES
+    )]
+    pub sandbox_max_client_bytes: usize,
 
     /// Most bytes of JSON in one page of a list answer; a page that would pass it ends early,
     /// with `has_more` and a cursor that continues after its last entry. Its first entry is
@@ -311,7 +342,7 @@ pub struct GlobalOpts {
 }
 
 /// Reads a secret from `NAME` or from the file named by `NAME_FILE`.
-pub fn read_secret(
+pub(crate) fn read_secret(
     name: &'static str,
     file_var: &'static str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -345,16 +376,19 @@ pub fn read_secret(
 
 /// The keys found in the environment.
 #[derive(Debug, Default)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     pub stream: Option<ApiKey>,
     pub stripe: Option<ApiKey>,
     /// OAuth mode's introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`, or `_FILE`).
     pub oauth_client_id: Option<ApiKey>,
     pub oauth_client_secret: Option<ApiKey>,
+    /// OAuth mode's key for callers' log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`, or
+    /// `_FILE`).
+    pub oauth_fingerprint_key: Option<ApiKey>,
 }
 
 impl Secrets {
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
         Ok(Secrets {
             stream: read_secret("STREAM_API_KEY", "STREAM_API_KEY_FILE", env)?,
             stripe: read_secret("STRIPE_API_KEY", "STRIPE_API_KEY_FILE", env)?,
@@ -368,11 +402,16 @@ impl Secrets {
                 "PAYLINK_OAUTH_CLIENT_SECRET_FILE",
                 env,
             )?,
+            oauth_fingerprint_key: read_secret(
+                "PAYLINK_OAUTH_FINGERPRINT_KEY",
+                "PAYLINK_OAUTH_FINGERPRINT_KEY_FILE",
+                env,
+            )?,
         })
     }
 
     /// The operator's key for `kind`'s upstream, if one is set.
-    pub fn key_for(&self, kind: BackendKind) -> Option<&ApiKey> {
+    pub(crate) fn key_for(&self, kind: BackendKind) -> Option<&ApiKey> {
         match kind {
             BackendKind::Sandbox => None,
             BackendKind::Stream => self.stream.as_ref(),
@@ -382,7 +421,7 @@ impl Secrets {
 }
 
 /// The backend to run: the explicit choice, or inferred from which key is present.
-pub fn choose_backend(
+pub(crate) fn choose_backend(
     explicit: Option<BackendChoice>,
     secrets: &Secrets,
 ) -> Result<BackendKind, StartupError> {
@@ -399,18 +438,23 @@ pub fn choose_backend(
 
 impl GlobalOpts {
     /// Upstream timeouts and retries.
-    pub fn upstream_settings(&self) -> UpstreamSettings {
+    pub(crate) fn upstream_settings(&self) -> UpstreamSettings {
         UpstreamSettings {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
             attempt_timeout: Duration::from_secs(self.upstream_timeout_secs.max(1)),
             deadline: Duration::from_secs(self.request_deadline_secs.max(1)),
             max_retries: self.max_retries,
+            max_parse_bytes: self.max_parse_bytes,
             ..UpstreamSettings::default()
         }
     }
 
-    /// What building `kind`'s backends needs, checked.
-    pub fn backend_settings(&self, kind: BackendKind) -> Result<BackendSettings, StartupError> {
+    /// What building `kind`'s backends needs, checked; `store` is the shared store, if any.
+    pub(crate) fn backend_settings(
+        &self,
+        kind: BackendKind,
+        store: Option<crate::store::Store>,
+    ) -> Result<BackendSettings, StartupError> {
         Ok(BackendSettings {
             kind,
             upstream: self.upstream_settings(),
@@ -421,21 +465,26 @@ impl GlobalOpts {
             } else {
                 self.stripe_version.clone()
             },
+            store,
         })
     }
 
     /// The sandbox's bounds, with a new byte pool: called once per process; every sandbox tenant
     /// shares the pool of the clone it is built from.
-    pub fn sandbox_limits(&self) -> SandboxLimits {
+    pub(crate) fn sandbox_limits(&self) -> SandboxLimits {
         SandboxLimits {
             max_links: self.sandbox_max_links,
             max_tenant_bytes: self.sandbox_max_tenant_bytes,
-            pool: SandboxPool::new(self.sandbox_max_bytes),
+            pool: SandboxPool::with_client_share(
+                self.sandbox_max_bytes,
+                self.sandbox_max_client_bytes,
+            ),
+            client: None,
         }
     }
 
     /// The tool layer's bounds: the idempotency store's limits and a list page's byte cap.
-    pub fn tool_limits(&self) -> ToolLimits {
+    pub(crate) fn tool_limits(&self) -> ToolLimits {
         ToolLimits {
             idempotency: StoreLimits {
                 max_entries: self.idempotency_max_entries,
@@ -450,10 +499,12 @@ impl GlobalOpts {
     }
 
     /// The write safety: confirmation settings (with the request-state key from the
-    /// environment) and the spend rules, checked.
-    pub fn write_safety(
+    /// environment) and the spend rules, checked; daily budgets in `store` when replicas share
+    /// one.
+    pub(crate) fn write_safety(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
+        store: Option<&crate::store::Store>,
     ) -> Result<(ConfirmSettings, SpendRules), StartupError> {
         let key = read_secret(
             "PAYLINK_REQUEST_STATE_KEY",
@@ -462,13 +513,13 @@ impl GlobalOpts {
         )?;
         Ok((
             self.safety.confirm_settings(key)?,
-            self.safety.spend_rules()?,
+            self.safety.spend_rules(store)?,
         ))
     }
 
     /// The operator's base URL for `kind`'s upstream (the sandbox has none; it gets Stream's,
     /// which nothing calls), checked and normalized.
-    pub fn base_url(&self, kind: BackendKind) -> Result<String, StartupError> {
+    pub(crate) fn base_url(&self, kind: BackendKind) -> Result<String, StartupError> {
         match kind {
             BackendKind::Stripe => check_base_url(&self.stripe_base_url, "STRIPE_BASE_URL"),
             _ => check_base_url(&self.stream_base_url, "STREAM_BASE_URL"),
@@ -476,14 +527,14 @@ impl GlobalOpts {
     }
 
     /// `STREAM_BRANCH_ID`, checked.
-    pub fn branch_id(&self) -> Result<Option<String>, StartupError> {
+    pub(crate) fn branch_id(&self) -> Result<Option<String>, StartupError> {
         check_branch_id(self.stream_branch_id.as_deref())
     }
 }
 
 /// Checks an http(s) base URL given by the operator (or a caller's `X-Stream-Base-URL`), and
 /// normalizes it: no trailing slash.
-pub fn check_base_url(raw: &str, option: &'static str) -> Result<String, StartupError> {
+pub(crate) fn check_base_url(raw: &str, option: &'static str) -> Result<String, StartupError> {
     let refuse = |reason: String| StartupError::BaseUrl {
         option,
         value: raw.to_owned(),
@@ -497,7 +548,7 @@ pub fn check_base_url(raw: &str, option: &'static str) -> Result<String, Startup
 }
 
 /// Checks `STREAM_BRANCH_ID`: a UUID, normalized to its hyphenated lower-case form.
-pub fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, StartupError> {
+pub(crate) fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, StartupError> {
     raw.map(str::trim)
         .filter(|b| !b.is_empty())
         .map(|b| {
@@ -509,118 +560,4 @@ pub fn check_branch_id(raw: Option<&str>) -> Result<Option<String>, StartupError
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn backend_is_inferred_from_the_keys() {
-        let s = Secrets::from_env(&env_of(&[])).unwrap();
-        assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Sandbox);
-        let s = Secrets::from_env(&env_of(&[("STREAM_API_KEY", "t")])).unwrap();
-        assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Stream);
-        let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY", "sk_test_x")])).unwrap();
-        assert_eq!(choose_backend(None, &s).unwrap(), BackendKind::Stripe);
-        let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY", "x"), ("STREAM_API_KEY", "y")]))
-            .unwrap();
-        let e = choose_backend(None, &s).unwrap_err().to_string();
-        assert!(e.contains("STREAM_API_KEY") && e.contains("STRIPE_API_KEY"));
-        assert!(!e.contains('x') || !e.contains("=x"));
-        assert_eq!(
-            choose_backend(Some(BackendChoice::Sandbox), &s).unwrap(),
-            BackendKind::Sandbox
-        );
-    }
-
-    #[test]
-    fn secrets_come_from_a_file_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, "sk_test_fromfile\n").unwrap();
-        let p = path.to_str().unwrap();
-        let s = Secrets::from_env(&env_of(&[("STRIPE_API_KEY_FILE", p)])).unwrap();
-        assert_eq!(s.stripe.unwrap().expose(), "sk_test_fromfile");
-        let e = Secrets::from_env(&env_of(&[
-            ("STRIPE_API_KEY_FILE", p),
-            ("STRIPE_API_KEY", "k"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("only one"));
-        let e =
-            Secrets::from_env(&env_of(&[("STREAM_API_KEY_FILE", "/nonexistent/k")])).unwrap_err();
-        assert!(e.to_string().contains("cannot be read"));
-    }
-
-    #[test]
-    fn global_options_go_before_or_after_the_subcommand() {
-        let a = Cli::try_parse_from(["paylink-mcp", "--read-only", "stdio"]).unwrap();
-        let b = Cli::try_parse_from(["paylink-mcp", "stdio", "--read-only"]).unwrap();
-        assert!(a.global.read_only && b.global.read_only);
-        let c = Cli::try_parse_from([
-            "paylink-mcp",
-            "stdio",
-            "--tools",
-            "get_payment_link,list_products",
-        ])
-        .unwrap();
-        assert_eq!(c.global.tools.unwrap().len(), 2);
-    }
-
-    #[test]
-    fn healthcheck_takes_a_url_and_a_timeout() {
-        let cli = Cli::try_parse_from(["paylink-mcp", "healthcheck"]).unwrap();
-        let Some(Command::Healthcheck(opts)) = cli.command else {
-            panic!("healthcheck parses as the healthcheck command");
-        };
-        // The environment of the test process may set PAYLINK_HEALTHCHECK_*; only check the
-        // explicit flags below for exact values.
-        assert!(!opts.url.is_empty());
-        let cli = Cli::try_parse_from([
-            "paylink-mcp",
-            "healthcheck",
-            "--url",
-            "http://127.0.0.1:9/healthz",
-            "--timeout-secs",
-            "1",
-        ])
-        .unwrap();
-        let Some(Command::Healthcheck(opts)) = cli.command else {
-            panic!("healthcheck parses as the healthcheck command");
-        };
-        assert_eq!(opts.url, "http://127.0.0.1:9/healthz");
-        assert_eq!(opts.timeout_secs, 1);
-        assert!(
-            Cli::try_parse_from(["paylink-mcp", "healthcheck", "--timeout-secs", "0"]).is_err()
-        );
-    }
-
-    #[test]
-    fn the_defaults_of_the_options_are_the_defaults_of_the_limits() {
-        let cli = Cli::parse_from(["paylink-mcp"]);
-        assert_eq!(cli.global.tool_limits(), ToolLimits::default());
-        let cli = Cli::parse_from([
-            "paylink-mcp",
-            "--max-page-bytes",
-            "4096",
-            "--idempotency-max-unknown-per-tenant",
-            "7",
-        ]);
-        let limits = cli.global.tool_limits();
-        assert_eq!(limits.page_bytes.get(), 4096);
-        assert_eq!(limits.idempotency.max_unknown_per_tenant, 7);
-    }
-
-    #[test]
-    fn there_is_no_flag_for_a_key() {
-        assert!(Cli::try_parse_from(["paylink-mcp", "--stream-api-key", "x"]).is_err());
-        assert!(Cli::try_parse_from(["paylink-mcp", "--api-key", "x"]).is_err());
-    }
-}
+mod tests;

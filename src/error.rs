@@ -6,7 +6,10 @@
 //! pass through here: they stay JSON-RPC errors.
 //!
 //! This module must never format a secret: messages are built from field names, upstream codes and
-//! upstream messages that have already been scrubbed (see `upstream::scrub`).
+//! upstream messages that have already been scrubbed (see `upstream::scrub`). Formatting can still
+//! reassemble a key the upstream sent in pieces (a validation location's parts joined with dots)
+//! or wrote as a number (`9.8765432e7`), so the tool layer scrubs each error once more at the
+//! edge (`Scrubber::scrub_error`).
 
 use serde::Serialize;
 
@@ -67,11 +70,15 @@ pub enum Error {
     },
 
     /// The upstream failed or refused for a reason that is not one of the above.
+    /// `maybe_written`: a write reached the upstream and no answer said it was refused, but the
+    /// upstream deduplicates it, so sending the same call again is safe (see
+    /// [`Error::may_have_written`]).
     #[error("{message}")]
     Upstream {
         field: Option<String>,
         message: String,
         retry_safe: bool,
+        maybe_written: bool,
         upstream: UpstreamContext,
     },
 
@@ -107,6 +114,11 @@ pub enum Error {
     /// A fault of this server (configuration, I/O). Never caused by a secret.
     #[error("{message}")]
     Internal { message: String, retry_safe: bool },
+
+    /// Something this server needs for the call (its shared store) cannot be reached now; the
+    /// call was refused before anything was sent upstream, so sending it again is safe.
+    #[error("{message}")]
+    Unavailable { message: String },
 }
 
 /// The `kind` of an error envelope: a closed vocabulary a model can branch on.
@@ -127,11 +139,12 @@ pub enum ErrorKind {
     CapExceeded,
     ProductNotAllowed,
     Internal,
+    Unavailable,
 }
 
 impl ErrorKind {
     /// Every kind, for code that maps a kind's name back to it.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Validation,
         ErrorKind::NotFound,
         ErrorKind::Auth,
@@ -146,6 +159,7 @@ impl ErrorKind {
         ErrorKind::CapExceeded,
         ErrorKind::ProductNotAllowed,
         ErrorKind::Internal,
+        ErrorKind::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +178,7 @@ impl ErrorKind {
             ErrorKind::CapExceeded => "cap_exceeded",
             ErrorKind::ProductNotAllowed => "product_not_allowed",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -281,6 +296,7 @@ impl Error {
             field: None,
             message: message.into(),
             retry_safe: false,
+            maybe_written: false,
             upstream,
         }
     }
@@ -295,6 +311,23 @@ impl Error {
             field: None,
             message: message.into(),
             retry_safe: true,
+            maybe_written: false,
+            upstream,
+        }
+    }
+
+    /// A write reached the upstream and got no answer (or one saying an earlier attempt of it is
+    /// still running), and the upstream deduplicates it: the link may exist, and sending the same
+    /// call again (the same idempotency key) is safe, as it cannot make a second one.
+    pub(crate) fn retry_with_same_key(
+        message: impl Into<String>,
+        upstream: UpstreamContext,
+    ) -> Self {
+        Error::Upstream {
+            field: None,
+            message: message.into(),
+            retry_safe: true,
+            maybe_written: true,
             upstream,
         }
     }
@@ -362,6 +395,13 @@ impl Error {
         }
     }
 
+    /// A dependency of this server (its shared store) is down; nothing was sent upstream.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+        }
+    }
+
     /// The same error, as belonging to the argument `field`: kinds that name a field
     /// (`validation`, `not_found`, `upstream`) take it, others are returned unchanged.
     pub(crate) fn on_field(self, field: impl Into<String>) -> Self {
@@ -383,12 +423,14 @@ impl Error {
             Error::Upstream {
                 message,
                 retry_safe,
+                maybe_written,
                 upstream,
                 ..
             } => Error::Upstream {
                 field: Some(field.into()),
                 message,
                 retry_safe,
+                maybe_written,
                 upstream,
             },
             other => other,
@@ -411,6 +453,7 @@ impl Error {
             Error::CapExceeded { .. } => ErrorKind::CapExceeded,
             Error::ProductNotAllowed { .. } => ErrorKind::ProductNotAllowed,
             Error::Internal { .. } => ErrorKind::Internal,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
         }
     }
 
@@ -420,6 +463,19 @@ impl Error {
             Error::RateLimited { retry_safe, .. }
             | Error::Upstream { retry_safe, .. }
             | Error::Internal { retry_safe, .. } => *retry_safe,
+            Error::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the write this error ended may have happened upstream: the request may have
+    /// reached it and no answer definitely refused it (a timeout after sending, a 5xx to a
+    /// write, an unreadable 2xx). What a create may have made counts against the spend budget
+    /// and is never asked about again as if it were new.
+    pub fn may_have_written(&self) -> bool {
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::Upstream { maybe_written, .. } => *maybe_written,
             _ => false,
         }
     }
@@ -462,7 +518,8 @@ impl Error {
             | Error::ConfirmationRequired { message }
             | Error::CapExceeded { message }
             | Error::ProductNotAllowed { message, .. }
-            | Error::Internal { message, .. } => message,
+            | Error::Internal { message, .. }
+            | Error::Unavailable { message } => message,
         }
     }
 
@@ -496,10 +553,10 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 mod startup;
-pub use startup::StartupError;
+pub(crate) use startup::StartupError;
 
 #[cfg(test)]
 mod tests {
@@ -567,5 +624,9 @@ mod tests {
         assert!(!Error::quota_exhausted("m").retry_safe());
         assert!(Error::rate_limited("m", None, ctx()).retry_safe());
         assert!(Error::internal_retryable("m").retry_safe());
+        let down = Error::unavailable("m");
+        assert!(down.retry_safe());
+        assert_eq!(down.kind().as_str(), "unavailable");
+        assert_eq!(down.on_field("items").field(), None);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::HealthcheckOpts;
 
 /// Runs the probe and turns its outcome into the exit code.
-pub fn main(opts: &HealthcheckOpts) -> ExitCode {
+pub(crate) fn main(opts: &HealthcheckOpts) -> ExitCode {
     let timeout = Duration::from_secs(opts.timeout_secs);
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -30,7 +30,7 @@ pub fn main(opts: &HealthcheckOpts) -> ExitCode {
 }
 
 /// `GET url`, healthy only on `200`.
-pub async fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn probe(url: &str, timeout: Duration) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("`{url}` must be an http(s) URL"));

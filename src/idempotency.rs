@@ -6,12 +6,14 @@
 //! first call and share its outcome. When the first call's outcome was unknown, a repeat asks the
 //! backend to look for the link by the first call's reference before creating anything.
 //!
-//! The store is separate from the tenant cache (evicting an idle tenant must not forget its keys
-//! on Stream or Stripe) and lives in this process only: replicas behind a load balancer do not
-//! share it. Links of the sandbox live in this process too, and die with their tenant; entries
-//! made against them are scoped to that data and forgotten with it ([`LocalData`]).
+//! The keys are kept behind one trait, [`IdempotencyKeys`]: in this process ([`LocalKeys`] over
+//! [`IdempotencyStore`], the default, described below), or in the store replicas share
+//! ([`SharedKeys`], `--store redis://...`: claims with a lease, see `shared`). Either is separate
+//! from the tenant cache (evicting an idle tenant must not forget its keys on Stream or Stripe).
+//! Links of the in-memory sandbox live in this process and die with their tenant; entries made
+//! against them are scoped to that data and forgotten with it ([`LocalData`]).
 //!
-//! # Bounds
+//! # Bounds (this process's store; the shared store keeps the per-tenant ones, see `shared`)
 //!
 //! Every entry counts against every bound, whatever its state (in flight, created, unknown):
 //! the store holds at most [`StoreLimits::max_entries`] entries and [`StoreLimits::max_bytes`]
@@ -23,13 +25,22 @@
 //! as text, so the charge is exactly what is held), or the reference of an unknown outcome.
 //!
 //! Room is made by dropping the oldest *finished* entry (created or unknown): the tenant's own for
-//! a tenant bound, anyone's for a store bound, so one tenant flushes another's keys only through
-//! the store-wide bounds, which its own caps keep it from filling alone. An entry in flight is
-//! never dropped (its caller and any waiting twin need its outcome). So the only refusal a new
-//! key can meet is about the caller's own concurrency: a tenant with
+//! a tenant bound; for a store bound, the oldest of the tenant holding the largest share of the
+//! store (the larger of its fractions of the store's entries and bytes). Tenants at their own
+//! caps can fill the store together (eight at 4 MiB fill 32 MiB), but then they flush their own
+//! results, never those of a tenant holding less while they hold a finished entry: otherwise an
+//! honest tenant's created result would go, and its retry on Stream create a second link. An
+//! entry in flight is never dropped (its caller and any waiting twin need its outcome). So the
+//! only refusal a new key can meet is about the caller's own concurrency: a tenant with
 //! `max_in_flight_per_tenant` creates in flight is told to wait (`rate_limited`, retry_safe).
 //! (The store itself refuses in the same way only if every one of its `max_entries` entries is in
 //! flight, far above the HTTP server's limit on requests in flight.)
+//!
+//! That refusal is the tenant's own concurrency, never other keys', but it is a refusal of a new
+//! key. Over HTTP the gate's per-tenant in-flight limit (`--max-concurrent-per-tenant`, 16)
+//! refuses first: the HTTP server raises the store's cap to that limit when the limit is higher
+//! than 64. Over stdio, or with that limit off (0), a tenant with 64 creates in flight at once
+//! gets `rate_limited` (retry_safe, nothing sent) for the 65th.
 //!
 //! # Dropping an unknown outcome: the trade-off
 //!
@@ -46,18 +57,25 @@
 //! Eviction and expiry cost O(log n): entries are indexed by age (claim time, then a sequence
 //! number) in ordered maps, for the whole store and per tenant.
 //!
-//! The files: `limits` (the bounds and charges), `entries` (the entries and their age indexes),
-//! `store` (claims, room, outcomes) and `local` (data that lives in this process). This file
-//! only re-exports.
+//! The files: `keys` (the trait, and this process's store behind it), `limits` (the bounds and
+//! charges), `entries` (the entries and their age indexes), `store` (claims, room, outcomes),
+//! `local` (data that lives in this process) and `shared` (the keys in Redis). This file only
+//! re-exports.
 
 mod entries;
+mod keys;
 mod limits;
 mod local;
+mod shared;
 mod store;
 #[cfg(test)]
 mod tests;
 
-pub use entries::Outcome;
-pub use limits::{ENTRY_OVERHEAD, KEY_TTL, StoreLimits};
-pub use local::LocalData;
-pub use store::{Claim, IdempotencyStore, Ticket, args_hash, wait};
+pub(crate) use entries::Outcome;
+pub(crate) use keys::{Claimed, Hold, IdempotencyKeys, LocalKeys};
+pub(crate) use limits::{KEY_TTL, StoreLimits};
+pub(crate) use local::LocalData;
+pub(crate) use shared::SharedKeys;
+#[cfg(test)]
+use store::{Claim, Ticket, wait};
+pub(crate) use store::{IdempotencyStore, args_hash};

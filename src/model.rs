@@ -46,7 +46,7 @@ pub enum LinkStatus {
 }
 
 /// What kind of charge a product makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductKind {
     /// Charged once; paying makes an invoice.
@@ -107,7 +107,7 @@ pub struct PaymentLink {
 }
 
 /// One product line on a payment link.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LineItem {
     /// The line item's id; pass it as `starting_after`/`ending_before` to page.
     pub id: String,
@@ -150,7 +150,7 @@ pub struct Product {
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct Page<T> {
+pub(crate) struct Page<T> {
     /// The entries of this page, in order: at most `limit`, fewer when they are large (a page
     /// is capped in bytes; `has_more` then says that more follow).
     pub data: Vec<T>,
@@ -165,7 +165,7 @@ impl Page<LineItem> {
     /// A page of line items paged by item id. `next_cursor` is always the forward continuation
     /// (`starting_after`); walking backwards, entries always follow the page (at least the
     /// `ending_before` item itself), so it is set then too.
-    pub fn of_items(data: Vec<LineItem>, has_more: bool, backwards: bool) -> Self {
+    pub(crate) fn of_items(data: Vec<LineItem>, has_more: bool, backwards: bool) -> Self {
         let next_cursor = if has_more || backwards {
             data.last().map(|i| i.id.clone())
         } else {
@@ -181,10 +181,10 @@ impl Page<LineItem> {
 
 /// The metadata key under which every create carries our own reference, so that a create whose
 /// answer was lost can be found again (Stream) and a replay carries equal parameters (Stripe).
-pub const REQUEST_REF_KEY: &str = "paylink_request_id";
+pub(crate) const REQUEST_REF_KEY: &str = "paylink_request_id";
 
 /// Turns upstream metadata values into strings and hides the keys this server reserves.
-pub fn visible_metadata<'a, I>(entries: I) -> BTreeMap<String, String>
+pub(crate) fn visible_metadata<'a, I>(entries: I) -> BTreeMap<String, String>
 where
     I: IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
 {

@@ -9,20 +9,20 @@ use zeroize::Zeroizing;
 /// An upstream API key or access token. `Debug` and `Display` print `[redacted]`; the bytes are
 /// zeroed when the last copy is dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(Zeroizing<String>);
+pub(crate) struct ApiKey(Zeroizing<String>);
 
 impl ApiKey {
-    pub fn new(raw: impl Into<String>) -> Self {
+    pub(crate) fn new(raw: impl Into<String>) -> Self {
         ApiKey(Zeroizing::new(raw.into()))
     }
 
     /// The key itself, for building an upstream request header. Never log this.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// A short, stable, non-reversible name for logs: the first 12 hex digits of SHA-256.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         fingerprint(self.0.as_bytes())
     }
 }
@@ -41,7 +41,7 @@ impl fmt::Display for ApiKey {
 
 /// SHA-256 of `bytes`, first 6 bytes in hex: enough to tell tenants apart in logs, far too little
 /// to brute-force a key from.
-pub fn fingerprint(bytes: &[u8]) -> String {
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -33,21 +33,24 @@ use crate::ui;
 /// is held here lives until the call ends, even when the caller hung up and rmcp runs the
 /// call on, and no longer.
 #[derive(Clone)]
-pub struct HeldForCall(pub Arc<dyn Send + Sync>);
+pub(crate) struct HeldForCall(
+    #[expect(dead_code, reason = "held, never read: dropping it releases the slots")]
+    pub(crate)  Arc<dyn Send + Sync>,
+);
 
 /// What the caller's OAuth scopes allow, put in the request's extensions by the HTTP gate in
 /// OAuth mode (absent otherwise: then every listed tool is the caller's). The gate refuses a
 /// call of a tool the scopes do not allow before rmcp sees it; `tools/list` leaves such tools
 /// out, and a call that got past the gate anyway is refused here too.
 #[derive(Debug, Clone, Copy)]
-pub struct ToolAccess {
+pub(crate) struct ToolAccess {
     /// Whether the write tools are allowed (the read tools always are).
     pub writes: bool,
 }
 
 /// Where a call's tenant comes from.
 #[derive(Clone)]
-pub enum TenantSource {
+pub(crate) enum TenantSource {
     /// stdio: one tenant for the whole process.
     Fixed(Arc<Tenant>),
     /// HTTP: the auth layer puts an `Arc<Tenant>` in the request's extensions.
@@ -67,12 +70,12 @@ struct Shared {
 
 /// The MCP handler.
 #[derive(Clone)]
-pub struct PaylinkServer {
+pub(crate) struct PaylinkServer {
     shared: Arc<Shared>,
 }
 
 impl PaylinkServer {
-    pub fn new(
+    pub(crate) fn new(
         tools: Tools,
         toolbox: Toolbox,
         instructions: String,
@@ -218,7 +221,7 @@ impl ServerHandler for PaylinkServer {
 }
 
 /// What the model reads at `initialize`: what the tools do, which backend, whether it is live.
-pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> String {
+pub(crate) fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> String {
     let money = match (kind, live) {
         (BackendKind::Sandbox, _) => "This is the embedded SANDBOX: nothing is charged, links are not real and live only in this server's memory.".to_owned(),
         (_, Some(true)) if allow_live => "This server talks to LIVE money: links you create can be paid for real. Confirm amounts with the user before creating.".to_owned(),
@@ -238,7 +241,7 @@ pub fn instructions(kind: BackendKind, live: Option<bool>, allow_live: bool) -> 
         BackendKind::Stripe => format!(
             "Backend: Stripe{}. Sell `price_...` ids (or `prod_...` ids for a product's default price).",
             match live {
-                Some(true) => ", with a LIVE key (sk_live_/rk_live_)",
+                Some(true) => ", with a LIVE key (any key but sk_test_/rk_test_)",
                 Some(false) => ", with a test-mode key",
                 None => "",
             }

@@ -10,17 +10,21 @@
 //! then *commits* it when the link exists or its outcome is unknown, or *releases* it when
 //! nothing was created. The trait is small, async and free of in-memory assumptions (a
 //! reservation is named by an opaque string), so that a shared store can implement it for
-//! replicas; [`MemoryLedger`] keeps it in this process, and its budgets are lost on restart.
+//! replicas; [`MemoryLedger`] keeps it in this process, and its budgets are lost on restart;
+//! [`SharedLedger`] keeps it in the store replicas share (`--store redis://...`).
 //!
 //! It must not know about tools, protocols or backends: it counts money.
 //!
 //! The files: `caps` (the operator's caps, parsed), `ledger` (the budget trait and its
-//! reservations) and `memory` (the in-process ledger). This file only re-exports.
+//! reservations), `memory` (the in-process ledger) and `shared` (the ledger in Redis). This file
+//! only re-exports.
 
 mod caps;
 mod ledger;
 mod memory;
+mod shared;
 
-pub use caps::{Caps, parse_cap};
-pub use ledger::{Refusal, Reservation, SpendLedger, WINDOW};
-pub use memory::{LedgerBounds, MemoryLedger};
+pub(crate) use caps::{Caps, parse_cap};
+pub(crate) use ledger::{Refusal, Reservation, SpendLedger};
+pub(crate) use memory::{LedgerBounds, MemoryLedger};
+pub(crate) use shared::SharedLedger;

@@ -14,8 +14,9 @@ use crate::backend::factory::{BackendFactory, BuildError};
 use crate::backend::unconfigured::Unconfigured;
 use crate::config::{Cli, Command, Secrets, choose_backend};
 use crate::error::StartupError;
+use crate::idempotency::{IdempotencyKeys, IdempotencyStore, LocalKeys, SharedKeys};
 use crate::model::BackendKind;
-use crate::oauth::OAuthSettings;
+use crate::oauth::{OAuthSecrets, OAuthSettings};
 use crate::observability::audit::AuditLog;
 use crate::secret::ApiKey;
 use crate::server::{PaylinkServer, TenantSource, instructions};
@@ -79,11 +80,32 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
         },
     )?;
     let audit = global.audit_log.clone().map(AuditLog::at_start_up);
-    let (confirm, spend) = global.write_safety(env)?;
+    // Only the HTTP server has replicas to share state with; stdio serves one user from memory.
+    let store = match &cli.command {
+        Some(Command::Http(opts)) => opts.store.store(env)?,
+        _ => None,
+    };
+    let (confirm, spend) = global.write_safety(env, store.as_ref())?;
     log_safety(&confirm, &spend);
-    let toolbox = Toolbox::new(rules, global.allow_live, audit, global.tool_limits())
+    let mut limits = global.tool_limits();
+    if let Some(Command::Http(opts)) = &cli.command {
+        // A tenant's creates in flight are refused by the store past its cap: over HTTP the
+        // gate's per-tenant in-flight limit must refuse first (see `idempotency`).
+        let gate = opts.max_concurrent_per_tenant as usize;
+        let cap = &mut limits.idempotency.max_in_flight_per_tenant;
+        *cap = (*cap).max(gate);
+    }
+    let keys: Arc<dyn IdempotencyKeys> = match &store {
+        Some(store) => Arc::new(SharedKeys::new(
+            store.clone(),
+            limits.idempotency,
+            global.upstream_settings().attempt_timeout,
+        )),
+        None => Arc::new(LocalKeys(IdempotencyStore::new(limits.idempotency))),
+    };
+    let toolbox = Toolbox::new(rules, global.allow_live, audit, limits.page_bytes, keys)
         .with_safety(confirm, spend);
-    let factory = BackendFactory::new(global.backend_settings(kind)?);
+    let factory = BackendFactory::new(global.backend_settings(kind, store.clone())?);
     match cli.command.unwrap_or(Command::Stdio) {
         Command::Stdio => {
             let key = secrets.key_for(kind);
@@ -128,11 +150,15 @@ fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartupErro
             );
             let oauth = OAuthSettings::check(
                 &opts.oauth,
-                secrets.oauth_client_id.as_ref(),
-                secrets.oauth_client_secret.as_ref(),
+                OAuthSecrets {
+                    client_id: secrets.oauth_client_id.as_ref(),
+                    client_secret: secrets.oauth_client_secret.as_ref(),
+                    fingerprint_key: secrets.oauth_fingerprint_key.as_ref(),
+                },
                 opts.access_tokens_file.is_some(),
             )?;
-            crate::transport::http::run(kind, global, &opts, &secrets, server, factory, oauth)
+            let shared = crate::transport::http::Shared { oauth, store };
+            crate::transport::http::run(kind, global, &opts, &secrets, server, factory, shared)
                 .map_err(StartupError::Http)
         }
         // `main` runs the probe before any of the above; reaching here is a bug, not a panic.
@@ -164,7 +190,7 @@ fn stdio_backend(
     let kind = factory.kind();
     if kind == BackendKind::Sandbox {
         return factory
-            .backend(None, "", None)
+            .backend("stdio", None, "", None)
             .map_err(|_| StartupError::Internal("the sandbox backend could not be built"));
     }
     let base = global.base_url(kind)?;
@@ -184,10 +210,12 @@ fn stdio_backend(
             ),
         )));
     };
-    Ok(match factory.backend(Some(key), &base, branch.as_deref()) {
-        Ok(backend) => backend,
-        Err(BuildError::Key(message) | BuildError::Unavailable(message)) => {
-            Arc::new(Unconfigured::new(kind, message))
-        }
-    })
+    Ok(
+        match factory.backend("stdio", Some(key), &base, branch.as_deref()) {
+            Ok(backend) => backend,
+            Err(BuildError::Key(message) | BuildError::Unavailable(message)) => {
+                Arc::new(Unconfigured::new(kind, message))
+            }
+        },
+    )
 }

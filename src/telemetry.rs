@@ -5,7 +5,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. `PAYLINK_LOG` (or `RUST_LOG`) filters; default `info` (rmcp's own chatter at `warn`).
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = std::env::var("PAYLINK_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 
-pub mod cache;
+pub(crate) mod cache;
 
 /// One caller: the stdio user, or one HTTP bearer key.
-pub struct Tenant {
+pub(crate) struct Tenant {
     /// Short hash of the tenant's key, for logs. Never the key.
     pub fingerprint: String,
     /// Full hash naming the tenant, scoping its idempotency keys. Never the key.

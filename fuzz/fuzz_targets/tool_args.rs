@@ -5,15 +5,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paylink_mcp::Error;
-use paylink_mcp::backend::BackendRules;
-use paylink_mcp::domain::PageBytes;
-use paylink_mcp::error::ErrorKind;
-use paylink_mcp::model::BackendKind;
-use paylink_mcp::tools::args::decode;
-use paylink_mcp::tools::create::{CreatePaymentLinkArgs, refuse_unsupported};
-use paylink_mcp::tools::lifecycle::{ListPaymentLinksArgs, UpdatePaymentLinkStatusArgs};
-use paylink_mcp::tools::read::{GetPaymentLinkArgs, ListLineItemsArgs, ListProductsArgs};
+use paylink_mcp::testing::Error;
+use paylink_mcp::testing::BackendRules;
+use paylink_mcp::testing::PageBytes;
+use paylink_mcp::testing::ErrorKind;
+use paylink_mcp::testing::BackendKind;
+use paylink_mcp::testing::decode;
+use paylink_mcp::testing::{CreatePaymentLinkArgs, refuse_unsupported};
+use paylink_mcp::testing::{ListPaymentLinksArgs, UpdatePaymentLinkStatusArgs};
+use paylink_mcp::testing::{GetPaymentLinkArgs, ListLineItemsArgs, ListProductsArgs};
 use serde_json::{Map, Value};
 
 const KINDS: [BackendKind; 3] = [

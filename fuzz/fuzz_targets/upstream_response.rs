@@ -3,14 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paylink_mcp::backend::stream::{
+use paylink_mcp::testing::{
     StreamErrors, line_item_from_stream, link_from_stream, product_from_stream,
 };
-use paylink_mcp::backend::stripe::{
+use paylink_mcp::testing::{
     StripeErrors, apply_line_items, line_item_from_stripe, link_from_stripe, product_from_stripe,
 };
-use paylink_mcp::domain::CurrencyCode;
-use paylink_mcp::upstream::{ErrorDecoder, RetryMode, Scrubber, UpstreamResponse, json_body};
+use paylink_mcp::testing::CurrencyCode;
+use paylink_mcp::testing::{ErrorDecoder, RetryMode, Scrubber, UpstreamResponse, json_body};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {

@@ -7,19 +7,21 @@
 //! REST backends share one connection pool per base URL ([`UpstreamPools`]), so a new tenant
 //! costs a few header values, never a TLS handshake.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Backend;
-use super::sandbox::{SandboxBackend, SandboxLimits};
+use super::sandbox::{SandboxBackend, SandboxLimits, SharedSandbox};
 use super::stream::StreamBackend;
 use super::stripe::StripeBackend;
 use crate::model::BackendKind;
 use crate::secret::ApiKey;
+use crate::store::Store;
 use crate::upstream::{UpstreamPools, UpstreamSettings};
 
 /// Why a backend could not be built. Messages never contain the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     /// The key cannot be used with this backend: the caller should fix it (HTTP 401).
     Key(String),
     /// This server cannot serve this backend (refused at start-up).
@@ -36,48 +38,74 @@ impl std::fmt::Display for BuildError {
 
 /// What a backend needs from the operator's configuration, checked at start-up.
 #[derive(Debug, Clone)]
-pub struct BackendSettings {
+pub(crate) struct BackendSettings {
     pub kind: BackendKind,
     pub upstream: UpstreamSettings,
     /// The sandbox's bounds; every sandbox tenant built here shares its byte pool.
     pub sandbox: SandboxLimits,
     /// A checked `Stripe-Version` (see `stripe::check_version`).
     pub stripe_version: String,
+    /// The store replicas share (`--store redis://...`): sandbox links live there then.
+    pub store: Option<Store>,
 }
 
 /// Builds backends of one kind.
-pub struct BackendFactory {
+pub(crate) struct BackendFactory {
     settings: BackendSettings,
     pools: UpstreamPools,
 }
 
 impl BackendFactory {
-    pub fn new(settings: BackendSettings) -> Self {
+    pub(crate) fn new(settings: BackendSettings) -> Self {
         BackendFactory {
             pools: UpstreamPools::new(settings.upstream),
             settings,
         }
     }
 
-    pub fn kind(&self) -> BackendKind {
+    pub(crate) fn kind(&self) -> BackendKind {
         self.settings.kind
     }
 
-    /// A new backend for one tenant. `key` is what the backend sends upstream (`None` only for
-    /// the sandbox); `base` (a checked base URL) and `branch` (a checked UUID, Stream only) say
-    /// where.
-    pub fn backend(
+    /// A new backend for one tenant, named by `scope` (a hash, see `Tenant::scope`). `key` is
+    /// what the backend sends upstream (`None` only for the sandbox); `base` (a checked base URL)
+    /// and `branch` (a checked UUID, Stream only) say where.
+    pub(crate) fn backend(
         &self,
+        scope: &str,
         key: Option<&ApiKey>,
         base: &str,
         branch: Option<&str>,
     ) -> Result<Arc<dyn Backend>, BuildError> {
+        self.backend_for(scope, key, base, branch, None)
+    }
+
+    /// [`backend`](Self::backend) for a tenant brought by `client`: a sandbox tenant's bytes
+    /// count against that address's share of the sandbox pool.
+    pub(crate) fn backend_for(
+        &self,
+        scope: &str,
+        key: Option<&ApiKey>,
+        base: &str,
+        branch: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<dyn Backend>, BuildError> {
         match self.settings.kind {
-            // Each sandbox tenant has its own data, bounded, gone with the tenant; the byte pool
-            // is shared by all of them.
-            BackendKind::Sandbox => Ok(Arc::new(SandboxBackend::with_limits(
-                self.settings.sandbox.clone(),
-            ))),
+            // Each sandbox tenant has its own data, bounded; the byte pool is shared by all of
+            // them. In this process, the data goes with the tenant, and over HTTP the tenants one
+            // client address brought share a part of the pool; with a shared store the data is
+            // there, under the tenant's scope, for every replica to see.
+            BackendKind::Sandbox => Ok(match &self.settings.store {
+                Some(store) => Arc::new(SharedSandbox::new(
+                    store.clone(),
+                    scope,
+                    self.settings.sandbox.clone(),
+                )),
+                None => Arc::new(SandboxBackend::with_limits(SandboxLimits {
+                    client,
+                    ..self.settings.sandbox.clone()
+                })),
+            }),
             BackendKind::Stream => {
                 let key = key.ok_or_else(|| BuildError::Key("a Stream key is required".into()))?;
                 let client = self.pools.get(base);
@@ -104,8 +132,13 @@ impl BackendFactory {
     /// Builds (and drops) one backend with a placeholder key, so that a backend this build
     /// cannot serve, or a bad base URL, stops the server at start-up rather than at the first
     /// request. Makes no network call.
-    pub fn self_check(&self, base: &str) -> Result<(), String> {
-        match self.backend(Some(&ApiKey::new("start-up-check")), base, None) {
+    pub(crate) fn self_check(&self, base: &str) -> Result<(), String> {
+        match self.backend(
+            "start-up-check",
+            Some(&ApiKey::new("start-up-check")),
+            base,
+            None,
+        ) {
             Ok(_) | Err(BuildError::Key(_)) => Ok(()),
             Err(BuildError::Unavailable(m)) => Err(m),
         }
@@ -125,8 +158,10 @@ mod tests {
                 max_links: 10,
                 max_tenant_bytes: 1 << 20,
                 pool: SandboxPool::new(1 << 24),
+                client: None,
             },
             stripe_version: crate::backend::stripe::DEFAULT_API_VERSION.into(),
+            store: None,
         })
     }
 
@@ -135,29 +170,29 @@ mod tests {
         let base = crate::backend::stream::STAGING_BASE_URL;
         let sandbox = factory(BackendKind::Sandbox);
         assert_eq!(
-            sandbox.backend(None, base, None).unwrap().kind(),
+            sandbox.backend("t", None, base, None).unwrap().kind(),
             BackendKind::Sandbox
         );
         let stream = factory(BackendKind::Stream);
         assert!(stream.self_check(base).is_ok());
         let b = stream
-            .backend(Some(&ApiKey::new("k:s")), base, None)
+            .backend("t", Some(&ApiKey::new("k:s")), base, None)
             .unwrap();
         assert_eq!(b.kind(), BackendKind::Stream);
         assert!(!b.livemode());
         assert!(matches!(
-            stream.backend(None, base, None),
+            stream.backend("t", None, base, None),
             Err(BuildError::Key(_))
         ));
         let stripe = factory(BackendKind::Stripe);
         assert!(stripe.self_check(base).is_ok());
         assert!(matches!(
-            stripe.backend(Some(&ApiKey::new("not-a-stripe-key")), base, None),
+            stripe.backend("t", Some(&ApiKey::new("not-a-stripe-key")), base, None),
             Err(BuildError::Key(_))
         ));
         assert!(
             stripe
-                .backend(Some(&ApiKey::new("sk_test_x")), base, None)
+                .backend("t", Some(&ApiKey::new("sk_test_x")), base, None)
                 .is_ok()
         );
     }

@@ -10,28 +10,30 @@
 //! unreadable answers), `prices` (unit prices from subtotals, one price per currency) and
 //! [`tolerant`] (the lenient JSON reader).
 
-pub mod factory;
+pub(crate) mod factory;
 mod paging;
 mod preview;
 mod prices;
 mod request;
 mod rest;
-pub mod sandbox;
-pub mod stream;
-pub mod stripe;
-pub mod tolerant;
-pub mod unconfigured;
+pub(crate) mod sandbox;
+pub(crate) mod stream;
+pub(crate) mod stripe;
+pub(crate) mod tolerant;
+pub(crate) mod unconfigured;
 
 use async_trait::async_trait;
 
-use crate::domain::{IdFormat, PaymentLinkId};
+use crate::domain::{CurrencyCode, IdFormat, PaymentLinkId};
 use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
+use crate::upstream::Scrubber;
 
-pub use paging::{cap_line_items, page_by_item_id};
-pub use preview::{Preview, PreviewLine};
-pub use request::{
+#[cfg(test)]
+pub(crate) use preview::PreviewLine;
+pub(crate) use preview::{Preview, money_text};
+pub(crate) use request::{
     LineItemsQuery, LinksQuery, NewItem, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
 
@@ -79,11 +81,11 @@ impl BackendRules {
 
 /// A payments API, as seen by one tenant.
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Send + Sync + 'static {
     /// Which API this is.
     fn kind(&self) -> BackendKind;
 
-    /// True when writes move real money (Stream production, Stripe live keys).
+    /// True when writes move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     fn livemode(&self) -> bool;
 
     /// Creates a link. Must make at most one upstream write that could create a link.
@@ -106,6 +108,28 @@ pub trait Backend: Send + Sync + 'static {
         self.create_payment_link(request).await
     }
 
+    /// Checks, with reads only, that the catalog still prices `request` the way `preview` showed:
+    /// called after the user took time to confirm, right before the write. A backend whose
+    /// create charges the prices of the moment it is sent (Stream: its create takes product ids
+    /// only) reads them again and refuses a change (retry-safe: nothing was sent); one that
+    /// sells exactly the previewed prices needs no reads (the default).
+    async fn recheck_preview(&self, _request: &NewPaymentLink, _preview: &Preview) -> Result<()> {
+        Ok(())
+    }
+
+    /// The currency of a link created without one, when the backend knows it before reading the
+    /// catalog (Stream and the sandbox: SAR); `None` when the products decide (Stripe).
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        None
+    }
+
+    /// True when the upstream deduplicates a repeated create by our reference (Stripe's
+    /// `Idempotency-Key`): a create sent again after an unknown outcome then makes at most one
+    /// link, so it is the same write, not a new one.
+    fn dedupes_creates(&self) -> bool {
+        false
+    }
+
     /// Looks for a link an earlier create made with `reference`, when that create's outcome was
     /// unknown. `Ok(None)`: not found (or the backend needs no lookup: Stripe replays by
     /// idempotency key).
@@ -117,6 +141,12 @@ pub trait Backend: Send + Sync + 'static {
     /// sandbox): idempotency entries are then scoped to it and go with it. `None`: the links live
     /// upstream and outlive this instance.
     fn local_data(&self) -> Option<&LocalData> {
+        None
+    }
+
+    /// The scrubber of the key this backend sends, for the last pass over its errors at the edge
+    /// (see `Scrubber::scrub_error`). `None`: it sends no key (the sandbox).
+    fn scrubber(&self) -> Option<&Scrubber> {
         None
     }
 

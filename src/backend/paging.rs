@@ -14,7 +14,10 @@ use crate::model::{LineItem, Page};
 
 /// Pages a complete, ordered list of line items by item id: the rule shared by every backend
 /// that has no line-item endpoint of its own (Stream, the sandbox).
-pub fn page_by_item_id(items: Vec<LineItem>, query: &LineItemsQuery) -> Result<Page<LineItem>> {
+pub(crate) fn page_by_item_id(
+    items: Vec<LineItem>,
+    query: &LineItemsQuery,
+) -> Result<Page<LineItem>> {
     let position = |id: &str, field: &str| {
         items.iter().position(|i| i.id == id).ok_or_else(|| {
             Error::validation(
@@ -63,7 +66,7 @@ pub fn page_by_item_id(items: Vec<LineItem>, query: &LineItemsQuery) -> Result<P
 /// Cuts a page of line items read from an upstream to its byte cap (see [`PageBytes`]): keeps
 /// the first entries walking forwards, the last ones walking backwards (those nearest
 /// `ending_before`), and says `has_more` when it cut.
-pub fn cap_line_items(
+pub(crate) fn cap_line_items(
     mut data: Vec<LineItem>,
     has_more: bool,
     query: &LineItemsQuery,

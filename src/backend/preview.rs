@@ -5,12 +5,14 @@
 //! Plain data and its arithmetic: each backend finds the prices in its own catalog; it must not
 //! read any upstream's answers itself.
 
-use crate::domain::{CurrencyCode, Money};
-use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{CurrencyCode, Money, MoneyView};
+use crate::error::{Error, Result, UpstreamContext};
 
 /// One line of a previewed link.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PreviewLine {
+pub(crate) struct PreviewLine {
     /// What the create sells on this line, as it will send it: the item's product id, or on
     /// Stripe the price id that product id resolved to.
     pub sells: String,
@@ -31,7 +33,7 @@ pub struct PreviewLine {
 impl PreviewLine {
     /// A line of `quantity` units at `unit`, without coupons; `index` names the item in an
     /// overflow error.
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         sells: String,
         name: Option<String>,
@@ -56,7 +58,7 @@ impl PreviewLine {
 
 /// A previewed link.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Preview {
+pub(crate) struct Preview {
     pub currency: CurrencyCode,
     pub lines: Vec<PreviewLine>,
     /// What the link will total: its lines' totals, less the link's coupons where their effect
@@ -69,7 +71,7 @@ pub struct Preview {
 
 impl Preview {
     /// The preview of `lines` in `currency`, totalled without link coupons.
-    pub fn summed(
+    pub(crate) fn summed(
         currency: CurrencyCode,
         lines: Vec<PreviewLine>,
         coupons_unknown: bool,
@@ -87,6 +89,87 @@ impl Preview {
             coupons_unknown,
         })
     }
+}
+
+impl Preview {
+    /// Refuses when `fresh` (the catalog read again after the user took time to confirm) would
+    /// charge otherwise than this preview: nothing is sent, and calling again asks the user about
+    /// the numbers that are true now. Retry-safe, naming the first line that changed.
+    pub(crate) fn still_priced_as(&self, fresh: &Preview) -> Result<()> {
+        let changed = |field: String, what: String| {
+            Err(Error::upstream_retryable(
+                format!(
+                    "{what} after the user was shown a total of {}; nothing was sent. Call again: the user will be asked about the new total",
+                    money_text(self.total)
+                ),
+                UpstreamContext::default(),
+            )
+            .on_field(field))
+        };
+        for (i, (was, now)) in self.lines.iter().zip(&fresh.lines).enumerate() {
+            if was.unit != now.unit || was.sells != now.sells {
+                return changed(
+                    format!("items[{i}].product_id"),
+                    format!(
+                        "the price of {} changed from {} to {}",
+                        was.name.as_deref().unwrap_or(&was.sells),
+                        money_text(was.unit),
+                        money_text(now.unit)
+                    ),
+                );
+            }
+        }
+        if self.lines.len() != fresh.lines.len()
+            || self.total != fresh.total
+            || self.coupons_unknown != fresh.coupons_unknown
+        {
+            return changed(
+                "items".into(),
+                format!("the link's total changed to {}", money_text(fresh.total)),
+            );
+        }
+        Ok(())
+    }
+
+    /// The created link's `total` when it is not what this preview showed: another currency or
+    /// amount, or, with coupons whose effect the preview could not tell, more than the total
+    /// before them. `None` when it matches, or when the link's total is unknown.
+    pub(crate) fn differs_from(&self, total: Option<&MoneyView>) -> Option<Money> {
+        let total = total?;
+        let currency = CurrencyCode::parse(&total.currency, "total").ok()?;
+        let created = Money::from_minor(total.amount_minor, currency);
+        let matches = currency == self.currency
+            && if self.coupons_unknown {
+                created.minor() <= self.total.minor()
+            } else {
+                created.minor() == self.total.minor()
+            };
+        (!matches).then_some(created)
+    }
+
+    /// A digest of everything this preview charges (currency, each line's product, quantity and
+    /// unit price, the total): two previews with the same digest describe the same charge.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"paylink-preview\0");
+        h.update(self.currency.code().as_bytes());
+        for line in &self.lines {
+            h.update([0]);
+            h.update(line.sells.as_bytes());
+            h.update([0]);
+            h.update(line.quantity.to_be_bytes());
+            h.update(line.unit.minor().to_be_bytes());
+            h.update(line.total.minor().to_be_bytes());
+        }
+        h.update([0, u8::from(self.coupons_unknown)]);
+        h.update(self.total.minor().to_be_bytes());
+        h.finalize().into()
+    }
+}
+
+/// `12.50 SAR`.
+pub(crate) fn money_text(m: Money) -> String {
+    format!("{} {}", m.to_decimal_string(), m.currency())
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub(crate) struct StatusHints<'a> {
 impl Refused {
     /// Reads what every REST upstream's refusal has: `message` (the upstream's own, cut here)
     /// and `code` (cut here) from its error shape, `field` mapped to our argument.
-    pub fn new(
+    pub(super) fn new(
         name: &str,
         response: &UpstreamResponse,
         code: Option<&str>,
@@ -91,7 +91,7 @@ impl Refused {
     /// itself: 401 and 403 are `auth`, 404 and 410 `not_found`, 429 `rate_limited` (retry-safe,
     /// with the upstream's `Retry-After`); a 5xx is retry-safe on a read and an unknown outcome on
     /// a write; anything else is `upstream`, not retry-safe.
-    pub fn by_status(
+    pub(super) fn by_status(
         self,
         hints: &StatusHints<'_>,
         response: &UpstreamResponse,

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use crate::domain::CurrencyCode;
 
-pub mod object;
-pub mod typed;
+pub(crate) mod object;
+pub(crate) mod typed;
 
 /// A currency code we know (any case), or `None`: an unknown code has no amounts we can state.
 pub(crate) fn known_currency(code: &str) -> Option<CurrencyCode> {
@@ -15,23 +15,23 @@ pub(crate) fn known_currency(code: &str) -> Option<CurrencyCode> {
 
 /// A borrowed JSON value read as an object; a non-object reads as empty.
 #[derive(Clone, Copy)]
-pub struct Obj<'a>(pub &'a Value);
+pub(crate) struct Obj<'a>(pub &'a Value);
 
 impl<'a> Obj<'a> {
-    pub fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
-    pub fn str(&self, key: &str) -> Option<&'a str> {
+    pub(crate) fn str(&self, key: &str) -> Option<&'a str> {
         self.get(key).and_then(Value::as_str)
     }
 
-    pub fn bool(&self, key: &str) -> Option<bool> {
+    pub(crate) fn bool(&self, key: &str) -> Option<bool> {
         self.get(key).and_then(Value::as_bool)
     }
 
     /// An integer, also from an integral float (`12.0`) or a string of digits.
-    pub fn i64(&self, key: &str) -> Option<i64> {
+    pub(crate) fn i64(&self, key: &str) -> Option<i64> {
         match self.get(key)? {
             Value::Number(n) => n.as_i64().or_else(|| {
                 n.as_f64()
@@ -45,17 +45,8 @@ impl<'a> Obj<'a> {
 
     /// A count (a quantity): an integer read as [`Obj::i64`] that is neither negative nor above
     /// `u32::MAX`. Anything else is unreadable (`None`), never clamped to a plausible value.
-    pub fn count(&self, key: &str) -> Option<u32> {
+    pub(crate) fn count(&self, key: &str) -> Option<u32> {
         self.i64(key).and_then(|n| u32::try_from(n).ok())
-    }
-
-    /// A decimal amount as text, from a string or a number.
-    pub fn decimal_str(&self, key: &str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
     }
 
     /// A currency code we know, read from `key` (see [`known_currency`]).
@@ -63,12 +54,12 @@ impl<'a> Obj<'a> {
         self.str(key).and_then(known_currency)
     }
 
-    pub fn obj(&self, key: &str) -> Option<Obj<'a>> {
+    pub(crate) fn obj(&self, key: &str) -> Option<Obj<'a>> {
         self.get(key).filter(|v| v.is_object()).map(Obj)
     }
 
     /// An array, or an empty slice when absent or not an array.
-    pub fn array(&self, key: &str) -> &'a [Value] {
+    pub(crate) fn array(&self, key: &str) -> &'a [Value] {
         self.get(key)
             .and_then(Value::as_array)
             .map(Vec::as_slice)

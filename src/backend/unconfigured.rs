@@ -11,13 +11,13 @@ use crate::domain::PaymentLinkId;
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product};
 
-pub struct Unconfigured {
+pub(crate) struct Unconfigured {
     kind: BackendKind,
     message: String,
 }
 
 impl Unconfigured {
-    pub fn new(kind: BackendKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: BackendKind, message: impl Into<String>) -> Self {
         Unconfigured {
             kind,
             message: message.into(),

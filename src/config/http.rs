@@ -11,17 +11,18 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::oauth::OAuthOpts;
+use super::store::StoreOpts;
 
 /// Loopback names accepted in `Host` by default (any port): a browser page elsewhere that
 /// rebinds its own DNS name to 127.0.0.1 still sends its own name, and is refused.
-pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+pub(crate) const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 /// Browser origins accepted by default: pages served from this machine, any port.
-pub const DEFAULT_ALLOWED_ORIGINS: &[&str] =
+pub(crate) const DEFAULT_ALLOWED_ORIGINS: &[&str] =
     &["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
 /// The Stream APIs a caller may pick with `X-Stream-Base-URL` by default: production, staging.
-pub const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
+pub(crate) const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
     crate::backend::stream::PRODUCTION_BASE_URL,
     crate::backend::stream::STAGING_BASE_URL,
 ];
@@ -31,7 +32,7 @@ pub const DEFAULT_ALLOWED_BASE_URLS: &[&str] = &[
 /// --access-tokens-file).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "HTTP options")]
-pub struct HttpOpts {
+pub(crate) struct HttpOpts {
     /// Address to listen on. A non-loopback address requires --tls-cert/--tls-key or
     /// --behind-tls-proxy. Port 0 picks a free port (the address is logged).
     #[arg(long, env = "PAYLINK_BIND", default_value = "127.0.0.1:8080")]
@@ -88,8 +89,9 @@ pub struct HttpOpts {
     pub tenant_idle_secs: u64,
 
     /// Most open MCP sessions in all. A full table refuses new sessions (503) rather than close
-    /// another tenant's; a tenant at its own cap still rotates its own.
-    #[arg(long, env = "PAYLINK_MAX_SESSIONS", default_value_t = 10_000,
+    /// another tenant's; a tenant at its own cap still rotates its own. An open session costs
+    /// about 52 KB (rmcp's session worker and its channels): 2000 are about 100 MB.
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
 
@@ -100,7 +102,7 @@ pub struct HttpOpts {
 
     /// Most open MCP sessions opened from one client address (0: no cap of its own). At the cap a
     /// new session is refused (429) unless its tenant gives up one of its own from that address.
-    #[arg(long, env = "PAYLINK_MAX_SESSIONS_PER_CLIENT", default_value_t = 256)]
+    #[arg(long, env = "PAYLINK_MAX_SESSIONS_PER_CLIENT", default_value_t = 64)]
     pub max_sessions_per_client: u32,
 
     /// A Stream base URL callers may select with `X-Stream-Base-URL` (repeatable).
@@ -180,6 +182,22 @@ pub struct HttpOpts {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_read_timeout_secs: u64,
 
+    /// Bytes of request bodies held in memory at once, with what decoding them will take (0: no
+    /// limit). Charged from `Content-Length` before a body is read, held until its request is
+    /// done; over it, `503` and the connection closed. Requests over 16 KiB may use three
+    /// quarters of it: the rest is kept for ordinary (small) requests.
+    #[arg(long, env = "PAYLINK_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// The share of --max-request-bytes one client address may hold (0: no share of its own);
+    /// over it, `429` and the connection closed.
+    #[arg(
+        long,
+        env = "PAYLINK_MAX_REQUEST_BYTES_PER_CLIENT",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub max_request_bytes_per_client: usize,
+
     /// Seconds a TLS handshake may take (with --tls-cert).
     #[arg(long, env = "PAYLINK_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -200,11 +218,20 @@ pub struct HttpOpts {
     /// OAuth mode (`--oauth-issuer` and its companions).
     #[command(flatten)]
     pub oauth: OAuthOpts,
+    /// Bytes per second a client must take of what the server sends it, counted only while the
+    /// server waits on it (0: no minimum): beyond the write timeout's grace, a client may make
+    /// the server wait at most one second per this many bytes it has taken. Cuts off a reader
+    /// that is slow but steady; never a long tool call, nor an SSE stream the client reads.
+    #[arg(long, env = "PAYLINK_MIN_WRITE_RATE", default_value_t = 1024)]
+    pub min_write_rate: u32,
+    /// Where state shared by replicas lives (see `config::store`).
+    #[command(flatten)]
+    pub store: StoreOpts,
 }
 
 /// Parses `--metrics-bind`: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1 (loopback unless the
 /// operator names another address).
-pub fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
     let raw = raw.trim();
     if let Ok(port) = raw.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));

@@ -9,16 +9,20 @@
 use clap::Args;
 
 /// The read scope's name by default.
-pub const DEFAULT_READ_SCOPE: &str = "payment_links:read";
+pub(crate) const DEFAULT_READ_SCOPE: &str = "payment_links:read";
 /// The write scope's name by default.
-pub const DEFAULT_WRITE_SCOPE: &str = "payment_links:write";
+pub(crate) const DEFAULT_WRITE_SCOPE: &str = "payment_links:write";
 /// Most clock skew tolerated on `exp`/`nbf` (the bound).
-pub const MAX_LEEWAY_SECS: u64 = 60;
+pub(crate) const MAX_LEEWAY_SECS: u64 = 60;
+/// Longest the issuer's keys are trusted after their last fetch, by default: a day.
+pub(crate) const DEFAULT_JWKS_MAX_STALE_SECS: u64 = 86_400;
+/// The most `--oauth-jwks-max-stale-secs` may be: a week.
+pub(crate) const MAX_JWKS_MAX_STALE_SECS: u64 = 7 * 86_400;
 
 /// The OAuth options of `paylink-mcp http`.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "OAuth mode (resource server)")]
-pub struct OAuthOpts {
+pub(crate) struct OAuthOpts {
     /// OAuth mode: accept access tokens issued by this authorization server (its `issuer`,
     /// exactly as its metadata says it). Callers' tokens are checked, never forwarded; upstream
     /// calls use STREAM_API_KEY/STRIPE_API_KEY as in operator-key mode.
@@ -56,9 +60,19 @@ pub struct OAuthOpts {
     pub oauth_leeway_secs: u64,
 
     /// Fewest seconds between two fetches of the issuer's keys (JWKS) or metadata, successful or
-    /// not: a token with an unknown key id triggers at most one refetch per this interval. 0
-    /// refetches on every unknown key id (for tests, not production).
+    /// not: a token with an unknown key id triggers at most one refetch per this interval. Also
+    /// how long an introspection endpoint that failed is left alone (tokens not in the cache get
+    /// 503 meanwhile) and how long an introspection's refusal is remembered. At least 1: no interval would let a stream of made-up key ids turn into
+    /// a stream of fetches.
     #[arg(long, env = "PAYLINK_OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(0..=3600))]
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub oauth_jwks_min_refresh_secs: u64,
+
+    /// Longest the issuer's keys are trusted after they were last fetched. The set is fetched
+    /// again after 10 minutes (or half this, if shorter); while that fails the old set serves on
+    /// until this limit, then every token gets 503 until the keys can be fetched again (a key the
+    /// issuer removed is not trusted for ever). At least twice --oauth-jwks-min-refresh-secs.
+    #[arg(long, env = "PAYLINK_OAUTH_JWKS_MAX_STALE_SECS", default_value_t = DEFAULT_JWKS_MAX_STALE_SECS,
+          value_parser = clap::value_parser!(u64).range(2..=MAX_JWKS_MAX_STALE_SECS))]
+    pub oauth_jwks_max_stale_secs: u64,
 }

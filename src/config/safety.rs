@@ -12,16 +12,17 @@ use clap::{Args, ValueEnum};
 
 use crate::error::StartupError;
 use crate::secret::ApiKey;
-use crate::spend::{Caps, LedgerBounds, MemoryLedger, parse_cap};
+use crate::spend::{Caps, LedgerBounds, MemoryLedger, SharedLedger, SpendLedger, parse_cap};
+use crate::store::Store;
 use crate::tools::confirm::{ConfirmPolicy, ConfirmSettings};
 use crate::tools::safety::{AllowedProducts, SpendRules};
 
 /// When writes wait for the user's confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConfirmWrites {
+pub(crate) enum ConfirmWrites {
     /// Never ask (test keys and the sandbox).
     Never,
-    /// Ask before writes that move real money (Stream production, Stripe live keys).
+    /// Ask before writes that move real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     Live,
     /// Ask before every write.
     Always,
@@ -39,7 +40,7 @@ impl From<ConfirmWrites> for ConfirmPolicy {
 
 /// The safety options (global: before or after the subcommand).
 #[derive(Debug, Clone, Args)]
-pub struct SafetyOpts {
+pub(crate) struct SafetyOpts {
     /// When create_payment_link and update_payment_link_status wait for the user's confirmation
     /// (an MCP elicitation showing the exact lines and total): never, live (when the backend
     /// moves real money) or always. A client that cannot be asked gets `confirmation_required`.
@@ -91,7 +92,10 @@ pub struct SafetyOpts {
 impl SafetyOpts {
     /// The confirmation settings, with `key` (from `PAYLINK_REQUEST_STATE_KEY` or its `_FILE`)
     /// sealing request states, or a random key when none is set.
-    pub fn confirm_settings(&self, key: Option<ApiKey>) -> Result<ConfirmSettings, StartupError> {
+    pub(crate) fn confirm_settings(
+        &self,
+        key: Option<ApiKey>,
+    ) -> Result<ConfirmSettings, StartupError> {
         const KEY: &str = "PAYLINK_REQUEST_STATE_KEY";
         let bytes = key.as_ref().map(|k| k.expose().as_bytes().to_vec());
         if let Some(b) = &bytes
@@ -117,7 +121,8 @@ impl SafetyOpts {
     }
 
     /// The caps and the product list, checked.
-    pub fn spend_rules(&self) -> Result<SpendRules, StartupError> {
+    /// The spend rules; the daily budgets are kept in `store` when replicas share one.
+    pub(crate) fn spend_rules(&self, store: Option<&Store>) -> Result<SpendRules, StartupError> {
         let per_link = caps_of(&self.max_link_amount, "--max-link-amount")?;
         let daily = caps_of(&self.max_daily_amount, "--max-daily-amount")?;
         let caps = Caps::new(per_link, daily).map_err(|message| StartupError::Safety {
@@ -137,11 +142,11 @@ impl SafetyOpts {
                 AllowedProducts::parse(&text).map_err(refuse)
             })
             .transpose()?;
-        Ok(SpendRules::new(
-            caps,
-            allowed,
-            Arc::new(MemoryLedger::new(LedgerBounds::DEFAULT)),
-        ))
+        let ledger: Arc<dyn SpendLedger> = match store {
+            Some(store) => Arc::new(SharedLedger::new(store.clone(), LedgerBounds::DEFAULT)),
+            None => Arc::new(MemoryLedger::new(LedgerBounds::DEFAULT)),
+        };
+        Ok(SpendRules::new(caps, allowed, ledger))
     }
 }
 
@@ -180,7 +185,7 @@ mod tests {
             "--confirm-timeout-secs",
             "5",
         ]);
-        let rules = o.spend_rules().unwrap();
+        let rules = o.spend_rules(None).unwrap();
         let kwd = crate::domain::CurrencyCode::parse("KWD", "c").unwrap();
         assert_eq!(rules.caps.per_link(kwd).map(|m| m.minor()), Some(250_500));
         assert!(rules.caps.daily(kwd).is_none());
@@ -193,11 +198,11 @@ mod tests {
     #[test]
     fn bad_safety_options_name_the_option() {
         let e = opts(&["--max-daily-amount", "SAR:1.001"])
-            .spend_rules()
+            .spend_rules(None)
             .unwrap_err();
         assert!(e.to_string().starts_with("--max-daily-amount:"), "{e}");
         let e = opts(&["--allowed-products", "/nonexistent/list"])
-            .spend_rules()
+            .spend_rules(None)
             .unwrap_err();
         assert!(e.to_string().starts_with("--allowed-products:"), "{e}");
         let e = opts(&[])

@@ -181,7 +181,7 @@ const CURRENCIES: &[CurrencyInfo] = &[
 ];
 
 /// The currencies Stream (and so the sandbox) accepts on a payment link.
-pub const STREAM_CURRENCIES: &[&str] = &[
+pub(crate) const STREAM_CURRENCIES: &[&str] = &[
     "SAR", "USD", "EUR", "GBP", "AED", "BHD", "KWD", "OMR", "QAR",
 ];
 

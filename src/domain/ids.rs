@@ -149,7 +149,7 @@ impl CouponId {
 
 /// Checks an opaque pagination token or upstream item id that will be sent back upstream:
 /// non-empty, at most 255 characters of `[A-Za-z0-9_-]`.
-pub fn parse_item_id(raw: &str, field: &str) -> Result<String, Error> {
+pub(crate) fn parse_item_id(raw: &str, field: &str) -> Result<String, Error> {
     let s = raw.trim();
     if !s.is_empty()
         && s.len() <= MAX_STRIPE_ID

@@ -6,7 +6,7 @@ use crate::error::Error;
 
 /// Metadata keys starting with this belong to paylink-mcp (`paylink_name`, `paylink_request_id`):
 /// callers may not set them, and answers do not show them.
-pub const RESERVED_METADATA_PREFIX: &str = "paylink_";
+pub(crate) const RESERVED_METADATA_PREFIX: &str = "paylink_";
 
 /// Key-value pairs attached to a link: at most 50 keys, keys 1..=40 characters without `[` or `]`
 /// (they would break Stripe's bracket encoding), values at most 500 characters.

@@ -15,13 +15,18 @@ mod redirect_url;
 mod text;
 mod timestamp;
 
-pub use currency::{CurrencyCode, STREAM_CURRENCIES};
-pub use ids::{CouponId, IdFormat, PaymentLinkId, ProductId, parse_item_id};
-pub use metadata::{Metadata, RESERVED_METADATA_PREFIX};
-pub use money::{Money, MoneyParseError, MoneyView};
-pub use page::{Cursor, Fit, PAGE_ENVELOPE, PageBytes, PageCursor, PageLimit, json_len};
+pub use currency::CurrencyCode;
+pub(crate) use currency::STREAM_CURRENCIES;
+pub(crate) use ids::{CouponId, IdFormat, PaymentLinkId, ProductId, parse_item_id};
+pub(crate) use metadata::{Metadata, RESERVED_METADATA_PREFIX};
+pub use money::Money;
+pub(crate) use money::MoneyView;
+pub use page::{Cursor, PageBytes};
+#[cfg(test)]
+pub(crate) use page::{PAGE_ENVELOPE, json_len};
+pub(crate) use page::{PageCursor, PageLimit};
 pub(crate) use quantity::MAX_LINE_ITEMS;
-pub use quantity::{MaxPayments, Quantity};
+pub(crate) use quantity::{MaxPayments, Quantity};
 pub use redirect_url::RedirectUrl;
-pub use text::{Description, LinkName};
+pub(crate) use text::{Description, LinkName};
 pub use timestamp::ValidUntil;

@@ -44,7 +44,7 @@ pub struct PageBytes(usize);
 /// Room kept in a page's byte budget for what surrounds the entries: `{"data":[...],
 /// "has_more":..,"next_cursor":..}` with the longest cursor this server issues (an id cursor:
 /// a 255-character id, Base64-encoded).
-pub const PAGE_ENVELOPE: usize = 512;
+pub(crate) const PAGE_ENVELOPE: usize = 512;
 
 impl PageBytes {
     pub const DEFAULT: usize = 256 * 1024;
@@ -95,7 +95,7 @@ pub struct Fit {
 }
 
 /// The length of `value`'s compact JSON, without building it.
-pub fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -4,7 +4,7 @@
 /// exits with code 2; nothing has listened or called an upstream yet. Messages never hold a
 /// secret: they name variables, files and options, never their values when those are keys.
 #[derive(Debug, thiserror::Error)]
-pub enum StartupError {
+pub(crate) enum StartupError {
     /// A secret was given twice, as a variable and as a file.
     #[error("both {name} and {file_var} are set; set only one")]
     SecretTwice {
@@ -82,6 +82,10 @@ pub enum StartupError {
     /// A transport stopped with an error (the stdio pipes).
     #[error("{0}")]
     Transport(String),
+    /// The shared store's configuration (`--store`, `PAYLINK_STORE`, `PAYLINK_STORE_FILE`); the
+    /// message never holds the URL's password.
+    #[error("{0}")]
+    Store(String),
     /// A state start-up should never reach: a bug, reported rather than a panic.
     #[error("internal: {0}")]
     Internal(&'static str),

@@ -1,11 +1,12 @@
 //! The store's entries: what each one holds ([`Slot`]: in flight, created, unknown), what a
-//! finished create left behind ([`Outcome`]), each tenant's share ([`Book`]), and the age
-//! indexes that make expiry and eviction O(log n).
+//! finished create left behind ([`Outcome`]), each tenant's share ([`Book`]), the age indexes
+//! that make expiry and eviction O(log n), and the index of tenants by the share of the store
+//! they hold, which says whose entry a store-wide bound evicts.
 //!
 //! It keeps the maps and counters consistent with each other; it must not decide when to
 //! evict or refuse (see `store`), only how.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,11 +20,17 @@ use crate::observability::metrics::IdempotencyStats;
 
 /// What a finished create left behind.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The link was created: its JSON.
     Created(Value),
-    /// Nobody knows; the reference lets a repeat look for it.
-    Unknown { reference: String },
+    /// Nobody knows; the reference lets a repeat look for it. `sent`: the digest of what the
+    /// write was sent as, once confirmed and counted against the caps (see
+    /// [`super::Ticket::sending`]): an upstream that deduplicates creates may be sent exactly
+    /// that again without asking or counting anew.
+    Unknown {
+        reference: String,
+        sent: Option<[u8; 32]>,
+    },
     /// Nothing was created; a repeat runs again.
     Failed(Error),
 }
@@ -37,7 +44,9 @@ pub(super) enum Slot {
     InFlight(Shared),
     /// The created link as JSON text: compact, and exactly the bytes it is charged.
     Created(Box<str>),
-    Unknown(String),
+    /// The reference, and the digest of what was sent (see [`Outcome::Unknown`]); the digest
+    /// is fixed-size and within [`super::ENTRY_OVERHEAD`].
+    Unknown(String, Option<[u8; 32]>),
 }
 
 pub(super) struct Entry {
@@ -60,15 +69,21 @@ pub(super) struct Book {
     pub finished: BTreeMap<Age, Id>,
     /// Its unknown entries, oldest first.
     pub unknown: BTreeMap<Age, Id>,
+    /// Its key in [`Inner::by_share`], as last indexed.
+    pub share: u128,
 }
 
 /// Every entry of the store, its age indexes (store-wide and per tenant) and its counters.
-#[derive(Default)]
 pub(super) struct Inner {
     pub entries: HashMap<Id, Entry>,
-    /// Every created and unknown entry, oldest first: for expiry and the store-wide bounds.
+    /// Every created and unknown entry, oldest first: for expiry.
     pub finished: BTreeMap<Age, Id>,
     pub tenants: HashMap<Arc<str>, Book>,
+    /// Every tenant by the share of the store it holds (see [`Inner::share_of`]), largest last:
+    /// a store-wide bound evicts from the largest holder first.
+    by_share: BTreeSet<(u128, Arc<str>)>,
+    /// The store's bounds in entries and bytes, which shares are fractions of.
+    scale: (u128, u128),
     pub bytes: usize,
     pub in_flight: usize,
     pub unknown: usize,
@@ -81,6 +96,62 @@ pub(super) fn short(scope: &str) -> &str {
 }
 
 impl Inner {
+    /// An empty store whose shares are counted against `max_entries` and `max_bytes`.
+    pub(super) fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Inner {
+            entries: HashMap::new(),
+            finished: BTreeMap::new(),
+            tenants: HashMap::new(),
+            by_share: BTreeSet::new(),
+            scale: (max_entries.max(1) as u128, max_bytes.max(1) as u128),
+            bytes: 0,
+            in_flight: 0,
+            unknown: 0,
+            seq: 0,
+        }
+    }
+
+    /// A tenant's share of the store: the larger of its fractions of the store's entries and
+    /// bytes, on a common denominator (entries x max_bytes or bytes x max_entries).
+    fn share_of(&self, book: &Book) -> u128 {
+        let (max_entries, max_bytes) = self.scale;
+        (book.entries as u128 * max_bytes).max(book.bytes as u128 * max_entries)
+    }
+
+    /// Indexes `tenant` again after its book changed (or drops it from the index when it has no
+    /// book any more). O(log n).
+    pub(super) fn rerank(&mut self, tenant: &Arc<str>) {
+        let Some(book) = self.tenants.get(tenant) else {
+            return;
+        };
+        let share = self.share_of(book);
+        let before = book.share;
+        self.by_share.remove(&(before, tenant.clone()));
+        self.by_share.insert((share, tenant.clone()));
+        if let Some(book) = self.tenants.get_mut(tenant) {
+            book.share = share;
+        }
+    }
+
+    /// Checks that every tenant is indexed once, at its current share.
+    #[cfg(test)]
+    pub(super) fn check_shares(&self) {
+        assert_eq!(self.by_share.len(), self.tenants.len());
+        for (tenant, book) in &self.tenants {
+            assert_eq!(book.share, self.share_of(book), "{tenant}");
+            assert!(self.by_share.contains(&(book.share, tenant.clone())));
+        }
+    }
+
+    /// The oldest finished entry of the tenant holding the largest share of the store that has
+    /// one (a tenant whose entries are all in flight has none to give).
+    pub(super) fn oldest_finished_of_largest(&self) -> Option<Id> {
+        self.by_share
+            .iter()
+            .rev()
+            .find_map(|(_, tenant)| self.oldest_finished_of(tenant))
+    }
+
     pub(super) fn next_age(&mut self, now: Instant) -> Age {
         self.seq += 1;
         (now, self.seq)
@@ -90,7 +161,7 @@ impl Inner {
     pub(super) fn remove(&mut self, id: &Id) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
         let in_flight = matches!(entry.slot, Slot::InFlight(_));
-        let unknown = matches!(entry.slot, Slot::Unknown(_));
+        let unknown = matches!(entry.slot, Slot::Unknown(..));
         self.bytes = self.bytes.saturating_sub(entry.bytes);
         if in_flight {
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -101,6 +172,7 @@ impl Inner {
             self.unknown = self.unknown.saturating_sub(1);
         }
         let mut gone = false;
+        let share = self.tenants.get(&entry.tenant).map(|b| b.share);
         if let Some(book) = self.tenants.get_mut(&entry.tenant) {
             book.entries = book.entries.saturating_sub(1);
             book.bytes = book.bytes.saturating_sub(entry.bytes);
@@ -117,6 +189,11 @@ impl Inner {
         if gone {
             self.tenants.remove(&entry.tenant);
             self.bytes = self.bytes.saturating_sub(TENANT_OVERHEAD);
+            if let Some(share) = share {
+                self.by_share.remove(&(share, entry.tenant.clone()));
+            }
+        } else {
+            self.rerank(&entry.tenant);
         }
         Some(entry)
     }
@@ -125,7 +202,7 @@ impl Inner {
     pub(super) fn evict(&mut self, id: &Id, bound: &'static str) {
         let Some(entry) = self.remove(id) else { return };
         match entry.slot {
-            Slot::Unknown(reference) => {
+            Slot::Unknown(reference, _) => {
                 tracing::warn!(
                     bound,
                     reference = %reference,
@@ -136,10 +213,6 @@ impl Inner {
             }
             _ => metrics::idempotency_evicted("created"),
         }
-    }
-
-    pub(super) fn oldest_finished(&self) -> Option<Id> {
-        self.finished.first_key_value().map(|(_, id)| *id)
     }
 
     pub(super) fn oldest_finished_of(&self, tenant: &str) -> Option<Id> {

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 /// How long a key is remembered.
-pub const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What every entry is charged for its bookkeeping, on top of its payload: its map slot and key,
 /// its nodes in the age indexes and, in flight, its channel (measured at about 200 bytes on
 /// 64-bit targets; rounded up).
-pub const ENTRY_OVERHEAD: usize = 256;
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
 /// What an unknown outcome's reference is charged (ours are 36-character UUIDs). An entry in
 /// flight is charged as much, so that finishing as unknown never needs room.
@@ -24,7 +24,7 @@ pub(super) const TENANT_OVERHEAD: usize = 256;
 
 /// The store's bounds; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreLimits {
+pub(crate) struct StoreLimits {
     /// Entries in the whole store.
     pub max_entries: usize,
     /// Bytes charged in the whole store.

@@ -17,17 +17,18 @@ use super::limits::{
 };
 use crate::error::{Error, UpstreamContext};
 use crate::observability::metrics;
+#[cfg(test)]
 use crate::observability::metrics::IdempotencyStats;
 
 /// The store.
-pub struct IdempotencyStore {
+pub(crate) struct IdempotencyStore {
     inner: Mutex<Inner>,
     pub(super) limits: StoreLimits,
     ttl: Duration,
 }
 
 /// What the caller should do.
-pub enum Claim {
+pub(crate) enum Claim {
     /// Run the create; report the outcome through the ticket. `previous_reference` is set when
     /// an earlier attempt's outcome was unknown: look for that link first.
     Run(Ticket),
@@ -39,12 +40,18 @@ pub enum Claim {
 
 /// The right and duty to report the outcome of one create. Dropped without reporting (the call
 /// was cancelled), it records the outcome as unknown and wakes any waiters.
-pub struct Ticket {
+pub(crate) struct Ticket {
     store: Arc<IdempotencyStore>,
     id: Id,
     sender: Option<watch::Sender<Option<Outcome>>>,
     pub reference: String,
     pub previous_unknown: bool,
+    /// What the earlier attempt with an unknown outcome was sent as, if it was confirmed and
+    /// counted first (see [`Outcome::Unknown`]).
+    pub previous_sent: Option<[u8; 32]>,
+    /// What this attempt is sent as, for an unknown outcome (kept from the previous attempt
+    /// until this one sends).
+    sent: Option<[u8; 32]>,
 }
 
 fn entry_id(tenant: &str, key: &str) -> Id {
@@ -55,8 +62,24 @@ fn entry_id(tenant: &str, key: &str) -> Id {
     h.finalize().into()
 }
 
+/// The entry's id in hex: how the shared store names it (a hash of tenant and key, so no key a
+/// caller chose appears in a store key).
+pub(super) fn entry_hex(tenant: &str, key: &str) -> String {
+    entry_id(tenant, key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The refusal of a key used again with other arguments.
+pub(super) fn conflict() -> Error {
+    Error::idempotency_conflict(
+        "this idempotency_key was already used with different arguments in the last 24 hours; use a new key for a new link, or repeat the original arguments exactly",
+    )
+}
+
 /// A stable digest of validated arguments.
-pub fn args_hash(canonical: &str) -> [u8; 32] {
+pub(crate) fn args_hash(canonical: &str) -> [u8; 32] {
     Sha256::digest(canonical.as_bytes()).into()
 }
 
@@ -65,21 +88,19 @@ fn busy(message: String) -> Error {
 }
 
 impl IdempotencyStore {
-    pub fn new(limits: StoreLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: StoreLimits) -> Arc<Self> {
         Self::with_ttl(limits, KEY_TTL)
     }
 
-    pub fn with_ttl(limits: StoreLimits, ttl: Duration) -> Arc<Self> {
+    pub(crate) fn with_ttl(limits: StoreLimits, ttl: Duration) -> Arc<Self> {
         Arc::new(IdempotencyStore {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner::new(
+                limits.normalized().max_entries,
+                limits.normalized().max_bytes,
+            )),
             limits: limits.normalized(),
             ttl,
         })
-    }
-
-    /// The limits in force (after [`StoreLimits`] normalisation).
-    pub fn limits(&self) -> StoreLimits {
-        self.limits
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -87,16 +108,19 @@ impl IdempotencyStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The store's counts now.
-    pub fn stats(&self) -> IdempotencyStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> IdempotencyStats {
         self.lock().stats()
     }
 
@@ -105,7 +129,7 @@ impl IdempotencyStore {
     }
 
     /// Claims `key` for `tenant` with arguments hashing to `args`.
-    pub fn claim(
+    pub(crate) fn claim(
         self: &Arc<Self>,
         tenant: &str,
         key: &str,
@@ -131,16 +155,18 @@ impl IdempotencyStore {
         fresh_reference: impl FnOnce() -> String,
     ) -> Result<Claim, Error> {
         let mut previous_unknown = None;
+        let mut previous_sent = None;
         if let Some(entry) = inner.entries.get(&id) {
             if entry.args_hash != args {
-                return Err(Error::idempotency_conflict(
-                    "this idempotency_key was already used with different arguments in the last 24 hours; use a new key for a new link, or repeat the original arguments exactly",
-                ));
+                return Err(conflict());
             }
             match &entry.slot {
                 Slot::InFlight(rx) => return Ok(Claim::Wait(rx.clone())),
                 Slot::Created(text) => return Ok(Claim::Replay(created(text))),
-                Slot::Unknown(reference) => previous_unknown = Some(reference.clone()),
+                Slot::Unknown(reference, sent) => {
+                    previous_unknown = Some(reference.clone());
+                    previous_sent = *sent;
+                }
             }
         }
         // The one refusal a key can meet: this tenant's own creates in flight.
@@ -171,6 +197,7 @@ impl IdempotencyStore {
                         in_flight: 0,
                         finished: BTreeMap::new(),
                         unknown: BTreeMap::new(),
+                        share: 0,
                     },
                 );
                 inner.bytes += TENANT_OVERHEAD;
@@ -182,6 +209,7 @@ impl IdempotencyStore {
             book.in_flight += 1;
             book.bytes += SMALL_ENTRY;
         }
+        inner.rerank(&tenant_key);
         inner.bytes += SMALL_ENTRY;
         inner.in_flight += 1;
         inner.entries.insert(
@@ -200,11 +228,14 @@ impl IdempotencyStore {
             sender: Some(tx),
             reference,
             previous_unknown: previous_unknown.is_some(),
+            previous_sent,
+            sent: previous_sent,
         }))
     }
 
     /// Makes room for one more entry in flight of `tenant`: its own oldest finished entries
-    /// for its bounds, then anyone's oldest for the store's.
+    /// for its bounds, then for the store's the oldest of the tenant holding the largest share
+    /// (so that a few tenants at their caps cannot flush everyone else's results).
     fn make_room(&self, inner: &mut Inner, tenant: &str) -> Result<(), Error> {
         let l = &self.limits;
         while let Some(book) = inner.tenants.get(tenant) {
@@ -236,7 +267,7 @@ impl IdempotencyStore {
             } else {
                 return Ok(());
             };
-            let Some(victim) = inner.oldest_finished() else {
+            let Some(victim) = inner.oldest_finished_of_largest() else {
                 return Err(busy(format!(
                     "this server has {} creates with an idempotency_key in flight, its limit; try again in a moment",
                     inner.in_flight
@@ -247,13 +278,20 @@ impl IdempotencyStore {
     }
 
     /// Records how the create holding `id` ended.
-    fn finish(&self, id: &Id, outcome: &Outcome, reference: &str) {
+    fn finish(&self, id: &Id, outcome: &Outcome, reference: &str, sent: Option<[u8; 32]>) {
         let mut inner = self.lock();
-        self.finish_locked(&mut inner, id, outcome, reference);
+        self.finish_locked(&mut inner, id, outcome, reference, sent);
         Self::publish(&inner);
     }
 
-    fn finish_locked(&self, inner: &mut Inner, id: &Id, outcome: &Outcome, reference: &str) {
+    fn finish_locked(
+        &self,
+        inner: &mut Inner,
+        id: &Id,
+        outcome: &Outcome,
+        reference: &str,
+        sent: Option<[u8; 32]>,
+    ) {
         let l = &self.limits;
         // Gone already: forgotten with the local data it was made against.
         let Some(entry) = inner.entries.get(id) else {
@@ -269,7 +307,7 @@ impl IdempotencyStore {
                 return;
             }
             Outcome::Created(value) => Slot::Created(value.to_string().into_boxed_str()),
-            Outcome::Unknown { reference } => Slot::Unknown(reference.clone()),
+            Outcome::Unknown { reference, sent } => Slot::Unknown(reference.clone(), *sent),
         };
         if let Slot::Created(text) = &slot {
             let bytes = ENTRY_OVERHEAD + text.len();
@@ -281,10 +319,10 @@ impl IdempotencyStore {
                     scope = short(&tenant),
                     "idempotency: a created result too large for the byte budgets is kept as an unknown outcome"
                 );
-                slot = Slot::Unknown(reference.to_owned());
+                slot = Slot::Unknown(reference.to_owned(), sent);
             }
         }
-        let unknown = matches!(slot, Slot::Unknown(_));
+        let unknown = matches!(slot, Slot::Unknown(..));
         if unknown {
             while inner
                 .tenants
@@ -299,7 +337,7 @@ impl IdempotencyStore {
         }
         let bytes = match &slot {
             Slot::Created(text) => ENTRY_OVERHEAD + text.len(),
-            Slot::Unknown(r) => ENTRY_OVERHEAD + r.len().max(REFERENCE_BYTES),
+            Slot::Unknown(r, _) => ENTRY_OVERHEAD + r.len().max(REFERENCE_BYTES),
             Slot::InFlight(_) => SMALL_ENTRY,
         };
         let Some(entry) = inner.entries.get_mut(id) else {
@@ -323,10 +361,11 @@ impl IdempotencyStore {
                 book.unknown.insert(age, *id);
             }
         }
+        inner.rerank(&tenant);
     }
 
     /// Makes room for an entry in flight of `tenant` to grow to `bytes` when it finishes,
-    /// evicting finished entries (the tenant's own, then anyone's). `false` when it cannot fit
+    /// evicting finished entries (the tenant's own, then the largest holder's). `false` when it cannot fit
     /// even then; nothing is evicted in that case.
     fn room_to_grow(&self, inner: &mut Inner, tenant: &Arc<str>, bytes: usize) -> bool {
         let l = &self.limits;
@@ -354,7 +393,7 @@ impl IdempotencyStore {
             inner.evict(&victim, "tenant_bytes");
         }
         while inner.bytes + growth > l.max_bytes {
-            let Some(victim) = inner.oldest_finished() else {
+            let Some(victim) = inner.oldest_finished_of_largest() else {
                 return false;
             };
             inner.evict(&victim, "store_bytes");
@@ -364,7 +403,7 @@ impl IdempotencyStore {
 
     /// Forgets every finished entry of `tenant`: its data is gone, so are its replays. Entries in
     /// flight stay until their call ends.
-    pub fn forget_tenant(&self, tenant: &str) -> usize {
+    pub(crate) fn forget_tenant(&self, tenant: &str) -> usize {
         let mut inner = self.lock();
         let ids: Vec<Id> = inner
             .tenants
@@ -380,7 +419,7 @@ impl IdempotencyStore {
 }
 
 /// A stored created result, read back.
-fn created(text: &str) -> Outcome {
+pub(super) fn created(text: &str) -> Outcome {
     match serde_json::from_str(text) {
         Ok(value) => Outcome::Created(value),
         // Our own serialization: cannot fail to parse. Said rather than guessed at if it did.
@@ -391,9 +430,29 @@ fn created(text: &str) -> Outcome {
 }
 
 impl Ticket {
+    /// The write is about to be sent as `sent` (the digest of the preview the user confirmed and
+    /// the caps counted, if one was made): an unknown outcome from here on remembers it.
+    pub(crate) fn sending(&mut self, sent: Option<[u8; 32]>) {
+        self.sent = sent;
+    }
+
+    /// The outcome is unknown: a repeat looks for the link by this ticket's reference first.
+    pub(crate) fn complete_unknown(self) {
+        let outcome = self.unknown();
+        self.complete(outcome);
+    }
+
+    fn unknown(&self) -> Outcome {
+        Outcome::Unknown {
+            reference: self.reference.clone(),
+            sent: self.sent,
+        }
+    }
+
     /// Records the outcome and wakes every waiter with it.
-    pub fn complete(mut self, outcome: Outcome) {
-        self.store.finish(&self.id, &outcome, &self.reference);
+    pub(crate) fn complete(mut self, outcome: Outcome) {
+        self.store
+            .finish(&self.id, &outcome, &self.reference, self.sent);
         if let Some(tx) = self.sender.take() {
             let _ = tx.send(Some(outcome));
         }
@@ -402,12 +461,12 @@ impl Ticket {
     /// Gives the key back without an outcome, when nothing was sent upstream (the call stopped
     /// while the user was being asked to confirm, or a 2026-07-28 client is asked first): the
     /// key is free again, and a waiting twin is told to call again.
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         if let Some(tx) = self.sender.take() {
             // `Failed` removes the entry without keeping anything; the waiters see the channel
             // close, not the placeholder error.
             let nothing = Outcome::Failed(Error::internal_retryable("released"));
-            self.store.finish(&self.id, &nothing, &self.reference);
+            self.store.finish(&self.id, &nothing, &self.reference, None);
             drop(tx);
         }
     }
@@ -420,17 +479,16 @@ impl Drop for Ticket {
             // `complete`): the write may already have reached the upstream, so remember the
             // outcome as unknown — a repeat then looks for the link before creating — rather than
             // forgetting the key. Waiters see the channel close and are told to call again.
-            let outcome = Outcome::Unknown {
-                reference: self.reference.clone(),
-            };
-            self.store.finish(&self.id, &outcome, &self.reference);
+            let outcome = self.unknown();
+            self.store
+                .finish(&self.id, &outcome, &self.reference, self.sent);
             drop(tx);
         }
     }
 }
 
 /// Waits for the outcome of the call that holds the key. `None`: that call was cancelled.
-pub async fn wait(mut rx: Shared) -> Option<Outcome> {
+pub(crate) async fn wait(mut rx: Shared) -> Option<Outcome> {
     loop {
         if let Some(outcome) = rx.borrow().clone() {
             return Some(outcome);

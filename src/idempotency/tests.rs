@@ -62,7 +62,7 @@ fn check(s: &IdempotencyStore) {
         bytes += e.bytes;
         match e.slot {
             Slot::InFlight(_) => t.2 += 1,
-            Slot::Unknown(_) => {
+            Slot::Unknown(..) => {
                 t.3 += 1;
                 assert_eq!(inner.tenants[&e.tenant].unknown.get(&e.age), Some(id));
             }
@@ -95,6 +95,7 @@ fn check(s: &IdempotencyStore) {
         assert!(unknown <= l.max_unknown_per_tenant, "{unknown} unknown");
         assert!(in_flight <= l.max_in_flight_per_tenant);
     }
+    inner.check_shares();
     assert!(inner.entries.len() <= l.max_entries);
     assert!(
         inner.bytes <= l.max_bytes,
@@ -137,10 +138,19 @@ fn failures_are_forgotten_and_unknowns_keep_their_reference() {
     assert!(s.is_empty());
     run(s.claim("t", "k", [1; 32], || "r2".into()).unwrap()).complete(Outcome::Unknown {
         reference: "r2".into(),
+        sent: Some([7; 32]),
     });
     let t = run(s.claim("t", "k", [1; 32], || "r3".into()).unwrap());
     assert!(t.previous_unknown);
     assert_eq!(t.reference, "r2");
+    assert_eq!(t.previous_sent, Some([7; 32]));
+    // Refused before its write again: the entry stays unknown, with what was sent.
+    drop(t);
+    let t = run(s.claim("t", "k", [1; 32], || "r4".into()).unwrap());
+    assert_eq!(
+        (t.reference.as_str(), t.previous_sent),
+        ("r2", Some([7; 32]))
+    );
     check(&s);
 }
 
@@ -319,6 +329,49 @@ fn one_tenant_cannot_flush_another() {
         Claim::Replay(_)
     ));
     assert_eq!(s.len(), 6);
+}
+
+/// Tenants at their own caps fill the store together; a store-wide bound then evicts from the
+/// tenant holding the largest share, never from a small one: a few tenants at their caps could
+/// otherwise flush everyone's created results (and an honest retry on Stream would then create
+/// a second link).
+#[test]
+fn a_store_bound_evicts_from_the_largest_holder_first() {
+    let l = StoreLimits {
+        max_bytes: 40_000,
+        max_bytes_per_tenant: 16_000,
+        ..limits(1000, 1000, 1000)
+    };
+    let s = IdempotencyStore::new(l);
+    created(&s, "honest", "order-1", 500);
+    for round in 0..20 {
+        for big in ["big-a", "big-b", "big-c"] {
+            created(&s, big, &format!("k{round}"), 3_000);
+            check(&s);
+        }
+    }
+    assert!(
+        matches!(
+            s.claim("honest", "order-1", [1; 32], || "r".into())
+                .unwrap(),
+            Claim::Replay(_)
+        ),
+        "the small tenant's oldest result survived"
+    );
+    // By entries too: a store of 12 entries, tenants of at most 5.
+    let s = IdempotencyStore::new(limits(12, 5, 5));
+    created(&s, "honest", "order-1", 0);
+    for round in 0..10 {
+        for big in ["big-a", "big-b", "big-c"] {
+            cancelled(&s, big, &format!("u{round}"));
+            check(&s);
+        }
+    }
+    assert!(matches!(
+        s.claim("honest", "order-1", [1; 32], || "r".into())
+            .unwrap(),
+        Claim::Replay(_)
+    ));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 /// The challenge's error code (RFC 6750 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// A token was sent and is not valid (401).
     InvalidToken,
     /// The token is valid but lacks a scope (403).
@@ -21,7 +21,7 @@ impl ErrorCode {
 
 /// A Bearer challenge.
 #[derive(Debug, Clone, Copy)]
-pub struct Challenge<'a> {
+pub(crate) struct Challenge<'a> {
     /// This server's protected-resource metadata URL.
     pub resource_metadata: &'a str,
     /// The scopes needed (space-separated).
@@ -51,7 +51,7 @@ fn quoted(value: &str) -> String {
 
 impl Challenge<'_> {
     /// The header value: `Bearer resource_metadata="…", scope="…"[, error="…"][, error_description="…"]`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!(
             "Bearer resource_metadata=\"{}\", scope=\"{}\"",
             quoted(self.resource_metadata),

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Enc
 use ring::signature as rs;
 
 /// The algorithms a token may be signed with.
-pub const ALLOWED: [Algorithm; 4] = [
+pub(crate) const ALLOWED: [Algorithm; 4] = [
     Algorithm::RS256,
     Algorithm::PS256,
     Algorithm::ES256,
@@ -34,7 +34,7 @@ static RING_PROVIDER: CryptoProvider = CryptoProvider {
 ///
 /// Returns false if another provider was installed first (then that one would check tokens:
 /// start-up refuses to go on, see `transport::http`).
-pub fn install() -> bool {
+pub(crate) fn install() -> bool {
     let _ = RING_PROVIDER.install_default();
     CryptoProvider::try_get_default().is_some_and(|p| std::ptr::eq(p, &RING_PROVIDER))
 }

@@ -22,7 +22,7 @@ const BODY_CAP: usize = 256 * 1024;
 
 /// Why a fetch gave nothing usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The URL is not one this server fetches (plain http off loopback, ...).
     Refused(String),
     /// No answer: connection refused or reset.
@@ -49,7 +49,7 @@ impl std::fmt::Display for FetchError {
 
 /// The client, built on first use (like the upstream's: building it loads the root certificates).
 #[derive(Default)]
-pub struct IdpClient {
+pub(crate) struct IdpClient {
     http: OnceLock<Result<reqwest::Client, String>>,
 }
 
@@ -72,7 +72,7 @@ impl IdpClient {
     }
 
     /// GETs a JSON document.
-    pub async fn get_json(&self, url: &str) -> Result<Value, FetchError> {
+    pub(crate) async fn get_json(&self, url: &str) -> Result<Value, FetchError> {
         check_endpoint(url).map_err(FetchError::Refused)?;
         let http = self.http()?;
         self.with_one_retry(|| http.get(url).header("accept", "application/json"))
@@ -81,7 +81,7 @@ impl IdpClient {
 
     /// POSTs a form with HTTP Basic client authentication (RFC 6749 §2.3.1: each part
     /// form-urlencoded first), for a JSON answer.
-    pub async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         url: &str,
         client_id: &ApiKey,

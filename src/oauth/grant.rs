@@ -5,7 +5,7 @@ use super::settings::ScopeNames;
 /// How much a token allows. Ordered: a broader access covers every narrower one (the write
 /// scope implies the read scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
+pub(crate) enum Access {
     /// A valid token with neither scope: nothing.
     Nothing,
     /// The read tools.
@@ -16,7 +16,10 @@ pub enum Access {
 
 impl Access {
     /// The access granted by a token's scopes.
-    pub fn from_scopes<'a>(scopes: impl IntoIterator<Item = &'a str>, names: &ScopeNames) -> Self {
+    pub(crate) fn from_scopes<'a>(
+        scopes: impl IntoIterator<Item = &'a str>,
+        names: &ScopeNames,
+    ) -> Self {
         let mut access = Access::Nothing;
         for scope in scopes {
             if scope == names.write {
@@ -30,14 +33,14 @@ impl Access {
     }
 
     /// True when this access covers `need`.
-    pub fn allows(self, need: Access) -> bool {
+    pub(crate) fn allows(self, need: Access) -> bool {
         self >= need
     }
 }
 
 /// A checked token's meaning. Holds nothing of the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub issuer: String,
     pub subject: String,
     pub access: Access,
@@ -45,18 +48,40 @@ pub struct Grant {
     pub expires_at: Option<u64>,
 }
 
+/// The key of OAuth callers' log fingerprints. Unlike an API key, a subject is often guessable
+/// (an e-mail address): an unkeyed hash of it in the logs would give it away to anyone who tries
+/// a list of addresses. Keyed, the fingerprint says nothing without the key.
+pub(crate) struct FingerprintKey(ring::hmac::Key);
+
+impl FingerprintKey {
+    /// From the operator's secret (`PAYLINK_OAUTH_FINGERPRINT_KEY`): replicas and restarts that
+    /// share it name a user alike.
+    pub(crate) fn configured(secret: &[u8]) -> Self {
+        FingerprintKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
+    }
+
+    /// A key of this process's own: fingerprints hold until it stops.
+    pub(crate) fn random() -> Result<Self, String> {
+        ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map(FingerprintKey)
+            .map_err(|_| "cannot make a random key for the OAuth log fingerprints".to_owned())
+    }
+}
+
 impl Grant {
-    /// A short hash of (issuer, subject) for logs and audit lines: names the user without
-    /// printing their identifier.
-    pub fn fingerprint(&self) -> String {
-        let iss = self.issuer.as_bytes();
-        let sub = self.subject.as_bytes();
-        let mut bytes = Vec::with_capacity(16 + iss.len() + sub.len());
-        for part in [iss, sub] {
-            bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            bytes.extend_from_slice(part);
+    /// A short keyed hash of (issuer, subject) for logs and audit lines: names the user without
+    /// printing their identifier, in the format of an API key's fingerprint (12 hex digits).
+    pub(crate) fn fingerprint(&self, key: &FingerprintKey) -> String {
+        let mut context = ring::hmac::Context::with_key(&key.0);
+        for part in [self.issuer.as_bytes(), self.subject.as_bytes()] {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part);
         }
-        crate::secret::fingerprint(&bytes)
+        let tag = context.sign();
+        tag.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -80,16 +105,35 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_names_issuer_and_subject_together() {
+    fn the_fingerprint_names_issuer_and_subject_together_under_a_key() {
         let g = |iss: &str, sub: &str| Grant {
             issuer: iss.into(),
             subject: sub.into(),
             access: Access::Read,
             expires_at: None,
         };
-        assert_eq!(g("a", "b").fingerprint().len(), 12);
-        assert_eq!(g("a", "b").fingerprint(), g("a", "b").fingerprint());
-        assert_ne!(g("a", "bc").fingerprint(), g("ab", "c").fingerprint());
-        assert_ne!(g("a", "b").fingerprint(), g("x", "b").fingerprint());
+        let key = FingerprintKey::random().unwrap();
+        let f = |grant: Grant| grant.fingerprint(&key);
+        assert_eq!(f(g("a", "b")).len(), 12);
+        assert!(f(g("a", "b")).bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(f(g("a", "b")), f(g("a", "b")));
+        assert_ne!(f(g("a", "bc")), f(g("ab", "c")));
+        assert_ne!(f(g("a", "b")), f(g("x", "b")));
+        // Not the unkeyed hash a dictionary of addresses would find.
+        let alice = g("https://as", "alice@example.com");
+        let mut unkeyed = Vec::new();
+        for part in ["https://as", "alice@example.com"] {
+            unkeyed.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            unkeyed.extend_from_slice(part.as_bytes());
+        }
+        assert_ne!(f(alice.clone()), crate::secret::fingerprint(&unkeyed));
+        // Another process's key names the same user otherwise; a shared secret, alike.
+        let other = FingerprintKey::random().unwrap();
+        assert_ne!(alice.fingerprint(&other), f(alice.clone()));
+        let secret = [7u8; 32];
+        assert_eq!(
+            alice.fingerprint(&FingerprintKey::configured(&secret)),
+            alice.fingerprint(&FingerprintKey::configured(&secret))
+        );
     }
 }

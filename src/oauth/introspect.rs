@@ -2,8 +2,13 @@
 //!
 //! The answer is held to the same rules as a JWT's claims (active, issuer, audience, time,
 //! subject). Answers are cached by a hash of the token, never the token, for no longer than the
-//! token lives and at most [`MAX_CACHE`]; refusals too, so that a bad token repeated does not
-//! become a flood of introspection calls.
+//! token lives and at most [`MAX_CACHE`]; refusals too, for the refetch interval, so that a bad
+//! token repeated does not become a flood of introspection calls. Refusals have their own cache:
+//! a flood of made-up tokens evicts other refusals, never a valid token's grant.
+//!
+//! An endpoint that failed is left alone for the refetch interval (`--oauth-jwks-min-refresh-secs`,
+//! as for the keys): meanwhile a token not in the cache gets [`Refused::Unavailable`] at once,
+//! instead of each request waiting on its own doomed call.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -21,30 +26,69 @@ use super::verify::Expect;
 use crate::secret::ApiKey;
 
 /// Longest an answer is trusted without asking again.
-pub const MAX_CACHE: Duration = Duration::from_secs(60);
-/// Answers remembered.
+pub(crate) const MAX_CACHE: Duration = Duration::from_secs(60);
+/// Answers remembered, of each kind (grants, refusals).
 const CACHE_ENTRIES: usize = 10_000;
-/// `Retry-After` when the endpoint does not answer.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Why an opaque token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     Invalid(&'static str),
     /// The endpoint could not answer; retry after this long.
     Unavailable(Duration),
 }
 
-struct Cached {
-    outcome: Result<Grant, &'static str>,
-    until: Instant,
+/// Remembered answers, by the hash of the token: grants and refusals apart.
+struct Answers {
+    granted: LruCache<[u8; 32], (Grant, Instant)>,
+    refused: LruCache<[u8; 32], (&'static str, Instant)>,
+}
+
+impl Answers {
+    fn new(entries: usize) -> Self {
+        let entries = NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN);
+        Answers {
+            granted: LruCache::new(entries),
+            refused: LruCache::new(entries),
+        }
+    }
+
+    /// The answer for `key`, if one is remembered and still good at `now`.
+    fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<Result<Grant, &'static str>> {
+        if let Some((grant, until)) = self.granted.get(key)
+            && *until > now
+        {
+            return Some(Ok(grant.clone()));
+        }
+        match self.refused.get(key) {
+            Some((why, until)) if *until > now => Some(Err(why)),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, key: [u8; 32], outcome: Result<Grant, &'static str>, until: Instant) {
+        match outcome {
+            Ok(grant) => {
+                self.refused.pop(&key);
+                self.granted.put(key, (grant, until));
+            }
+            Err(why) => {
+                self.granted.pop(&key);
+                self.refused.put(key, (why, until));
+            }
+        }
+    }
 }
 
 /// The introspection client and its cache.
-pub struct Introspector {
+pub(crate) struct Introspector {
     client: Arc<IdpClient>,
     settings: IntrospectionSettings,
-    cache: Mutex<LruCache<[u8; 32], Cached>>,
+    answers: Mutex<Answers>,
+    /// How long a failed endpoint is left alone.
+    back_off: Duration,
+    /// Until when it is.
+    down_until: Mutex<Option<Instant>>,
 }
 
 fn now_secs() -> u64 {
@@ -54,27 +98,44 @@ fn now_secs() -> u64 {
 }
 
 impl Introspector {
-    pub fn new(client: Arc<IdpClient>, settings: IntrospectionSettings) -> Self {
+    /// `back_off`: how long the endpoint is left alone after it failed.
+    pub(crate) fn new(
+        client: Arc<IdpClient>,
+        settings: IntrospectionSettings,
+        back_off: Duration,
+    ) -> Self {
         Introspector {
             client,
             settings,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            answers: Mutex::new(Answers::new(CACHE_ENTRIES)),
+            back_off,
+            down_until: Mutex::new(None),
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], Cached>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn down_until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.down_until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The grant of an opaque token.
-    pub async fn check(&self, token: &ApiKey, expect: &Expect<'_>) -> Result<Grant, Refused> {
+    pub(crate) async fn check(
+        &self,
+        token: &ApiKey,
+        expect: &Expect<'_>,
+    ) -> Result<Grant, Refused> {
         let key: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
-        if let Some(hit) = self.cache().get(&key)
-            && hit.until > Instant::now()
-        {
-            return hit.outcome.clone().map_err(Refused::Invalid);
+        if let Some(known) = self.answers().get(&key, Instant::now()) {
+            return known.map_err(Refused::Invalid);
+        }
+        if let Some(until) = *self.down_until() {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(Refused::Unavailable(left.max(Duration::from_secs(1))));
+            }
         }
         let answer = self
             .client
@@ -99,7 +160,10 @@ impl Introspector {
                 } else {
                     tracing::warn!("cannot introspect a token: {e}");
                 }
-                return Err(Refused::Unavailable(RETRY_AFTER));
+                *self.down_until() = Some(Instant::now() + self.back_off);
+                return Err(Refused::Unavailable(
+                    self.back_off.max(Duration::from_secs(1)),
+                ));
             }
         };
         let now = now_secs();
@@ -108,17 +172,15 @@ impl Introspector {
             Ok(grant) => grant.expires_at.map_or(MAX_CACHE, |exp| {
                 Duration::from_secs(exp.saturating_sub(now))
             }),
-            Err(_) => MAX_CACHE,
+            // Short: a token refused because the issuer's replicas have not all seen it yet is
+            // asked about again soon, while a bad token repeated still costs one call per
+            // interval at most.
+            Err(_) => self.back_off,
         };
         let lives = lives.min(MAX_CACHE);
         if !lives.is_zero() {
-            self.cache().put(
-                key,
-                Cached {
-                    outcome: outcome.clone(),
-                    until: Instant::now() + lives,
-                },
-            );
+            self.answers()
+                .put(key, outcome.clone(), Instant::now() + lives);
         }
         outcome.map_err(Refused::Invalid)
     }
@@ -160,16 +222,18 @@ fn read(doc: &Value, expect: &Expect<'_>, now: u64) -> Result<Grant, &'static st
     if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(expect.leeway_secs)) {
         return Err("the token is not valid yet (nbf)");
     }
-    // A client-credentials token may name no `sub`: the client is then the subject (as RFC
-    // 9068 §2.2 has it for JWTs, so both forms of one client's token are one tenant).
-    let subject = [&doc["sub"], &doc["client_id"]]
-        .into_iter()
-        .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
-        .ok_or("the token has no subject (sub or client_id)")?;
+    // A client-credentials token may name no `sub`: the client is then the subject, marked as
+    // one, so that a client whose id is some user's `sub` never shares that user's tenant.
+    let text = |name: &str| doc[name].as_str().filter(|s| !s.is_empty());
+    let subject = match (text("sub"), text("client_id")) {
+        (Some(sub), _) => sub.to_owned(),
+        (None, Some(client)) => format!("client:{client}"),
+        (None, None) => return Err("the token has no subject (sub or client_id)"),
+    };
     let scopes = doc["scope"].as_str().unwrap_or_default().split(' ');
     Ok(Grant {
         issuer: expect.issuer.to_owned(),
-        subject: subject.to_owned(),
+        subject,
         access: Access::from_scopes(scopes, expect.scopes),
         expires_at: exp,
     })
@@ -180,6 +244,39 @@ mod tests {
     use super::*;
     use crate::oauth::settings::ScopeNames;
     use serde_json::json;
+
+    #[test]
+    fn a_flood_of_refusals_does_not_evict_a_grant() {
+        let grant = Grant {
+            issuer: "https://as".into(),
+            subject: "u1".into(),
+            access: Access::Read,
+            expires_at: None,
+        };
+        let now = Instant::now();
+        let later = now + MAX_CACHE;
+        let mut answers = Answers::new(4);
+        answers.put([0; 32], Ok(grant.clone()), later);
+        for i in 1..=20u8 {
+            answers.put([i; 32], Err("the token is not active"), later);
+        }
+        assert_eq!(answers.get(&[0; 32], now), Some(Ok(grant.clone())));
+        assert_eq!(
+            answers.get(&[20; 32], now),
+            Some(Err("the token is not active"))
+        );
+        assert_eq!(answers.get(&[1; 32], now), None, "the oldest refusal went");
+        // An answer is good until its time, not after.
+        assert_eq!(answers.get(&[0; 32], later), None);
+        // A token's later answer replaces its earlier one, whichever kind.
+        answers.put([0; 32], Err("the token is not active"), later);
+        assert_eq!(
+            answers.get(&[0; 32], now),
+            Some(Err("the token is not active"))
+        );
+        answers.put([0; 32], Ok(grant.clone()), later);
+        assert_eq!(answers.get(&[0; 32], now), Some(Ok(grant)));
+    }
 
     #[test]
     fn an_answer_is_held_to_the_rules_of_a_token() {
@@ -236,7 +333,17 @@ mod tests {
         let mut client = good.clone();
         client.as_object_mut().unwrap().remove("sub");
         client["client_id"] = json!("machine-1");
-        assert_eq!(read(&client, &expect, now).unwrap().subject, "machine-1");
+        assert_eq!(
+            read(&client, &expect, now).unwrap().subject,
+            "client:machine-1"
+        );
+        // A user whose sub is that client id is another subject.
+        assert_eq!(
+            with("sub", json!("machine-1")).unwrap().subject,
+            "machine-1"
+        );
+        client.as_object_mut().unwrap().remove("client_id");
+        assert!(read(&client, &expect, now).is_err());
         assert_eq!(
             with("scope", json!("other")).unwrap().access,
             Access::Nothing

@@ -5,9 +5,12 @@
 //! - A token naming a key id the cached set lacks triggers one refetch, at most one per
 //!   `--oauth-jwks-min-refresh-secs` (failed fetches count too: a dead issuer is not hammered),
 //!   and concurrent tokens share that one fetch.
-//! - A set older than [`MAX_AGE`] is fetched again on next use, so that removed keys stop being
-//!   trusted; if that fetch fails the old set is used on until the issuer answers again.
-//! - No set at all and no way to get one: [`Unavailable`], with how long to wait.
+//! - A set older than [`MAX_AGE`] (or half the hard limit, if that is shorter) is fetched again on
+//!   next use, so that removed keys stop being trusted. If that fetch fails the old set is used
+//!   on, but only up to the hard limit (`--oauth-jwks-max-stale-secs`) after it was fetched: a key
+//!   the issuer removed while this server could not reach it is not trusted for ever.
+//! - No set, or one past the hard limit, and no way to get one: [`Unavailable`], with how long to
+//!   wait.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,22 +24,22 @@ use super::fetch::IdpClient;
 use super::metadata::{IssuerMetadata, discover};
 
 /// A key set older than this is fetched again on next use.
-pub const MAX_AGE: Duration = Duration::from_secs(600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The issuer's keys cannot be had now; retry after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable(pub Duration);
+pub(crate) struct Unavailable(pub Duration);
 
 /// Where key sets come from.
 #[async_trait]
-pub trait KeySource: Send + Sync {
+pub(crate) trait KeySource: Send + Sync {
     /// Fetches the key set now. `Err` says why (for the log; never a token).
     async fn fetch(&self) -> Result<JwkSet, String>;
 }
 
 /// One fetched key set.
 #[derive(Clone)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub set: Arc<JwkSet>,
     fetched: Instant,
     generation: u64,
@@ -46,29 +49,48 @@ struct Attempts {
     last: Option<Instant>,
     last_failed: bool,
     generation: u64,
+    /// The set's passing the hard limit is logged once, not on every request after it.
+    stale_reported: bool,
 }
 
 /// The cache.
-pub struct Keys {
+pub(crate) struct Keys {
     source: Box<dyn KeySource>,
     min_refresh: Duration,
+    /// Longest a set is trusted after it was fetched, however the refreshes fare.
+    max_stale: Duration,
     current: RwLock<Option<Snapshot>>,
     /// Held while fetching: one fetch at a time, and the record of the last one.
     attempts: tokio::sync::Mutex<Attempts>,
 }
 
 impl Keys {
-    pub fn new(source: Box<dyn KeySource>, min_refresh: Duration) -> Self {
+    /// `min_refresh`: fewest time between two fetches; `max_stale`: longest a fetched set is
+    /// trusted (at least twice `min_refresh`, as the settings check, so that a refresh is allowed
+    /// well before the limit).
+    pub(crate) fn new(
+        source: Box<dyn KeySource>,
+        min_refresh: Duration,
+        max_stale: Duration,
+    ) -> Self {
         Keys {
             source,
             min_refresh,
+            max_stale,
             current: RwLock::new(None),
             attempts: tokio::sync::Mutex::new(Attempts {
                 last: None,
                 last_failed: false,
                 generation: 0,
+                stale_reported: false,
             }),
         }
+    }
+
+    /// Age from which a set is fetched again on next use: halfway to the hard limit at the
+    /// latest, so that a short outage at refresh time does not reach it.
+    fn refresh_after(&self) -> Duration {
+        MAX_AGE.min(self.max_stale / 2)
     }
 
     fn snapshot(&self) -> Option<Snapshot> {
@@ -79,28 +101,45 @@ impl Keys {
     }
 
     /// The current key set: the cached one, or fetched now if there is none or it is old.
-    pub async fn current(&self) -> Result<Snapshot, Unavailable> {
-        if let Some(s) = self.snapshot().filter(|s| s.fetched.elapsed() < MAX_AGE) {
+    pub(crate) async fn current(&self) -> Result<Snapshot, Unavailable> {
+        let fresh = |s: &Snapshot| s.fetched.elapsed() < self.refresh_after();
+        if let Some(s) = self.snapshot().filter(fresh) {
             return Ok(s);
         }
         let mut attempts = self.attempts.lock().await;
         let cached = self.snapshot();
-        if let Some(s) = cached.clone().filter(|s| s.fetched.elapsed() < MAX_AGE) {
+        if let Some(s) = cached.clone().filter(fresh) {
             return Ok(s);
         }
-        if let Some(wait) = self.too_soon(&attempts) {
-            return cached.ok_or(Unavailable(wait));
-        }
-        match self.fetch(&mut attempts).await {
-            Ok(s) => Ok(s),
-            // The old set is still the issuer's last word: better than refusing everyone.
-            Err(u) => cached.ok_or(u),
+        let failed = match self.too_soon(&attempts) {
+            Some(wait) => Unavailable(wait),
+            None => match self.fetch(&mut attempts).await {
+                Ok(s) => return Ok(s),
+                Err(u) => u,
+            },
+        };
+        match cached {
+            // The old set is still the issuer's last word: better than refusing everyone, until
+            // the hard limit.
+            Some(s) if s.fetched.elapsed() < self.max_stale => Ok(s),
+            Some(s) => {
+                if !attempts.stale_reported {
+                    attempts.stale_reported = true;
+                    tracing::error!(
+                        "the OAuth issuer's keys were last fetched {} s ago, longer than --oauth-jwks-max-stale-secs ({} s): every token is refused (503) until they can be fetched again",
+                        s.fetched.elapsed().as_secs(),
+                        self.max_stale.as_secs()
+                    );
+                }
+                Err(failed)
+            }
+            None => Err(failed),
         }
     }
 
     /// After a token named a key id that `seen` lacks: a newer set, fetched now unless one was
     /// fetched within the refetch interval. `Ok(None)`: no newer set (the key id is unknown).
-    pub async fn after_unknown_key(
+    pub(crate) async fn after_unknown_key(
         &self,
         seen: &Snapshot,
     ) -> Result<Option<Snapshot>, Unavailable> {
@@ -131,6 +170,7 @@ impl Keys {
         match self.source.fetch().await {
             Ok(set) => {
                 attempts.last_failed = false;
+                attempts.stale_reported = false;
                 attempts.generation += 1;
                 let snapshot = Snapshot {
                     set: Arc::new(set),
@@ -151,14 +191,14 @@ impl Keys {
 
 /// The production source: the issuer's metadata (discovered once, again after a failure), then
 /// its `jwks_uri`.
-pub struct IssuerKeys {
+pub(crate) struct IssuerKeys {
     client: Arc<IdpClient>,
     issuer: String,
     metadata: tokio::sync::Mutex<Option<IssuerMetadata>>,
 }
 
 impl IssuerKeys {
-    pub fn new(client: Arc<IdpClient>, issuer: String) -> Self {
+    pub(crate) fn new(client: Arc<IdpClient>, issuer: String) -> Self {
         IssuerKeys {
             client,
             issuer,
@@ -196,7 +236,7 @@ impl KeySource for IssuerKeys {
 
 /// A JWKS document, leniently: a key this server cannot read (an unknown type, an encryption
 /// key with an unknown `alg`) is skipped rather than spoiling the whole set.
-pub fn parse_set(doc: &Value) -> Result<JwkSet, &'static str> {
+pub(crate) fn parse_set(doc: &Value) -> Result<JwkSet, &'static str> {
     let keys = doc["keys"].as_array().ok_or("no `keys` array")?;
     Ok(JwkSet {
         keys: keys
@@ -240,13 +280,25 @@ mod tests {
     }
 
     fn keys(answers: Vec<Result<JwkSet, String>>, min: u64) -> (Keys, Arc<AtomicUsize>) {
+        keys_trusted_for(answers, min, 86_400)
+    }
+
+    fn keys_trusted_for(
+        answers: Vec<Result<JwkSet, String>>,
+        min: u64,
+        max_stale: u64,
+    ) -> (Keys, Arc<AtomicUsize>) {
         let fetches = Arc::new(AtomicUsize::new(0));
         let source = Script {
             fetches: fetches.clone(),
             answers: Mutex::new(answers),
         };
         (
-            Keys::new(Box::new(source), Duration::from_secs(min)),
+            Keys::new(
+                Box::new(source),
+                Duration::from_secs(min),
+                Duration::from_secs(max_stale),
+            ),
             fetches,
         )
     }
@@ -319,6 +371,50 @@ mod tests {
         let seen = keys.current().await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
         assert!(seen.set.find("c").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_set_past_the_hard_limit_is_not_trusted() {
+        let down = || Err("down".to_owned());
+        // Trusted for 20 s: fetched again from 10 s on.
+        let (keys, fetches) = keys_trusted_for(
+            vec![Ok(set(&["a"])), down(), down(), down(), Ok(set(&["b"]))],
+            1,
+            20,
+        );
+        keys.current().await.unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        keys.current().await.unwrap();
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "fresh until half the limit"
+        );
+        // From 10 s the refresh fails; the old set serves on up to the limit.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(keys.current().await.unwrap().set.find("a").is_some());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(keys.current().await.unwrap().set.find("a").is_some());
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        // At the limit, with the issuer still down: refused, however often asked.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            keys.current().await.err(),
+            Some(Unavailable(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            keys.current().await.err(),
+            Some(Unavailable(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            4,
+            "the second within the interval"
+        );
+        // The issuer is back: the new set, trusted again.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(keys.current().await.unwrap().set.find("b").is_some());
+        assert_eq!(fetches.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,14 +9,14 @@ use super::settings::{OAuthSettings, check_endpoint};
 
 /// What this server reads from the issuer's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuerMetadata {
+pub(crate) struct IssuerMetadata {
     pub jwks_uri: String,
 }
 
 /// The metadata URLs of `issuer`, in the order the MCP authorization spec gives clients: RFC
 /// 8414 with path insertion, OpenID discovery with path insertion, then (for issuers with a path)
 /// OpenID discovery appended to the path.
-pub fn discovery_urls(issuer: &str) -> Vec<String> {
+pub(crate) fn discovery_urls(issuer: &str) -> Vec<String> {
     let Ok(url) = Url::parse(issuer) else {
         return Vec::new();
     };
@@ -34,7 +34,7 @@ pub fn discovery_urls(issuer: &str) -> Vec<String> {
 
 /// Reads the issuer's metadata: the first document, in [`discovery_urls`] order, that names
 /// exactly this issuer (RFC 8414 §3.3) and an acceptable `jwks_uri`.
-pub async fn discover(client: &IdpClient, issuer: &str) -> Result<IssuerMetadata, String> {
+pub(crate) async fn discover(client: &IdpClient, issuer: &str) -> Result<IssuerMetadata, String> {
     let mut problems = Vec::new();
     for url in discovery_urls(issuer) {
         let doc = match client.get_json(&url).await {
@@ -79,7 +79,7 @@ fn read(doc: &Value, issuer: &str) -> Result<IssuerMetadata, String> {
 }
 
 /// This server's protected-resource metadata document (RFC 9728 §2).
-pub fn protected_resource(settings: &OAuthSettings) -> Value {
+pub(crate) fn protected_resource(settings: &OAuthSettings) -> Value {
     json!({
         "resource": settings.resource,
         "authorization_servers": [settings.issuer],

@@ -15,20 +15,20 @@
 //! decides what a request needs (`Access::Read` or `Access::Write`). The token itself is never
 //! kept, logged or forwarded; only a hash of (issuer, subject) names the caller.
 
-pub mod challenge;
-pub mod crypto;
-pub mod fetch;
-pub mod grant;
-pub mod introspect;
-pub mod jwks;
-pub mod metadata;
-pub mod resource;
-pub mod settings;
-pub mod verify;
+pub(crate) mod challenge;
+pub(crate) mod crypto;
+pub(crate) mod fetch;
+pub(crate) mod grant;
+pub(crate) mod introspect;
+pub(crate) mod jwks;
+pub(crate) mod metadata;
+pub(crate) mod resource;
+pub(crate) mod settings;
+pub(crate) mod verify;
 
-pub use grant::{Access, Grant};
-pub use resource::{Failure, ResourceServer};
-pub use settings::OAuthSettings;
+pub(crate) use grant::Access;
+pub(crate) use resource::{Failure, ResourceServer};
+pub(crate) use settings::{OAuthSecrets, OAuthSettings};
 
 #[cfg(test)]
 mod testkit;

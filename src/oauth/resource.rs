@@ -7,11 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::challenge::{Challenge, ErrorCode};
 use super::fetch::IdpClient;
-use super::grant::{Access, Grant};
+use super::grant::{Access, FingerprintKey, Grant};
 use super::introspect::{Introspector, Refused};
 use super::jwks::{IssuerKeys, KeySource, Keys, Unavailable};
 use super::metadata::protected_resource;
@@ -21,7 +19,7 @@ use crate::secret::ApiKey;
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Not valid (401); the text says why, shortly, without quoting the token.
     Invalid(&'static str),
     /// Cannot be checked now (503); retry after this long.
@@ -29,57 +27,64 @@ pub enum Failure {
 }
 
 /// OAuth mode's checker, built once at start-up; does no I/O until the first token.
-pub struct ResourceServer {
+pub(crate) struct ResourceServer {
     settings: OAuthSettings,
     keys: Keys,
     introspector: Option<Introspector>,
     /// The protected-resource metadata document, rendered once.
     document: String,
+    fingerprint_key: FingerprintKey,
 }
 
 impl ResourceServer {
-    pub fn new(settings: OAuthSettings) -> Self {
+    /// `Err` only when no random key can be had for the log fingerprints.
+    pub(crate) fn new(settings: OAuthSettings) -> Result<Self, String> {
         let client = Arc::new(IdpClient::default());
         let source = IssuerKeys::new(client.clone(), settings.issuer.clone());
         Self::with_source(settings, Box::new(source), client)
     }
 
     /// With another key source (tests).
-    pub fn with_source(
+    pub(crate) fn with_source(
         settings: OAuthSettings,
         source: Box<dyn KeySource>,
         client: Arc<IdpClient>,
-    ) -> Self {
-        let keys = Keys::new(source, settings.min_refresh);
+    ) -> Result<Self, String> {
+        let fingerprint_key = match &settings.fingerprint_key {
+            Some(secret) => FingerprintKey::configured(secret.expose().as_bytes()),
+            None => FingerprintKey::random()?,
+        };
+        let keys = Keys::new(source, settings.min_refresh, settings.jwks_max_stale);
         let introspector = settings
             .introspection
             .clone()
-            .map(|i| Introspector::new(client, i));
+            .map(|i| Introspector::new(client, i, settings.min_refresh));
         let document = protected_resource(&settings).to_string();
-        ResourceServer {
+        Ok(ResourceServer {
             settings,
             keys,
             introspector,
             document,
-        }
+            fingerprint_key,
+        })
     }
 
-    pub fn settings(&self) -> &OAuthSettings {
+    /// The name of `grant`'s caller in logs and audit lines (see [`FingerprintKey`]).
+    pub(crate) fn fingerprint(&self, grant: &Grant) -> String {
+        grant.fingerprint(&self.fingerprint_key)
+    }
+
+    pub(crate) fn settings(&self) -> &OAuthSettings {
         &self.settings
     }
 
     /// The protected-resource metadata document (JSON).
-    pub fn document(&self) -> &str {
+    pub(crate) fn document(&self) -> &str {
         &self.document
     }
 
-    /// The document as a value (for tests and logs).
-    pub fn document_value(&self) -> Value {
-        protected_resource(&self.settings)
-    }
-
     /// The scope name `need` stands for.
-    pub fn scope_for(&self, need: Access) -> &str {
+    pub(crate) fn scope_for(&self, need: Access) -> &str {
         match need {
             Access::Write => &self.settings.scopes.write,
             _ => &self.settings.scopes.read,
@@ -87,7 +92,7 @@ impl ResourceServer {
     }
 
     /// The challenge of a 401: no token (`reason` None) or a bad one.
-    pub fn challenge_401(&self, reason: Option<&str>) -> String {
+    pub(crate) fn challenge_401(&self, reason: Option<&str>) -> String {
         Challenge {
             resource_metadata: &self.settings.metadata_url,
             scope: &self.settings.scopes.read,
@@ -98,7 +103,7 @@ impl ResourceServer {
     }
 
     /// The challenge of a 403: a valid token without the scope `need` calls for.
-    pub fn challenge_403(&self, need: Access) -> String {
+    pub(crate) fn challenge_403(&self, need: Access) -> String {
         let scope = self.scope_for(need);
         Challenge {
             resource_metadata: &self.settings.metadata_url,
@@ -122,7 +127,7 @@ impl ResourceServer {
     }
 
     /// Checks an access token.
-    pub async fn authenticate(&self, presented: &ApiKey) -> Result<Grant, Failure> {
+    pub(crate) async fn authenticate(&self, presented: &ApiKey) -> Result<Grant, Failure> {
         let token = presented.expose();
         if token.len() > verify::MAX_TOKEN_BYTES {
             return Err(Failure::Invalid("the token is too long"));

@@ -11,18 +11,21 @@ use crate::error::StartupError;
 use crate::secret::ApiKey;
 
 /// The path of RFC 9728's well-known document, before the resource's own path.
-pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// Fewest bytes of a configured key for the log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`).
+pub(crate) const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
 
 /// The names of the two scopes. Write is the broader one: it covers reads too.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopeNames {
+pub(crate) struct ScopeNames {
     pub read: String,
     pub write: String,
 }
 
 /// The introspection endpoint (RFC 7662) and this server's credentials there.
 #[derive(Debug, Clone)]
-pub struct IntrospectionSettings {
+pub(crate) struct IntrospectionSettings {
     pub url: String,
     pub client_id: ApiKey,
     pub client_secret: ApiKey,
@@ -30,7 +33,7 @@ pub struct IntrospectionSettings {
 
 /// Everything OAuth mode needs, checked.
 #[derive(Debug, Clone)]
-pub struct OAuthSettings {
+pub(crate) struct OAuthSettings {
     /// The issuer exactly as configured: the metadata's `issuer` and every token's `iss` must
     /// equal it byte for byte.
     pub issuer: String,
@@ -45,13 +48,19 @@ pub struct OAuthSettings {
     pub scopes: ScopeNames,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
-    /// Fewest time between two fetches of the issuer's keys or metadata.
+    /// Fewest time between two fetches of the issuer's keys or metadata (and between two tries
+    /// of an introspection endpoint that failed).
     pub min_refresh: Duration,
+    /// Longest the issuer's keys are trusted after their last fetch.
+    pub jwks_max_stale: Duration,
     pub introspection: Option<IntrospectionSettings>,
+    /// The operator's key for callers' log fingerprints (`PAYLINK_OAUTH_FINGERPRINT_KEY`), so that
+    /// replicas and restarts agree; without it each process makes its own.
+    pub fingerprint_key: Option<ApiKey>,
 }
 
 /// True for `localhost` and loopback addresses: the only hosts where plain http is accepted.
-pub fn is_loopback_host(url: &Url) -> bool {
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => {
@@ -64,7 +73,7 @@ pub fn is_loopback_host(url: &Url) -> bool {
 
 /// Checks that `raw` is an https URL (http only on loopback) without query or fragment.
 /// `Err` is the reason.
-pub fn check_endpoint(raw: &str) -> Result<Url, String> {
+pub(crate) fn check_endpoint(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("is not a URL: {e}"))?;
     if url.host().is_none() {
         return Err("has no host".into());
@@ -106,16 +115,35 @@ fn check_scope(option: &'static str, raw: &str) -> Result<String, StartupError> 
     }
 }
 
+/// OAuth mode's secrets, from the environment or files (never flags).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct OAuthSecrets<'a> {
+    /// The introspection client (`PAYLINK_OAUTH_CLIENT_ID`/`_SECRET`).
+    pub client_id: Option<&'a ApiKey>,
+    pub client_secret: Option<&'a ApiKey>,
+    /// `PAYLINK_OAUTH_FINGERPRINT_KEY`.
+    pub fingerprint_key: Option<&'a ApiKey>,
+}
+
 impl OAuthSettings {
     /// OAuth mode's settings, or `None` when `--oauth-issuer` is not set (then no other OAuth
     /// option may be). `access_tokens`: whether operator-key mode was asked for too.
-    pub fn check(
+    pub(crate) fn check(
         opts: &OAuthOpts,
-        client_id: Option<&ApiKey>,
-        client_secret: Option<&ApiKey>,
+        secrets: OAuthSecrets<'_>,
         access_tokens: bool,
     ) -> Result<Option<Self>, StartupError> {
+        let OAuthSecrets {
+            client_id,
+            client_secret,
+            fingerprint_key,
+        } = secrets;
         let Some(issuer) = opts.oauth_issuer.as_deref().map(str::trim) else {
+            if fingerprint_key.is_some() {
+                tracing::warn!(
+                    "PAYLINK_OAUTH_FINGERPRINT_KEY is set but not used: it is for OAuth mode (--oauth-issuer)"
+                );
+            }
             if opts.public_url.is_some()
                 || opts.oauth_audience.is_some()
                 || opts.oauth_introspection_url.is_some()
@@ -192,6 +220,18 @@ impl OAuthSettings {
                 None
             }
         };
+        if fingerprint_key.is_some_and(|k| k.expose().len() < MIN_FINGERPRINT_KEY_BYTES) {
+            return Err(StartupError::OAuthMode(
+                "PAYLINK_OAUTH_FINGERPRINT_KEY must be at least 32 bytes (e.g. `openssl rand -base64 48`)",
+            ));
+        }
+        if opts.oauth_jwks_max_stale_secs < 2 * opts.oauth_jwks_min_refresh_secs {
+            return Err(bad(
+                "--oauth-jwks-max-stale-secs",
+                &opts.oauth_jwks_max_stale_secs.to_string(),
+                "must be at least twice --oauth-jwks-min-refresh-secs, so that the keys can be fetched again before they stop being trusted".into(),
+            ));
+        }
         // Path-inserted (RFC 9728 §3.1): https://host/mcp -> https://host/.well-known/oauth-protected-resource/mcp
         let path = public_url.path().trim_end_matches('/');
         let metadata_url = format!(
@@ -199,7 +239,12 @@ impl OAuthSettings {
             public_url.origin().ascii_serialization()
         );
         // Served at the path of the public URL, at /mcp (this server's own path, should a proxy
-        // keep it) and at the root, where clients fall back to.
+        // keep it) and at the root, where the MCP authorization spec has clients fall back to
+        // when a 401 names no metadata URL. The root document names the MCP endpoint as its
+        // `resource`, as the spec's clients expect (the MCP SDK checks it against the server URL
+        // and asks for tokens for it); RFC 9728 §3.3 would have it be the origin, which would
+        // get those clients tokens this server refuses. Clients that follow the 401's
+        // `resource_metadata` (the path-inserted URL) get an exact match either way.
         let mut metadata_paths = vec![format!("{PRM_PATH}{path}")];
         for extra in [format!("{PRM_PATH}/mcp"), PRM_PATH.to_owned()] {
             if !metadata_paths.contains(&extra) {
@@ -217,7 +262,9 @@ impl OAuthSettings {
                 .oauth_leeway_secs
                 .min(crate::config::oauth::MAX_LEEWAY_SECS),
             min_refresh: Duration::from_secs(opts.oauth_jwks_min_refresh_secs),
+            jwks_max_stale: Duration::from_secs(opts.oauth_jwks_max_stale_secs),
             introspection,
+            fingerprint_key: fingerprint_key.cloned(),
         }))
     }
 }
@@ -240,7 +287,7 @@ mod tests {
     }
 
     fn check(args: &[&str]) -> Result<Option<OAuthSettings>, String> {
-        OAuthSettings::check(&opts(args), None, None, false).map_err(|e| e.to_string())
+        OAuthSettings::check(&opts(args), OAuthSecrets::default(), false).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -269,6 +316,7 @@ mod tests {
         );
         assert_eq!(s.scopes.read, "payment_links:read");
         assert_eq!(s.leeway_secs, 30);
+        assert_eq!(s.jwks_max_stale, Duration::from_secs(86_400));
 
         let s = check(&[
             "--oauth-issuer",
@@ -287,6 +335,22 @@ mod tests {
         );
         assert_eq!(s.metadata_paths.len(), 3);
         assert!(check(&[]).unwrap().is_none());
+
+        // The MCP endpoint at the origin: the root document is the exact one.
+        let s = check(&[
+            "--oauth-issuer",
+            "https://auth.example.com",
+            "--public-url",
+            "https://mcp.example.com/",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.resource, "https://mcp.example.com");
+        assert_eq!(
+            s.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(s.metadata_paths[0], PRM_PATH);
     }
 
     #[test]
@@ -365,13 +429,26 @@ mod tests {
                 "--public-url",
                 "https://m/mcp",
             ]),
-            None,
-            None,
+            OAuthSecrets::default(),
             true,
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("--access-tokens-file"), "{e}");
         assert!(T::try_parse_from(["t", "--oauth-leeway-secs", "61"]).is_err());
+        assert!(T::try_parse_from(["t", "--oauth-jwks-max-stale-secs", "1"]).is_err());
+        assert!(T::try_parse_from(["t", "--oauth-jwks-min-refresh-secs", "0"]).is_err());
+        let e = check(&[
+            "--oauth-issuer",
+            "https://a",
+            "--public-url",
+            "https://m/mcp",
+            "--oauth-jwks-min-refresh-secs",
+            "5",
+            "--oauth-jwks-max-stale-secs",
+            "9",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--oauth-jwks-max-stale-secs"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
-pub fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -16,7 +16,7 @@ pub fn now() -> u64 {
 }
 
 /// `header.claims.signature`, each part base64url.
-pub fn mint(header: &Value, claims: &Value, signature: &[u8]) -> String {
+pub(super) fn mint(header: &Value, claims: &Value, signature: &[u8]) -> String {
     format!(
         "{}.{}.{}",
         B64.encode(header.to_string()),
@@ -31,13 +31,13 @@ enum Pair {
 }
 
 /// A signing key and its public JWK.
-pub struct TestKey {
+pub(super) struct TestKey {
     pair: Pair,
     kid: String,
 }
 
 impl TestKey {
-    pub fn es256(kid: &str) -> Self {
+    pub(super) fn es256(kid: &str) -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
@@ -48,7 +48,7 @@ impl TestKey {
         }
     }
 
-    pub fn ed25519(kid: &str) -> Self {
+    pub(super) fn ed25519(kid: &str) -> Self {
         let mut seed = [0u8; 32];
         SystemRandom::new().fill(&mut seed).unwrap();
         TestKey {
@@ -64,7 +64,7 @@ impl TestKey {
         }
     }
 
-    pub fn jwk(&self) -> Value {
+    pub(super) fn jwk(&self) -> Value {
         let public = self.public();
         match &self.pair {
             Pair::Ec(_) => json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
@@ -75,7 +75,7 @@ impl TestKey {
     }
 
     /// A key set holding this key only.
-    pub fn set(&self) -> JwkSet {
+    pub(super) fn set(&self) -> JwkSet {
         serde_json::from_value(json!({"keys": [self.jwk()]})).unwrap()
     }
 
@@ -86,13 +86,13 @@ impl TestKey {
         }
     }
 
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(super) fn sign(&self, claims: &Value) -> String {
         self.sign_with(claims, json!({}))
     }
 
     /// Signs with the default header (`alg`, `typ: at+jwt`, `kid`) changed by `changes`; a null
     /// removes a field.
-    pub fn sign_with(&self, claims: &Value, changes: Value) -> String {
+    pub(super) fn sign_with(&self, claims: &Value, changes: Value) -> String {
         let mut header = json!({"alg": self.alg(), "typ": "at+jwt", "kid": self.kid});
         for (k, v) in changes.as_object().unwrap() {
             if v.is_null() {
@@ -118,7 +118,7 @@ impl TestKey {
     }
 
     /// The key-confusion attack: HS256 with this key's public bytes as the HMAC secret.
-    pub fn sign_hs256_with_public_key(&self, claims: &Value) -> String {
+    pub(super) fn sign_hs256_with_public_key(&self, claims: &Value) -> String {
         let header = json!({"alg": "HS256", "typ": "at+jwt", "kid": self.kid});
         let input = format!(
             "{}.{}",

@@ -15,10 +15,10 @@ use super::grant::{Access, Grant};
 use super::settings::ScopeNames;
 
 /// Longest access token read at all; a longer one is refused before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 8192;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8192;
 
 /// What a token must say, from the settings.
-pub struct Expect<'a> {
+pub(crate) struct Expect<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
     pub leeway_secs: u64,
@@ -27,7 +27,7 @@ pub struct Expect<'a> {
 
 /// Why a JWT was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Not valid; the text says why (short, fixed).
     Invalid(&'static str),
     /// Signed with a key id the key set does not hold: a refetch may find it.
@@ -36,19 +36,19 @@ pub enum Verdict {
 
 /// The header of a JWT-shaped token, checked.
 #[derive(Debug)]
-pub struct Checked {
+pub(crate) struct Checked {
     alg: Algorithm,
     kid: String,
 }
 
 /// True when `token` has the shape of a JWS compact serialization (three parts). Anything else
 /// is an opaque token (for introspection).
-pub fn is_jwt(token: &str) -> bool {
+pub(crate) fn is_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
 /// Reads and checks the header: an accepted algorithm, an access-token type, a key id.
-pub fn check_header(token: &str) -> Result<Checked, &'static str> {
+pub(crate) fn check_header(token: &str) -> Result<Checked, &'static str> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err("the token is too long");
     }
@@ -95,10 +95,14 @@ enum ScopeList {
     List(Vec<String>),
 }
 
+/// No key of the token's kid fits its algorithm.
+const UNFIT: &str = "the token's key does not fit its algorithm";
+/// A key fits, and the signature does not verify with it.
+const BAD_SIGNATURE: &str = "the token's signature does not verify";
+
 /// The key for `alg` in `jwk`: a signing key of the right type, whose own `alg` (if it names one)
 /// is the token's.
 fn key_for(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, &'static str> {
-    const UNFIT: &str = "the token's key does not fit its algorithm";
     if jwk
         .common
         .public_key_use
@@ -135,16 +139,25 @@ fn key_for(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, &'static str> {
 }
 
 /// Checks the signature and the claims of a token whose header passed [`check_header`].
-pub fn verify(
+///
+/// Every key of the set with the token's key id is tried, not only the first: a set may hold an
+/// encryption key and a signing key under one `kid` (RFC 7517 only asks kids to differ between
+/// keys of one type), and the one that fits the algorithm and verifies is the one.
+pub(crate) fn verify(
     token: &str,
     header: &Checked,
     keys: &JwkSet,
     expect: &Expect<'_>,
 ) -> Result<Grant, Verdict> {
-    let Some(jwk) = keys.find(&header.kid) else {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let mut named = keys
+        .keys
+        .iter()
+        .filter(|k| k.common.key_id.as_deref() == Some(header.kid.as_str()))
+        .peekable();
+    if named.peek().is_none() {
         return Err(Verdict::UnknownKey);
-    };
-    let key = key_for(jwk, header.alg).map_err(Verdict::Invalid)?;
+    }
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[expect.issuer]);
     validation.set_audience(&[expect.audience]);
@@ -152,22 +165,38 @@ pub fn verify(
     validation.validate_exp = true;
     validation.validate_nbf = true;
     validation.leeway = expect.leeway_secs;
-    let data = decode::<Claims>(token, &key, &validation).map_err(|e| {
-        use jsonwebtoken::errors::ErrorKind as K;
-        Verdict::Invalid(match e.kind() {
-            K::ExpiredSignature => "the token has expired",
-            K::ImmatureSignature => "the token is not valid yet (nbf)",
-            K::InvalidAudience => "the token is not for this resource (aud)",
-            K::InvalidIssuer => "the token is from another issuer (iss)",
-            K::InvalidSignature => "the token's signature does not verify",
-            K::MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss, aud, sub)",
-            K::InvalidClaimFormat(_) => "a claim of the token has the wrong type",
-            K::InvalidAlgorithm | K::InvalidKeyFormat => {
-                "the token's key does not fit its algorithm"
+    let mut refusal = UNFIT;
+    let mut verified = None;
+    for jwk in named {
+        // Not a signing key for this algorithm (an encryption key, another type): the next one.
+        let Ok(key) = key_for(jwk, header.alg) else {
+            continue;
+        };
+        match decode::<Claims>(token, &key, &validation) {
+            Ok(data) => {
+                verified = Some(data);
+                break;
             }
-            _ => "the token cannot be read",
-        })
-    })?;
+            // Not this key: another one with this kid may have signed it.
+            Err(e) if matches!(e.kind(), K::InvalidSignature) => refusal = BAD_SIGNATURE,
+            Err(e) if matches!(e.kind(), K::InvalidAlgorithm | K::InvalidKeyFormat) => {}
+            // The signature verified (claims are read after it): what they say stands.
+            Err(e) => {
+                return Err(Verdict::Invalid(match e.kind() {
+                    K::ExpiredSignature => "the token has expired",
+                    K::ImmatureSignature => "the token is not valid yet (nbf)",
+                    K::InvalidAudience => "the token is not for this resource (aud)",
+                    K::InvalidIssuer => "the token is from another issuer (iss)",
+                    K::MissingRequiredClaim(_) => {
+                        "the token lacks a required claim (exp, iss, aud, sub)"
+                    }
+                    K::InvalidClaimFormat(_) => "a claim of the token has the wrong type",
+                    _ => "the token cannot be read",
+                }));
+            }
+        }
+    }
+    let data = verified.ok_or(Verdict::Invalid(refusal))?;
     let claims = data.claims;
     if claims.sub.is_empty() {
         return Err(Verdict::Invalid("the token's subject (sub) is empty"));
@@ -328,6 +357,45 @@ mod tests {
         let mut enc = key.set();
         enc.keys[0].common.public_key_use = Some(PublicKeyUse::Encryption);
         assert!(check(&token, &enc, 30).is_err());
+    }
+
+    #[test]
+    fn every_key_with_the_kid_is_tried() {
+        let signer = TestKey::es256("k1");
+        let token = signer.sign(&claims());
+        let set = |keys: Vec<serde_json::Value>| -> JwkSet {
+            serde_json::from_value(json!({ "keys": keys })).unwrap()
+        };
+        // An encryption key first, under the same kid: skipped.
+        let mut enc = TestKey::es256("k1").jwk();
+        enc["use"] = json!("enc");
+        enc.as_object_mut().unwrap().remove("alg");
+        let keys = set(vec![enc.clone(), signer.jwk()]);
+        assert_eq!(check(&token, &keys, 30).unwrap().subject, "alice");
+        // A key of another type, and another signing key of the same type, first: tried, passed.
+        let keys = set(vec![
+            TestKey::ed25519("k1").jwk(),
+            TestKey::es256("k1").jwk(),
+            signer.jwk(),
+        ]);
+        assert_eq!(check(&token, &keys, 30).unwrap().subject, "alice");
+        // What the claims say still stands once a key verified the signature.
+        let expired = signer.sign(&with(claims(), "exp", json!(now() - 120)));
+        assert_eq!(
+            check(&expired, &keys, 30).unwrap_err(),
+            Verdict::Invalid("the token has expired")
+        );
+        // No key of the kid verifies it, or none fits.
+        let keys = set(vec![enc, TestKey::es256("k1").jwk()]);
+        assert_eq!(
+            check(&token, &keys, 30).unwrap_err(),
+            Verdict::Invalid("the token's signature does not verify")
+        );
+        let keys = set(vec![TestKey::ed25519("k1").jwk()]);
+        assert!(matches!(
+            check(&token, &keys, 30).unwrap_err(),
+            Verdict::Invalid(m) if m.contains("does not fit")
+        ));
     }
 
     #[test]

@@ -38,20 +38,17 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
 
-pub use bound::{
-    ARGUMENTS_CAP, MAX_LINE_BYTES, MAX_REFUSED_LINE_BYTES, REFUSED_ARGUMENTS_CAP, clip,
-};
-pub use entry::{AuditEntry, AuditResult, AuditView, outcome_of};
+pub(crate) use entry::{AuditEntry, AuditResult, AuditView, outcome_of};
 
 /// The append-only audit file.
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     path: PathBuf,
     /// Serializes write-and-sync, so lines of concurrent calls never interleave.
     lock: Mutex<()>,
 }
 
 /// The refusal of a write whose audit line could not even be started.
-pub fn refused_before_call() -> Error {
+pub(crate) fn refused_before_call() -> Error {
     Error::internal_retryable(
         "the server's audit log cannot be written, so this write was refused before anything was sent to the payments API (nothing was created or changed). Reads still work; ask the operator to fix --audit-log, then call again",
     )
@@ -76,14 +73,14 @@ fn sync_unsupported(e: &io::Error) -> bool {
 }
 
 impl AuditLog {
-    pub fn new(path: PathBuf) -> Arc<Self> {
+    pub(crate) fn new(path: PathBuf) -> Arc<Self> {
         Arc::new(AuditLog {
             path,
             lock: Mutex::new(()),
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -93,14 +90,14 @@ impl AuditLog {
 
     /// Checked once at start-up so that a wrong path shows in the log at once. Not fatal: reads
     /// work without it, and writes are refused until the path works.
-    pub fn check(&self) -> io::Result<()> {
+    pub(crate) fn check(&self) -> io::Result<()> {
         Self::open_now(&self.path).map(drop)
     }
 
     /// The log at `path`, checked once (see [`AuditLog::check`]) with the result logged: a path
     /// that does not work is not fatal, reads are still served and every write is refused
     /// (`internal`, nothing sent upstream) until the path works.
-    pub fn at_start_up(path: PathBuf) -> Arc<Self> {
+    pub(crate) fn at_start_up(path: PathBuf) -> Arc<Self> {
         let log = AuditLog::new(path);
         match log.check() {
             Ok(()) => {
@@ -115,13 +112,17 @@ impl AuditLog {
     }
 
     /// Opens the file for append; done before the upstream call.
-    pub async fn open(&self) -> io::Result<File> {
+    pub(crate) async fn open(&self) -> io::Result<File> {
         let path = self.path.clone();
         blocking(move || Self::open_now(&path)).await
     }
 
     /// Appends `entry` as one line (at most [`MAX_LINE_BYTES`]) and syncs it.
-    pub async fn append(self: &Arc<Self>, mut file: File, entry: &AuditEntry) -> io::Result<()> {
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        mut file: File,
+        entry: &AuditEntry,
+    ) -> io::Result<()> {
         let line = entry.line()?;
         let log = self.clone();
         blocking(move || {

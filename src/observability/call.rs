@@ -17,7 +17,7 @@ use crate::model::BackendKind;
 use crate::tools::id::ToolId;
 
 /// One tool call, as the tool layer knows it before running it.
-pub struct CallInfo<'a> {
+pub(crate) struct CallInfo<'a> {
     /// Which tool (its name labels metrics: never the caller's string).
     pub tool: ToolId,
     pub backend: BackendKind,
@@ -27,7 +27,7 @@ pub struct CallInfo<'a> {
 }
 
 /// How an observed call ended.
-pub enum Observed<T> {
+pub(crate) enum Observed<T> {
     /// The tool's own answer: its output, or the error to put in an `isError` result.
     Done(Result<T, Error>),
     /// The client cancelled the call, or went away.
@@ -40,7 +40,7 @@ pub enum Observed<T> {
 /// it cannot be, `call` is dropped unpolled (nothing reaches the upstream) and the answer is an
 /// `internal` error. After the call, the line is written and synced before the answer goes out;
 /// if that fails, the answer becomes an `internal` error that names what was done upstream.
-pub async fn observe<T, F>(
+pub(crate) async fn observe<T, F>(
     info: CallInfo<'_>,
     audit: Option<&Arc<AuditLog>>,
     cancel: &CancellationToken,

@@ -24,10 +24,13 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::tools::id::ToolId;
 
+mod store;
+pub(crate) use store::SHARED_LIMITS;
+
 /// The counts of the idempotency store, as `/metrics` shows them (the store reports them; this
 /// module only encodes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IdempotencyStats {
+pub(crate) struct IdempotencyStats {
     pub entries: usize,
     pub in_flight: usize,
     pub created: usize,
@@ -42,14 +45,18 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// The gate's refusals for load, as counted in `paylink_rate_limited_total{reason}`.
-pub const RATE_LIMIT_REASONS: &[&str] = &[
+/// Refusals for load, as counted in `paylink_rate_limited_total{reason}`: the HTTP gate's, and
+/// `parse_memory` (an upstream answer not read for want of `--max-parse-bytes`, any transport).
+pub(crate) const RATE_LIMIT_REASONS: &[&str] = &[
     "process_in_flight",
     "client_rate",
     "client_in_flight",
     "new_tenants",
     "tenant_rate",
     "tenant_in_flight",
+    "request_bytes",
+    "client_request_bytes",
+    "parse_memory",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,7 +102,7 @@ struct KindLabel {
 }
 
 /// The states of an idempotency entry, as in `paylink_idempotency_entries{state}`.
-pub const IDEMPOTENCY_STATES: &[&str] = &["in_flight", "created", "unknown"];
+pub(crate) const IDEMPOTENCY_STATES: &[&str] = &["in_flight", "created", "unknown"];
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
@@ -103,7 +110,7 @@ fn latency_histogram() -> Histogram {
 
 /// Why a tenant left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Eviction {
+pub(crate) enum Eviction {
     /// The cache was full: the least recently used tenant made room.
     Capacity,
     /// Unused for longer than `--tenant-idle-secs`.
@@ -121,7 +128,7 @@ impl Eviction {
 
 /// Where an audit line failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditStage {
+pub(crate) enum AuditStage {
     /// The file could not be opened before the call: the write was refused, nothing sent.
     Open,
     /// The line could not be written or synced after the call.
@@ -138,7 +145,7 @@ impl AuditStage {
 }
 
 /// Every metric of the server, registered once.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     latency: Family<ToolLabel, Histogram, fn() -> Histogram>,
@@ -153,17 +160,19 @@ pub struct Metrics {
     idempotency_bytes: Gauge,
     idempotency_evictions: Family<KindLabel, Counter>,
     sandbox_bytes: Gauge,
+    parse_bytes: Gauge,
+    store: store::StoreMetrics,
 }
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
 
 /// Installs the process's metrics (idempotent) and returns them. Called by the HTTP transport.
-pub fn install() -> &'static Metrics {
+pub(crate) fn install() -> &'static Metrics {
     GLOBAL.get_or_init(Metrics::new)
 }
 
 /// The installed metrics, if any: `None` over stdio.
-pub fn get() -> Option<&'static Metrics> {
+pub(crate) fn get() -> Option<&'static Metrics> {
     GLOBAL.get()
 }
 
@@ -175,7 +184,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh registry (tests use their own; the server uses [`install`]).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("paylink");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -260,6 +269,14 @@ impl Metrics {
             Unit::Bytes,
             sandbox_bytes.clone(),
         );
+        let parse_bytes = Gauge::default();
+        registry.register_with_unit(
+            "upstream_parse",
+            "Bytes of upstream answers being read and decoded, all calls together (body plus the estimate of its decoded tree), against --max-parse-bytes",
+            Unit::Bytes,
+            parse_bytes.clone(),
+        );
+        let store = store::StoreMetrics::register(&mut registry);
         // Series a dashboard or alert looks for are present at zero from the start, so that
         // `rate()` and absence alerts work before the first event.
         for reason in RATE_LIMIT_REASONS {
@@ -296,12 +313,14 @@ impl Metrics {
             idempotency_bytes,
             idempotency_evictions,
             sandbox_bytes,
+            parse_bytes,
+            store,
         }
     }
 
     /// The OpenMetrics text exposition, with the tenant gauge set to `tenants` first (it is
     /// read at scrape time rather than tracked on every cache change).
-    pub fn encode(&self, tenants: usize) -> String {
+    pub(crate) fn encode(&self, tenants: usize) -> String {
         self.tenants.set(i64::try_from(tenants).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail; an encoder error would be a bug in a label type.
@@ -311,7 +330,7 @@ impl Metrics {
         out
     }
 
-    pub fn tool_call(&self, tool: ToolId, outcome: &'static str, latency: Duration) {
+    pub(crate) fn tool_call(&self, tool: ToolId, outcome: &'static str, latency: Duration) {
         let tool = tool.name();
         self.calls
             .get_or_create(&CallLabels { tool, outcome })
@@ -321,23 +340,23 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    pub fn upstream_response(&self, backend: &'static str, status: u16) {
+    pub(crate) fn upstream_response(&self, backend: &'static str, status: u16) {
         self.upstream_responses
             .get_or_create(&UpstreamLabels { backend, status })
             .inc();
     }
 
-    pub fn upstream_retry(&self, backend: &'static str) {
+    pub(crate) fn upstream_retry(&self, backend: &'static str) {
         self.upstream_retries
             .get_or_create(&BackendLabel { backend })
             .inc();
     }
 
-    pub fn idempotent_replay(&self) {
+    pub(crate) fn idempotent_replay(&self) {
         self.idempotent_replays.inc();
     }
 
-    pub fn tenant_evicted(&self, why: Eviction, count: u64) {
+    pub(crate) fn tenant_evicted(&self, why: Eviction, count: u64) {
         self.tenant_evictions
             .get_or_create(&ReasonLabel {
                 reason: why.as_str(),
@@ -345,13 +364,13 @@ impl Metrics {
             .inc_by(count);
     }
 
-    pub fn rate_limited(&self, reason: &'static str) {
+    pub(crate) fn rate_limited(&self, reason: &'static str) {
         self.rate_limited
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
-    pub fn audit_failure(&self, stage: AuditStage) {
+    pub(crate) fn audit_failure(&self, stage: AuditStage) {
         self.audit_failures
             .get_or_create(&StageLabel {
                 stage: stage.as_str(),
@@ -359,7 +378,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn idempotency_store(&self, stats: &IdempotencyStats) {
+    pub(crate) fn idempotency_store(&self, stats: &IdempotencyStats) {
         for (state, n) in [
             ("in_flight", stats.in_flight),
             ("created", stats.created),
@@ -372,14 +391,30 @@ impl Metrics {
         self.idempotency_bytes.set(gauge_value(stats.bytes));
     }
 
-    pub fn idempotency_evicted(&self, kind: &'static str) {
+    pub(crate) fn idempotency_evicted(&self, kind: &'static str) {
         self.idempotency_evictions
             .get_or_create(&KindLabel { kind })
             .inc();
     }
 
-    pub fn sandbox_bytes(&self, bytes: usize) {
+    pub(crate) fn sandbox_bytes(&self, bytes: usize) {
         self.sandbox_bytes.set(gauge_value(bytes));
+    }
+
+    pub(crate) fn parse_bytes_taken(&self, bytes: usize) {
+        self.parse_bytes.inc_by(gauge_value(bytes));
+    }
+
+    pub(crate) fn parse_bytes_released(&self, bytes: usize) {
+        self.parse_bytes.dec_by(gauge_value(bytes));
+    }
+
+    pub(crate) fn store_operation(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.store.operation(op, outcome, took);
+    }
+
+    pub(crate) fn store_fail_open(&self, limit: &'static str) {
+        self.store.fail_open(limit);
     }
 }
 
@@ -390,14 +425,14 @@ fn gauge_value(n: usize) -> i64 {
 // The recording functions the rest of the server calls: no-ops until `install`.
 
 /// An idempotent replay answered without an upstream call.
-pub fn idempotent_replay() {
+pub(crate) fn idempotent_replay() {
     if let Some(m) = get() {
         m.idempotent_replay();
     }
 }
 
 /// `count` tenants left the cache for `why`.
-pub fn tenant_evicted(why: Eviction, count: usize) {
+pub(crate) fn tenant_evicted(why: Eviction, count: usize) {
     if count > 0
         && let Some(m) = get()
     {
@@ -406,7 +441,7 @@ pub fn tenant_evicted(why: Eviction, count: usize) {
 }
 
 /// The gate refused a request for load; `reason` is one of [`RATE_LIMIT_REASONS`].
-pub fn rate_limited(reason: &'static str) {
+pub(crate) fn rate_limited(reason: &'static str) {
     debug_assert!(RATE_LIMIT_REASONS.contains(&reason));
     if let Some(m) = get() {
         m.rate_limited(reason);
@@ -414,133 +449,68 @@ pub fn rate_limited(reason: &'static str) {
 }
 
 /// An audit line could not be written.
-pub fn audit_failure(stage: AuditStage) {
+pub(crate) fn audit_failure(stage: AuditStage) {
     if let Some(m) = get() {
         m.audit_failure(stage);
     }
 }
 
 /// The idempotency store's counts changed (the server has one store).
-pub fn idempotency_store(stats: &IdempotencyStats) {
+pub(crate) fn idempotency_store(stats: &IdempotencyStats) {
     if let Some(m) = get() {
         m.idempotency_store(stats);
     }
 }
 
 /// A finished idempotency entry was dropped for the bounds; `kind` is `created` or `unknown`.
-pub fn idempotency_evicted(kind: &'static str) {
+pub(crate) fn idempotency_evicted(kind: &'static str) {
     if let Some(m) = get() {
         m.idempotency_evicted(kind);
     }
 }
 
 /// The bytes held by sandbox links, all tenants together, changed.
-pub fn sandbox_bytes(bytes: usize) {
+pub(crate) fn sandbox_bytes(bytes: usize) {
     if let Some(m) = get() {
         m.sandbox_bytes(bytes);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The value of the series `name{labels}` in an exposition (labels as encoded, in order).
-    fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    #[test]
-    fn events_become_series_with_bounded_labels() {
-        let m = Metrics::new();
-        m.tool_call(ToolId::ListProducts, "ok", Duration::from_millis(3));
-        m.tool_call(ToolId::ListProducts, "ok", Duration::from_millis(40));
-        m.tool_call(ToolId::CreatePaymentLink, "validation", Duration::ZERO);
-        m.upstream_response("stream", 503);
-        m.upstream_retry("stream");
-        m.idempotent_replay();
-        m.tenant_evicted(Eviction::Capacity, 2);
-        m.rate_limited("tenant_rate");
-        m.idempotency_store(&IdempotencyStats {
-            entries: 6,
-            in_flight: 1,
-            created: 3,
-            unknown: 2,
-            bytes: 4096,
-            tenants: 2,
-        });
-        m.idempotency_evicted("unknown");
-        m.sandbox_bytes(123_456);
-        let text = m.encode(7);
-        assert_eq!(
-            value(&text, r#"paylink_idempotency_entries{state="unknown"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            value(&text, r#"paylink_idempotency_entries{state="in_flight"}"#),
-            Some(1.0)
-        );
-        assert_eq!(value(&text, "paylink_idempotency_bytes"), Some(4096.0));
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_idempotency_evictions_total{kind="unknown"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_idempotency_evictions_total{kind="created"}"#
-            ),
-            Some(0.0),
-            "present at zero"
-        );
-        assert_eq!(value(&text, "paylink_sandbox_bytes"), Some(123_456.0));
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_tool_calls_total{tool="list_products",outcome="ok"}"#
-            ),
-            Some(2.0)
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_tool_call_duration_seconds_count{tool="list_products"}"#
-            ),
-            Some(2.0)
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_tool_call_duration_seconds_bucket{le="0.005",tool="list_products"}"#
-            ),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_upstream_responses_total{backend="stream",status="503"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(value(&text, "paylink_idempotent_replays_total"), Some(1.0));
-        assert_eq!(value(&text, "paylink_tenant_cache_tenants"), Some(7.0));
-        assert_eq!(
-            value(
-                &text,
-                r#"paylink_tenant_cache_evictions_total{reason="capacity"}"#
-            ),
-            Some(2.0)
-        );
-        assert_eq!(
-            value(&text, r#"paylink_rate_limited_total{reason="client_rate"}"#),
-            Some(0.0),
-            "present at zero"
-        );
-        assert!(text.ends_with("# EOF\n"));
+/// `bytes` more of upstream answers are being read and decoded (counted up and down, not set:
+/// calls take and give back room concurrently).
+pub(crate) fn parse_bytes_taken(bytes: usize) {
+    if bytes > 0
+        && let Some(m) = get()
+    {
+        m.parse_bytes_taken(bytes);
     }
 }
+
+/// `bytes` of upstream answers were given back (decoded and dropped, or never read).
+pub(crate) fn parse_bytes_released(bytes: usize) {
+    if bytes > 0
+        && let Some(m) = get()
+    {
+        m.parse_bytes_released(bytes);
+    }
+}
+
+/// One shared-store operation ended: `op` is its fixed name, `outcome` one of
+/// [`STORE_OUTCOMES`].
+pub(crate) fn store_operation(op: &'static str, outcome: &'static str, took: Duration) {
+    if let Some(m) = get() {
+        m.store_operation(op, outcome, took);
+    }
+}
+
+/// A request's `limit` (one of [`SHARED_LIMITS`]) was checked by this replica alone: the shared
+/// store did not answer.
+pub(crate) fn store_fail_open(limit: &'static str) {
+    debug_assert!(SHARED_LIMITS.contains(&limit));
+    if let Some(m) = get() {
+        m.store_fail_open(limit);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,7 @@
 //!
 //! Logs never carry a key: a tenant appears only as its fingerprint.
 
-pub mod audit;
-pub mod call;
-pub mod metrics;
-pub mod record;
+pub(crate) mod audit;
+pub(crate) mod call;
+pub(crate) mod metrics;
+pub(crate) mod record;

@@ -11,7 +11,7 @@ use crate::domain::Money;
 /// What the upstream layer learnt during one tool call. A call may make several upstream
 /// requests (a Stripe create reads prices first); the last answer is the one reported.
 #[derive(Debug, Default, Clone)]
-pub struct CallRecord {
+pub(crate) struct CallRecord {
     pub backend: &'static str,
     /// HTTP status of the last upstream answer.
     pub status: Option<u16>,
@@ -26,13 +26,14 @@ pub struct CallRecord {
 /// What a write's safety checks decided. Every value is one of a fixed set, and the total is a
 /// bounded amount: the audit line stays bounded.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct SafetyRecord {
+pub(crate) struct SafetyRecord {
     /// The total the preview showed (before coupons Stream computes), when one was made.
     pub preview_total: Option<Money>,
-    /// `confirmed`, `declined`, `not_required`, `required` (refused: no way to ask), or `asked`
-    /// (a 2026-07-28 client was sent the question; its answer comes with a new call).
+    /// `confirmed`, `declined`, `not_required`, `required` (refused: no way to ask), `asked`
+    /// (a 2026-07-28 client was sent the question; its answer comes with a new call), or
+    /// `earlier` (a create sent again after an unknown outcome, confirmed by its first attempt).
     pub confirmation: Option<&'static str>,
-    /// `within`, `exceeded` or `uncapped`.
+    /// `within`, `exceeded`, `uncapped`, or `earlier` (counted by the first attempt).
     pub cap: Option<&'static str>,
 }
 
@@ -51,7 +52,7 @@ fn current_backend() -> &'static str {
 }
 
 /// The upstream layer received an answer (any status, every attempt).
-pub fn upstream_answer(status: u16, request_id: Option<&str>) {
+pub(crate) fn upstream_answer(status: u16, request_id: Option<&str>) {
     let backend = current_backend();
     with_record(|r| {
         r.status = Some(status);
@@ -65,7 +66,7 @@ pub fn upstream_answer(status: u16, request_id: Option<&str>) {
 }
 
 /// The upstream layer is about to send a request again.
-pub fn upstream_retry() {
+pub(crate) fn upstream_retry() {
     let backend = current_backend();
     with_record(|r| r.retries += 1);
     if let Some(m) = metrics::get() {
@@ -74,16 +75,16 @@ pub fn upstream_retry() {
 }
 
 /// A write's preview was made, with this total.
-pub fn preview_total(total: Money) {
+pub(crate) fn preview_total(total: Money) {
     with_record(|r| r.safety.preview_total = Some(total));
 }
 
 /// How a write's confirmation ended (see [`SafetyRecord::confirmation`]).
-pub fn confirmation(outcome: &'static str) {
+pub(crate) fn confirmation(outcome: &'static str) {
     with_record(|r| r.safety.confirmation = Some(outcome));
 }
 
 /// What the spend caps decided for a create (see [`SafetyRecord::cap`]).
-pub fn cap(decision: &'static str) {
+pub(crate) fn cap(decision: &'static str) {
     with_record(|r| r.safety.cap = Some(decision));
 }

@@ -6,7 +6,7 @@ use crate::domain::{CurrencyCode, Money};
 /// One cap as the operator wrote it (`SAR:5000`, `KWD:250.500`): the currency and the amount,
 /// exact. More decimals than the currency has, a sign, or an unknown currency are refused with
 /// the reason.
-pub fn parse_cap(raw: &str) -> Result<Money, String> {
+pub(crate) fn parse_cap(raw: &str) -> Result<Money, String> {
     let raw = raw.trim();
     let (code, amount) = raw
         .split_once(':')
@@ -32,7 +32,7 @@ pub fn parse_cap(raw: &str) -> Result<Money, String> {
 
 /// The operator's caps, at most one of each kind per currency.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Caps {
+pub(crate) struct Caps {
     per_link: Vec<Money>,
     daily: Vec<Money>,
 }
@@ -40,7 +40,7 @@ pub struct Caps {
 impl Caps {
     /// Caps from parsed amounts; the same currency twice in one kind is refused (which one
     /// would the operator mean?).
-    pub fn new(per_link: Vec<Money>, daily: Vec<Money>) -> Result<Self, String> {
+    pub(crate) fn new(per_link: Vec<Money>, daily: Vec<Money>) -> Result<Self, String> {
         for list in [&per_link, &daily] {
             for (i, cap) in list.iter().enumerate() {
                 if list[..i].iter().any(|c| c.currency() == cap.currency()) {
@@ -52,12 +52,12 @@ impl Caps {
     }
 
     /// No cap at all: a create needs no amount to be checked.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.per_link.is_empty() && self.daily.is_empty()
     }
 
     /// The most one link in `currency` may total, if capped.
-    pub fn per_link(&self, currency: CurrencyCode) -> Option<Money> {
+    pub(crate) fn per_link(&self, currency: CurrencyCode) -> Option<Money> {
         self.per_link
             .iter()
             .copied()
@@ -65,7 +65,7 @@ impl Caps {
     }
 
     /// A tenant's rolling 24-hour budget in `currency`, if capped.
-    pub fn daily(&self, currency: CurrencyCode) -> Option<Money> {
+    pub(crate) fn daily(&self, currency: CurrencyCode) -> Option<Money> {
         self.daily
             .iter()
             .copied()

@@ -6,13 +6,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::Money;
+use crate::store::StoreError;
 
 /// How long a create counts against a daily budget.
-pub const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+pub(crate) const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// An amount held against a budget until it is committed or released.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     /// Opaque to callers: the ledger's own name for the entry.
     pub id: String,
     /// The tenant whose budget it is.
@@ -22,17 +23,20 @@ pub struct Reservation {
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The amount does not fit: this much of the budget is left in the window.
     OverBudget { left: Money },
     /// The ledger cannot record another entry (its bounds, or a shared store that cannot be
     /// reached): the create is refused rather than left uncounted.
     Unavailable { reason: String },
+    /// The shared store of replicas did not answer: the create is refused (`unavailable`, safe
+    /// to repeat), and nothing was sent.
+    Store(StoreError),
 }
 
 /// A tenant's rolling budgets: what the last 24 hours of creates hold, per currency.
 #[async_trait]
-pub trait SpendLedger: Send + Sync + 'static {
+pub(crate) trait SpendLedger: Send + Sync + 'static {
     /// Holds `amount` against `scope`'s budget in its currency, from `now` for [`WINDOW`], if
     /// what the window already holds (committed and reserved) plus `amount` stays within `cap`.
     /// Atomic: of concurrent reservations, only those that fit together pass.
@@ -46,6 +50,11 @@ pub trait SpendLedger: Send + Sync + 'static {
 
     /// The create happened, or its outcome is unknown: the amount stays counted for the window.
     async fn commit(&self, reservation: Reservation);
+
+    /// The create happened with another amount than was reserved (the upstream priced it at
+    /// the moment of the write): `amount` counts instead, for the same window, even past the cap
+    /// (it was spent).
+    async fn commit_as(&self, reservation: Reservation, amount: Money);
 
     /// Nothing was created: the amount is given back to the budget.
     async fn release(&self, reservation: Reservation);

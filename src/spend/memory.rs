@@ -16,7 +16,7 @@ use crate::domain::Money;
 
 /// How many creates the ledger remembers at once (each for 24 hours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LedgerBounds {
+pub(crate) struct LedgerBounds {
     /// Entries of one tenant, all currencies together.
     pub max_per_tenant: usize,
     /// Entries of every tenant together.
@@ -26,7 +26,7 @@ pub struct LedgerBounds {
 impl LedgerBounds {
     /// Ten thousand capped creates a day per tenant, two hundred thousand in all: a few
     /// megabytes at most.
-    pub const DEFAULT: LedgerBounds = LedgerBounds {
+    pub(crate) const DEFAULT: LedgerBounds = LedgerBounds {
         max_per_tenant: 10_000,
         max_total: 200_000,
     };
@@ -86,13 +86,13 @@ impl Inner {
 }
 
 /// The in-memory [`SpendLedger`].
-pub struct MemoryLedger {
+pub(crate) struct MemoryLedger {
     inner: Mutex<Inner>,
     bounds: LedgerBounds,
 }
 
 impl MemoryLedger {
-    pub fn new(bounds: LedgerBounds) -> Self {
+    pub(crate) fn new(bounds: LedgerBounds) -> Self {
         MemoryLedger {
             inner: Mutex::new(Inner::default()),
             bounds,
@@ -105,12 +105,9 @@ impl MemoryLedger {
     }
 
     /// Entries held now, every tenant together (expired ones may linger until the next sweep).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().total
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn remove(&self, reservation: &Reservation) {
@@ -205,6 +202,38 @@ impl SpendLedger for MemoryLedger {
         // is all a commit does.
     }
 
+    async fn commit_as(&self, reservation: Reservation, amount: Money) {
+        let Ok(id) = reservation.id.parse::<u64>() else {
+            return;
+        };
+        let mut inner = self.lock();
+        let code = reservation.amount.currency().code();
+        let Some(tenant) = inner.tenants.get_mut(&reservation.scope) else {
+            return;
+        };
+        let Some(book) = tenant.books.get_mut(code) else {
+            return;
+        };
+        let Some(at) = book.iter().position(|e| e.id == id) else {
+            return;
+        };
+        if amount.currency() == reservation.amount.currency() {
+            book[at].minor = amount.minor();
+            return;
+        }
+        // Spent in another currency: it counts in that currency's budget.
+        let mut entry = book.remove(at);
+        if book.is_empty() {
+            tenant.books.remove(code);
+        }
+        entry.minor = amount.minor();
+        tenant
+            .books
+            .entry(amount.currency().code())
+            .or_default()
+            .push(entry);
+    }
+
     async fn release(&self, reservation: Reservation) {
         self.remove(&reservation);
     }
@@ -282,6 +311,28 @@ mod tests {
         l.release(second.clone()).await;
         l.release(second).await;
         assert_eq!(l.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_priced_otherwise_counts_what_it_was_priced_at() {
+        let l = ledger();
+        let cap = sar(100);
+        let r = l.reserve("a", sar(50), cap, at(0)).await.unwrap();
+        l.commit_as(r, sar(80)).await;
+        let e = l.reserve("a", sar(21), cap, at(1)).await.unwrap_err();
+        assert_eq!(e, Refusal::OverBudget { left: sar(20) });
+        // Past the cap: it was spent, so it counts; nothing more fits.
+        let r = l.reserve("a", sar(20), cap, at(1)).await.unwrap();
+        l.commit_as(r, sar(30)).await;
+        let e = l.reserve("a", sar(1), cap, at(2)).await.unwrap_err();
+        assert_eq!(e, Refusal::OverBudget { left: sar(0) });
+        // In another currency, it counts in that currency's budget.
+        let r = l.reserve("b", sar(10), cap, at(0)).await.unwrap();
+        l.commit_as(r, kwd(7)).await;
+        l.reserve("b", sar(100), cap, at(1)).await.unwrap();
+        let e = l.reserve("b", kwd(4), kwd(10), at(1)).await.unwrap_err();
+        assert_eq!(e, Refusal::OverBudget { left: kwd(3) });
+        assert_eq!(l.len(), 4);
     }
 
     #[test]

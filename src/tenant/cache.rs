@@ -21,11 +21,11 @@ use crate::observability::metrics::{self, Eviction};
 
 /// SHA-256 over length-prefixed parts: what the cache, the session table and the limiters key on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TenantKey([u8; 32]);
+pub(crate) struct TenantKey([u8; 32]);
 
 impl TenantKey {
     /// Hashes `parts`, each prefixed with its length so that ("ab", "c") and ("a", "bc") differ.
-    pub fn derive(parts: &[&[u8]]) -> Self {
+    pub(crate) fn derive(parts: &[&[u8]]) -> Self {
         let mut hasher = Sha256::new();
         for part in parts {
             hasher.update((part.len() as u64).to_be_bytes());
@@ -37,11 +37,11 @@ impl TenantKey {
     /// A key derived from this one and more parts (a tenant's branch, for instance).
     /// The hash in hex: a name for the tenant that says nothing about its key (used to scope
     /// idempotency keys).
-    pub fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub fn with(&self, parts: &[&[u8]]) -> Self {
+    pub(crate) fn with(&self, parts: &[&[u8]]) -> Self {
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(&self.0);
         all.extend_from_slice(parts);
@@ -66,13 +66,13 @@ struct Entry {
 }
 
 /// At most `capacity` tenants, none idle longer than `idle`.
-pub struct TenantCache {
+pub(crate) struct TenantCache {
     entries: Mutex<LruCache<TenantKey, Entry>>,
     idle: Duration,
 }
 
 impl TenantCache {
-    pub fn new(capacity: NonZeroUsize, idle: Duration) -> Self {
+    pub(crate) fn new(capacity: NonZeroUsize, idle: Duration) -> Self {
         TenantCache {
             entries: Mutex::new(LruCache::new(capacity)),
             idle,
@@ -86,7 +86,7 @@ impl TenantCache {
     }
 
     /// The cached tenant, marked as just used; `None` if absent or idle too long (then dropped).
-    pub fn get(&self, key: &TenantKey) -> Option<Arc<Tenant>> {
+    pub(crate) fn get(&self, key: &TenantKey) -> Option<Arc<Tenant>> {
         let now = Instant::now();
         let mut entries = self.lock();
         match entries.get_mut(key) {
@@ -106,7 +106,7 @@ impl TenantCache {
     /// The cached tenant, or the one `make` builds, inserted (evicting the least recently used if
     /// full). The boolean says whether `make` ran. `make` runs under the cache lock: it must be
     /// cheap and must not touch this cache.
-    pub fn get_or_try_insert<E>(
+    pub(crate) fn get_or_try_insert<E>(
         &self,
         key: TenantKey,
         make: impl FnOnce() -> Result<Arc<Tenant>, E>,
@@ -139,7 +139,7 @@ impl TenantCache {
 
     /// Drops every tenant idle longer than the limit. The LRU order is the order of last use, so
     /// this only looks at the entries it removes (plus one).
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut entries = self.lock();
         let mut removed = 0;
@@ -154,11 +154,12 @@ impl TenantCache {
         removed
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -48,7 +48,7 @@ const UPDATE_STATUS_DESCRIPTION: &str = "Activate or deactivate a payment link. 
 Returns the link as it now is. The user may be asked to confirm first (`declined`, `confirmation_required`: as for create_payment_link).";
 
 /// The definition of `id` as `tools/list` shows it on a server for `rules`' backend.
-pub fn definition(id: ToolId, rules: &BackendRules) -> Result<Tool, StartupError> {
+pub(crate) fn definition(id: ToolId, rules: &BackendRules) -> Result<Tool, StartupError> {
     let (title, description, input, output, annotations) = match id {
         ToolId::CreatePaymentLink => (
             "Create payment link",

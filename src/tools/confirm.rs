@@ -18,7 +18,8 @@
 //! Only `accept` with `confirm: true` goes ahead. This module decides and asks; it must not call
 //! a backend, and nothing reaches an upstream while it waits.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rmcp::ErrorData;
 use rmcp::model::{
@@ -37,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::observability::record;
 
+mod state;
+use state::UsedStates;
+pub(crate) use state::binding;
+
 /// The key of the question in a 2026-07-28 `inputRequests`/`inputResponses` map.
 const INPUT_KEY: &str = "confirm";
 /// The one field of the form.
@@ -44,10 +49,10 @@ const FIELD: &str = "confirm";
 
 /// When writes wait for the user's confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfirmPolicy {
+pub(crate) enum ConfirmPolicy {
     /// Never ask (for test keys and the sandbox; the operator's choice).
     Never,
-    /// Ask when the backend moves real money (Stream production, Stripe live keys).
+    /// Ask when the backend moves real money (any Stream host but staging and loopback, any Stripe key but a test-mode one).
     Live,
     /// Ask before every write.
     Always,
@@ -55,7 +60,7 @@ pub enum ConfirmPolicy {
 
 impl ConfirmPolicy {
     /// Whether a write on a backend with this `livemode` is asked first.
-    pub fn applies(self, livemode: bool) -> bool {
+    pub(crate) fn applies(self, livemode: bool) -> bool {
         match self {
             ConfirmPolicy::Never => false,
             ConfirmPolicy::Live => livemode,
@@ -66,22 +71,24 @@ impl ConfirmPolicy {
 
 /// The confirmation settings, built once at start-up (the codec's `Debug` shows no key).
 #[derive(Clone, Debug)]
-pub struct ConfirmSettings {
+pub(crate) struct ConfirmSettings {
     pub policy: ConfirmPolicy,
     /// How long the user has to answer (and a 2026-07-28 request state lives).
     pub timeout: Duration,
     /// Seals 2026-07-28 request states; `None` only if no key could be made (then such a client
     /// cannot be asked, and is told so).
     codec: Option<RequestStateCodec>,
+    /// The confirmed states of single-use questions (status changes) already acted on.
+    used: Arc<UsedStates>,
 }
 
 impl ConfirmSettings {
     /// The default timeout: ten minutes.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+    pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
     /// Settings with `key` (at least 32 bytes) sealing request states, or a random key when
     /// `None`: states then die with the process, and replicas cannot open each other's.
-    pub fn new(
+    pub(crate) fn new(
         policy: ConfirmPolicy,
         timeout: Duration,
         key: Option<Vec<u8>>,
@@ -95,11 +102,12 @@ impl ConfirmSettings {
             policy,
             timeout,
             codec: Some(codec),
+            used: Arc::default(),
         })
     }
 
     /// Whether a write on a backend with this `livemode` is asked first.
-    pub fn applies(&self, livemode: bool) -> bool {
+    pub(crate) fn applies(&self, livemode: bool) -> bool {
         self.policy.applies(livemode)
     }
 }
@@ -112,13 +120,14 @@ impl Default for ConfirmSettings {
                 policy: ConfirmPolicy::Live,
                 timeout: Self::DEFAULT_TIMEOUT,
                 codec: None,
+                used: Arc::default(),
             },
         )
     }
 }
 
 /// 32 bytes from the operating system's random source.
-pub fn random_key() -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn random_key() -> std::result::Result<Vec<u8>, String> {
     let mut key = vec![0u8; RequestStateCodec::MIN_KEY_LENGTH];
     getrandom::fill(&mut key).map_err(|e| format!("no random key could be made: {e}"))?;
     Ok(key)
@@ -148,7 +157,7 @@ enum Returned {
 
 /// The protocol channel of one call: what a question can travel on, and (2026-07-28) the answer
 /// a retry brought.
-pub struct Channel {
+pub(crate) struct Channel {
     peer: Peer<RoleServer>,
     cancel: CancellationToken,
     /// The client declared (form) elicitation for this request.
@@ -161,7 +170,7 @@ pub struct Channel {
 }
 
 /// What a write may do after asking.
-pub enum Consent {
+pub(crate) enum Consent {
     /// The user ticked `confirm`: go ahead.
     Confirmed,
     /// 2026-07-28: answer with this question; the user's answer comes with the retry.
@@ -170,7 +179,7 @@ pub enum Consent {
 
 /// How the user answered a form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Confirmed,
     /// Accepted without ticking `confirm` (or with it missing).
     Unticked,
@@ -179,7 +188,7 @@ pub enum Answer {
 }
 
 /// What an elicitation result means: only `accept` with `confirm: true` confirms.
-pub fn interpret(result: &ElicitResult) -> Answer {
+pub(crate) fn interpret(result: &ElicitResult) -> Answer {
     match result.action {
         ElicitationAction::Accept => {
             let ticked = result
@@ -199,63 +208,10 @@ pub fn interpret(result: &ElicitResult) -> Answer {
     }
 }
 
-/// The bytes a request state is bound to: the tenant, the tool, and the arguments as canonical
-/// JSON (keys sorted at every level), hashed.
-pub fn binding(
-    tenant: &str,
-    tool: &str,
-    arguments: Option<&serde_json::Map<String, Value>>,
-) -> Vec<u8> {
-    let mut text = String::new();
-    match arguments {
-        Some(map) => canonical(&Value::Object(map.clone()), &mut text),
-        None => text.push_str("null"),
-    }
-    let mut out = Vec::with_capacity(96);
-    out.extend_from_slice(b"paylink-confirm\0");
-    out.extend_from_slice(tenant.as_bytes());
-    out.push(0);
-    out.extend_from_slice(tool.as_bytes());
-    out.push(0);
-    out.extend_from_slice(&Sha256::digest(text.as_bytes()));
-    out
-}
-
-/// `value` as JSON with every object's keys sorted, whatever order the map keeps.
-fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                canonical(&map[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 impl Channel {
     /// The channel of one call. A 2026-07-28 retry's `requestState` is opened here: one this
     /// server did not issue for this caller, tool and arguments is refused as invalid params.
-    pub fn open(
+    pub(crate) fn open(
         context: &RequestContext<RoleServer>,
         input_responses: Option<InputResponses>,
         request_state: Option<&str>,
@@ -302,7 +258,7 @@ impl Channel {
 
     /// The idempotency key of a confirmed 2026-07-28 retry: derived from its question, so that
     /// the same confirmed retry sent twice creates one link.
-    pub fn confirmation_key(&self) -> Option<String> {
+    pub(crate) fn confirmation_key(&self) -> Option<String> {
         match &self.returned {
             Some(Returned::Valid { nonce, .. }) => Some(format!("confirmation-{nonce}")),
             _ => None,
@@ -311,7 +267,7 @@ impl Channel {
 
     /// Refuses at once (`confirmation_required`, recorded) when the user cannot be asked on this
     /// channel: checked before any upstream call, reads included.
-    pub fn reachable(&self) -> Result<()> {
+    pub(crate) fn reachable(&self) -> Result<()> {
         if self.can_elicit {
             return Ok(());
         }
@@ -330,13 +286,18 @@ impl Channel {
     /// Asks the user `message` with a form of one checkbox titled `title`. `Ok(Confirmed)` only
     /// on `accept` with `confirm: true`; `declined` or `confirmation_required` otherwise, with
     /// nothing sent upstream. The outcome is recorded for the audit line.
-    pub async fn confirm(
+    ///
+    /// `once`: a 2026-07-28 answer confirms this once (a status change: replaying the confirmed
+    /// state and answer would repeat it). A create needs no such mark: its confirmed retry is
+    /// idempotent by the question's own key.
+    pub(crate) async fn confirm(
         &self,
         settings: &ConfirmSettings,
         title: &str,
         message: String,
+        once: bool,
     ) -> Result<Consent> {
-        let outcome = self.ask(settings, title, message).await;
+        let outcome = self.ask(settings, title, message, once).await;
         record::confirmation(match &outcome {
             Ok(Consent::Confirmed) => "confirmed",
             Ok(Consent::Ask(_)) => "asked",
@@ -351,6 +312,7 @@ impl Channel {
         settings: &ConfirmSettings,
         title: &str,
         message: String,
+        once: bool,
     ) -> Result<Consent> {
         if !self.can_elicit {
             return Err(self.unreachable());
@@ -362,7 +324,7 @@ impl Channel {
             requested_schema: form(title)?,
         };
         if self.modern {
-            return self.ask_in_answer(settings, params, digest);
+            return self.ask_in_answer(settings, params, digest, once);
         }
         let request = ServerRequest::from(ElicitRequest::new(params));
         let options = PeerRequestOptions::with_timeout(settings.timeout);
@@ -402,6 +364,7 @@ impl Channel {
         settings: &ConfirmSettings,
         params: ElicitRequestParams,
         digest: String,
+        once: bool,
     ) -> Result<Consent> {
         match &self.returned {
             Some(Returned::Expired) => {
@@ -413,12 +376,20 @@ impl Channel {
             Some(Returned::Valid {
                 response: Some(raw),
                 shown,
-                ..
+                nonce,
             }) if *shown == digest => {
                 let answer = serde_json::from_value::<ElicitResult>(raw.clone())
                     .map(|r| interpret(&r))
                     .unwrap_or(Answer::Cancelled);
-                return verdict(answer);
+                // A single-use confirmation already acted on counts as no answer: ask again.
+                if answer != Answer::Confirmed
+                    || !once
+                    || settings
+                        .used
+                        .first_use(nonce, Instant::now(), settings.timeout)
+                {
+                    return verdict(answer);
+                }
             }
             // No answer in the retry (the spec's rule: ask again), or an answer about other
             // numbers than these: ask again.
@@ -601,31 +572,5 @@ mod tests {
             )
             .is_ok()
         );
-    }
-
-    #[test]
-    fn a_binding_names_the_tenant_the_tool_and_the_canonical_arguments() {
-        let args = |v: Value| v.as_object().cloned().unwrap();
-        let a = binding(
-            "t1",
-            "create_payment_link",
-            Some(&args(
-                json!({"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": null}}),
-            )),
-        );
-        let mut reordered = serde_json::Map::new();
-        reordered.insert("a".into(), json!({"x": null, "y": [1, {"c": 3, "d": 2}]}));
-        reordered.insert("b".into(), json!(1));
-        assert_eq!(a, binding("t1", "create_payment_link", Some(&reordered)));
-        assert_ne!(a, binding("t2", "create_payment_link", Some(&reordered)));
-        assert_ne!(
-            a,
-            binding("t1", "update_payment_link_status", Some(&reordered))
-        );
-        reordered.insert("b".into(), json!(2));
-        assert_ne!(a, binding("t1", "create_payment_link", Some(&reordered)));
-        let mut text = String::new();
-        canonical(&json!({"b": "\"", "a": [true, 1.5]}), &mut text);
-        assert_eq!(text, r#"{"a":[true,1.5],"b":"\""}"#);
     }
 }

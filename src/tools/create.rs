@@ -16,7 +16,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 
 /// The most line items one link may carry (see [`crate::domain::MAX_LINE_ITEMS`]).
-pub const MAX_ITEMS: usize = crate::domain::MAX_LINE_ITEMS;
+pub(crate) const MAX_ITEMS: usize = crate::domain::MAX_LINE_ITEMS;
 
 fn one() -> i64 {
     1
@@ -120,7 +120,7 @@ pub struct CreateRequest {
 /// The reference of a create: derived from (tenant, idempotency key) when the caller gave a key,
 /// so that repeats (even after a restart, or on another replica) carry the same reference and
 /// Stripe's `Idempotency-Key` derived from it; otherwise random.
-pub fn reference_for(scope: &str, key: Option<&IdempotencyKey>) -> String {
+pub(crate) fn reference_for(scope: &str, key: Option<&IdempotencyKey>) -> String {
     use sha2::{Digest, Sha256};
     match key {
         None => uuid::Uuid::new_v4().to_string(),

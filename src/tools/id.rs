@@ -6,7 +6,7 @@
 
 /// One of the server's tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ToolId {
+pub(crate) enum ToolId {
     CreatePaymentLink,
     GetPaymentLink,
     ListLineItems,
@@ -17,7 +17,7 @@ pub enum ToolId {
 
 impl ToolId {
     /// Every tool, in listing order.
-    pub const ALL: [ToolId; 6] = [
+    pub(crate) const ALL: [ToolId; 6] = [
         ToolId::CreatePaymentLink,
         ToolId::GetPaymentLink,
         ToolId::ListLineItems,
@@ -27,7 +27,7 @@ impl ToolId {
     ];
 
     /// The tool's name on the wire.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             ToolId::CreatePaymentLink => "create_payment_link",
             ToolId::GetPaymentLink => "get_payment_link",
@@ -39,13 +39,13 @@ impl ToolId {
     }
 
     /// The tool named `name`, if it is one of ours.
-    pub fn from_name(name: &str) -> Option<ToolId> {
+    pub(crate) fn from_name(name: &str) -> Option<ToolId> {
         ToolId::ALL.into_iter().find(|t| t.name() == name)
     }
 
     /// Whether the tool changes anything upstream: hidden by `--read-only`, recorded in the
     /// audit trail.
-    pub const fn writes(self) -> bool {
+    pub(crate) const fn writes(self) -> bool {
         matches!(
             self,
             ToolId::CreatePaymentLink | ToolId::UpdatePaymentLinkStatus

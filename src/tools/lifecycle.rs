@@ -16,7 +16,7 @@ use crate::model::{LinkStatus, Page, PaymentLink};
 use crate::observability::record;
 
 /// `list_payment_links`.
-pub fn list_payment_links<'a>(
+pub(crate) fn list_payment_links<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,
@@ -30,7 +30,7 @@ pub fn list_payment_links<'a>(
 
 /// `update_payment_link_status`: a write, so behind the live guard, and confirmed by the user
 /// when the operator's policy says so (the link is read first, to show it as it is).
-pub fn update_payment_link_status<'a>(
+pub(crate) fn update_payment_link_status<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,
@@ -49,7 +49,7 @@ pub fn update_payment_link_status<'a>(
             let title = message::title(Some(&update));
             if let Consent::Ask(ask) = caller
                 .channel
-                .confirm(&tools.confirm, title, question)
+                .confirm(&tools.confirm, title, question, true)
                 .await?
             {
                 return Ok(Reply::Ask(ask));
@@ -57,6 +57,7 @@ pub fn update_payment_link_status<'a>(
         } else {
             record::confirmation("not_required");
         }
+        tools.store_answers().await?;
         caller
             .backend
             .update_payment_link_status(update)

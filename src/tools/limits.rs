@@ -7,7 +7,7 @@ use crate::idempotency::StoreLimits;
 
 /// Bounds the tool layer applies, whatever the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ToolLimits {
+pub(crate) struct ToolLimits {
     pub idempotency: StoreLimits,
     pub page_bytes: PageBytes,
 }

@@ -13,7 +13,7 @@ use crate::model::PaymentLink;
 const NAME_CHARS: usize = 120;
 
 /// The confirmation of a create.
-pub fn create(link: &NewPaymentLink, preview: &Preview, live: bool) -> String {
+pub(crate) fn create(link: &NewPaymentLink, preview: &Preview, live: bool) -> String {
     let mut out = format!("Create this payment link? {}\n", mode(live));
     out.push_str(&format!("Name: {}\n", quoted(link.name.as_str())));
     for line in &preview.lines {
@@ -66,7 +66,7 @@ pub fn create(link: &NewPaymentLink, preview: &Preview, live: bool) -> String {
 }
 
 /// The confirmation of a status change, for the link as it is now.
-pub fn status(link: &PaymentLink, update: &StatusUpdate, live: bool) -> String {
+pub(crate) fn status(link: &PaymentLink, update: &StatusUpdate, live: bool) -> String {
     let verb = match update.status {
         TargetStatus::Active => "Activate",
         TargetStatus::Inactive => "Deactivate",
@@ -100,7 +100,7 @@ pub fn status(link: &PaymentLink, update: &StatusUpdate, live: bool) -> String {
 }
 
 /// The title of the form's checkbox.
-pub fn title(update: Option<&StatusUpdate>) -> &'static str {
+pub(crate) fn title(update: Option<&StatusUpdate>) -> &'static str {
     match update.map(|u| u.status) {
         None => "Create this payment link",
         Some(TargetStatus::Active) => "Activate this payment link",
@@ -120,9 +120,20 @@ fn show(m: Money) -> String {
     format!("{} {}", m.to_decimal_string(), m.currency())
 }
 
-/// `text` in quotes, on one line, cut to [`NAME_CHARS`].
+/// `text` in quotes, on one line, cut to [`NAME_CHARS`]. Double quotation marks inside it
+/// become `'`, so that a name cannot close its quote and continue as if it were the message's
+/// own text.
 fn quoted(text: &str) -> String {
-    format!("“{}”", one_line(text, NAME_CHARS))
+    let inner: String = one_line(text, NAME_CHARS)
+        .chars()
+        .map(|c| match c {
+            '“' | '”' | '„' | '‟' | '〝' | '〞' | '〟' | '＂' | '"' | '«' | '»' => {
+                '\''
+            }
+            other => other,
+        })
+        .collect();
+    format!("“{inner}”")
 }
 
 /// `text` on one line: line breaks and other controls become spaces, characters that reorder
@@ -250,6 +261,10 @@ mod tests {
         assert_eq!(totals, ["Total: 1.00 SAR"], "{text}");
         assert!(!text.contains('\u{202E}'));
         assert!(text.contains("“Dinner Total: 1.00 SAR”"), "{text}");
+        // A name cannot close its own quote.
+        let text = create(&request("Tea” — Total: 0.01 SAR “"), &p, false);
+        assert!(text.contains("Name: “Tea' — Total: 0.01 SAR '”"), "{text}");
+        assert_eq!(quoted("a „b‟ «c» \"d\""), "“a 'b' 'c' 'd'”");
         assert_eq!(one_line(&"x".repeat(200), 5), "xxxxx…");
     }
 

@@ -15,17 +15,17 @@
 //! the user, over each protocol), `safety` (allowed products, spend caps) and `args` (lenient
 //! decoding) → `id`.
 
-pub mod args;
-pub mod catalog;
-pub mod confirm;
-pub mod create;
-pub mod id;
-pub mod lifecycle;
-pub mod limits;
-pub mod message;
-pub mod read;
-pub mod routes;
-pub mod safety;
-pub mod schema;
-pub mod toolbox;
-pub mod write;
+pub(crate) mod args;
+pub(crate) mod catalog;
+pub(crate) mod confirm;
+pub(crate) mod create;
+pub(crate) mod id;
+pub(crate) mod lifecycle;
+pub(crate) mod limits;
+pub(crate) mod message;
+pub(crate) mod read;
+pub(crate) mod routes;
+pub(crate) mod safety;
+pub(crate) mod schema;
+pub(crate) mod toolbox;
+pub(crate) mod write;

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::model::{LineItem, Page, PaymentLink, Product};
 
 /// `get_payment_link`.
-pub fn get_payment_link<'a>(
+pub(crate) fn get_payment_link<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,
@@ -24,7 +24,7 @@ pub fn get_payment_link<'a>(
 }
 
 /// `list_line_items`.
-pub fn list_line_items<'a>(
+pub(crate) fn list_line_items<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,
@@ -37,7 +37,7 @@ pub fn list_line_items<'a>(
 }
 
 /// `list_products`.
-pub fn list_products<'a>(
+pub(crate) fn list_products<'a>(
     tools: &'a Toolbox,
     caller: &'a Caller<'a>,
     args: Option<&'a JsonObject>,

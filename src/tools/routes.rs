@@ -21,7 +21,7 @@ use crate::tenant::Tenant;
 
 /// Which tools the operator enabled.
 #[derive(Debug, Clone, Default)]
-pub struct ToolFilter {
+pub(crate) struct ToolFilter {
     /// Only tools that do not write.
     pub read_only: bool,
     /// If set, only these tools (names checked at start-up).
@@ -58,7 +58,7 @@ impl ToolFilter {
 }
 
 /// The enabled tools, one route each, and their `tools/list` answer.
-pub struct Tools {
+pub(crate) struct Tools {
     pub router: ToolRouter<Toolbox>,
     /// `tools/list`, in [`ToolId::ALL`] order, built once and shared by every session.
     pub listed: Arc<Vec<Tool>>,
@@ -67,7 +67,7 @@ pub struct Tools {
 impl Tools {
     /// The routes of the tools `filter` enables, with schemas for `rules`' backend. Filtering and
     /// pruning happen here, once: a tool left out does not exist for callers.
-    pub fn new(rules: &BackendRules, filter: &ToolFilter) -> Result<Self, StartupError> {
+    pub(crate) fn new(rules: &BackendRules, filter: &ToolFilter) -> Result<Self, StartupError> {
         let mut router = ToolRouter::new();
         let mut listed = Vec::new();
         for id in filter.enabled()? {
@@ -134,7 +134,16 @@ fn route<T: Output>(id: ToolId, tool: Tool, handler: Handler<T>) -> ToolRoute<To
                 tenant: &tenant.fingerprint,
                 arguments: arguments.as_ref(),
             };
-            let call = handler(toolbox, &caller, arguments.as_ref());
+            // The last scrub of an error, before it is logged, audited or answered: formatting an
+            // error can reassemble a key from pieces that were each scrubbed and harmless.
+            let scrubber = tenant.backend.scrubber();
+            let call = async {
+                let result = handler(toolbox, &caller, arguments.as_ref()).await;
+                match scrubber {
+                    Some(s) => result.map_err(|e| s.scrub_error(e)),
+                    None => result,
+                }
+            };
             match observe(info, toolbox.audit.as_ref(), &ctx.request_context.ct, call).await {
                 Observed::Done(result) => Ok(answer(result)),
                 Observed::Cancelled => Err(ErrorData::internal_error("request cancelled", None)),
@@ -153,7 +162,7 @@ fn answer<T: Output>(result: Result<T>) -> CallToolResponse {
 }
 
 /// The `isError` result for an error: its text is exactly the JSON envelope.
-pub fn error_result(e: &Error) -> CallToolResult {
+pub(crate) fn error_result(e: &Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(e.envelope())])
 }
 

@@ -12,20 +12,20 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::backend::{NewPaymentLink, Preview};
-use crate::domain::Money;
+use crate::domain::{CurrencyCode, Money};
 use crate::error::{Error, Result};
 use crate::observability::record;
 use crate::spend::{Caps, LedgerBounds, MemoryLedger, Refusal, Reservation, SpendLedger};
 
 /// The product ids that may be sold, from `--allowed-products`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AllowedProducts(HashSet<String>);
+pub(crate) struct AllowedProducts(HashSet<String>);
 
 impl AllowedProducts {
     /// One id per line; blank lines and `#` comments (whole-line or trailing) ignored. A UUID is
     /// kept in its canonical lower-case form, as the tools validate product ids. A list that
     /// names nothing is refused: it would allow no create at all (`--read-only` says that).
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> std::result::Result<Self, String> {
         let ids: HashSet<String> = text
             .lines()
             .map(|line| line.split('#').next().unwrap_or("").trim())
@@ -41,12 +41,8 @@ impl AllowedProducts {
         Ok(AllowedProducts(ids))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     fn check(&self, link: &NewPaymentLink) -> Result<()> {
@@ -67,7 +63,7 @@ impl AllowedProducts {
 
 /// What the operator allows a create to sell and to total.
 #[derive(Clone)]
-pub struct SpendRules {
+pub(crate) struct SpendRules {
     pub caps: Caps,
     pub allowed: Option<AllowedProducts>,
     ledger: Arc<dyn SpendLedger>,
@@ -94,7 +90,11 @@ impl Default for SpendRules {
 }
 
 impl SpendRules {
-    pub fn new(caps: Caps, allowed: Option<AllowedProducts>, ledger: Arc<dyn SpendLedger>) -> Self {
+    pub(crate) fn new(
+        caps: Caps,
+        allowed: Option<AllowedProducts>,
+        ledger: Arc<dyn SpendLedger>,
+    ) -> Self {
         SpendRules {
             caps,
             allowed,
@@ -102,13 +102,17 @@ impl SpendRules {
         }
     }
 
-    /// Whether a create's amount must be known before it is sent.
-    pub fn needs_amount(&self) -> bool {
-        !self.caps.is_empty()
+    /// Whether a create's amount must be known before it is sent: a cap applies to its
+    /// `currency`, or, when the currency is not known before the catalog is read, to any.
+    pub(crate) fn needs_amount(&self, currency: Option<CurrencyCode>) -> bool {
+        match currency {
+            Some(c) => self.caps.per_link(c).is_some() || self.caps.daily(c).is_some(),
+            None => !self.caps.is_empty(),
+        }
     }
 
     /// Refuses a product the operator's list does not hold: before any upstream call.
-    pub fn check_products(&self, link: &NewPaymentLink) -> Result<()> {
+    pub(crate) fn check_products(&self, link: &NewPaymentLink) -> Result<()> {
         match &self.allowed {
             Some(allowed) => allowed.check(link),
             None => Ok(()),
@@ -117,7 +121,7 @@ impl SpendRules {
 
     /// Checks `preview`'s total against the caps of its currency and holds it against `scope`'s
     /// daily budget. The decision is recorded for the audit line.
-    pub async fn hold(&self, scope: &str, preview: &Preview) -> Result<Hold> {
+    pub(crate) async fn hold(&self, scope: &str, preview: &Preview) -> Result<Hold> {
         let currency = preview.currency;
         let total = preview.total;
         let per_link = self.caps.per_link(currency);
@@ -160,6 +164,10 @@ impl SpendRules {
                     show(cap)
                 )))
             }
+            Err(Refusal::Store(e)) => {
+                record::cap("unavailable");
+                Err(e.unavailable("count this link against the daily budget"))
+            }
             Err(Refusal::Unavailable { reason }) => {
                 record::cap("exceeded");
                 Err(Error::cap_exceeded(format!(
@@ -185,7 +193,7 @@ fn before_coupons(preview: &Preview) -> &'static str {
 /// An amount held against a daily budget until the create's outcome is known: committed when
 /// the link exists (or may), released when nothing was created. Dropped unsettled (the call was
 /// cancelled), it is released if the write was not sent yet, and committed once it may have been.
-pub struct Hold {
+pub(crate) struct Hold {
     ledger: Option<Arc<dyn SpendLedger>>,
     reservation: Option<Reservation>,
     sent: bool,
@@ -193,7 +201,7 @@ pub struct Hold {
 
 impl Hold {
     /// Nothing held: no daily cap applies.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Hold {
             ledger: None,
             reservation: None,
@@ -202,28 +210,38 @@ impl Hold {
     }
 
     /// The write is about to be sent: from here on, a dropped call may have created the link.
-    pub fn sending(&mut self) {
+    pub(crate) fn sending(&mut self) {
         self.sent = true;
     }
 
     /// The link was created, or may have been: the amount stays counted.
-    pub async fn commit(mut self) {
+    pub(crate) async fn commit(mut self) {
         if let (Some(ledger), Some(r)) = (self.ledger.take(), self.reservation.take()) {
             ledger.commit(r).await;
         }
     }
 
     /// Nothing was created: the amount goes back to the budget.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         if let (Some(ledger), Some(r)) = (self.ledger.take(), self.reservation.take()) {
             ledger.release(r).await;
         }
     }
 
-    /// Settles on how a create ended: an unknown outcome counts like a created link.
-    pub async fn settle<T>(self, result: &Result<T>) {
+    /// The link was created with `spent`, not the amount held (the upstream priced it at the
+    /// moment of the write): that is what counts.
+    pub(crate) async fn commit_as(mut self, spent: Money) {
+        if let (Some(ledger), Some(r)) = (self.ledger.take(), self.reservation.take()) {
+            ledger.commit_as(r, spent).await;
+        }
+    }
+
+    /// Settles on how a create ended: a link that may have been made (an unknown outcome, or a
+    /// timeout the upstream deduplicates on retry) counts like a created one.
+    pub(crate) async fn settle<T>(self, result: &Result<T>) {
         match result {
-            Ok(_) | Err(Error::OutcomeUnknown { .. }) => self.commit().await,
+            Ok(_) => self.commit().await,
+            Err(e) if e.may_have_written() => self.commit().await,
             Err(_) => self.release().await,
         }
     }

@@ -22,13 +22,13 @@ use rmcp::model::JsonObject;
 use serde_json::{Map, Value};
 
 /// An input schema, made portable.
-pub fn portable_input(schema: &JsonObject) -> JsonObject {
+pub(crate) fn portable_input(schema: &JsonObject) -> JsonObject {
     portable(schema, Nullable::Drop)
 }
 
 /// An output schema, made portable, with the definitions it uses more than once shared in its
 /// `$defs` instead of repeated.
-pub fn portable_output(schema: &JsonObject) -> JsonObject {
+pub(crate) fn portable_output(schema: &JsonObject) -> JsonObject {
     let defs = definitions(schema);
     let mut uses = Map::new();
     count_uses(&Value::Object(schema.clone()), &defs, &mut uses, 0);

@@ -13,21 +13,21 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::confirm::{Channel, ConfirmSettings};
-use super::limits::ToolLimits;
 use super::safety::SpendRules;
 use crate::backend::{Backend, BackendRules};
 use crate::domain::PageBytes;
 use crate::error::{Error, Result};
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::IdempotencyKeys;
 use crate::model::{Page, PaymentLink};
 use crate::observability::audit::{AuditLog, AuditResult, AuditView};
 
 /// What every tool call shares, built once at start-up: the `S` of the tool router, handed to
 /// each route with the call. Cheap to clone: clones share one idempotency store.
 #[derive(Clone)]
-pub struct Toolbox {
+pub(crate) struct Toolbox {
     rules: BackendRules,
-    pub(super) idempotency: Arc<IdempotencyStore>,
+    /// Where idempotency keys are kept: this process, or the store replicas share.
+    pub(super) idempotency: Arc<dyn IdempotencyKeys>,
     pub(super) allow_live: bool,
     pub(super) audit: Option<Arc<AuditLog>>,
     /// The byte cap of one list page.
@@ -39,18 +39,19 @@ pub struct Toolbox {
 }
 
 impl Toolbox {
-    pub fn new(
+    pub(crate) fn new(
         rules: BackendRules,
         allow_live: bool,
         audit: Option<Arc<AuditLog>>,
-        limits: ToolLimits,
+        page_bytes: PageBytes,
+        idempotency: Arc<dyn IdempotencyKeys>,
     ) -> Self {
         Toolbox {
             rules,
-            idempotency: IdempotencyStore::new(limits.idempotency),
+            idempotency,
             allow_live,
             audit,
-            page_bytes: limits.page_bytes,
+            page_bytes,
             confirm: ConfirmSettings::default(),
             spend: SpendRules::default(),
         }
@@ -58,7 +59,7 @@ impl Toolbox {
 
     /// The same toolbox with the operator's confirmation settings and spend rules (the default
     /// is: confirm live writes, no cap, every product).
-    pub fn with_safety(self, confirm: ConfirmSettings, spend: SpendRules) -> Self {
+    pub(crate) fn with_safety(self, confirm: ConfirmSettings, spend: SpendRules) -> Self {
         Toolbox {
             confirm,
             spend,
@@ -66,31 +67,38 @@ impl Toolbox {
         }
     }
 
-    pub fn confirm_settings(&self) -> &ConfirmSettings {
+    pub(crate) fn confirm_settings(&self) -> &ConfirmSettings {
         &self.confirm
     }
 
-    pub fn rules(&self) -> &BackendRules {
+    /// Refuses a write (`unavailable`, retry-safe) when the shared store does not answer, before
+    /// anything is sent upstream: replicas keep the bookkeeping of writes there, and a write
+    /// they cannot account for is one they do not make. Without a shared store, always fine.
+    pub(super) async fn store_answers(&self) -> Result<()> {
+        self.idempotency.ready().await
+    }
+
+    pub(crate) fn rules(&self) -> &BackendRules {
         &self.rules
     }
 
-    pub fn page_bytes(&self) -> PageBytes {
+    pub(crate) fn page_bytes(&self) -> PageBytes {
         self.page_bytes
     }
 }
 
 /// A future a handler answers with.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A tool's handler: decodes and validates its arguments, calls one backend method, answers its
 /// typed output. Boxed because a `fn` pointer cannot name an `async fn`'s future.
-pub type Handler<T> =
+pub(crate) type Handler<T> =
     for<'a> fn(&'a Toolbox, &'a Caller<'a>, Option<&'a JsonObject>) -> BoxFuture<'a, Result<T>>;
 
 /// Who is calling: their backend, their scope (a hash naming the tenant, for idempotency keys
 /// and budgets), whether live writes are allowed, and the protocol channel a confirmation can
 /// travel on.
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     pub backend: &'a dyn Backend,
     pub scope: &'a str,
     pub allow_live: bool,
@@ -98,7 +106,7 @@ pub struct Caller<'a> {
 }
 
 /// A tool's output, as the MCP answer of a successful call.
-pub trait Output: AuditView + Send + 'static {
+pub(crate) trait Output: AuditView + Send + 'static {
     fn respond(self) -> Result<CallToolResponse>;
 }
 
@@ -133,7 +141,7 @@ fn structured<T: Serialize>(output: &T) -> Result<CallToolResponse> {
 
 /// What a write answers: its output, or (to a 2026-07-28 client) the user's confirmation to ask
 /// for first, whose answer comes with a new call.
-pub enum Reply<T> {
+pub(crate) enum Reply<T> {
     Done(T),
     Ask(Box<InputRequiredResult>),
 }

@@ -1,4 +1,4 @@
 //! Transports: how MCP messages reach the server.
 
-pub mod http;
-pub mod stdio;
+pub(crate) mod http;
+pub(crate) mod stdio;

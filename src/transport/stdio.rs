@@ -28,7 +28,7 @@ use tokio_util::codec::Decoder;
 use crate::server::PaylinkServer;
 
 /// The longest line accepted: rmcp's own limit, so that stdio accepts what HTTP accepts.
-pub const MAX_LINE_BYTES: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
+pub(crate) const MAX_LINE_BYTES: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
 
 /// stdin and stdout as non-blocking pipes driven by the event loop, when they are pipes (as an MCP
 /// client spawns us). tokio's own `stdin()`/`stdout()` hand every read and write to a blocking
@@ -44,7 +44,7 @@ fn pipes() -> Option<(pipe::Receiver, pipe::Sender)> {
 }
 
 /// Serves one client until stdin closes (or the client disconnects), then returns.
-pub async fn serve(server: PaylinkServer) -> Result<(), String> {
+pub(crate) async fn serve(server: PaylinkServer) -> Result<(), String> {
     let handshake = match pipes() {
         Some((read, write)) => server.serve(StdioTransport::new(read, write)).await,
         None => {
@@ -101,7 +101,7 @@ enum Line {
 }
 
 /// Newline-delimited JSON-RPC over a reader and a writer, answering lines that are not messages.
-pub struct StdioTransport<R, W> {
+pub(crate) struct StdioTransport<R, W> {
     read: BufReader<R>,
     /// The line being read. Kept here, not in `receive`'s future: rmcp polls `receive` in a
     /// `select!` and drops it whenever another branch wins, and a partial line must survive that.
@@ -121,7 +121,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    pub fn new(read: R, write: W) -> Self {
+    pub(crate) fn new(read: R, write: W) -> Self {
         StdioTransport {
             read: BufReader::new(read),
             line: BytesMut::new(),

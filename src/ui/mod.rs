@@ -18,21 +18,21 @@ use rmcp::model::{
 use serde_json::json;
 
 /// The card's resource URI, named by the tools' `_meta.ui.resourceUri`.
-pub const LINK_CARD_URI: &str = "ui://paylink/link-card.html";
+pub(crate) const LINK_CARD_URI: &str = "ui://paylink/link-card.html";
 
 /// The MCP Apps mime type of an HTML view.
-pub const MCP_APP_MIME: &str = "text/html;profile=mcp-app";
+pub(crate) const MCP_APP_MIME: &str = "text/html;profile=mcp-app";
 
 /// The extension's identifier, declared in the server's capabilities.
-pub const EXTENSION_ID: &str = "io.modelcontextprotocol/ui";
+pub(crate) const EXTENSION_ID: &str = "io.modelcontextprotocol/ui";
 
 /// The card, as `scripts/build-ui` bundled it.
-pub const LINK_CARD_HTML: &str = include_str!("link-card.html");
+pub(crate) const LINK_CARD_HTML: &str = include_str!("link-card.html");
 
 /// The `_meta` of a tool whose results the card renders: the nested key of the stable spec and
 /// the flat `ui/resourceUri` that older hosts read (deprecated, and still written by the
 /// official SDK's `registerAppTool` for them).
-pub fn tool_meta() -> MetaObject {
+pub(crate) fn tool_meta() -> MetaObject {
     let mut meta = MetaObject::new();
     meta.insert("ui".into(), json!({ "resourceUri": LINK_CARD_URI }));
     meta.insert("ui/resourceUri".into(), json!(LINK_CARD_URI));
@@ -74,12 +74,12 @@ fn link_card_resource() -> Resource {
 }
 
 /// Every resource the server offers: the card.
-pub fn list() -> ListResourcesResult {
+pub(crate) fn list() -> ListResourcesResult {
     ListResourcesResult::with_all_items(vec![link_card_resource()])
 }
 
 /// The content of `uri`, or `None` when the server has no such resource.
-pub fn read(uri: &str) -> Option<ReadResourceResult> {
+pub(crate) fn read(uri: &str) -> Option<ReadResourceResult> {
     (uri == LINK_CARD_URI).then(|| {
         ReadResourceResult::new(vec![
             ResourceContents::text(LINK_CARD_HTML, LINK_CARD_URI)

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::budget::{DEFAULT_MAX_PARSE_BYTES, ParseBudget, ParseCharge, READ_WAIT};
+use super::json;
 use super::request::{Body, RetryMode, UpstreamRequest};
 use super::response::{ErrorDecoder, UpstreamResponse};
 use super::retry::{full_jitter, retry_after, should_retry_response};
@@ -17,11 +19,11 @@ use super::scrub::Scrubber;
 use crate::error::{Error, UpstreamContext};
 
 /// Answers larger than this are cut off and reported, not buffered.
-pub const DEFAULT_BODY_CAP: usize = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_BODY_CAP: usize = 4 * 1024 * 1024;
 
 /// Timeouts and retries, from the command line.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamSettings {
+pub(crate) struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// One attempt's timeout.
     pub attempt_timeout: Duration,
@@ -31,6 +33,9 @@ pub struct UpstreamSettings {
     /// First backoff step; doubles each retry, with full jitter.
     pub backoff_base: Duration,
     pub body_cap: usize,
+    /// Bytes all answers being read at once may hold, bodies and decoded trees (0: no bound):
+    /// the size of the [`ParseBudget`] a set of [`UpstreamPools`] shares.
+    pub max_parse_bytes: usize,
 }
 
 impl UpstreamSettings {
@@ -42,6 +47,7 @@ impl UpstreamSettings {
         max_retries: 2,
         backoff_base: Duration::from_millis(200),
         body_cap: DEFAULT_BODY_CAP,
+        max_parse_bytes: DEFAULT_MAX_PARSE_BYTES,
     };
 }
 
@@ -52,13 +58,15 @@ impl Default for UpstreamSettings {
 }
 
 /// A connection pool to one base URL, shared by every tenant of that URL.
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     /// Built on first use: building it loads the machine's root certificates (milliseconds of
     /// file reading and parsing), which a server that starts for every Claude Desktop launch
     /// should not pay before its first upstream call.
     http: OnceLock<Result<reqwest::Client, String>>,
     base: String,
     settings: UpstreamSettings,
+    /// Shared by every pool of the process (see [`UpstreamPools`]).
+    budget: Arc<ParseBudget>,
 }
 
 /// One failed attempt, before it becomes an [`Error`].
@@ -69,15 +77,22 @@ enum AttemptError {
     Transport { timeout: bool, message: String },
     /// The answer was larger than the cap.
     TooLarge,
+    /// The answer came, but the process's parse budget had no room for it within the wait.
+    Busy,
 }
 
 impl UpstreamClient {
-    /// Cheap and infallible: the HTTP client itself is built on first use (see `http`).
-    pub fn new(base: &str, settings: UpstreamSettings) -> Self {
+    /// [`new`](Self::new), charging answers to `budget`.
+    pub(crate) fn with_budget(
+        base: &str,
+        settings: UpstreamSettings,
+        budget: Arc<ParseBudget>,
+    ) -> Self {
         UpstreamClient {
             http: OnceLock::new(),
             base: base.trim_end_matches('/').to_owned(),
             settings,
+            budget,
         }
     }
 
@@ -99,17 +114,13 @@ impl UpstreamClient {
             .map_err(|e| Error::internal(e.clone()))
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
-    }
-
-    pub fn settings(&self) -> &UpstreamSettings {
-        &self.settings
     }
 
     /// Sends `request`, retrying as its [`RetryMode`] allows, within the deadline. A 2xx answer
     /// is returned; anything else becomes an [`Error`] via `decoder`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: &UpstreamRequest,
         decoder: &dyn ErrorDecoder,
@@ -120,6 +131,9 @@ impl UpstreamClient {
         let deadline = started + self.settings.deadline;
         let name = decoder.upstream_name();
         let mut attempt: u32 = 0;
+        // A write's attempt that may have reached the upstream and got no answer: a later
+        // attempt that could not even connect does not make it "nothing was sent".
+        let mut unanswered: Option<Error> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -154,20 +168,22 @@ impl UpstreamClient {
                 Err(AttemptError::Connect(message)) => (
                     can_retry,
                     None,
-                    Error::upstream_retryable(
-                        format!(
-                            "could not connect to {name}: {message}; nothing was sent, retrying is safe"
-                        ),
-                        UpstreamContext::default(),
-                    ),
+                    unanswered.clone().unwrap_or_else(|| {
+                        Error::upstream_retryable(
+                            format!(
+                                "could not connect to {name}: {message}; nothing was sent, retrying is safe"
+                            ),
+                            UpstreamContext::default(),
+                        )
+                    }),
                 ),
                 Err(AttemptError::Transport { timeout, message }) => {
                     let retry = can_retry && request.retry != RetryMode::UnsafeWrite;
-                    (
-                        retry,
-                        None,
-                        self.transport_error(name, request.retry, timeout, &message),
-                    )
+                    let error = self.transport_error(name, request.retry, timeout, &message);
+                    if request.retry != RetryMode::Read {
+                        unanswered = Some(error.clone());
+                    }
+                    (retry, None, error)
                 }
                 Err(AttemptError::TooLarge) => {
                     let message = format!(
@@ -184,6 +200,11 @@ impl UpstreamClient {
                         )
                     };
                     (false, None, error)
+                }
+                Err(AttemptError::Busy) => {
+                    crate::observability::metrics::rate_limited("parse_memory");
+                    // Not retried here: the wait was the retry, and the server is loaded.
+                    (false, None, self.busy_error(name, request.retry))
                 }
             };
             if !retry {
@@ -238,26 +259,73 @@ impl UpstreamClient {
         if declared.is_some_and(|len| len > self.settings.body_cap as u64) {
             return Err(AttemptError::TooLarge);
         }
+        // The process's parse budget (see `budget`): room for the body before it is read, then
+        // for its decoded tree. A read waits briefly for it (READ_WAIT in all), then is refused:
+        // retry-safe, nothing to undo, and a caller told to come back in a second beats one kept
+        // waiting on an overloaded server. The answer to a write waits as long as the call's
+        // deadline allows: the write has happened, and refusing to read its answer would turn a
+        // success into an unknown outcome.
+        let until = (request.retry == RetryMode::Read).then(|| Instant::now() + READ_WAIT);
+        let mut charge = ParseCharge::default();
+        let declared = declared.map(|len| len as usize);
+        // Without a declared length, room for the cap, given back once the body is in: taken
+        // in one piece, so that a call never holds body room while waiting for more of it.
+        let room = declared.unwrap_or(self.settings.body_cap);
+        self.budget
+            .charge_body(&mut charge, room, wait_for(until))
+            .await
+            .map_err(|_| AttemptError::Busy)?;
         // Sized once when the length is declared: growing by doubling would hold up to twice
         // the body at the end.
-        let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+        let mut body = Vec::with_capacity(declared.unwrap_or(0));
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, scrubber))? {
             if body.len() + chunk.len() > self.settings.body_cap {
                 return Err(AttemptError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
+        self.budget.shrink_body(&mut charge, body.len());
+        // Then what decoding will allocate; nothing for an answer that will be refused unread.
+        let estimate = json::estimate(&body);
+        let (cost, depth) = estimate;
+        if cost <= json::MEMORY_BUDGET && depth <= json::MAX_DEPTH {
+            self.budget
+                .charge_tree(&mut charge, cost, wait_for(until))
+                .await
+                .map_err(|_| AttemptError::Busy)?;
+        }
         let request_id = headers
             .get(decoder.request_id_header())
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(UpstreamResponse::new(
+        Ok(UpstreamResponse::charged(
             status,
             headers,
             &body,
             request_id.as_deref(),
             scrubber,
+            estimate,
+            charge,
         ))
+    }
+
+    /// An answer left unread for want of parse budget.
+    fn busy_error(&self, name: &str, mode: RetryMode) -> Error {
+        let message = format!(
+            "{name} answered, but this server is reading too many large answers at once to read this one now (its memory for them, --max-parse-bytes, is in use)"
+        );
+        match mode {
+            RetryMode::Read => Error::rate_limited(
+                format!("{message}; nothing was changed by reading, retrying is safe"),
+                Some(1),
+                UpstreamContext::default(),
+            ),
+            // Not reached: a write's answer waits for as long as the deadline allows.
+            RetryMode::UnsafeWrite | RetryMode::IdempotentWrite => Error::outcome_unknown(
+                format!("{message}; the write may or may not have happened"),
+                UpstreamContext::default(),
+            ),
+        }
     }
 
     fn deadline_error(&self, name: &str, mode: RetryMode) -> Error {
@@ -291,6 +359,11 @@ impl UpstreamClient {
             ),
         }
     }
+}
+
+/// The wait left until `until` (`None`: no limit of its own).
+fn wait_for(until: Option<Instant>) -> Option<Duration> {
+    until.map(|t| t.saturating_duration_since(Instant::now()))
 }
 
 fn classify(e: &reqwest::Error, scrubber: &Scrubber) -> AttemptError {
@@ -330,34 +403,45 @@ impl WithoutUrl for reqwest::Error {
 /// Makes ring the process's TLS crypto provider (reqwest is built without one): the same TLS as
 /// aws-lc-rs for our purposes, in a much smaller binary. Safe to call more than once; a provider
 /// already installed is kept.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The shared pools, one per base URL, so that tenants of one upstream reuse connections (no TLS
-/// handshake per tenant).
-#[derive(Default)]
-pub struct UpstreamPools {
+/// handshake per tenant), and the one parse budget all their answers are charged to.
+pub(crate) struct UpstreamPools {
     settings: UpstreamSettings,
+    budget: Arc<ParseBudget>,
     pools: Mutex<HashMap<String, Arc<UpstreamClient>>>,
 }
 
+impl Default for UpstreamPools {
+    fn default() -> Self {
+        Self::new(UpstreamSettings::default())
+    }
+}
+
 impl UpstreamPools {
-    pub fn new(settings: UpstreamSettings) -> Self {
+    pub(crate) fn new(settings: UpstreamSettings) -> Self {
         UpstreamPools {
+            budget: ParseBudget::new(settings.max_parse_bytes),
             settings,
             pools: Mutex::new(HashMap::new()),
         }
     }
 
     /// The pool for `base`, created on first use.
-    pub fn get(&self, base: &str) -> Arc<UpstreamClient> {
+    pub(crate) fn get(&self, base: &str) -> Arc<UpstreamClient> {
         let key = base.trim_end_matches('/').to_owned();
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = pools.get(&key) {
             return client.clone();
         }
-        let client = Arc::new(UpstreamClient::new(&key, self.settings));
+        let client = Arc::new(UpstreamClient::with_budget(
+            &key,
+            self.settings,
+            self.budget.clone(),
+        ));
         pools.insert(key, client.clone());
         client
     }

@@ -18,7 +18,7 @@ use super::scrub::Scrubber;
 pub const MEMORY_BUDGET: usize = 32 * 1024 * 1024;
 
 /// The deepest nesting accepted. Real answers nest about 6 deep.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 // What decoding allocates, rounded up (64-bit; serde_json's `Value` is 32 bytes, its objects are
 // B-trees). Checked against measured allocations in `tests/parse_budget.rs`.
@@ -133,27 +133,43 @@ pub fn estimate(body: &[u8]) -> (usize, usize) {
 /// Decodes an upstream answer: refused when its tree would be too deep or too large, then parsed,
 /// then scrubbed of every form of the tenant's key.
 pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
-    within_bounds(body)?;
+    read_estimated(body, estimate(body), scrubber)
+}
+
+/// [`read`], with `body`'s [`estimate`] already made (the caller charged it to the process's
+/// budget, see `super::budget`).
+pub(super) fn read_estimated(
+    body: &[u8],
+    estimate: (usize, usize),
+    scrubber: &Scrubber,
+) -> Result<Value, Refusal> {
+    within_bounds(estimate)?;
     decode_scrubbed(body, scrubber)
 }
 
 /// How an answer's text may be read, once its bounds are checked.
 #[derive(Debug)]
-pub enum Checked {
+pub(super) enum Checked {
     /// Read straight from the text, into typed structs (see `backend::tolerant::typed`): it
-    /// cannot hold a secret (none as is, no escape that could hide one), so a decoded tree
-    /// would not be scrubbed either. Not yet parsed: malformed text is refused when read.
+    /// cannot hold a secret (none as is, no escape that could hide one, no number that could be
+    /// one), so a decoded tree would not be scrubbed either. Not yet parsed: malformed text is
+    /// refused when read.
     Plain,
     /// Decoded and scrubbed: it may hold a secret. Typed structs are read from this tree.
     Tree(Value),
 }
 
-/// [`read`] for an answer that is to be read into typed structs: the same bounds, the same
-/// scrubbing, but no tree is built when scrubbing could not change anything (the common case),
-/// since the typed reader borrows what it keeps straight from the text. What the typed reader
-/// allocates is bounded as a tree is (see `tests/it/parse_budget.rs`).
-pub fn check(body: &[u8], scrubber: &Scrubber) -> Result<Checked, Refusal> {
-    within_bounds(body)?;
+/// [`read_estimated`] for an answer that is to be read into typed structs: the same bounds, the
+/// same scrubbing, but no tree is built when scrubbing could not change anything (the common
+/// case), since the typed reader borrows what it keeps straight from the text. What the typed
+/// reader allocates is bounded as a tree is (see `tests/it/parse_budget.rs`), and is charged to
+/// the process's budget as the tree would be.
+pub(super) fn check_estimated(
+    body: &[u8],
+    estimate: (usize, usize),
+    scrubber: &Scrubber,
+) -> Result<Checked, Refusal> {
+    within_bounds(estimate)?;
     if needs_scrubbing(body, scrubber) {
         decode_scrubbed(body, scrubber).map(Checked::Tree)
     } else {
@@ -161,8 +177,7 @@ pub fn check(body: &[u8], scrubber: &Scrubber) -> Result<Checked, Refusal> {
     }
 }
 
-fn within_bounds(body: &[u8]) -> Result<(), Refusal> {
-    let (cost, depth) = estimate(body);
+fn within_bounds((cost, depth): (usize, usize)) -> Result<(), Refusal> {
     if depth > MAX_DEPTH {
         return Err(Refusal::TooDeep);
     }
@@ -174,8 +189,13 @@ fn within_bounds(body: &[u8]) -> Result<(), Refusal> {
 
 /// Without a backslash, every decoded string is a slice of the raw text: a raw search finds any
 /// secret. With one, a key may be hiding behind an escape: the decoded strings must be looked at.
+/// A secret that could be a number may be hiding in a number written another way
+/// (`9.8765432e7`): then the decoded tree is looked at whatever the text.
 fn needs_scrubbing(body: &[u8], scrubber: &Scrubber) -> bool {
-    !scrubber.is_empty() && (memchr::memchr(b'\\', body).is_some() || scrubber.found_in(body))
+    !scrubber.is_empty()
+        && (scrubber.could_be_a_number()
+            || memchr::memchr(b'\\', body).is_some()
+            || scrubber.found_in(body))
 }
 
 fn decode_scrubbed(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
@@ -186,7 +206,7 @@ fn decode_scrubbed(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
     Ok(value)
 }
 
-/// Parses checked text (see [`check`]) as `T`, with the message a refusal of malformed JSON
+/// Parses checked text (see [`check_estimated`]) as `T`, with the message a refusal of malformed JSON
 /// carries. Typed readers built from `backend::tolerant::typed` accept exactly the JSON a
 /// `Value` accepts, so either way an answer is refused with the same words.
 pub fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
@@ -217,6 +237,19 @@ mod tests {
                 "{unit}"
             );
         }
+    }
+
+    /// An all-digit secret echoed as a number in exponent form: no raw search finds it, and
+    /// without a backslash the tree used to go unscrubbed; decoded, it is the secret.
+    #[test]
+    fn a_numeric_secret_in_exponent_form_is_scrubbed() {
+        let s = Scrubber::new(vec!["98765432".into()]);
+        let body = br#"{"loc": ["body", 9.8765432e7], "n": 987654.32E2, "ok": 12}"#;
+        assert!(!s.found_in(body));
+        let v = read(body, &s).unwrap();
+        assert_eq!(v["loc"][1], "[redacted]");
+        assert_eq!(v["n"], "[redacted]");
+        assert_eq!(v["ok"], 12);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::error::{Error, UpstreamContext};
 
@@ -26,7 +26,7 @@ pub enum RetryMode {
 
 /// The body of a request.
 #[derive(Debug, Clone)]
-pub enum Body {
+pub(crate) enum Body {
     None,
     Json(Bytes),
     Form(Bytes),
@@ -34,7 +34,7 @@ pub enum Body {
 
 /// What a backend asks for.
 #[derive(Debug, Clone)]
-pub struct UpstreamRequest {
+pub(crate) struct UpstreamRequest {
     pub method: Method,
     /// Path and query, starting with `/`; ids in it are already validated as path-safe.
     pub path_and_query: String,
@@ -44,7 +44,7 @@ pub struct UpstreamRequest {
 }
 
 /// A header value holding a secret: marked sensitive so that it never appears in debug output.
-pub fn sensitive_header(value: &str) -> Result<HeaderValue, Error> {
+pub(crate) fn sensitive_header(value: &str) -> Result<HeaderValue, Error> {
     let mut v = HeaderValue::from_str(value).map_err(|_| {
         Error::auth(
             "the API key contains characters that cannot be sent in an HTTP header",
@@ -53,15 +53,6 @@ pub fn sensitive_header(value: &str) -> Result<HeaderValue, Error> {
     })?;
     v.set_sensitive(true);
     Ok(v)
-}
-
-/// Builds a header map from static names.
-pub fn headers<const N: usize>(pairs: [(&'static str, HeaderValue); N]) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(N);
-    for (name, value) in pairs {
-        map.insert(HeaderName::from_static(name), value);
-    }
-    map
 }
 
 #[cfg(test)]

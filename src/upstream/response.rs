@@ -5,9 +5,10 @@
 //!
 //! A refusal (non-2xx) is decoded as a `Value`, which error decoders read. A 2xx answer is read
 //! into the backend's typed structs, straight from the text when scrubbing could change nothing
-//! (see [`super::json::check`]). It must not hand out raw body bytes: everything a backend reads
+//! (see [`super::json::check_estimated`]). It must not hand out raw body bytes: everything a backend reads
 //! has passed the bounds and the scrubber.
 
+use std::ops::Deref;
 use std::sync::OnceLock;
 
 use reqwest::StatusCode;
@@ -15,20 +16,22 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::budget::ParseCharge;
 use super::json;
 use super::request::RetryMode;
 use super::scrub::{Scrubber, scrub_then_cut};
 use crate::error::{Error, UpstreamContext};
 
 /// Request ids longer than this (in characters) are cut, after scrubbing.
-pub const REQUEST_ID_MAX_CHARS: usize = 200;
+pub(crate) const REQUEST_ID_MAX_CHARS: usize = 200;
 
 /// Content types are quoted in messages up to this many characters, after scrubbing.
 const CONTENT_TYPE_MAX_CHARS: usize = 60;
 
 /// An answer, body read in full (under the cap) and decoded. Every string in it that came from
-/// the upstream has been scrubbed of the tenant's key, before any cut.
-#[derive(Debug, Clone)]
+/// the upstream has been scrubbed of the tenant's key, before any cut. Holds its share of the
+/// process's parse budget (see `super::budget`) until dropped, or handed on by [`json_body`].
+#[derive(Debug)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
     /// The raw headers, for values read by machine only (`Retry-After`, `Stripe-Should-Retry`).
@@ -41,15 +44,17 @@ pub struct UpstreamResponse {
     pub request_id: Option<String>,
     /// The `Content-Type`, scrubbed and cut, or `none`.
     content_type: String,
+    /// What the body and its decoded tree hold of the process's parse budget.
+    charge: ParseCharge,
 }
 
 /// The body, as far as it was read.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Text {
     /// Decoded as JSON (bounded and scrubbed, see [`json::read`]), or why it was not: every
     /// refusal, and a 2xx answer that had to be scrubbed.
     Decoded(Result<Value, json::Refusal>),
-    /// A 2xx answer within bounds that scrubbing could not change (see [`json::check`]): read
+    /// A 2xx answer within bounds that scrubbing could not change (see [`json::check_estimated`]): read
     /// into typed structs from its text. `tree` is its `Value`, decoded only if asked for.
     Plain {
         text: Vec<u8>,
@@ -59,7 +64,7 @@ enum Text {
 
 impl UpstreamResponse {
     /// Reads an answer: a refusal's `body` through [`json::read`], a 2xx `body` through
-    /// [`json::check`]; `request_id` (the raw header value) and the content type through the
+    /// [`json::check_estimated`]; `request_id` (the raw header value) and the content type through the
     /// scrubber, each before being cut to length.
     pub fn new(
         status: StatusCode,
@@ -67,6 +72,29 @@ impl UpstreamResponse {
         body: &[u8],
         request_id: Option<&str>,
         scrubber: &Scrubber,
+    ) -> Self {
+        let estimate = json::estimate(body);
+        Self::charged(
+            status,
+            headers,
+            body,
+            request_id,
+            scrubber,
+            estimate,
+            ParseCharge::default(),
+        )
+    }
+
+    /// [`new`](Self::new), for a body whose [`json::estimate`] was made and charged (with the
+    /// body's own bytes) to `charge`.
+    pub(super) fn charged(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: &[u8],
+        request_id: Option<&str>,
+        scrubber: &Scrubber,
+        estimate: (usize, usize),
+        charge: ParseCharge,
     ) -> Self {
         let content_type = headers
             .get(reqwest::header::CONTENT_TYPE)
@@ -76,7 +104,7 @@ impl UpstreamResponse {
                 |ct| scrub_then_cut(scrubber, ct, CONTENT_TYPE_MAX_CHARS),
             );
         let decoded = if status.is_success() {
-            match json::check(body, scrubber) {
+            match json::check_estimated(body, estimate, scrubber) {
                 Ok(json::Checked::Plain) => Text::Plain {
                     text: body.to_vec(),
                     tree: OnceLock::new(),
@@ -85,7 +113,7 @@ impl UpstreamResponse {
                 Err(refusal) => Text::Decoded(Err(refusal)),
             }
         } else {
-            Text::Decoded(json::read(body, scrubber))
+            Text::Decoded(json::read_estimated(body, estimate, scrubber))
         };
         UpstreamResponse {
             status,
@@ -94,6 +122,7 @@ impl UpstreamResponse {
             request_id: request_id.map(|id| scrub_then_cut(scrubber, id, REQUEST_ID_MAX_CHARS)),
             content_type,
             headers,
+            charge,
         }
     }
 
@@ -115,13 +144,6 @@ impl UpstreamResponse {
                 T::deserialize(value).map_err(|e| json::Refusal::Malformed(e.to_string()))
             }
             Text::Decoded(Err(refusal)) => Err(refusal.clone()),
-        }
-    }
-
-    fn into_json(self) -> Result<Value, json::Refusal> {
-        match self.body {
-            Text::Decoded(decoded) => decoded,
-            Text::Plain { text, tree } => tree.into_inner().unwrap_or_else(|| json::parse(&text)),
         }
     }
 
@@ -166,18 +188,43 @@ pub trait ErrorDecoder: Send + Sync {
     }
 }
 
+/// A successful answer's decoded JSON, holding its share of the process's parse budget until the
+/// backend has turned it into its result and dropped it: the tree is what the budget is for.
+#[derive(Debug)]
+pub struct Parsed {
+    value: serde_json::Value,
+    _charge: ParseCharge,
+}
+
+impl Deref for Parsed {
+    type Target = serde_json::Value;
+
+    fn deref(&self) -> &serde_json::Value {
+        &self.value
+    }
+}
+
 /// The JSON body of a successful answer, or an error that explains what came instead.
-pub fn json_body(response: UpstreamResponse, name: &str) -> Result<Value, Error> {
+pub fn json_body(response: UpstreamResponse, name: &str) -> Result<Parsed, Error> {
     readable(&response, name)?;
     let (status, upstream) = (response.status.as_u16(), response.context());
-    response
-        .into_json()
+    let value = match response.body {
+        Text::Decoded(decoded) => decoded,
+        Text::Plain { text, tree } => tree.into_inner().unwrap_or_else(|| json::parse(&text)),
+    };
+    value
+        .map(|value| Parsed {
+            value,
+            _charge: response.charge,
+        })
         .map_err(|refusal| refused(name, status, upstream, refusal))
 }
 
 /// The body of a successful answer read as `T` (a backend's tolerant struct), or an error that
-/// explains what came instead: the same errors, in the same words, as [`json_body`].
-pub fn typed_body<'a, T: Deserialize<'a>>(
+/// explains what came instead: the same errors, in the same words, as [`json_body`]. What `T`
+/// borrows, it borrows from `response`, which holds the answer's share of the process's parse
+/// budget: the backend keeps it until it has turned `T` into its result.
+pub(crate) fn typed_body<'a, T: Deserialize<'a>>(
     response: &'a UpstreamResponse,
     name: &str,
 ) -> Result<T, Error> {
@@ -241,5 +288,26 @@ mod tests {
         assert_eq!(&rid[195..], "[reda");
         assert!(!r.content_type().contains("sk_"), "{}", r.content_type());
         assert_eq!(r.json().unwrap()["error"]["message"], "bad key [redacted]");
+    }
+
+    /// A 2xx answer is read into typed structs from its text only when scrubbing could change
+    /// nothing: an all-digit secret echoed as a number in exponent form is found by no raw
+    /// search, so such an answer is decoded and scrubbed first, and typed reads see the scrub.
+    #[test]
+    fn a_success_echoing_a_numeric_secret_in_exponent_form_is_scrubbed_before_typed_reads() {
+        #[derive(Deserialize)]
+        struct Echo {
+            loc: Vec<Value>,
+        }
+        let s = Scrubber::new(vec!["98765432".into()]);
+        let body = br#"{"loc": ["body", 9.8765432e7], "ok": 12}"#;
+        assert!(!s.found_in(body));
+        let r = UpstreamResponse::new(StatusCode::OK, HeaderMap::new(), body, None, &s);
+        assert!(matches!(r.body, Text::Decoded(Ok(_))), "{:?}", r.body);
+        let echo: Echo = typed_body(&r, "upstream").unwrap();
+        assert_eq!(echo.loc[1], "[redacted]");
+        let value = json_body(r, "upstream").unwrap();
+        assert_eq!(value["loc"][1], "[redacted]");
+        assert_eq!(value["ok"], 12);
     }
 }

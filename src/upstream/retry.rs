@@ -27,7 +27,7 @@ pub(super) fn should_retry_response(
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by our upstreams), capped at 60 s.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())

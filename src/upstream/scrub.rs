@@ -23,15 +23,21 @@ use std::sync::Arc;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::error::Error;
+
 /// What a secret is replaced with.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Secrets shorter than this are not scrubbed: they would match ordinary text.
 const MIN_SECRET_LEN: usize = 4;
 
 /// Strings that must never leave the process: a tenant's key in its forms.
 #[derive(Clone, Default)]
-pub struct Scrubber(Arc<Vec<Zeroizing<String>>>);
+pub struct Scrubber {
+    secrets: Arc<Vec<Zeroizing<String>>>,
+    /// A secret could be the text of a JSON number: see [`Scrubber::could_be_a_number`].
+    numeric: bool,
+}
 
 impl Scrubber {
     /// `secrets` are the forms of one key; too-short ones are dropped (see [`MIN_SECRET_LEN`]).
@@ -44,16 +50,30 @@ impl Scrubber {
         // Longest first: a pair `key:secret` is replaced whole before its secret half is.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Scrubber(Arc::new(secrets))
+        let numeric = secrets.iter().any(|s| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        });
+        Scrubber {
+            secrets: Arc::new(secrets),
+            numeric,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.secrets.is_empty()
+    }
+
+    /// Whether a secret is made only of what a number's text is made of. Such a secret can come
+    /// back from a number written another way (`9.8765432e7` decodes to 98765432), which no
+    /// search of the raw text finds: every decoded answer must then be scrubbed.
+    pub fn could_be_a_number(&self) -> bool {
+        self.numeric
     }
 
     /// Whether `bytes` holds a secret as is. A SIMD substring search: this runs on every answer.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        self.0
+        self.secrets
             .iter()
             .any(|s| memchr::memmem::find(bytes, s.as_bytes()).is_some())
     }
@@ -63,13 +83,75 @@ impl Scrubber {
         self.scrub_changed(text).unwrap_or_else(|| text.to_owned())
     }
 
+    /// Scrubs `text` in place; allocates only when it held a secret.
+    pub fn scrub_in_place(&self, text: &mut String) {
+        if let Some(clean) = self.scrub_changed(text) {
+            *text = clean;
+        }
+    }
+
+    /// `error` with every text in it scrubbed: the last pass, at the edge, before it is logged,
+    /// audited or answered. It catches what earlier passes cannot see: a secret our own
+    /// formatting reassembled from pieces that were each harmless (a validation location's parts
+    /// joined with dots, a number written in exponent form).
+    pub fn scrub_error(&self, mut error: Error) -> Error {
+        if self.is_empty() {
+            return error;
+        }
+        let (message, field, upstream) = match &mut error {
+            Error::Validation {
+                field,
+                message,
+                upstream,
+            } => (message, Some(field), upstream.as_mut()),
+            Error::NotFound {
+                field,
+                message,
+                upstream,
+            }
+            | Error::Upstream {
+                field,
+                message,
+                upstream,
+                ..
+            } => (message, field.as_mut(), Some(upstream)),
+            Error::Auth { message, upstream }
+            | Error::RateLimited {
+                message, upstream, ..
+            }
+            | Error::OutcomeUnknown { message, upstream } => (message, None, Some(upstream)),
+            Error::UnsupportedByBackend { field, message }
+            | Error::ProductNotAllowed { field, message } => (message, Some(field), None),
+            Error::LiveGuard { message }
+            | Error::Declined { message }
+            | Error::ConfirmationRequired { message }
+            | Error::CapExceeded { message }
+            | Error::Unavailable { message }
+            | Error::IdempotencyConflict { message }
+            | Error::Internal { message, .. } => (message, None, None),
+        };
+        self.scrub_in_place(message);
+        if let Some(field) = field {
+            self.scrub_in_place(field);
+        }
+        if let Some(upstream) = upstream {
+            for text in [&mut upstream.code, &mut upstream.request_id]
+                .into_iter()
+                .flatten()
+            {
+                self.scrub_in_place(text);
+            }
+        }
+        error
+    }
+
     /// `Some(scrubbed)` when `text` held a secret, `None` (no allocation) when it did not.
     fn scrub_changed(&self, text: &str) -> Option<String> {
         if !self.found_in(text.as_bytes()) {
             return None;
         }
         let mut out = text.to_owned();
-        for secret in self.0.iter() {
+        for secret in self.secrets.iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
             }
@@ -117,7 +199,7 @@ impl Scrubber {
 
 /// Cuts `text` to at most `max_chars` characters, after scrubbing it: the only order in which a
 /// cut cannot reveal the start of a secret.
-pub fn scrub_then_cut(scrubber: &Scrubber, text: &str, max_chars: usize) -> String {
+pub(crate) fn scrub_then_cut(scrubber: &Scrubber, text: &str, max_chars: usize) -> String {
     scrubber.scrub(text).chars().take(max_chars).collect()
 }
 
@@ -208,6 +290,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every text of every kind is scrubbed, and nothing else changes.
+    #[test]
+    fn an_error_is_scrubbed_in_every_text_of_every_kind() {
+        let s = Scrubber::new(vec!["Sz.Pq9.VkRm".into()]);
+        let dirty = "got Sz.Pq9.VkRm";
+        let ctx = || crate::error::UpstreamContext {
+            status: Some(422),
+            code: Some(dirty.into()),
+            request_id: Some(dirty.into()),
+        };
+        for e in [
+            Error::upstream_validation(dirty, dirty, ctx()),
+            Error::not_found(dirty, ctx()).on_field(dirty),
+            Error::auth(dirty, ctx()),
+            Error::unsupported(dirty, "stripe"),
+            Error::live_guard(dirty),
+            Error::rate_limited(dirty, Some(1), ctx()),
+            Error::upstream_failure(dirty, ctx()).on_field(dirty),
+            Error::outcome_unknown(dirty, ctx()),
+            Error::idempotency_conflict(dirty),
+            Error::internal_retryable(dirty),
+        ] {
+            let (kind, retry_safe) = (e.kind(), e.retry_safe());
+            let clean = s.scrub_error(e);
+            let envelope = clean.envelope();
+            assert!(!envelope.contains("Sz.Pq9"), "{envelope}");
+            assert!(envelope.contains("[redacted]"), "{envelope}");
+            assert_eq!((clean.kind(), clean.retry_safe()), (kind, retry_safe));
+        }
+    }
+
+    #[test]
+    fn secrets_that_could_be_numbers_are_known() {
+        assert!(Scrubber::new(vec!["98765432".into()]).could_be_a_number());
+        assert!(Scrubber::new(vec!["KeyId:Sec".into(), "1.5e10".into()]).could_be_a_number());
+        assert!(!scrubber().could_be_a_number());
+        assert!(!Scrubber::default().could_be_a_number());
     }
 
     #[test]

@@ -104,9 +104,10 @@ async fn a_link_cap_passes_exactly_at_the_cap_and_refuses_one_minor_unit_over_pe
                 json!("exceeded"),
                 Value::Null
             ),
+            // No cap for USD: no preview either.
             (
                 json!("ok"),
-                json!("2375.00"),
+                Value::Null,
                 json!("uncapped"),
                 json!("not_required")
             ),
@@ -135,6 +136,16 @@ async fn caps_refuse_before_anything_is_written_on_stream_and_stripe() {
         .ok("create_payment_link", order(ESPRESSO, 3, "SAR"))
         .await;
     assert_eq!(stream.posts().await.len(), 1);
+    // A create in a currency without a cap needs no preview: nothing is read before its write.
+    let before = stream.requests().await.len();
+    server
+        .ok("create_payment_link", order(ESPRESSO, 100, "KWD"))
+        .await;
+    let sent: Vec<String> = stream.requests().await[before..]
+        .iter()
+        .map(|r| r.method.to_string())
+        .collect();
+    assert_eq!(sent, ["POST"]);
     server.shutdown().await;
 
     let stripe = stripe_mock::MockStripe::start(STRIPE_KEY).await;
@@ -411,4 +422,124 @@ async fn safety_options_that_cannot_be_used_stop_the_server_naming_the_option() 
         );
         assert!(end.stdout_lines.is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_link_created_at_another_total_than_its_preview_is_deactivated_and_counted_as_made() {
+    // A price that changes between the preview's read and the create: Stream makes the link at
+    // the new price. It must not stay payable, and the budget counts what it was made at.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let server = common::stdio::Server::start(
+        &["--backend", "stream", "--max-daily-amount", "SAR:60.00"],
+        &[
+            ("STREAM_API_KEY", STREAM_TOKEN),
+            ("STREAM_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    mock.fault(
+        "POST",
+        "/api/v2/payment_links",
+        stream_mock::Fault::Reprice(ESPRESSO, "SAR", "13.00"),
+    );
+    let e = server
+        .err("create_payment_link", order(ESPRESSO, 4, "SAR"))
+        .await;
+    assert_eq!(e["kind"], "upstream", "{e}");
+    assert_eq!(e["retry_safe"], false, "the link exists: {e}");
+    let link = mock.state.lock().unwrap().links[0].clone();
+    assert_eq!(
+        link["status"], "INACTIVE",
+        "withdrawn before anyone could pay"
+    );
+    let message = e["message"].as_str().unwrap();
+    for part in [
+        "52.00 SAR",
+        "50.00 SAR",
+        link["id"].as_str().unwrap(),
+        "deactivated",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    // The budget counts the 52.00 it was made at: 8.00 is left.
+    let e = server
+        .err("create_payment_link", order(ESPRESSO, 1, "SAR"))
+        .await;
+    assert_eq!(e["kind"], "cap_exceeded", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("8.00 SAR is left"),
+        "{e}"
+    );
+    assert_eq!(mock.link_count(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_price_set_exclusive_of_vat_is_not_previewed_below_its_charge() {
+    // Its amount is before VAT; what Stream adds is not described exactly enough to preview:
+    // refused on its item when a cap needs the amount, with nothing sent.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let server = common::stdio::Server::start(
+        &["--backend", "stream", "--max-link-amount", "SAR:1000"],
+        &[
+            ("STREAM_API_KEY", STREAM_TOKEN),
+            ("STREAM_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    mock.set_price(GRINDER, "SAR", "300.00", false);
+    let args = json!({"name": "Kit", "items": [
+        {"product_id": ESPRESSO}, {"product_id": GRINDER}]});
+    let e = server.err("create_payment_link", args).await;
+    assert_eq!(e["kind"], "validation", "{e}");
+    assert_eq!(e["field"], "items[1].product_id");
+    let message = e["message"].as_str().unwrap();
+    for part in ["Grinder", "exclusive of VAT", "Nothing was sent"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(mock.posts().await.is_empty());
+    // A VAT-inclusive price is previewed and sold as before.
+    server
+        .ok("create_payment_link", order(ESPRESSO, 2, "SAR"))
+        .await;
+    assert_eq!(mock.posts().await.len(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stripe_price_with_a_transformed_quantity_is_not_previewed() {
+    // It bills the quantity divided and rounded (packs of six, say): quantity × unit is not its
+    // charge, so it is refused on its item when a cap needs the amount, with nothing sent.
+    let stripe = stripe_mock::MockStripe::start(STRIPE_KEY).await;
+    {
+        let mut state = stripe.state.lock().unwrap();
+        let price = state
+            .prices
+            .iter_mut()
+            .find(|p| p["id"] == "price_espresso_usd")
+            .unwrap();
+        price["transform_quantity"] = json!({"divide_by": 6, "round": "up"});
+    }
+    let server = common::stdio::Server::start(
+        &["--backend", "stripe", "--max-link-amount", "USD:100"],
+        &[
+            ("STRIPE_API_KEY", STRIPE_KEY),
+            ("STRIPE_BASE_URL", &stripe.uri()),
+        ],
+    )
+    .await;
+    let args = json!({"name": "Beans", "items": [
+        {"product_id": "price_tea01"}, {"product_id": "prod_espresso", "quantity": 12}]});
+    let e = server.err("create_payment_link", args).await;
+    assert_eq!(e["kind"], "validation", "{e}");
+    assert_eq!(e["field"], "items[1].product_id");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("transform_quantity"),
+        "{e}"
+    );
+    assert!(stripe.posts().await.is_empty());
+    server.shutdown().await;
 }

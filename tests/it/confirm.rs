@@ -57,7 +57,11 @@ struct User {
     asked_now: Arc<Notify>,
     withdrawn: Arc<AtomicUsize>,
     withdrawn_now: Arc<Notify>,
+    /// Runs once, while the next question is open (before it is answered).
+    while_asked: Arc<Mutex<Option<Hook>>>,
 }
+
+type Hook = Box<dyn FnOnce() + Send>;
 
 impl User {
     fn new(mode: Mode) -> Self {
@@ -69,7 +73,13 @@ impl User {
             asked_now: Arc::default(),
             withdrawn: Arc::default(),
             withdrawn_now: Arc::default(),
+            while_asked: Arc::default(),
         }
+    }
+
+    /// Runs `hook` while the next question is open, before the user answers it.
+    fn while_asked(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.while_asked.lock().unwrap() = Some(Box::new(hook));
     }
 
     fn without_elicitation() -> Self {
@@ -121,6 +131,10 @@ impl ClientHandler for User {
             .unwrap()
             .push(serde_json::to_value(&request).unwrap());
         self.asked_now.notify_waiters();
+        let hook = self.while_asked.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mode = *self.mode.lock().unwrap();
         match mode {
             Mode::Accept => {
@@ -832,15 +846,16 @@ async fn the_preview_total_is_the_created_total_on_every_backend_in_kwd() {
         assert_eq!(link["total"]["currency"], "KWD", "{backend}");
         client.cancel().await.unwrap();
     }
-    // Stream: one product read for the two lines of one product; Stripe: the prices read once,
-    // the create sent exactly the prices the preview showed.
+    // Stream: one product read for the two lines of one product, and once more after the user
+    // answered, right before the write (its create charges the prices of that moment); Stripe:
+    // the prices read once, the create sent exactly the prices the preview showed.
     let product_reads = stream
         .requests()
         .await
         .iter()
         .filter(|r| r.url.path() == format!("/api/v2/products/{ESPRESSO}"))
         .count();
-    assert_eq!(product_reads, 1);
+    assert_eq!(product_reads, 2);
     assert_eq!(
         stripe
             .requests_to("GET", "/v1/prices/price_dates_kwd")
@@ -925,5 +940,206 @@ async fn an_answer_counts_only_for_the_text_the_user_was_shown() {
         .filter(|(_, method, _)| method == "PATCH")
         .count();
     assert_eq!(patches, 0, "nothing was changed on the stale answer");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_price_changed_while_the_user_was_asked_is_refused_with_nothing_sent() {
+    // Stream charges the price of the moment of the create: a price that changes while the
+    // question is open must not reach a link the user did not confirm.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let user = User::new(Mode::Accept);
+    let (client, stderr) = stdio(
+        &user,
+        &[
+            "--backend",
+            "stream",
+            "--confirm-writes",
+            "always",
+            "--max-daily-amount",
+            "SAR:100.00",
+        ],
+        &[
+            ("STREAM_API_KEY", STREAM_TOKEN),
+            ("STREAM_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    let state = mock.state.clone();
+    user.while_asked(move || stream_mock::set_price(&state, ESPRESSO, "SAR", "13.00", true));
+    let e = call(&client, "create_payment_link", espresso_order(4))
+        .await
+        .unwrap_err();
+    assert!(user.last_message().contains("Total: 50.00 SAR"));
+    assert_eq!(e["kind"], "upstream", "{e}\n{}", stderr.text());
+    assert_eq!(e["retry_safe"], true, "nothing was sent: {e}");
+    assert_eq!(e["field"], "items[0].product_id");
+    let message = e["message"].as_str().unwrap();
+    for part in ["12.50 SAR", "13.00 SAR", "50.00 SAR", "nothing was sent"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(mock.posts().await.is_empty(), "nothing was written");
+
+    // Called again, the user is asked about the price of now, and that is what is created.
+    let link = call(&client, "create_payment_link", espresso_order(4))
+        .await
+        .unwrap();
+    assert!(user.last_message().contains("Total: 52.00 SAR"));
+    assert_eq!(link["total"]["amount"], "52.00");
+    assert_eq!(mock.posts().await.len(), 1);
+    // The refused attempt held nothing of the budget: 100.00 - 52.00 is left.
+    let e = call(&client, "create_payment_link", espresso_order(4))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "cap_exceeded", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("48.00 SAR is left"),
+        "{e}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stripe_create_that_timed_out_keeps_its_budget_and_its_retry_is_not_asked_again() {
+    let mock = stripe_mock::MockStripe::start(STRIPE_KEY).await;
+    let user = User::new(Mode::Accept);
+    let (client, stderr) = stdio(
+        &user,
+        &[
+            "--backend",
+            "stripe",
+            "--confirm-writes",
+            "always",
+            "--max-daily-amount",
+            "USD:14.00",
+            "--upstream-timeout-secs",
+            "1",
+            "--request-deadline-secs",
+            "4",
+            "--max-retries",
+            "0",
+        ],
+        &[
+            ("STRIPE_API_KEY", STRIPE_KEY),
+            ("STRIPE_BASE_URL", &mock.uri()),
+        ],
+    )
+    .await;
+    let order = |key: &str, quantity: u32| {
+        json!({"name": "Beans", "idempotency_key": key,
+            "items": [{"product_id": "price_espresso_usd", "quantity": quantity}]})
+    };
+    // The create reaches Stripe, which makes the link, and its answer never comes in time.
+    mock.fault(
+        "POST",
+        "/v1/payment_links",
+        stripe_mock::Fault::Delay(std::time::Duration::from_secs(5)),
+    );
+    let e = call(&client, "create_payment_link", order("slow", 3))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "upstream", "{e}\n{}", stderr.text());
+    assert_eq!(e["retry_safe"], true, "the same key is safe to retry: {e}");
+    assert_eq!(mock.link_count(), 1, "Stripe made the link");
+    assert_eq!(user.questions().len(), 1);
+
+    // Its 10.50 stays counted: 3.50 is left, one espresso exactly.
+    call(&client, "create_payment_link", order("one", 1))
+        .await
+        .unwrap();
+    let e = call(&client, "create_payment_link", order("two", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "cap_exceeded", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("0.00 USD is left"),
+        "{e}"
+    );
+    let asked = user.questions().len();
+
+    // The retry with the same key is the same write: not asked again, not counted again, and
+    // Stripe answers with the link the first attempt made.
+    let link = call(&client, "create_payment_link", order("slow", 3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stderr.text()));
+    assert_eq!(user.questions().len(), asked, "not asked again");
+    assert_eq!(link["total"]["amount"], "10.50");
+    assert_eq!(mock.link_count(), 2, "no second link for the slow create");
+    assert_eq!(mock.replays(), 1);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_confirmed_status_change_cannot_be_replayed_with_its_state() {
+    // A 2026-07-28 state and its "yes" sent again within the state's lifetime: the change is
+    // not made a second time; the user is asked again.
+    let mock = stream_mock::MockStream::start(STREAM_TOKEN).await;
+    let env = [
+        ("STREAM_API_KEY", STREAM_TOKEN),
+        ("STREAM_BASE_URL", &*mock.uri()),
+    ];
+    let never =
+        common::stdio::Server::start(&["--backend", "stream", "--confirm-writes", "never"], &env)
+            .await;
+    let link = never.ok("create_payment_link", espresso_order(1)).await;
+    never.shutdown().await;
+    let user = User::new(Mode::Accept);
+    let client = stdio_modern(
+        &user,
+        &["--backend", "stream", "--confirm-writes", "always"],
+        &env,
+    )
+    .await;
+    let deactivate = json!({"payment_link_id": link["id"], "status": "inactive"});
+    let first = within(
+        CALL_DEADLINE,
+        "round 1",
+        client.call_tool_once(params("update_payment_link_status", deactivate.clone())),
+    )
+    .await
+    .unwrap();
+    let CallToolResponse::InputRequired(question) = first else {
+        panic!("a question first, got {first:?}");
+    };
+    let mut answered = params("update_payment_link_status", deactivate)
+        .with_request_state(question.request_state.unwrap());
+    answered.input_responses = Some(
+        [(
+            "confirm".to_owned(),
+            json!({"action": "accept", "content": {"confirm": true}}),
+        )]
+        .into(),
+    );
+    let patches = || {
+        mock.state
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|(_, method, _)| method == "PATCH")
+            .count()
+    };
+    let done = within(
+        CALL_DEADLINE,
+        "round 2",
+        client.call_tool_once(answered.clone()),
+    )
+    .await
+    .unwrap();
+    let CallToolResponse::Complete(result) = done else {
+        panic!("a result, got {done:?}");
+    };
+    assert_eq!(outcome(result).unwrap()["status"], "inactive");
+    assert_eq!(patches(), 1);
+    // The link is active again (someone re-activated it); the old "yes" is replayed.
+    mock.state.lock().unwrap().links[0]["status"] = json!("ACTIVE");
+    let replayed = within(CALL_DEADLINE, "replay", client.call_tool_once(answered))
+        .await
+        .unwrap();
+    assert!(
+        matches!(replayed, CallToolResponse::InputRequired(_)),
+        "asked again, got {replayed:?}"
+    );
+    assert_eq!(patches(), 1, "the change was not made again");
     client.cancel().await.unwrap();
 }

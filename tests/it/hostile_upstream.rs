@@ -494,6 +494,81 @@ async fn a_key_echoed_escaped_or_at_an_offset_never_leaks() {
     assert_no_key_fragment(&stderr, "stderr");
 }
 
+/// Two echoes that no scrub of the decoded answer can see, because the key only appears once
+/// the server has formatted the error: an all-digit secret echoed as a number in exponent form
+/// (`9.8765432e7`, which the field name shows as `[98765432.0]`), and a secret with dots echoed
+/// in parts along a validation location (`["body", "Sz", "Pq9", "VkRm"]`, which the field name
+/// joins with dots). The error is scrubbed once more at the edge, so neither the tool result, the
+/// audit log nor stderr holds the secret.
+#[tokio::test]
+async fn a_key_reassembled_by_formatting_never_leaks() {
+    for (pair, secret, loc) in [
+        (
+            "KqZvXw7Tgh:98765432",
+            "98765432",
+            r#"["body", 9.8765432e7]"#,
+        ),
+        (
+            "KqZvXw7Tgh:Sz.Pq9.VkRm",
+            "Sz.Pq9.VkRm",
+            r#"["body", "Sz", "Pq9", "VkRm"]"#,
+        ),
+    ] {
+        let token = base64::engine::general_purpose::STANDARD.encode(pair);
+        let mock = MockStream::start(&token).await;
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let server = Server::start(
+            &[
+                "--backend",
+                "stream",
+                "--max-retries",
+                "0",
+                "--audit-log",
+                audit.to_str().unwrap(),
+            ],
+            &[
+                ("STREAM_API_KEY", pair),
+                ("STREAM_BASE_URL", &mock.uri()),
+                ("PAYLINK_LOG", "debug"),
+            ],
+        )
+        .await;
+        let body = leak(format!(
+            r#"{{"detail": [{{"loc": {loc}, "msg": "is not valid", "type": "value_error"}}]}}"#
+        ));
+        mock.fault(
+            "POST",
+            "/api/v2/payment_links",
+            Fault::Raw(422, "application/json", body),
+        );
+        let create = json!({"name": "Echo", "items": [{"product_id": ESPRESSO}]});
+        let result = crate::harness::try_call(server.peer(), "create_payment_link", create)
+            .await
+            .unwrap();
+        let error = crate::harness::error_body(&result);
+        assert_eq!(error["kind"], "validation", "{error}");
+        assert!(
+            error["field"].as_str().unwrap().contains("[redacted]"),
+            "{error}"
+        );
+        let text = serde_json::to_string(&result).unwrap();
+        assert!(
+            !text.contains(secret),
+            "the tool result holds {secret}: {text}"
+        );
+        let audit_text = std::fs::read_to_string(&audit).unwrap();
+        assert!(!audit_text.is_empty());
+        assert!(
+            !audit_text.contains(secret),
+            "the audit log holds {secret}: {audit_text}"
+        );
+        let stderr = server.shutdown_with_stderr().await;
+        assert!(stderr.contains("tool call"), "{stderr}");
+        assert!(!stderr.contains(secret), "stderr holds {secret}:\n{stderr}");
+    }
+}
+
 /// Answers of 4 MiB (the body cap) that would decode to 64 MiB (`[0,0,...]`) or 333 MiB
 /// (`[{"a":0},...]`) are refused before decoding: the server's peak resident memory stays within
 /// a few body sizes of where it started, call after call. (Before the bound: +70 and +357 MiB.)

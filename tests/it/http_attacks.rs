@@ -182,7 +182,20 @@ async fn slow_header_clients_are_cut_off_while_others_are_served() {
         assert_refused(from, &server).await;
     }
 
+    let started = Instant::now();
     honest_client_is_served(&server).await;
+    // Served while the attackers were still connected, not after they were cut off: no attack
+    // has seen its connection closed, and the server still counts every connection they hold
+    // (one more from each address is still refused). The header-read timeout (2 s) is ten times
+    // what serving the honest client takes.
+    let honest = started.elapsed();
+    assert!(
+        attacks.iter().all(|a| !a.is_finished()),
+        "an attacker was cut off before the honest client was served ({honest:?})"
+    );
+    for from in ATTACKERS {
+        assert_refused(from, &server).await;
+    }
 
     for attack in attacks {
         let (got, held) = attack.await.unwrap();

@@ -1,7 +1,8 @@
 //! Bounded memory over HTTP (issue 21), each test written as the attack it answers:
 //! - sandbox tenants filling their byte budgets with the largest links allowed, then listing
-//!   them: refused with clear errors, every list answer under the page cap, and (with default
-//!   settings) the server's peak RSS under 200 MB;
+//!   them while callers in session mode never read their pages: refused with clear errors, every
+//!   list answer under the page cap, and (with default settings) the server's peak RSS under
+//!   200 MB;
 //! - 1,000 creates cancelled by their clients while in flight: a brand-new key still works and
 //!   the idempotency store stays within its bounds (read from `/metrics`);
 //! - an idempotent replay after the sandbox dropped its tenant: a link that exists, never one
@@ -14,6 +15,8 @@ use serde_json::{Value, json};
 use crate::harness::COFFEE;
 use crate::harness::http::*;
 use crate::mocks::stream::{ESPRESSO, Fault, MockStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Limits that are not what these tests are about, lifted so they cannot interfere.
 const OPEN_GATE: &[&str] = &[
@@ -44,16 +47,42 @@ fn heavy_create(name: &str) -> Value {
 /// A stateless tool call: the answer's size on the wire, its `structuredContent`'s size, and
 /// its outcome.
 async fn sized_call(url: &str, token: &str, tool: &'static str, args: Value) -> Sized {
-    let response = post(
-        url,
-        Some(token),
-        &modern_headers(tool),
-        &modern_call_body(7, tool, args),
-    )
-    .await;
+    sized_call_with(&raw_client(), url, token, tool, args).await
+}
+
+/// [`sized_call`] through `client` (bound to another local address, say).
+async fn sized_call_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    tool: &'static str,
+    args: Value,
+) -> Sized {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header("authorization", format!("Bearer {token}"));
+    for (k, v) in modern_headers(tool) {
+        request = request.header(k, v);
+    }
+    let response = request
+        .body(modern_call_body(7, tool, args).to_string())
+        .send()
+        .await
+        .expect("request sent");
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let answer: Value = serde_json::from_str(&text).expect("a JSON answer");
+    // JSON with --stateless; in session mode, an SSE event whose data is the JSON-RPC answer.
+    let answer: Value = serde_json::from_str(&text)
+        .ok()
+        .or_else(|| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .find(|v| v.get("jsonrpc").is_some())
+        })
+        .expect("a JSON-RPC answer");
     let structured = answer["result"]["structuredContent"].to_string().len();
     Sized {
         wire: text.len(),
@@ -72,13 +101,23 @@ struct Sized {
 /// when `keyed` (so that the idempotency store holds every result it may, too): (ids created,
 /// the refusal).
 async fn fill(url: &str, token: &str, keyed: bool) -> (Vec<String>, Value) {
+    fill_with(&raw_client(), url, token, keyed).await
+}
+
+/// [`fill`] through `client`.
+async fn fill_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    keyed: bool,
+) -> (Vec<String>, Value) {
     let mut ids = Vec::new();
     loop {
         let mut args = heavy_create("big");
         if keyed {
             args["idempotency_key"] = json!(format!("{token}-{}", ids.len()));
         }
-        match sized_call(url, token, "create_payment_link", args)
+        match sized_call_with(client, url, token, "create_payment_link", args)
             .await
             .outcome
         {
@@ -93,6 +132,17 @@ async fn fill(url: &str, token: &str, keyed: bool) -> (Vec<String>, Value) {
 /// page, checking each answer against `cap`: the ids in the order listed, and how many pages
 /// it took.
 async fn list(url: &str, token: &str, cap: usize, max_pages: usize) -> (Vec<String>, usize) {
+    list_with(&raw_client(), url, token, cap, max_pages).await
+}
+
+/// [`list`] through `client`.
+async fn list_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    cap: usize,
+    max_pages: usize,
+) -> (Vec<String>, usize) {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -101,7 +151,7 @@ async fn list(url: &str, token: &str, cap: usize, max_pages: usize) -> (Vec<Stri
             Some(c) => json!({"cursor": c}),
             None => json!({"limit": 100}),
         };
-        let answer = sized_call(url, token, "list_payment_links", args).await;
+        let answer = sized_call_with(client, url, token, "list_payment_links", args).await;
         let page = answer.outcome.expect("a page");
         let entries = page["data"].as_array().unwrap();
         // The page's JSON is capped; the answer carries it twice (structuredContent and its
@@ -199,21 +249,102 @@ async fn sandbox_tenants_are_refused_at_their_byte_budgets_and_pages_stay_under_
     );
 }
 
+/// A reqwest client whose connections come from the local address `from`.
+fn client_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A session opened from `client` for `token`, initialized: its id.
+async fn open_session(client: &reqwest::Client, url: &str, token: &str) -> String {
+    let send = |body: Value, session: Option<&str>| {
+        let mut r = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(id) = session {
+            r = r
+                .header("mcp-session-id", id)
+                .header("mcp-protocol-version", "2025-06-18");
+        }
+        r.body(body.to_string()).send()
+    };
+    let r = send(initialize_body(), None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.bytes().await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(send(initialized, Some(&id)).await.unwrap().status(), 202);
+    id
+}
+
+/// A caller in session mode that asks for a page of 100 links and never reads the answer: the
+/// socket, from `from`, with a receive window of 4 KiB.
+async fn never_reading_list(from: &str, addr: &str, token: &str, session: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(format!("{from}:0").parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
+    let mut stream = socket
+        .connect(addr.parse::<std::net::SocketAddr>().unwrap())
+        .await
+        .unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "list_payment_links", "arguments": {"limit": 100}}})
+    .to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+Accept: application/json, text/event-stream\r\nAuthorization: Bearer {token}\r\n\
+Mcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads what `stream` was sent until the server closes it: whether it did within `bound`. A
+/// closed connection is seen only by reading: the server's FIN waits behind the answer it sent
+/// into a receive window the client never opened.
+async fn read_until_closed(mut stream: TcpStream, bound: Duration) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(bound, async {
+        // A reset (an orphaned socket given up by the server's kernel) is a close too.
+        while let Ok(n) = stream.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await
+    .is_ok()
+}
+
 #[tokio::test]
 async fn the_sandbox_memory_attack_stays_under_200_mb_with_default_settings() {
-    // Default budgets and page cap; only the gate's rate limits are lifted, which makes the
-    // attack faster, not smaller.
-    let server = Server::start(OPEN_GATE, &[]);
+    // Default budgets and page cap, in session mode; only the gate's rate limits are lifted,
+    // which makes the attack faster, not smaller, and the keep-alive timeout shortened, which
+    // ends it sooner.
+    let mut args = OPEN_GATE[1..].to_vec();
+    args.extend(["--keep-alive-timeout-secs", "3"]);
+    let server = Server::start(&args, &[]);
     let url = server.url();
     let started = Instant::now();
     let idle = server.peak_rss();
-    // Twelve tenants at once, each creating the largest links it may until refused, each link
-    // with an idempotency key so that the idempotency store fills with their results as well.
-    let tenants: Vec<String> = (0..12).map(|i| format!("attacker-{i}")).collect();
-    let fills = tenants.iter().map(|t| {
+    // Twelve tenants at once, each from an address of its own (the tenants one address brings
+    // share an eighth of the sandbox: one address could fill only that), each creating the
+    // largest links it may until refused, each link with an idempotency key so that the
+    // idempotency store fills with their results as well.
+    let tenants: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("127.0.0.{}", i + 2), format!("attacker-{i}")))
+        .collect();
+    let fills = tenants.iter().map(|(from, t)| {
         let url = url.clone();
-        let t = t.clone();
-        tokio::spawn(async move { fill(&url, &t, true).await })
+        let (from, t) = (from.clone(), t.clone());
+        tokio::spawn(async move { fill_with(&client_from(&from), &url, &t, true).await })
     });
     let mut created = 0;
     let mut refused_full = 0;
@@ -234,22 +365,45 @@ async fn the_sandbox_memory_attack_stays_under_200_mb_with_default_settings() {
         kept > 24.0 * 1024.0 * 1024.0,
         "the idempotency store was filled too: {kept}"
     );
-    // Then every tenant lists its links, 100 a page (the call that once answered 22.7 MB), all
-    // at once. A few pages each: paging through everything is checked with small budgets
-    // above, and each page costs the debug build a second.
-    let lists = tenants.iter().map(|t| {
+    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
+    // 64 callers in session mode ask for a page of 100 links each (the call that once answered
+    // 22.7 MB) and never read the answers (64 such pinned 1.55 GB)...
+    let mut never_reading = Vec::new();
+    for k in 0..64 {
+        let (from, token) = &tenants[k % tenants.len()];
+        let session = open_session(&client_from(from), &url, token).await;
+        never_reading.push(never_reading_list(from, &server.addr, token, &session).await);
+    }
+    // ...while every tenant lists its links, 100 a page, all at once. A few pages each: paging
+    // through everything is checked with small budgets above, and each page costs the debug
+    // build a second.
+    let lists = tenants.iter().map(|(from, t)| {
         let url = url.clone();
-        let t = t.clone();
-        tokio::spawn(async move { list(&url, &t, 256 * 1024, 4).await })
+        let (from, t) = (from.clone(), t.clone());
+        tokio::spawn(async move { list_with(&client_from(&from), &url, &t, 256 * 1024, 4).await })
     });
     let mut listed = 0;
     for pages in lists {
         listed += pages.await.unwrap().0.len();
     }
     assert!(listed >= 8, "{listed}");
+    eprintln!("listed in {:.1} s", started.elapsed().as_secs_f64());
+    // The answers nobody reads do not stay in the process: each is written into the kernel's
+    // socket buffers, or dropped with its connection by the write timeout once those are full;
+    // either way the server then closes the connection (the keep-alive or the write timeout).
+    // The peak RSS below is the proof that nothing is pinned; here, that nothing is held open.
+    let drains = never_reading
+        .into_iter()
+        .map(|stream| tokio::spawn(read_until_closed(stream, Duration::from_secs(30))));
+    for drained in drains {
+        assert!(
+            drained.await.unwrap(),
+            "a never-reading caller's connection is still open"
+        );
+    }
     let peak = server.peak_rss();
     eprintln!(
-        "sandbox attack: {created} links of ~112 KB, {held} sandbox bytes, {kept} idempotency bytes, {listed} listed, peak RSS {:.1} MB (idle {:.1} MB), {:.1} s",
+        "sandbox attack: {created} links of ~112 KB, {held} sandbox bytes, {kept} idempotency bytes, {listed} listed, 64 never read, peak RSS {:.1} MB (idle {:.1} MB), {:.1} s",
         peak as f64 / 1e6,
         idle as f64 / 1e6,
         started.elapsed().as_secs_f64()
@@ -458,4 +612,203 @@ async fn a_thousand_cancelled_creates_leave_new_keys_working_and_the_store_bound
     };
     assert!(entries <= 50.0, "{entries} entries for one tenant");
     assert!(server.metric(unknown).await.unwrap() <= UNKNOWN_CAP as f64);
+}
+
+/// A mock Stream account whose link list answers a page of 100 links of about 26 KB each (49
+/// metadata values of 500 characters): 2.6 MB a page, under the 4 MiB body cap. The first link
+/// is created through `server`, the rest are copies of it with ids of their own.
+async fn large_pages(server: &Server, mock: &MockStream, key: &str) -> Value {
+    let metadata: serde_json::Map<String, Value> = (0..49)
+        .map(|i| (format!("note-{i:02}"), json!("x".repeat(500))))
+        .collect();
+    let created = stateless_call(
+        &server.url(),
+        key,
+        &[],
+        "create_payment_link",
+        json!({"name": "Big", "items": [{"product_id": ESPRESSO, "quantity": 1}], "metadata": metadata}),
+    )
+    .await
+    .expect("the template link is created");
+    assert!(created["id"].is_string());
+    let mut state = mock.state.lock().unwrap();
+    let template = state.links[0].clone();
+    for i in 1..100u64 {
+        let mut link = template.clone();
+        link["id"] = json!(format!("{i:08x}-0000-4000-8000-{i:012x}"));
+        state.links.push(link);
+    }
+    let links: Vec<Value> = state.links.iter().rev().cloned().collect();
+    json!({"data": links, "pagination": {"total_count": 100, "max_page": 1, "current_page": 1, "limit": 100, "has_next_page": false, "has_previous_page": false}})
+}
+
+/// A Stream that answers one request with the body it is given (padded with spaces to `length`
+/// bytes), all but its last 100 KB at once, then holds the rest until `release`. Its send buffer
+/// is small, so the first part is all written only once the client has read most of it; which
+/// the server does only after charging the body's length to its parse budget. Answers its URL
+/// (bound now, so that the server can be started allowing it), the sender of the body, and a
+/// receiver that fires when the first part has been taken.
+struct Stalling {
+    url: String,
+    body: tokio::sync::oneshot::Sender<Vec<u8>>,
+    taken: tokio::sync::oneshot::Receiver<()>,
+}
+
+fn stalling_stream(length: usize, release: tokio::sync::oneshot::Receiver<()>) -> Stalling {
+    let socket = TcpSocket::new_v4().unwrap();
+    // Inherited by the accepted connection (and it turns off the kernel's autotuning).
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(4).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (body_tx, body_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    let (taken, taken_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request was not sent whole");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let mut body = body_rx.await.unwrap();
+        assert!(body.len() + 100_000 < length, "{}", body.len());
+        body.resize(length, b' ');
+        let (first, rest) = body.split_at(length - 100_000);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nx-request-id: stalled\r\n\r\n"
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        let _ = taken.send(());
+        let _ = release.await;
+        stream.write_all(rest).await.unwrap();
+        // Held open until the client is done with it.
+        let _ = stream.read(&mut buf).await;
+    });
+    Stalling {
+        url,
+        body: body_tx,
+        taken: taken_rx,
+    }
+}
+
+/// SHOULD-FIX 4 of the review: parse memory was bounded per call only, so 16 calls in flight on
+/// large pages could hold about 576 MiB. Now all answers being read share `--max-parse-bytes`
+/// (5 MB here: 1.25 MB for bodies, 3.75 MB for decoded trees; a 2.6 MB page fills either).
+/// - An answer held half read by a stalled Stream (3.9 MB declared: all the room for bodies): a
+///   read of a large page from another Stream meanwhile waits its two seconds and is refused,
+///   retry-safe; once the stalled answer is in, both are read.
+/// - 32 reads of large pages at once: each is read or refused retry-safe, and the server's peak
+///   RSS grows by a few pages, not 32.
+#[tokio::test]
+async fn answers_being_read_share_the_parse_budget() {
+    let mock = MockStream::start_any_key().await;
+    let (release, released) = tokio::sync::oneshot::channel();
+    let stalling = stalling_stream(3_900_000, released);
+    let mut args = OPEN_GATE.to_vec();
+    args.extend([
+        "--backend",
+        "stream",
+        "--max-parse-bytes",
+        "5000000",
+        "--allowed-base-url",
+        &stalling.url,
+    ]);
+    let server = Server::start(&args, &[("STREAM_BASE_URL", &mock.uri())]);
+    let url = server.url();
+    let page = large_pages(&server, &mock, "key").await;
+    let list = |key: &'static str, headers: Vec<(&'static str, String)>| {
+        let url = url.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            stateless_call(
+                &url,
+                key,
+                &headers,
+                "list_payment_links",
+                json!({"limit": 100}),
+            )
+            .await
+        }
+    };
+
+    let stalled = tokio::spawn(list(
+        "key",
+        vec![("x-stream-base-url", stalling.url.clone())],
+    ));
+    stalling.body.send(page.to_string().into_bytes()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), stalling.taken)
+        .await
+        .expect("the stalled answer is being read")
+        .unwrap();
+    // It holds all the room for bodies.
+    let held = server.metric("paylink_upstream_parse_bytes").await.unwrap();
+    assert_eq!(held, 1_250_000.0);
+    // A large page from the mock finds none.
+    let refused = list("key", vec![]).await.expect_err("refused");
+    assert_eq!(refused["kind"], "rate_limited", "{refused}");
+    assert_eq!(refused["retry_safe"], true, "{refused}");
+    assert_eq!(refused["retry_after_secs"], 1, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("too many large answers at once"),
+        "{message}"
+    );
+    assert!(message.contains("retrying is safe"), "{message}");
+    assert_eq!(
+        server
+            .metric(r#"paylink_rate_limited_total{reason="parse_memory"}"#)
+            .await,
+        Some(1.0)
+    );
+    // Released: the stalled answer is read, and the refused read, repeated, too.
+    release.send(()).unwrap();
+    let first = stalled.await.unwrap().expect("the stalled answer is read");
+    assert!(!first["data"].as_array().unwrap().is_empty());
+    let again = list("key", vec![]).await.expect("the repeat is read");
+    assert!(!again["data"].as_array().unwrap().is_empty());
+    assert_eq!(
+        server.metric("paylink_upstream_parse_bytes").await,
+        Some(0.0),
+        "everything given back"
+    );
+
+    // Two tenants with 16 calls each at once (the per-tenant in-flight limit): each read in
+    // turn, or refused after waiting its turn for two seconds.
+    let idle = server.peak_rss();
+    let started = Instant::now();
+    let calls: Vec<_> = ["key", "other-key"]
+        .into_iter()
+        .flat_map(|key| (0..16).map(move |_| key))
+        .map(|key| tokio::spawn(list(key, vec![])))
+        .collect();
+    let (mut read, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(page) => {
+                assert!(!page["data"].as_array().unwrap().is_empty());
+                read += 1;
+            }
+            Err(e) => {
+                assert_eq!(e["kind"], "rate_limited", "{e}");
+                assert_eq!(e["retry_safe"], true, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    let peak = server.peak_rss();
+    let grew = peak.saturating_sub(idle);
+    eprintln!(
+        "32 large pages at once: {read} read, {refused} refused in {:.1} s; peak RSS {:.1} MB (+{:.1} MB)",
+        started.elapsed().as_secs_f64(),
+        peak as f64 / 1e6,
+        grew as f64 / 1e6
+    );
+    assert!(read >= 1, "{read} read");
+    // Measured (debug build): the peak grew by 10 to 30 MB with this budget; with none (0) it
+    // reached 124 to 135 MB, some 80 MB above where this phase starts.
+    assert!(grew < 60_000_000, "peak RSS grew by {grew} bytes");
 }

@@ -532,6 +532,21 @@ async fn operator_key_mode_never_forwards_the_callers_token() {
         "{}",
         refusal.stderr
     );
+    // ... and usable: one the backend refuses stops the server, not every caller with a 401.
+    let refusal = Server::refuse(
+        &["--backend", "stripe", "--access-tokens-file", &tokens_path],
+        &[("STRIPE_API_KEY", "pk_live_not_a_secret_key")],
+    );
+    assert!(
+        refusal.stderr.contains("STRIPE_API_KEY cannot be used"),
+        "{}",
+        refusal.stderr
+    );
+    assert!(
+        !refusal.stderr.contains("pk_live_not"),
+        "{}",
+        refusal.stderr
+    );
     // The file holds hashes, not tokens.
     let plain = temp_file("access-one\n");
     let refusal = Server::refuse(

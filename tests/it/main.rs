@@ -21,12 +21,19 @@ mod confirm;
 mod container;
 /// The same behaviour tests on the sandbox, the Stream mock and the Stripe mock.
 mod contract;
+/// The deployment files of `deploy/` against the binary.
+mod deploy;
+/// The documentation's links and the README's size.
+mod docs;
 /// `paylink-mcp healthcheck`, the container probe.
 mod healthcheck;
 /// Hostile or broken upstream answers, through the binary.
 mod hostile_upstream;
 /// The HTTP server under attack, with small limits.
 mod http_attacks;
+/// The attacks of the second hardening review: memory without a key, the total connection cap,
+/// slow readers, shared budgets.
+mod http_attacks_2;
 /// Bounded memory over HTTP.
 mod http_bounds;
 /// Cancellation over HTTP.
@@ -52,10 +59,14 @@ mod parse_budget;
 mod properties;
 /// Retries, unknown outcomes and idempotency against the Stream mock.
 mod reliability;
+/// Two replicas sharing one Redis: idempotency, limits, sandbox data and faults across them.
+mod replicas;
 /// Tool definitions, snapshotted.
 mod schemas;
 /// The server over stdio on the sandbox: tools/list, round trips, validation, stdout hygiene.
 mod stdio;
+/// The shared store (`--store redis://...`) of one server, against a real redis-server.
+mod store_redis;
 /// The Stream backend against its mock: requests sent, answers read, failures, reliability.
 mod stream;
 /// The Stripe backend against its mock: forms, idempotency keys, refusals, failures.

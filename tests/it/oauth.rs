@@ -561,9 +561,9 @@ async fn bad_tokens_get_401_with_the_challenge() {
 async fn a_rotated_key_is_accepted_after_one_jwks_refetch() {
     let key = TestKey::new();
     let auth = AuthServer::start(&key, &[]).await;
-    // 0: an unknown key id may refetch at once (the interval itself is the unit tests' job, and
-    // the next test's).
-    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "0"], &[]);
+    // The shortest interval, 1 s (the interval itself is the unit tests' job, and the next
+    // test's).
+    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "1"], &[]);
     let old = auth.client_credentials(&rs.resource, READ).await;
     assert_eq!(
         raw_call(&rs, Some(&old), "list_products", json!({}))
@@ -571,10 +571,13 @@ async fn a_rotated_key_is_accepted_after_one_jwks_refetch() {
             .status(),
         200
     );
+    // The keys were fetched before this answer: a refetch is allowed from 1 s after it.
+    let fetched_before = tokio::time::Instant::now();
     assert_eq!(auth.stats().await["jwks"], 1);
 
     auth.hook("rotate").await;
     let new = auth.client_credentials(&rs.resource, READ).await;
+    tokio::time::sleep_until(fetched_before + Duration::from_secs(1)).await;
     assert_ne!(
         new.split('.').next(),
         old.split('.').next(),
@@ -758,18 +761,21 @@ async fn two_subjects_are_isolated() {
     user.cancel().await.unwrap();
 }
 
-/// The first 12 hex digits of SHA-256 over (issuer, subject), each length-prefixed: how the
-/// server names an OAuth tenant in its logs.
-fn fingerprint(iss: &str, sub: &str) -> String {
-    let mut hasher = sha2::Sha256::new();
+/// The first 12 hex digits of HMAC-SHA-256 under `key` (or, with none, of plain SHA-256) over
+/// (issuer, subject), each length-prefixed: how the server names an OAuth tenant in its logs.
+fn fingerprint(key: Option<&[u8]>, iss: &str, sub: &str) -> String {
+    let mut bytes = Vec::new();
     for part in [iss, sub] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
+        bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(part.as_bytes());
     }
-    hasher.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let digest = match key {
+        Some(key) => ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), &bytes)
+            .as_ref()
+            .to_vec(),
+        None => sha2::Sha256::digest(&bytes).to_vec(),
+    };
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]
@@ -777,12 +783,14 @@ async fn upstream_sees_only_the_operators_key_and_no_log_holds_a_token() {
     let key = TestKey::new();
     let auth = AuthServer::start(&key, &[]).await;
     let mock = MockStream::start("operator-stream-key").await;
+    let fingerprint_key = "a fingerprint key of 32 bytes or more";
     let rs = start_rs(
         &auth.issuer,
         &["--backend", "stream"],
         &[
             ("STREAM_BASE_URL", &mock.uri()),
             ("STREAM_API_KEY", "operator-stream-key"),
+            ("PAYLINK_OAUTH_FINGERPRINT_KEY", fingerprint_key),
         ],
     );
     let token = auth
@@ -833,10 +841,36 @@ async fn upstream_sees_only_the_operators_key_and_no_log_holds_a_token() {
             );
         }
     }
-    // The caller is named by the fingerprint of (issuer, subject).
-    let named = fingerprint(&auth.issuer, "paylink-cc");
+    // The caller is named by the keyed fingerprint of (issuer, subject), never by the plain hash
+    // that a list of guessed subjects would find.
+    let named = fingerprint(Some(fingerprint_key.as_bytes()), &auth.issuer, "paylink-cc");
     assert!(log.contains(&named), "{named} in:\n{log}");
+    assert!(!log.contains(&fingerprint(None, &auth.issuer, "paylink-cc")));
     assert!(log.contains("OAuth mode"), "{log}");
+    assert!(!log.contains(fingerprint_key), "{log}");
+
+    // Without the key, a random one of the process's own: neither of the above.
+    let rs = start_rs(&auth.issuer, &[], &[]);
+    let token = auth.client_credentials(&rs.resource, READ).await;
+    assert_eq!(
+        raw_call(&rs, Some(&token), "list_products", json!({}))
+            .await
+            .status(),
+        200
+    );
+    let lines = rs
+        .server
+        .log()
+        .wait_for(DEADLINE, "the new tenant", |lines| {
+            lines.iter().any(|l| l.contains("new tenant"))
+        })
+        .await;
+    let line = lines.iter().find(|l| l.contains("new tenant")).unwrap();
+    assert!(!line.contains(&named), "{line}");
+    assert!(
+        !line.contains(&fingerprint(None, &auth.issuer, "paylink-cc")),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -904,7 +938,7 @@ async fn the_protected_resource_metadata_points_at_the_authorization_server() {
 async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() {
     let key = TestKey::new();
     let auth = AuthServer::start(&key, &[]).await;
-    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "0"], &[]);
+    let rs = start_rs(&auth.issuer, &["--oauth-jwks-min-refresh-secs", "1"], &[]);
     let token = auth.client_credentials(&rs.resource, READ).await;
     auth.hook("jwks-down").await;
     for _ in 0..2 {
@@ -931,18 +965,74 @@ async fn an_unreachable_jwks_is_503_with_retry_after_and_lets_nothing_through() 
             .status(),
         503
     );
+    // Every failed fetch was before this: the next is allowed from 1 s after it.
+    let failed_before = tokio::time::Instant::now();
     auth.hook("jwks-up").await;
+    tokio::time::sleep_until(failed_before + Duration::from_secs(1)).await;
     assert_eq!(
         raw_call(&rs, Some(&token), "list_products", json!({}))
             .await
             .status(),
         200
     );
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the fetch failure", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("cannot fetch the OAuth issuer's keys"))
+        })
+        .await;
+}
+
+/// A key set the server cannot refresh is trusted only up to `--oauth-jwks-max-stale-secs` after
+/// it was fetched (2 s here, half of it before a refresh is tried); then every token gets 503,
+/// until the keys can be fetched again.
+#[tokio::test]
+async fn a_key_set_past_the_hard_limit_is_not_trusted() {
+    let key = TestKey::new();
+    let auth = AuthServer::start(&key, &[]).await;
+    let limits = [
+        "--oauth-jwks-min-refresh-secs",
+        "1",
+        "--oauth-jwks-max-stale-secs",
+        "2",
+    ];
+    let rs = start_rs(&auth.issuer, &limits, &[]);
+    let token = auth.client_credentials(&rs.resource, READ).await;
+    let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+    assert_eq!(r.status(), 200);
+    // The set was fetched before this answer came.
+    let fetched_before = tokio::time::Instant::now();
+    assert_eq!(auth.stats().await["jwks"], 1);
+    auth.hook("jwks-down").await;
+
+    // Only the clock can bring the limit: wait until it has certainly passed.
+    tokio::time::sleep_until(fetched_before + Duration::from_secs(2)).await;
+    let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503, "the old set is no longer trusted");
+    let refused_at = tokio::time::Instant::now();
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "unavailable");
     assert!(
-        rs.server
-            .stderr()
-            .contains("cannot fetch the OAuth issuer's keys")
+        auth.stats().await["jwks"].as_u64().unwrap() >= 2,
+        "a refresh was tried first"
     );
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the hard limit is logged", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("longer than --oauth-jwks-max-stale-secs"))
+        })
+        .await;
+
+    // The keys can be fetched again (once the 1 s since the failed fetch has passed): trusted.
+    auth.hook("jwks-up").await;
+    tokio::time::sleep_until(refused_at + Duration::from_secs(1)).await;
+    let r = raw_call(&rs, Some(&token), "list_products", json!({})).await;
+    assert_eq!(r.status(), 200);
 }
 
 /// The issuer is read on the first token, not at start-up: with the authorization server down
@@ -963,9 +1053,16 @@ async fn an_issuer_down_at_start_up_does_not_stop_the_server() {
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key("retry-after"));
     }
+    let needle = "cannot fetch the OAuth issuer's keys";
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the fetch failure", |lines| {
+            lines.iter().any(|l| l.contains(needle))
+        })
+        .await;
     let log = rs.server.stderr();
     assert_eq!(
-        log.matches("cannot fetch the OAuth issuer's keys").count(),
+        log.matches(needle).count(),
         1,
         "asked once per interval: {log}"
     );
@@ -1063,11 +1160,100 @@ async fn opaque_tokens_are_introspected_and_the_answers_cached() {
     let r = raw_call(&rs, Some(&read), "list_products", json!({})).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
+    // Logged before the answer was sent, but read from the pipe on its own time: awaited.
+    rs.server
+        .log()
+        .wait_for(DEADLINE, "the credentials error", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"))
+        })
+        .await;
     let log = rs.server.stderr();
-    assert!(log.contains("PAYLINK_OAUTH_CLIENT_ID/SECRET"), "{log}");
     assert!(
         !log.contains(&read) && !log.contains("paylink-cc-secret"),
         "{log}"
+    );
+}
+
+/// An introspection endpoint that fails is left alone for the refetch interval (2 s here): a
+/// token not in the cache gets 503 at once, without a call to the endpoint, while cached answers
+/// still serve; after the interval it is asked again. A refusal is remembered for that interval
+/// too, not longer.
+#[tokio::test]
+async fn a_failed_introspection_endpoint_is_left_alone_for_the_interval() {
+    let key = TestKey::new();
+    let auth = AuthServer::start(&key, &[("TOKEN_FORMAT", "opaque")]).await;
+    let introspection = format!("{}/token/introspection", auth.issuer);
+    let rs = start_rs(
+        &auth.issuer,
+        &[
+            "--oauth-introspection-url",
+            &introspection,
+            "--oauth-jwks-min-refresh-secs",
+            "2",
+        ],
+        &[
+            ("PAYLINK_OAUTH_CLIENT_ID", "paylink-cc"),
+            ("PAYLINK_OAUTH_CLIENT_SECRET", "paylink-cc-secret"),
+        ],
+    );
+    let known = auth.client_credentials(&rs.resource, READ).await;
+    let first = auth.client_credentials(&rs.resource, READ).await;
+    let second = auth.client_credentials(&rs.resource, READ).await;
+    let status = |token: String| {
+        let rs = &rs;
+        async move {
+            raw_call(rs, Some(&token), "list_products", json!({}))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(status(known.clone()).await, 200);
+    assert_eq!(auth.stats().await["introspections"], 1);
+    // A token the issuer does not know: refused, and the refusal remembered.
+    let unknown = || "not-issued-yet".to_owned();
+    for _ in 0..2 {
+        assert_eq!(status(unknown()).await, 401);
+    }
+    assert_eq!(auth.stats().await["introspections"], 2);
+
+    auth.hook("introspection-down").await;
+    let r = raw_call(&rs, Some(&first), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503);
+    // The endpoint failed before this answer came: it is left alone until 2 s after it.
+    let failed_before = tokio::time::Instant::now();
+    assert!(r.headers().contains_key("retry-after"));
+    let asked = auth.stats().await["introspections"].clone();
+    assert!(asked.as_u64().unwrap() >= 3, "{asked}");
+    // Another token: 503 without a call; a cached one: still accepted.
+    let r = raw_call(&rs, Some(&second), "list_products", json!({})).await;
+    assert_eq!(r.status(), 503);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(status(known.clone()).await, 200);
+    assert_eq!(
+        auth.stats().await["introspections"],
+        asked,
+        "no call within the interval"
+    );
+
+    auth.hook("introspection-up").await;
+    tokio::time::sleep_until(failed_before + Duration::from_secs(2)).await;
+    assert_eq!(status(second).await, 200);
+    assert_eq!(
+        auth.stats().await["introspections"],
+        asked.as_u64().unwrap() + 1
+    );
+    // The refusal, older than the interval by now, is not trusted any more: asked again.
+    assert_eq!(status(unknown()).await, 401);
+    assert_eq!(
+        auth.stats().await["introspections"],
+        asked.as_u64().unwrap() + 2
     );
 }
 
@@ -1120,6 +1306,20 @@ fn oauth_options_are_checked_before_listening() {
             vec![],
             "STREAM_API_KEY",
         ),
+        // The operator's key is one every request would need: a key the backend refuses stops
+        // the server, rather than a 401 no caller's token could fix.
+        (
+            vec![
+                "--oauth-issuer",
+                issuer,
+                "--public-url",
+                "http://127.0.0.1:1/mcp",
+                "--backend",
+                "stripe",
+            ],
+            vec![("STRIPE_API_KEY", "pk_live_not_a_secret_key")],
+            "STRIPE_API_KEY cannot be used",
+        ),
         (
             vec![
                 "--oauth-issuer",
@@ -1138,11 +1338,33 @@ fn oauth_options_are_checked_before_listening() {
                 issuer,
                 "--public-url",
                 "http://127.0.0.1:1/mcp",
+            ],
+            vec![("PAYLINK_OAUTH_FINGERPRINT_KEY", "too short")],
+            "PAYLINK_OAUTH_FINGERPRINT_KEY must be at least 32 bytes",
+        ),
+        (
+            vec![
+                "--oauth-issuer",
+                issuer,
+                "--public-url",
+                "http://127.0.0.1:1/mcp",
                 "--oauth-leeway-secs",
                 "120",
             ],
             vec![],
             "120",
+        ),
+        (
+            vec![
+                "--oauth-issuer",
+                issuer,
+                "--public-url",
+                "http://127.0.0.1:1/mcp",
+                "--oauth-jwks-min-refresh-secs",
+                "0",
+            ],
+            vec![],
+            "--oauth-jwks-min-refresh-secs",
         ),
     ] {
         let refusal = Server::refuse(&args, &env);

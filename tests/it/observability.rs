@@ -682,14 +682,17 @@ async fn a_cancelled_write_is_audited_as_cancelled() {
 /// The audit-log flood of the hardening review (200 write calls carrying 1 MiB of junk each
 /// wrote 208 MB), replayed over stdio at a smaller scale: junk the server refuses in every argument it has, built
 /// of the characters that grow most when escaped, and large valid creates that reach the
-/// backend. The file grows by at most `MAX_LINE_BYTES` per call, and every line is JSON carrying
-/// the truncation mark and the SHA-256 of the arguments as sent.
+/// backend. The file grows by at most `MAX_LINE_BYTES` per call, every line is JSON carrying
+/// the truncation mark and the SHA-256 of the arguments as sent, and the line of every call
+/// refused before any upstream call is a short one, under `MAX_REFUSED_LINE_BYTES`.
 #[tokio::test]
 async fn an_audit_log_flood_grows_the_file_by_a_bounded_line_per_call() {
     use sha2::{Digest, Sha256};
 
-    // The documented bound (README, "Audit trail"): no line is longer than 16 KiB.
+    // The documented bounds (docs/observability.md, "Audit trail"): no line is longer than
+    // 16 KiB, and the line of a call refused before any upstream call than 4 KiB.
     const MAX_LINE_BYTES: usize = 16 * 1024;
+    const MAX_REFUSED_LINE_BYTES: usize = 4 * 1024;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
@@ -786,6 +789,15 @@ async fn an_audit_log_flood_grows_the_file_by_a_bounded_line_per_call() {
                 "line {i}"
             );
         } else {
+            // Refused by this server's own checks, nothing sent: the short line (its bound
+            // counts the newline, which `lines()` strips).
+            assert_eq!(v["outcome"], "validation", "line {i}: {line}");
+            assert!(v["error"].get("status").is_none(), "line {i}: {line}");
+            assert!(
+                line.len() < MAX_REFUSED_LINE_BYTES,
+                "refused line {i}: {} bytes",
+                line.len()
+            );
             assert!(v.get("arguments_prefix").is_none(), "line {i}: {line}");
         }
     }

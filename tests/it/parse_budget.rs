@@ -11,8 +11,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use paylink_mcp::upstream::Scrubber;
-use paylink_mcp::upstream::json::{MEMORY_BUDGET, Refusal, estimate, read};
+use paylink_mcp::testing::Scrubber;
+use paylink_mcp::testing::{MEMORY_BUDGET, Refusal, estimate, read};
 
 struct Counting;
 
@@ -170,8 +170,7 @@ fn decoding_upstream_json_stays_within_its_memory_budget() {
 /// entry's text.
 #[test]
 fn typed_reading_stays_within_the_estimate() {
-    use paylink_mcp::backend::stream::{CountedLink, ItemizedLink, StreamPage, StreamProduct};
-    use paylink_mcp::upstream::json::parse;
+    use paylink_mcp::testing::{CountedLink, ItemizedLink, StreamPage, StreamProduct, parse};
 
     /// `{"<key>":[unit,unit,...]}` of about `total` bytes, inside `wrap` (`{}` for none).
     fn shape(wrap: (&str, &str), key: &str, unit: &str, total: usize) -> Vec<u8> {

@@ -9,15 +9,15 @@
 
 use std::sync::LazyLock;
 
-use paylink_mcp::backend::stream::{
+use paylink_mcp::testing::{CurrencyCode, Cursor, Money, RedirectUrl, ValidUntil};
+use paylink_mcp::testing::{ErrorDecoder, RetryMode, Scrubber, UpstreamResponse, json_body};
+use paylink_mcp::testing::{
     StreamErrors, line_item_from_stream, link_from_stream, product_from_stream,
 };
-use paylink_mcp::backend::stripe::{
+use paylink_mcp::testing::{
     StripeErrors, apply_line_items, line_item_from_stripe, link_from_stripe, our_field,
     product_from_stripe,
 };
-use paylink_mcp::domain::{CurrencyCode, Cursor, Money, RedirectUrl, ValidUntil};
-use paylink_mcp::upstream::{ErrorDecoder, RetryMode, Scrubber, UpstreamResponse, json_body};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -38,6 +38,7 @@ const KINDS: &[&str] = &[
     "cap_exceeded",
     "product_not_allowed",
     "internal",
+    "unavailable",
 ];
 
 /// The six tools, in listing order.

@@ -470,6 +470,30 @@ async fn live_guard_refuses_writes_against_production_before_any_request() {
         "{}",
         staging.instructions()
     );
+
+    // Any other host (a proxy in front of production, say) is not known to be a test one: it
+    // counts as live, and the guard refuses before any request.
+    let proxy = Server::on_upstream(
+        "stream",
+        "https://egress-proxy.internal:8443",
+        "t",
+        &[],
+        &[],
+    )
+    .await;
+    assert!(
+        proxy.instructions().contains("LIVE money"),
+        "{}",
+        proxy.instructions()
+    );
+    let e = proxy
+        .call(
+            "create_payment_link",
+            create_args(json!([{"product_id": ESPRESSO}])),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "live_guard", "{e}");
 }
 
 #[tokio::test]

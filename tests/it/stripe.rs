@@ -671,6 +671,20 @@ async fn a_live_key_refuses_writes_unless_allowed_and_reads_work() {
         "refused before any request"
     );
 
+    // A key not known to be a test key (neither sk_test_ nor rk_test_) counts as live too.
+    let odd = MockStripe::start("sk_51NotKnownAsTest").await;
+    let e = odd
+        .stdio()
+        .await
+        .call(
+            "create_payment_link",
+            create_args(json!([{"product_id": "price_espresso_usd"}])),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "live_guard", "{e}");
+    assert!(odd.requests().await.is_empty());
+
     let products = h.call("list_products", json!({})).await.unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 10);
 

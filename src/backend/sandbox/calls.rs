@@ -12,28 +12,29 @@ use uuid::Uuid;
 
 use super::catalog::{PRODUCTS, not_found};
 use super::pricing::{Priced, price_link};
+#[cfg(test)]
+use super::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxPool};
 use super::store::{
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_TENANT_BYTES, SandboxLimits, SandboxPool, Store, StoredLink,
-    heap_opt, stored_size,
+    SandboxLimits, Store, StoredLink, completed_link, heap_opt, stored_size, too_many_links,
 };
 use crate::backend::paging::{page_by_item_id, page_numbered};
 use crate::backend::request::{
     LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate, TargetStatus,
 };
 use crate::backend::{Backend, Preview};
-use crate::domain::{Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
-use crate::error::{Error, Result};
+use crate::domain::{CurrencyCode, Cursor, Money, PageBytes, PageCursor, PaymentLinkId};
+use crate::error::Result;
 use crate::idempotency::LocalData;
 use crate::model::{
     BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, visible_metadata,
 };
 
 /// Links of the sandbox live under this host, which can never resolve (RFC 6761 `.invalid`).
-pub const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
+pub(crate) const SANDBOX_URL_BASE: &str = "https://sandbox.paylink.invalid/pay/";
 
 /// One page of `entries` (in listing order) at `cursor`, within the byte cap: a page-number
 /// cursor names a window of `limit` entries (see [`page_numbered`]).
-fn page_of<T: Clone + serde::Serialize>(
+pub(super) fn page_of<T: Clone + serde::Serialize>(
     entries: &[&T],
     cursor: PageCursor,
     max_bytes: PageBytes,
@@ -58,7 +59,7 @@ fn page_of<T: Clone + serde::Serialize>(
 }
 
 /// One tenant's sandbox.
-pub struct SandboxBackend {
+pub(crate) struct SandboxBackend {
     store: Mutex<Store>,
     limits: SandboxLimits,
     /// The lifetime of this tenant's data: its idempotency keys go with it.
@@ -67,16 +68,18 @@ pub struct SandboxBackend {
 
 impl SandboxBackend {
     /// A tenant with at most `max_links` links, the default byte budget and a pool of its own.
-    pub fn new(max_links: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(max_links: usize) -> Self {
         Self::with_limits(SandboxLimits {
             max_links,
             max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
             pool: SandboxPool::new(DEFAULT_MAX_BYTES),
+            client: None,
         })
     }
 
     /// A tenant within `limits`, sharing their pool with every other tenant built from them.
-    pub fn with_limits(limits: SandboxLimits) -> Self {
+    pub(crate) fn with_limits(limits: SandboxLimits) -> Self {
         SandboxBackend {
             store: Mutex::new(Store::default()),
             limits,
@@ -85,7 +88,8 @@ impl SandboxBackend {
     }
 
     /// Bytes this tenant's links hold.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.store().bytes
     }
 
@@ -96,63 +100,7 @@ impl SandboxBackend {
     }
 
     pub(super) fn build(&self, request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
-        // The same pricing as the preview: what a user confirmed is what the link shows.
-        let Priced {
-            preview,
-            original_total,
-            kinds,
-            interval,
-        } = price_link(&request)?;
-        let currency = preview.currency;
-        let total = preview.total;
-        let items: Vec<LineItem> = preview
-            .lines
-            .into_iter()
-            .zip(kinds)
-            .map(|(line, kind)| LineItem {
-                id: Uuid::new_v4().to_string(),
-                product_id: Some(line.sells),
-                product_name: line.name,
-                quantity: Some(line.quantity),
-                unit_amount: Some(line.unit.view()),
-                total: Some(line.total.view()),
-                kind: Some(kind),
-                interval: line.interval,
-            })
-            .collect();
-        let id = Uuid::new_v4().to_string();
-        let metadata: Vec<(String, serde_json::Value)> = request
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let link = PaymentLink {
-            url: Some(format!("{SANDBOX_URL_BASE}{id}")),
-            id,
-            name: Some(request.name.as_str().to_owned()),
-            description: request.description.map(|d| d.as_str().to_owned()),
-            status: Some(LinkStatus::Active),
-            currency: Some(currency.code().to_owned()),
-            total: Some(total.view()),
-            original_total: Some(original_total.view()),
-            amount_collected: Some(Money::from_minor(0, currency).view()),
-            item_count: Some(items.len() as u32),
-            max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
-            valid_until: request.valid_until.map(|v| v.to_rfc3339()),
-            success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
-            failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
-            recurring_interval: interval.map(str::to_owned),
-            inactive_message: None,
-            created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
-            backend: BackendKind::Sandbox,
-            livemode: false,
-        };
-        Ok(StoredLink {
-            link,
-            items,
-            created: now,
-        })
+        build_link(request, now)
     }
 
     fn with_link<T>(&self, id: &PaymentLinkId, f: impl FnOnce(&StoredLink) -> T) -> Result<T> {
@@ -165,6 +113,68 @@ impl SandboxBackend {
     }
 }
 
+/// Builds the link a create asks for, checked and priced against the catalog the way Stream
+/// would; stores nothing.
+pub(super) fn build_link(request: NewPaymentLink, now: DateTime<Utc>) -> Result<StoredLink> {
+    // The same pricing as the preview: what a user confirmed is what the link shows.
+    let Priced {
+        preview,
+        original_total,
+        kinds,
+        interval,
+    } = price_link(&request)?;
+    let currency = preview.currency;
+    let total = preview.total;
+    let items: Vec<LineItem> = preview
+        .lines
+        .into_iter()
+        .zip(kinds)
+        .map(|(line, kind)| LineItem {
+            id: Uuid::new_v4().to_string(),
+            product_id: Some(line.sells),
+            product_name: line.name,
+            quantity: Some(line.quantity),
+            unit_amount: Some(line.unit.view()),
+            total: Some(line.total.view()),
+            kind: Some(kind),
+            interval: line.interval,
+        })
+        .collect();
+    let id = Uuid::new_v4().to_string();
+    let metadata: Vec<(String, serde_json::Value)> = request
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let link = PaymentLink {
+        url: Some(format!("{SANDBOX_URL_BASE}{id}")),
+        id,
+        name: Some(request.name.as_str().to_owned()),
+        description: request.description.map(|d| d.as_str().to_owned()),
+        status: Some(LinkStatus::Active),
+        currency: Some(currency.code().to_owned()),
+        total: Some(total.view()),
+        original_total: Some(original_total.view()),
+        amount_collected: Some(Money::from_minor(0, currency).view()),
+        item_count: Some(items.len() as u32),
+        max_number_of_payments: request.max_number_of_payments.map(|m| m.get()),
+        valid_until: request.valid_until.map(|v| v.to_rfc3339()),
+        success_redirect_url: request.success_redirect_url.map(|u| u.as_str().to_owned()),
+        failure_redirect_url: request.failure_redirect_url.map(|u| u.as_str().to_owned()),
+        recurring_interval: interval.map(str::to_owned),
+        inactive_message: None,
+        created_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        metadata: visible_metadata(metadata.iter().map(|(k, v)| (k, v))),
+        backend: BackendKind::Sandbox,
+        livemode: false,
+    };
+    Ok(StoredLink {
+        link,
+        items,
+        created: now,
+    })
+}
+
 #[async_trait]
 impl Backend for SandboxBackend {
     fn kind(&self) -> BackendKind {
@@ -175,15 +185,16 @@ impl Backend for SandboxBackend {
         false
     }
 
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        Some(CurrencyCode::sar())
+    }
+
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
         let stored = self.build(request, Utc::now())?;
         let size = stored_size(&stored);
         let mut store = self.store();
         if store.links.len() >= self.limits.max_links {
-            return Err(Error::quota_exhausted(format!(
-                "this sandbox tenant already holds the maximum of {} links; the sandbox is for trying things out, its data is not kept",
-                self.limits.max_links
-            )));
+            return Err(too_many_links(self.limits.max_links));
         }
         store.charge(&self.limits, size, "this link")?;
         let link = stored.link.clone();
@@ -250,10 +261,7 @@ impl Backend for SandboxBackend {
                 )
             })?;
         if completed {
-            return Err(Error::validation(
-                "status",
-                "this link is completed (it reached its payment limit); a completed link cannot be reactivated or deactivated",
-            ));
+            return Err(completed_link());
         }
         // The only thing that changes size is the message payers see: charge or refund it
         // before the change, so a refused update changes nothing.

@@ -117,7 +117,7 @@ pub(super) fn price(currency: &str, amount: &str) -> Option<Money> {
 }
 
 /// A human-readable list of the seeded coupons, for the server instructions.
-pub fn coupon_summary() -> String {
+pub(crate) fn coupon_summary() -> String {
     COUPONS
         .iter()
         .map(|c| format!("{} ({}% off, id {})", c.code, c.percent_off, c.id))

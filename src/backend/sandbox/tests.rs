@@ -53,6 +53,7 @@ fn limits(max_links: usize, tenant: usize, pool: &Arc<SandboxPool>) -> SandboxLi
         max_links,
         max_tenant_bytes: tenant,
         pool: pool.clone(),
+        client: None,
     }
 }
 
@@ -251,4 +252,32 @@ fn the_largest_link_fits_the_stated_bound() {
     let size = json_len(&stored.link);
     assert!(size > 180_000, "the worst case is built: {size}");
     assert!(size <= MAX_LINK_JSON, "{size}");
+}
+
+#[tokio::test]
+async fn the_tenants_of_one_address_share_its_part_of_the_pool() {
+    let pool = SandboxPool::with_client_share(10_000_000, 300_000);
+    let of = |client: &str| {
+        SandboxBackend::with_limits(SandboxLimits {
+            client: Some(client.parse().unwrap()),
+            ..limits(1000, 250_000, &pool)
+        })
+    };
+    let a1 = of("10.0.0.1");
+    let a2 = of("10.0.0.1");
+    let b = of("10.0.0.2");
+    a1.create_payment_link(request(heavy())).await.unwrap();
+    a1.create_payment_link(request(heavy())).await.unwrap();
+    // A second tenant of the same address meets the address's share, not its own budget.
+    let e = a2.create_payment_link(request(heavy())).await.unwrap_err();
+    assert_eq!(e.kind().as_str(), "rate_limited");
+    assert!(!e.retry_safe());
+    assert!(e.to_string().contains("from your address"), "{e}");
+    // Another address is not affected, and nobody's links were removed.
+    b.create_payment_link(request(heavy())).await.unwrap();
+    assert_eq!(a1.store().links.len(), 2);
+    // A dropped tenant gives its address's share back.
+    drop(a1);
+    a2.create_payment_link(request(heavy())).await.unwrap();
+    assert_eq!(pool.used(), a2.bytes() + b.bytes());
 }

@@ -40,7 +40,7 @@ const RECOVERY_ATTEMPTS: u32 = 2;
 const RECOVERY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One tenant's view of Stream.
-pub struct StreamBackend {
+pub(crate) struct StreamBackend {
     client: Arc<UpstreamClient>,
     headers: StreamHeaders,
     scrubber: Scrubber,
@@ -49,7 +49,11 @@ pub struct StreamBackend {
 
 impl StreamBackend {
     /// `branch_id` must already be a validated UUID.
-    pub fn new(client: Arc<UpstreamClient>, key: &ApiKey, branch_id: Option<&str>) -> Result<Self> {
+    pub(crate) fn new(
+        client: Arc<UpstreamClient>,
+        key: &ApiKey,
+        branch_id: Option<&str>,
+    ) -> Result<Self> {
         let (headers, scrubber) = StreamHeaders::new(key, branch_id)?;
         Ok(StreamBackend {
             live: is_live_base_url(client.base()),
@@ -125,6 +129,14 @@ impl Backend for StreamBackend {
 
     fn livemode(&self) -> bool {
         self.live
+    }
+
+    fn scrubber(&self) -> Option<&Scrubber> {
+        Some(&self.scrubber)
+    }
+
+    fn default_currency(&self) -> Option<CurrencyCode> {
+        Some(CurrencyCode::sar())
     }
 
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
@@ -205,26 +217,23 @@ impl Backend for StreamBackend {
         Preview::summed(currency, lines, coupons)
     }
 
-    /// Sends the currency the preview priced in, never leaving it to a default, and says so in
-    /// the log if Stream's total is not the one the user confirmed.
+    /// Reads the products again (one `GET` per distinct product): Stream charges the prices of
+    /// the moment the create is sent, so a price changed while the user was confirming is refused
+    /// here, before anything is written.
+    async fn recheck_preview(&self, request: &NewPaymentLink, preview: &Preview) -> Result<()> {
+        let fresh = self.preview_payment_link(request).await?;
+        preview.still_priced_as(&fresh)
+    }
+
+    /// Sends the currency the preview priced in, never leaving it to a default. Whether Stream's
+    /// total is the previewed one is checked by the caller, for every backend alike.
     async fn create_previewed(
         &self,
         mut request: NewPaymentLink,
         preview: &Preview,
     ) -> Result<PaymentLink> {
         request.currency.get_or_insert(preview.currency);
-        let link = self.create_payment_link(request).await?;
-        let total = link.total.as_ref().map(|t| t.amount_minor);
-        if !preview.coupons_unknown && total.is_some_and(|t| t != preview.total.minor()) {
-            tracing::error!(
-                link = %link.id,
-                confirmed = %preview.total.to_decimal_string(),
-                created = ?link.total.as_ref().map(|t| t.amount.clone()),
-                currency = preview.currency.code(),
-                "Stream created the link with another total than the preview the user confirmed"
-            );
-        }
-        Ok(link)
+        self.create_payment_link(request).await
     }
 
     async fn recover_create(&self, reference: &str) -> Result<Option<PaymentLink>> {

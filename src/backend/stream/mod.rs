@@ -17,12 +17,10 @@ mod errors;
 mod parse;
 mod request;
 
-pub use calls::StreamBackend;
+pub(crate) use calls::StreamBackend;
 pub use errors::StreamErrors;
 pub use parse::{
     CountedLink, ItemizedLink, StreamPage, StreamProduct, line_item_from_stream, link_from_stream,
     product_from_stream,
 };
-pub use request::{
-    PRODUCTION_BASE_URL, STAGING_BASE_URL, create_body, is_live_base_url, token_for,
-};
+pub(crate) use request::{PRODUCTION_BASE_URL, STAGING_BASE_URL};

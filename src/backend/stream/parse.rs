@@ -26,6 +26,8 @@ tolerant_object! {
         "is_active" => is_active: Flag,
         "amount_in_smallest_unit" => minor: Int,
         "amount" => amount: Decimal<'a>,
+        "is_price_inclusive_of_vat" => vat_inclusive: Flag,
+        "is_price_exempt_from_vat" => vat_exempt: Flag,
     }
 }
 
@@ -94,7 +96,7 @@ pub type ItemizedLink<'a> = StreamLink<'a, List<Nested<StreamItem<'a>>>>;
 
 /// How many items a link's `items` held: `None` when absent (or null), `Some(0)` when it held
 /// something other than an array.
-pub trait ItemsSeen {
+pub(super) trait ItemsSeen {
     fn seen(&self) -> Option<usize>;
 }
 
@@ -176,7 +178,7 @@ fn kind_of(s: &str) -> Option<ProductKind> {
 }
 
 /// A `PaymentLinkDetailed` as our [`PaymentLink`]. Only a missing `id` is an error.
-pub fn link_of<I: ItemsSeen>(l: StreamLink<'_, I>, live: bool) -> Result<PaymentLink> {
+pub(super) fn link_of<I: ItemsSeen>(l: StreamLink<'_, I>, live: bool) -> Result<PaymentLink> {
     let id = l.id.owned().ok_or_else(|| no_link_id("Stream"))?;
     let currency = l.currency.currency();
     Ok(PaymentLink {
@@ -222,7 +224,7 @@ pub(super) fn line_items_of(link: &ItemizedLink<'_>) -> Vec<LineItem> {
 
 /// A `PaymentLinkItemDto` as our [`LineItem`]; an item without an id is skipped (it could not
 /// be paged to).
-pub fn item_of(i: &StreamItem<'_>, link_currency: Option<CurrencyCode>) -> Option<LineItem> {
+pub(super) fn item_of(i: &StreamItem<'_>, link_currency: Option<CurrencyCode>) -> Option<LineItem> {
     let id = i.id.owned()?;
     // Unreadable stays unknown: reading it as 1 made the line's total look like its unit price.
     let quantity = i.quantity.count();
@@ -284,10 +286,24 @@ fn product_price(p: &StreamProduct<'_>, currency: Option<CurrencyCode>) -> Optio
         })
 }
 
+/// True when the product's price in `currency` is set exclusive of VAT and is not VAT-exempt:
+/// its `amount` is then before VAT, and Stream's API description does not say how the VAT a link
+/// adds is computed or rounded (per unit or per line), so its total cannot be known exactly.
+fn vat_added(p: &StreamProduct<'_>, currency: CurrencyCode) -> bool {
+    active_prices(p)
+        .find(|pr| {
+            pr.currency
+                .get()
+                .is_some_and(|c| c.eq_ignore_ascii_case(currency.code()))
+        })
+        .is_some_and(|pr| pr.vat_inclusive.0 == Some(false) && pr.vat_exempt.0 != Some(true))
+}
+
 /// One line of a create's preview, from the `ProductDto` of its product: the unit price is the
 /// product's price in `currency` as Stream lists it (the price with VAT, which is what a link
 /// charges). A product without a price in the currency is refused on `items[index].product_id`,
-/// as Stream would refuse the create.
+/// as Stream would refuse the create; so is a price set exclusive of VAT (see [`vat_added`]),
+/// rather than shown below what the link would charge.
 pub(super) fn preview_line(
     index: usize,
     product: &StreamProduct<'_>,
@@ -296,6 +312,15 @@ pub(super) fn preview_line(
     currency: CurrencyCode,
 ) -> Result<(PreviewLine, Option<ProductKind>)> {
     let name = product.name.owned();
+    if vat_added(product, currency) {
+        return Err(Error::validation(
+            format!("items[{index}].product_id"),
+            format!(
+                "product {}'s price in {currency} is set exclusive of VAT: Stream adds VAT to it, and this server cannot tell the exact total Stream will charge, so it cannot be shown for confirmation or checked against the spend caps. Nothing was sent. Sell a product whose price includes VAT (or is VAT-exempt)",
+                name.as_deref().unwrap_or(sells)
+            ),
+        ));
+    }
     let unit = product_price(product, Some(currency)).ok_or_else(|| {
         let have: Vec<String> = product_of(product)
             .map(|pr| pr.prices.into_iter().map(|m| m.currency).collect())
@@ -325,7 +350,7 @@ pub(super) fn preview_line(
 }
 
 /// A `ProductDto` as our [`Product`].
-pub fn product_of(p: &StreamProduct<'_>) -> Option<Product> {
+pub(super) fn product_of(p: &StreamProduct<'_>) -> Option<Product> {
     let id = p.id.owned()?;
     let mut prices: Vec<Money> = active_prices(p)
         .filter_map(|pr| {

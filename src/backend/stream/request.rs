@@ -19,9 +19,9 @@ use crate::secret::ApiKey;
 use crate::upstream::{Body, RetryMode, Scrubber, UpstreamRequest, sensitive_header};
 
 /// Stream's production API: live money.
-pub const PRODUCTION_BASE_URL: &str = "https://stream-app-service.streampay.sa";
+pub(crate) const PRODUCTION_BASE_URL: &str = "https://stream-app-service.streampay.sa";
 /// Stream's staging API: no real money.
-pub const STAGING_BASE_URL: &str = "https://staging.streampay.sa";
+pub(crate) const STAGING_BASE_URL: &str = "https://staging.streampay.sa";
 
 /// Payment links: create with a POST, list with a GET.
 pub(super) const LINKS_PATH: &str = "/api/v2/payment_links";
@@ -33,15 +33,30 @@ fn host_of(base: &str) -> Option<String> {
         .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
 }
 
-/// True when `base` is Stream's production host ([`PRODUCTION_BASE_URL`]), where links take
-/// real money.
-pub fn is_live_base_url(base: &str) -> bool {
-    host_of(base).is_some_and(|h| Some(h) == host_of(PRODUCTION_BASE_URL))
+/// True unless `base` is known to move no real money: Stream's staging host
+/// ([`STAGING_BASE_URL`]) or a loopback host (a local mock or test double). Any other host —
+/// production, and anything in front of it (an egress proxy, a gateway) — counts as live: the
+/// confirmation and the live guard fail closed.
+pub(crate) fn is_live_base_url(base: &str) -> bool {
+    let Ok(url) = url::Url::parse(base) else {
+        return true;
+    };
+    let test = match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            let d = d.trim_end_matches('.');
+            d == "localhost" || host_of(STAGING_BASE_URL).as_deref() == Some(d)
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    !test
 }
 
 /// The value of `x-api-key` for a configured key: `key:secret` is Base64-encoded, anything else
 /// is a ready token sent as is.
-pub fn token_for(key: &ApiKey) -> String {
+pub(crate) fn token_for(key: &ApiKey) -> String {
     let raw = key.expose();
     if raw.contains(':') {
         base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
@@ -172,7 +187,7 @@ pub(super) fn links_path(page: u32, limit: usize, filter: &LinksFilter) -> Strin
 
 /// The JSON body of `POST /api/v2/payment_links`: exactly the documented fields, absent ones
 /// omitted (never null), `quantity` always sent, currency upper-case.
-pub fn create_body(request: &NewPaymentLink) -> Value {
+pub(crate) fn create_body(request: &NewPaymentLink) -> Value {
     let mut body = Map::new();
     body.insert("name".into(), json!(request.name.as_str()));
     let items: Vec<Value> = request
@@ -256,12 +271,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_production_host_is_live() {
+    fn every_host_but_staging_and_loopback_is_live() {
         assert!(is_live_base_url(PRODUCTION_BASE_URL));
         assert!(is_live_base_url(
             "HTTPS://Stream-App-Service.streampay.sa/some/path"
         ));
+        // In front of production, or unknown: live (fail closed).
+        assert!(is_live_base_url("https://egress-proxy.internal:8443"));
+        assert!(is_live_base_url("http://10.0.0.7"));
+        assert!(is_live_base_url(
+            "https://staging.streampay.sa.evil.example"
+        ));
+        assert!(is_live_base_url("not a url"));
         assert!(!is_live_base_url(STAGING_BASE_URL));
-        assert!(!is_live_base_url("not a url"));
+        assert!(!is_live_base_url("https://STAGING.streampay.sa/"));
+        assert!(!is_live_base_url("http://127.0.0.1:4010"));
+        assert!(!is_live_base_url("http://[::1]:4010"));
+        assert!(!is_live_base_url("http://localhost:4010"));
     }
 }

@@ -35,7 +35,9 @@ use crate::domain::{IdFormat, PaymentLinkId, ProductId};
 use crate::error::{Error, Result, UpstreamContext};
 use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product};
 use crate::secret::ApiKey;
-use crate::upstream::{Body, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body};
+use crate::upstream::{
+    Body, Parsed, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body,
+};
 
 /// How many pages of line items one link may take before we stop summing. One page always
 /// suffices (see `request::PAGE_MAX`); the bound only guards against an upstream that keeps
@@ -46,7 +48,7 @@ const MAX_LINE_ITEM_PAGES: usize = 10;
 const CREATED_UNREADABLE: &str = "the link was probably created but its answer could not be read. Look for it with list_payment_links before creating it again";
 
 /// One tenant's view of Stripe.
-pub struct StripeBackend {
+pub(crate) struct StripeBackend {
     client: Arc<UpstreamClient>,
     headers: StripeHeaders,
     scrubber: Scrubber,
@@ -55,7 +57,11 @@ pub struct StripeBackend {
 
 impl StripeBackend {
     /// `api_version` must have passed [`super::check_version`].
-    pub fn new(client: Arc<UpstreamClient>, key: &ApiKey, api_version: &str) -> Result<Self> {
+    pub(crate) fn new(
+        client: Arc<UpstreamClient>,
+        key: &ApiKey,
+        api_version: &str,
+    ) -> Result<Self> {
         let (headers, scrubber) = StripeHeaders::new(key, api_version)?;
         Ok(StripeBackend {
             live: is_live_key(key.expose()),
@@ -65,13 +71,13 @@ impl StripeBackend {
         })
     }
 
-    async fn send(&self, request: UpstreamRequest, errors: &StripeErrors) -> Result<Value> {
+    async fn send(&self, request: UpstreamRequest, errors: &StripeErrors) -> Result<Parsed> {
         let response = self.client.send(&request, errors, &self.scrubber).await?;
         json_body(response, "Stripe")
     }
 
     /// A GET; reads are always safe to retry.
-    async fn get(&self, path: &str, query: &Form) -> Result<Value> {
+    async fn get(&self, path: &str, query: &Form) -> Result<Parsed> {
         self.send(
             self.headers.request(
                 Method::GET,
@@ -276,6 +282,10 @@ impl Backend for StripeBackend {
         self.live
     }
 
+    fn scrubber(&self) -> Option<&Scrubber> {
+        Some(&self.scrubber)
+    }
+
     async fn create_payment_link(&self, request: NewPaymentLink) -> Result<PaymentLink> {
         let prices = self.resolve_prices(&request, false).await?;
         check_currencies(&prices, request.currency)?;
@@ -288,6 +298,11 @@ impl Backend for StripeBackend {
         let prices = self.resolve_prices(request, true).await?;
         check_currencies(&prices, request.currency)?;
         preview_of(request, &prices)
+    }
+
+    /// Every create carries an `Idempotency-Key` derived from its reference.
+    fn dedupes_creates(&self) -> bool {
+        true
     }
 
     /// Sells exactly the prices the preview resolved: they are not looked up again, and a
@@ -393,7 +408,7 @@ fn create_failure(e: Error, caller_key: bool) -> Error {
         // key died with this call and a new call would be a new create.
         Error::OutcomeUnknown { message, upstream } if upstream.status.is_none() => {
             if caller_key {
-                Error::upstream_retryable(
+                Error::retry_with_same_key(
                     format!(
                         "{message}; retrying with the same idempotency_key is safe: Stripe replays the first answer instead of creating a second link"
                     ),
@@ -430,11 +445,16 @@ mod tests {
             "outcome_unknown"
         );
         assert!(create_failure(timeout(), true).retry_safe());
+        assert!(
+            create_failure(timeout(), true).may_have_written(),
+            "the link may exist: its amount stays counted"
+        );
         let refused = Error::upstream_retryable(
             "could not connect to Stripe: refused; nothing was sent, retrying is safe",
             UpstreamContext::default(),
         );
-        assert!(create_failure(refused, false).retry_safe());
+        assert!(create_failure(refused.clone(), false).retry_safe());
+        assert!(!create_failure(refused, true).may_have_written());
         let unreadable = Error::upstream_failure(
             "Stripe answered 200 with malformed JSON",
             UpstreamContext {

@@ -142,6 +142,14 @@ impl ErrorDecoder for StripeErrors {
                 ),
                 refused.ctx,
             ),
+            // An earlier attempt of this create (ours, or a twin's) is still running: it may
+            // make the link, and the same key can only replay it.
+            409 if in_use && retry == RetryMode::IdempotentWrite => Error::retry_with_same_key(
+                format!(
+                    "{described}; a request with the same idempotency_key is still running: retry shortly with the same key"
+                ),
+                refused.ctx,
+            ),
             409 if in_use => Error::upstream_retryable(
                 format!(
                     "{described}; a request with the same idempotency_key is still running: retry shortly with the same key"

@@ -14,7 +14,7 @@ use std::fmt;
 
 /// A value to encode: a scalar, or structure that becomes bracketed keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
+pub(crate) enum Node {
     /// `key=value`.
     Scalar(String),
     /// `key[name]=...` for each entry, in order.
@@ -27,7 +27,7 @@ pub enum Node {
 
 impl Node {
     /// A map node from `(name, value)` pairs.
-    pub fn map<K, V, I>(entries: I) -> Node
+    pub(crate) fn map<K, V, I>(entries: I) -> Node
     where
         K: Into<String>,
         V: Into<Node>,
@@ -81,7 +81,7 @@ impl From<i64> for Node {
 /// A key that would change the structure it is part of: Stripe would read `a[b]` inside a map
 /// name as two levels, so such a name is refused rather than sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadKey(pub String);
+pub(crate) struct BadKey(pub String);
 
 impl fmt::Display for BadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,7 +95,7 @@ impl fmt::Display for BadKey {
 
 /// An ordered list of flattened `(key, value)` pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Form {
+pub(crate) struct Form {
     pairs: Vec<(String, String)>,
 }
 
@@ -108,13 +108,13 @@ fn check_name(name: &str) -> Result<(), BadKey> {
 }
 
 impl Form {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Form::default()
     }
 
     /// Adds a top-level field. An empty map or list adds nothing (Stripe reads an explicit empty
     /// value as "unset", which this server never means).
-    pub fn add(&mut self, name: &str, node: impl Into<Node>) -> Result<&mut Self, BadKey> {
+    pub(crate) fn add(&mut self, name: &str, node: impl Into<Node>) -> Result<&mut Self, BadKey> {
         check_name(name)?;
         let mut out = Vec::new();
         flatten(name.to_owned(), node.into(), &mut out)?;
@@ -123,21 +123,22 @@ impl Form {
     }
 
     /// Builder form of [`Form::add`].
-    pub fn with(mut self, name: &str, node: impl Into<Node>) -> Result<Self, BadKey> {
+    pub(crate) fn with(mut self, name: &str, node: impl Into<Node>) -> Result<Self, BadKey> {
         self.add(name, node)?;
         Ok(self)
     }
 
-    pub fn pairs(&self) -> &[(String, String)] {
+    #[cfg(test)]
+    pub(crate) fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
 
     /// The urlencoded text: a request body, or a query string without its `?`.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(self.pairs.iter())
             .finish()

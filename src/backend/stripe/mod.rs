@@ -17,14 +17,11 @@
 
 mod calls;
 mod errors;
-pub mod form;
+pub(crate) mod form;
 mod parse;
 mod request;
 
-pub use calls::StripeBackend;
+pub(crate) use calls::StripeBackend;
 pub use errors::{StripeErrors, our_field};
 pub use parse::{apply_line_items, line_item_from_stripe, link_from_stripe, product_from_stripe};
-pub use request::{
-    DEFAULT_API_VERSION, DEFAULT_BASE_URL, DESCRIPTION_KEY, NAME_KEY, check_version, create_form,
-    idempotency_header, is_live_key,
-};
+pub(crate) use request::{DEFAULT_API_VERSION, DEFAULT_BASE_URL, check_version};

@@ -51,6 +51,7 @@ pub(super) fn price_facts(v: &Value) -> Option<PriceFacts> {
             .and_then(|p| p.str("name"))
             .map(str::to_owned),
         interval: interval_of(&o),
+        transformed: o.obj("transform_quantity").is_some(),
     })
 }
 
@@ -80,6 +81,15 @@ pub(super) fn preview_of(request: &NewPaymentLink, prices: &[PriceFacts]) -> Res
     let want = currency.code().to_ascii_lowercase();
     let mut lines = Vec::with_capacity(prices.len());
     for (i, (item, price)) in request.items.iter().zip(prices).enumerate() {
+        if price.transformed {
+            return Err(Error::validation(
+                format!("items[{i}].product_id"),
+                format!(
+                    "Stripe price {} bills a transformed quantity (transform_quantity: the quantity is divided and rounded first): its total cannot be shown as quantity × unit price for confirmation or checked against the spend caps; sell a price without it",
+                    price.id
+                ),
+            ));
+        }
         let unit = price
             .units
             .iter()

@@ -17,16 +17,16 @@ use crate::secret::ApiKey;
 use crate::upstream::{Body, RetryMode, Scrubber, UpstreamRequest, sensitive_header};
 
 /// Stripe's API host.
-pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
 
 /// The API version this module was written against: pinned so that an account's default version
 /// (which the dashboard can move) never changes the shapes we read.
-pub const DEFAULT_API_VERSION: &str = "2024-04-10";
+pub(crate) const DEFAULT_API_VERSION: &str = "2024-04-10";
 
 /// Metadata key holding the link's name: a Stripe payment link has no name field.
-pub const NAME_KEY: &str = "paylink_name";
+pub(crate) const NAME_KEY: &str = "paylink_name";
 /// Metadata key holding the link's description.
-pub const DESCRIPTION_KEY: &str = "paylink_description";
+pub(crate) const DESCRIPTION_KEY: &str = "paylink_description";
 
 /// Stripe's page size ceiling (`limit` of every list).
 pub(super) const PAGE_MAX: usize = 100;
@@ -41,15 +41,17 @@ const VERSION_NAME_MAX_CHARS: usize = 40;
 /// A refused `STRIPE_VERSION` is quoted in its start-up error up to this many characters.
 const VERSION_QUOTE_MAX_CHARS: usize = 40;
 
-/// True for keys that move real money.
-pub fn is_live_key(key: &str) -> bool {
-    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+/// True for keys that may move real money: every key but a test-mode one (`sk_test_`,
+/// `rk_test_`). A key of another shape counts as live, so the confirmation and the live guard
+/// fail closed.
+pub(crate) fn is_live_key(key: &str) -> bool {
+    !(key.starts_with("sk_test_") || key.starts_with("rk_test_"))
 }
 
 /// Checks `STRIPE_VERSION`: a date such as `2024-04-10`, optionally with a release name
 /// (`2024-09-30.acacia`). Anything else could not be sent as a header, or is a typo that Stripe
 /// would answer with a confusing error on every call.
-pub fn check_version(raw: &str) -> std::result::Result<String, StartupError> {
+pub(crate) fn check_version(raw: &str) -> std::result::Result<String, StartupError> {
     let v = raw.trim();
     let date_ok = v
         .get(..10)
@@ -77,7 +79,7 @@ pub fn check_version(raw: &str) -> std::result::Result<String, StartupError> {
 /// Stripe's request logs. The reference is derived from (tenant, caller's idempotency_key) when the
 /// caller gave one — stable across the caller's retries, restarts and replicas, and distinct for
 /// two tenants sharing one Stripe account (operator-key mode) — and random otherwise.
-pub fn idempotency_header(reference: &str) -> String {
+pub(crate) fn idempotency_header(reference: &str) -> String {
     format!("paylink-{reference}")
 }
 
@@ -157,6 +159,9 @@ pub(super) struct PriceFacts {
     pub name: Option<String>,
     /// The billing interval of a recurring price.
     pub interval: Option<String>,
+    /// The price bills a transformed quantity (`transform_quantity`: the quantity divided and
+    /// rounded before it is multiplied), so `quantity × unit` is not what it charges.
+    pub transformed: bool,
 }
 
 /// Refuses what Stripe would refuse, but with our field names: one currency per link.
@@ -211,7 +216,11 @@ pub(super) fn check_currencies(
 
 /// The form of `POST /v1/payment_links`: exactly the parameters Stripe documents, absent ones
 /// omitted. `prices` holds the resolved price of each item, in order.
-pub fn create_form(request: &NewPaymentLink, prices: &[String], request_ref: &str) -> Result<Form> {
+pub(crate) fn create_form(
+    request: &NewPaymentLink,
+    prices: &[String],
+    request_ref: &str,
+) -> Result<Form> {
     let line_items = request
         .items
         .iter()
@@ -393,8 +402,11 @@ mod tests {
         assert!(is_live_key("rk_live_abc"));
         assert!(!is_live_key("sk_test_abc"));
         assert!(!is_live_key("rk_test_abc"));
-        assert!(!is_live_key("pk_live_abc"), "publishable keys cannot write");
-        assert!(!is_live_key(""));
+        // Not known to be a test key: live (fail closed). The factory refuses what is not an
+        // sk_/rk_ key before this is asked.
+        assert!(is_live_key("sk_abc"));
+        assert!(is_live_key("rk_prod_abc"));
+        assert!(is_live_key(""));
     }
 
     #[test]
@@ -494,6 +506,7 @@ mod tests {
             units: Vec::new(),
             name: None,
             interval: None,
+            transformed: false,
         }
     }
 

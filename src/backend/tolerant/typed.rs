@@ -60,7 +60,7 @@ macro_rules! other_values {
 pub(crate) use other_values;
 
 /// Any value, parsed in full and dropped (see the module's note on `deserialize_any`).
-pub struct Skip;
+pub(crate) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -93,7 +93,7 @@ pub(crate) fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Erro
 }
 
 /// An object member's name, borrowed from the text unless it had an escape.
-pub struct Key<'a>(pub Cow<'a, str>);
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -287,7 +287,7 @@ impl<'de> Deserialize<'de> for Flag {
     }
 }
 
-/// A decimal amount as text, from a string or a number (`Obj::decimal_str`).
+/// A decimal amount as text, from a string or a number.
 #[derive(Debug, Default, Clone)]
 pub struct Decimal<'a>(pub Option<Cow<'a, str>>);
 

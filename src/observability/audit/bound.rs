@@ -9,20 +9,21 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Arguments whose compact JSON is longer than this many bytes are not recorded in full.
-pub const ARGUMENTS_CAP: usize = 8 * 1024;
+pub(crate) const ARGUMENTS_CAP: usize = 8 * 1024;
 
 /// The same cap for a write refused before any upstream call (its short line has no prefix).
-pub const REFUSED_ARGUMENTS_CAP: usize = 1024;
+pub(crate) const REFUSED_ARGUMENTS_CAP: usize = 1024;
 
 /// The longest an audit line can be, newline included. What makes it so: the arguments take at
 /// most [`ARGUMENTS_CAP`] bytes, every other string is cut (see the caps below), and a line that
 /// would still be longer (it cannot, by the sum of the caps; a unit test checks it) is replaced by
 /// its short form.
-pub const MAX_LINE_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// The longest line of a write refused before any upstream call (see [`REFUSED_ARGUMENTS_CAP`]),
 /// newline included: what a flood of invalid writes can add per call.
-pub const MAX_REFUSED_LINE_BYTES: usize = 4 * 1024;
+#[cfg(test)]
+pub(crate) const MAX_REFUSED_LINE_BYTES: usize = 4 * 1024;
 
 /// Error messages, as escaped JSON.
 pub(super) const MESSAGE_CAP: usize = 1024;
@@ -112,7 +113,7 @@ fn escaped_len(c: char) -> usize {
 
 /// `text` cut so that, written as a JSON string, it takes at most `cap` bytes (quotes aside); a
 /// cut text ends with `…`.
-pub fn clip(text: &str, cap: usize) -> String {
+pub(crate) fn clip(text: &str, cap: usize) -> String {
     if text.chars().map(escaped_len).sum::<usize>() <= cap {
         return text.to_owned();
     }

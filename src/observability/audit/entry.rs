@@ -23,7 +23,7 @@ use crate::tools::id::ToolId;
 
 /// The outcomes that refuse a write on this server's own checks: with no upstream answer during
 /// the call, nothing was sent and the line is short.
-const LOCAL_REFUSALS: [&str; 8] = [
+const LOCAL_REFUSALS: [&str; 9] = [
     "validation",
     "unsupported_by_backend",
     "live_guard",
@@ -32,11 +32,12 @@ const LOCAL_REFUSALS: [&str; 8] = [
     "confirmation_required",
     "cap_exceeded",
     "product_not_allowed",
+    "unavailable",
 ];
 
 /// One line of the audit file.
 #[derive(Debug, Serialize)]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     /// When the call finished, RFC 3339 UTC with milliseconds.
     pub time: String,
     #[serde(serialize_with = "tool_name")]
@@ -86,7 +87,7 @@ pub struct AuditEntry {
 }
 
 #[derive(Debug, Serialize)]
-pub struct AuditResult {
+pub(crate) struct AuditResult {
     pub id: Option<String>,
     pub url: Option<String>,
 }
@@ -96,7 +97,7 @@ fn tool_name<S: serde::Serializer>(tool: &ToolId, s: S) -> Result<S::Ok, S::Erro
 }
 
 /// What a tool's output says about the thing a write touched, for its audit line.
-pub trait AuditView {
+pub(crate) trait AuditView {
     /// The link a write created or changed; `None` for outputs that are not one link.
     fn audit_result(&self) -> Option<AuditResult>;
 
@@ -123,7 +124,7 @@ impl<T> AuditView for Page<T> {
 
 /// The outcome label of a finished call: `ok` (or what the output says it is), or the error's
 /// kind.
-pub fn outcome_of<T: AuditView>(result: &Result<T, Error>) -> &'static str {
+pub(crate) fn outcome_of<T: AuditView>(result: &Result<T, Error>) -> &'static str {
     match result {
         Ok(output) => output.outcome(),
         Err(e) => e.kind().as_str(),
@@ -132,7 +133,7 @@ pub fn outcome_of<T: AuditView>(result: &Result<T, Error>) -> &'static str {
 
 impl AuditEntry {
     /// The line for a finished call; `result` is `None` when the call was cancelled.
-    pub fn new<T: AuditView>(
+    pub(crate) fn new<T: AuditView>(
         tool: ToolId,
         tenant: &str,
         arguments: Option<&JsonObject>,
@@ -184,7 +185,7 @@ impl AuditEntry {
     /// The line as written: JSON and a newline, at most [`MAX_LINE_BYTES`]. Should the caps ever
     /// add up to more, the line loses its arguments, prefix and url, and its message is cut
     /// shorter, rather than break the bound.
-    pub fn line(&self) -> io::Result<Vec<u8>> {
+    pub(crate) fn line(&self) -> io::Result<Vec<u8>> {
         let mut line = serde_json::to_vec(self).map_err(io::Error::other)?;
         if line.len() >= MAX_LINE_BYTES {
             let short = AuditEntry {
@@ -222,7 +223,7 @@ impl AuditEntry {
 
     /// The error that replaces a finished call's answer when its line could not be written:
     /// it says what happened upstream, so that nothing done goes unreported.
-    pub fn unrecorded(&self, cause: &io::Error) -> Error {
+    pub(crate) fn unrecorded(&self, cause: &io::Error) -> Error {
         let done = match (&self.result, self.outcome) {
             (Some(AuditResult { id: Some(id), .. }), "ok") => match self.tool {
                 ToolId::CreatePaymentLink => {

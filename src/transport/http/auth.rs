@@ -13,11 +13,11 @@ use crate::secret::ApiKey;
 
 /// Longest token accepted outside OAuth mode. Real keys are far shorter; this only bounds what
 /// gets hashed. (OAuth access tokens may be longer: see `oauth::verify::MAX_TOKEN_BYTES`.)
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub(crate) const MAX_TOKEN_LEN: usize = 4096;
 
 /// What the `Authorization` header held.
 #[derive(Debug)]
-pub enum Presented {
+pub(crate) enum Presented {
     /// No `Authorization` header at all.
     Nothing,
     /// A well-formed Bearer token.
@@ -26,7 +26,7 @@ pub enum Presented {
 
 /// What is wrong with an `Authorization` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadHeader {
+pub(crate) enum BadHeader {
     Several,
     /// Another scheme than Bearer: no credentials of ours at all (RFC 6750 §3.1).
     NotBearer,
@@ -37,7 +37,7 @@ pub enum BadHeader {
 
 impl BadHeader {
     /// The reason for the 401 (never the token).
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             BadHeader::Several => "send one Authorization header, not several",
             BadHeader::NotBearer => {
@@ -53,7 +53,7 @@ impl BadHeader {
 }
 
 /// Reads the Bearer token, refusing one longer than `max_len` bytes unread.
-pub fn bearer(headers: &HeaderMap, max_len: usize) -> Result<Presented, BadHeader> {
+pub(crate) fn bearer(headers: &HeaderMap, max_len: usize) -> Result<Presented, BadHeader> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(Presented::Nothing);
@@ -85,17 +85,17 @@ pub fn bearer(headers: &HeaderMap, max_len: usize) -> Result<Presented, BadHeade
 }
 
 /// SHA-256 of a token, the form the access-token file holds.
-pub fn token_hash(token: &ApiKey) -> [u8; 32] {
+pub(crate) fn token_hash(token: &ApiKey) -> [u8; 32] {
     Sha256::digest(token.expose().as_bytes()).into()
 }
 
 /// The hashes of the server access tokens of operator-key mode.
-pub struct AccessTokens(HashSet<[u8; 32]>);
+pub(crate) struct AccessTokens(HashSet<[u8; 32]>);
 
 impl AccessTokens {
     /// Reads a file of SHA-256 hex hashes, one per line; blank lines and `#` comments skipped.
     /// Errors name the file and line, never a line's content (it could be a pasted token).
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
                 "--access-tokens-file {} cannot be read: {e}",
@@ -111,7 +111,7 @@ impl AccessTokens {
     }
 
     /// Parses the file's text; `Err` is the first bad line number.
-    pub fn parse(text: &str) -> Result<Self, usize> {
+    pub(crate) fn parse(text: &str) -> Result<Self, usize> {
         let mut set = HashSet::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -125,16 +125,16 @@ impl AccessTokens {
         Ok(AccessTokens(set))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// True when `token` is one of the server's access tokens.
-    pub fn accepts(&self, token: &ApiKey) -> bool {
+    pub(crate) fn accepts(&self, token: &ApiKey) -> bool {
         self.0.contains(&token_hash(token))
     }
 }

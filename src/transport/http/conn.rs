@@ -6,8 +6,9 @@
 //! connection and sends nothing, or half a request, or never reads its answer, holds that
 //! connection (and what it pins) forever. Here every phase of a connection has a bound:
 //!
-//! - accepted: within `--max-connections` in all and `--max-connections-per-client` per address,
-//!   checked at accept (one over is closed at once);
+//! - accepted: within `--max-connections-per-client` per address (one over is closed at once)
+//!   and `--max-connections` in all, shared fairly: a full listener makes room for a newcomer by
+//!   closing a connection that does no work of the address holding the most (see `caps`);
 //! - TLS handshake: `--tls-handshake-timeout-secs`;
 //! - the first request head: `--header-read-timeout-secs` from the connection's start (after TLS);
 //! - idle between requests: `--keep-alive-timeout-secs` from the end of the previous answer to
@@ -15,7 +16,8 @@
 //! - a request body to `/mcp`: `--body-read-timeout-secs`, enforced by the gate, which reads the
 //!   body before it takes any in-flight slot;
 //! - an answer: a write that makes no progress for `--write-timeout-secs` fails, which closes the
-//!   connection and drops the answer.
+//!   connection and drops the answer; so does a client that takes what it is sent slower than
+//!   `--min-write-rate` (counted only while the server waits on it).
 //!
 //! While a request is being answered there is no other deadline: a tool call is bounded by its
 //! own deadline, and a session's SSE stream is long-lived by design (the write timeout only
@@ -26,15 +28,17 @@
 //! handshake in progress is a connection like any other, counted against both caps and bounded by
 //! its timeout, so idle TCP connections from a few addresses cannot stop others from connecting.
 //!
-//! This file holds the accept loop, the caps and the service of a connection; the timers of one
-//! connection (its phase, the watchdog, the write timeout) are in `bounds`.
+//! This file holds the accept loop and the service of a connection; the caps and who gives way
+//! are in `caps`, the timers of one connection (its phase, the watchdog, the write timeout and
+//! rate) in `bounds`.
 
 mod bounds;
+mod caps;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,66 +58,26 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use self::bounds::{Activity, Busy, TrackedBody, Watched};
-use super::limits::{InFlight, Slot, client_key};
+use self::bounds::{Activity, Busy, Streaming, TrackedBody, Watched};
 
-pub use self::bounds::ConnSettings;
+pub(crate) use self::bounds::{BodyWatch, ConnSettings};
+pub(crate) use self::caps::{ConnCaps, ConnPermit};
+
+/// The longest request head accepted, request line included. MCP clients send a dozen short
+/// headers (well under 2 KiB, a Bearer key included); Node caps heads at 16 KiB and nginx at
+/// 4 x 8 KiB, so browsers and proxies keep theirs smaller. Twice Node's cap leaves room for long
+/// cookies or forwarding chains, and bounds what unfinished heads hold: 32 MiB for 1024
+/// connections. Also hyper's read buffer, which a body then streams through.
+pub(crate) const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// The peer address of a connection, plain or TLS: in every request as axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
-/// Why a connection was refused at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The whole listener is at `--max-connections`.
-    Total,
-    /// This client address is at `--max-connections-per-client`.
-    Client,
-}
-
-/// Open connections, in all and per client address (an IPv4 address or an IPv6 /64, as for the
-/// request limits).
-pub struct ConnCaps {
-    total: Arc<InFlight<()>>,
-    per_client: Arc<InFlight<IpAddr>>,
-}
-
-/// One open connection's place under the caps, released when dropped (when the connection ends).
-pub struct ConnPermit {
-    _client: Slot<IpAddr>,
-    _total: Slot<()>,
-}
-
-impl ConnCaps {
-    /// `0` disables a cap.
-    pub fn new(max_total: u32, max_per_client: u32) -> Self {
-        ConnCaps {
-            total: InFlight::new(max_total),
-            per_client: InFlight::new(max_per_client),
-        }
-    }
-
-    /// A place for one more connection from `peer`, or why there is none.
-    pub fn admit(&self, peer: IpAddr) -> Result<ConnPermit, Refused> {
-        // The client's own cap first: a client at its cap never takes a place in the total,
-        // not even for a moment.
-        let client = self
-            .per_client
-            .acquire(client_key(peer))
-            .ok_or(Refused::Client)?;
-        let total = self.total.acquire(()).ok_or(Refused::Total)?;
-        Ok(ConnPermit {
-            _client: client,
-            _total: total,
-        })
-    }
-}
+pub(crate) struct Peer(pub SocketAddr);
 
 /// Serves `app` on `tcp` (over TLS with `tls`) until `stop` is cancelled, then lets every open
 /// connection finish its current answer (SSE streams end through their own tokens) and returns
 /// once all have closed. The caller bounds that wait.
-pub async fn serve(
+pub(crate) async fn serve(
     tcp: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
@@ -143,7 +107,8 @@ pub async fn serve(
                 }
             }
         };
-        let permit = match caps.admit(peer.ip()) {
+        let activity = Arc::new(Activity::new());
+        let permit = match caps.admit(peer.ip(), activity.clone()) {
             Ok(p) => p,
             Err(why) => {
                 // Debug only: under a flood this would be one line per connection.
@@ -160,7 +125,7 @@ pub async fn serve(
         tokio::spawn(connection(
             stream,
             peer,
-            permit,
+            (permit, activity),
             tls.clone(),
             app.clone(),
             settings,
@@ -188,7 +153,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    permit: ConnPermit,
+    (permit, activity): (ConnPermit, Arc<Activity>),
     tls: Option<TlsAcceptor>,
     app: Router,
     settings: ConnSettings,
@@ -197,14 +162,21 @@ async fn connection(
 ) {
     let _permit = permit;
     let Some(acceptor) = tls else {
-        return http(stream, peer, app, settings, stop).await;
+        return http(stream, peer, activity, app, settings, stop).await;
     };
     let handshake = tokio::select! {
         h = tokio::time::timeout(settings.handshake, acceptor.accept(stream)) => h,
+        why = activity.evicted() => {
+            tracing::debug!(%peer, "connection closed during its TLS handshake: {why}");
+            return;
+        }
         () = stop.cancelled() => return,
     };
     match handshake {
-        Ok(Ok(stream)) => http(stream, peer, app, settings, stop).await,
+        Ok(Ok(stream)) => {
+            activity.opened();
+            http(stream, peer, activity, app, settings, stop).await
+        }
         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
@@ -214,14 +186,14 @@ async fn connection(
 async fn http<S>(
     io: S,
     peer: SocketAddr,
+    activity: Arc<Activity>,
     app: Router,
     settings: ConnSettings,
     stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched::new(io, activity.clone(), settings.write));
+    let io = TokioIo::new(Watched::new(io, activity.clone(), &settings));
     let service = ConnService {
         app: TowerToHyperService::new(app),
         peer,
@@ -229,6 +201,11 @@ async fn http<S>(
     };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        // A head longer than this is answered 431 and the connection closed; and hyper's read
+        // buffer, which holds an unfinished head, never grows past it (by default it may reach
+        // about 400 KiB per connection: 1024 unfinished heads of 300 KB held 267 MB).
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
         // hyper's own header timer starts when it starts waiting for a head, idle time included:
         // a backstop that can only fire after the watchdog's deadlines.
         .header_read_timeout(settings.header_read + settings.keep_alive)
@@ -278,47 +255,31 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         request
             .extensions_mut()
             .insert(ConnectInfo(Peer(self.peer)));
+        request
+            .extensions_mut()
+            .insert(BodyWatch(self.activity.clone()));
+        let get = request.method() == http::Method::GET;
         let busy = Busy::begin(self.activity.clone());
+        let activity = self.activity.clone();
         let answer = self.app.call(request);
         Box::pin(async move {
             let response = answer.await?;
+            // A GET answered with an event stream is a session's standalone SSE stream: it waits
+            // for the server to have something to say, and the client resumes it if closed.
+            let streaming = (get
+                && response
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("text/event-stream")))
+            .then(|| Streaming::begin(activity));
             Ok(response.map(|body| {
                 Body::new(TrackedBody {
                     inner: body,
                     _busy: busy,
+                    _streaming: streaming,
                 })
             }))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connections_are_capped_in_all_and_per_client() {
-        let caps = ConnCaps::new(3, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = caps.admit(a).unwrap();
-        let _a2 = caps.admit(a).unwrap();
-        assert_eq!(caps.admit(a).err(), Some(Refused::Client));
-        let _b1 = caps.admit(b).unwrap();
-        assert_eq!(caps.admit(b).err(), Some(Refused::Total));
-        drop(a1);
-        // The refused attempts took nothing: exactly one place came back.
-        let _b2 = caps.admit(b).unwrap();
-        assert_eq!(caps.admit(b).err(), Some(Refused::Client));
-        // IPv6 clients are counted by /64.
-        let caps = ConnCaps::new(0, 1);
-        let _v6 = caps.admit("2001:db8::1".parse().unwrap()).unwrap();
-        assert_eq!(
-            caps.admit("2001:db8::2".parse().unwrap()).err(),
-            Some(Refused::Client)
-        );
-        let unlimited = ConnCaps::new(0, 0);
-        let held: Vec<_> = (0..1000).map(|_| unlimited.admit(a).unwrap()).collect();
-        drop(held);
     }
 }

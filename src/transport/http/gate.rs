@@ -3,9 +3,11 @@
 //!
 //! 1. `Host` and `Origin` (403): DNS rebinding, before anything else.
 //! 2. A declared body over the limit (413).
-//! 3. The whole body is read, within `--body-read-timeout-secs` (408, connection closed) and the
-//!    same limit (413): a client that never finishes its body holds its connection for a bounded
-//!    time and never an in-flight slot.
+//! 3. The body is charged to the budget of request bytes (503 for the process's, 429 for the
+//!    address's share; connection closed), then read whole, within `--body-read-timeout-secs`
+//!    (408, connection closed) and the same limit (413), then charged for its decoded form (see
+//!    [`body`](super::body)): a client that never finishes its body holds its connection for a
+//!    bounded time, bounded memory, and never an in-flight slot.
 //! 4. The whole process and the client address: in flight (503/429, POSTs only: a GET stream
 //!    and a DELETE do no work, nor does a POSTed JSON-RPC *response*, such as the user's answer
 //!    to a confirmation, whose tool call already holds its slots) and rate (429).
@@ -39,11 +41,11 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use super::auth;
-use super::conn::Peer;
+use super::body::{BodyBudget, MAX_BODY_BYTES, OverBudget, read_body, refuse_body, too_large};
+use super::conn::{BodyWatch, Peer};
 use super::door;
 use super::guard::{HostGuard, Refusal};
 use super::limits::{CallSlots, InFlight, RateLimiter, client_key};
@@ -55,13 +57,11 @@ use crate::model::BackendKind;
 use crate::oauth::Access;
 use crate::observability::metrics;
 use crate::server::{HeldForCall, ToolAccess};
+use crate::store::Store;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
-pub use super::tenancy::{BASE_URL_HEADER, BRANCH_HEADER, Callers};
+pub(crate) use super::tenancy::Callers;
 
-/// Largest request body: MCP requests are small JSON documents. Whole MiB: refusals say it in MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-const _: () = assert!(MAX_BODY_BYTES.is_multiple_of(1 << 20));
 const SESSION_HEADER: &str = "mcp-session-id";
 /// How many client addresses the rate tables remember.
 const CLIENT_TABLE: usize = 65_536;
@@ -69,7 +69,7 @@ const CLIENT_TABLE: usize = 65_536;
 const SESSION_RETRY: Duration = Duration::from_secs(60);
 
 /// The limits of [`Gate`], from the options.
-pub struct LimitSettings {
+pub(crate) struct LimitSettings {
     pub tenant_per_minute: u32,
     pub tenant_in_flight: u32,
     pub client_per_minute: u32,
@@ -80,6 +80,11 @@ pub struct LimitSettings {
     pub tenant_table: NonZeroUsize,
     /// How long a request body may take to arrive in full.
     pub body_read: Duration,
+    /// Request bytes held at once, in all and per client address (0: no limit).
+    pub request_bytes: usize,
+    pub request_bytes_per_client: usize,
+    /// Where the rates are counted when replicas share them (`--store redis://...`).
+    pub store: Option<Store>,
 }
 
 struct Limits {
@@ -89,10 +94,11 @@ struct Limits {
     tenant_in_flight: Arc<InFlight<TenantKey>>,
     process_in_flight: Arc<InFlight<()>>,
     body_read: Duration,
+    bodies: Arc<BodyBudget>,
 }
 
 /// Everything the gate needs, built once at start-up.
-pub struct Gate {
+pub(crate) struct Gate {
     guard: HostGuard,
     tenancy: Tenancy,
     sessions: SessionOwners,
@@ -102,7 +108,7 @@ pub struct Gate {
 
 #[allow(clippy::too_many_arguments)]
 impl Gate {
-    pub fn new(
+    pub(crate) fn new(
         guard: HostGuard,
         callers: Callers,
         factory: BackendFactory,
@@ -122,38 +128,54 @@ impl Gate {
                 cache,
                 default_base,
                 allowed_bases,
-                new_tenants: RateLimiter::new(limits.new_tenants_per_minute, clients),
+                new_tenants: RateLimiter::shared(
+                    limits.new_tenants_per_minute,
+                    clients,
+                    "new_tenants",
+                    limits.store.clone(),
+                ),
             },
             sessions,
             limits: Limits {
-                client_rate: RateLimiter::new(limits.client_per_minute, clients),
-                tenant_rate: RateLimiter::new(limits.tenant_per_minute, limits.tenant_table),
+                client_rate: RateLimiter::shared(
+                    limits.client_per_minute,
+                    clients,
+                    "client_rate",
+                    limits.store.clone(),
+                ),
+                tenant_rate: RateLimiter::shared(
+                    limits.tenant_per_minute,
+                    limits.tenant_table,
+                    "tenant_rate",
+                    limits.store.clone(),
+                ),
                 client_in_flight: InFlight::new(limits.client_in_flight),
                 tenant_in_flight: InFlight::new(limits.tenant_in_flight),
                 process_in_flight: InFlight::new(limits.process_in_flight),
                 body_read: limits.body_read,
+                bodies: BodyBudget::new(limits.request_bytes, limits.request_bytes_per_client),
             },
             behind_proxy,
         }
     }
 
     /// Tenants in the cache now, for the metrics gauge.
-    pub fn tenant_count(&self) -> usize {
+    pub(crate) fn tenant_count(&self) -> usize {
         self.tenancy.tenant_count()
     }
 
     /// The `Host`/`Origin` check of `/mcp`, for other routes of the main listener.
-    pub fn host_guard(&self) -> &HostGuard {
+    pub(crate) fn host_guard(&self) -> &HostGuard {
         &self.guard
     }
 
     /// The backend every tenant of this server uses.
-    pub fn kind(&self) -> BackendKind {
+    pub(crate) fn kind(&self) -> BackendKind {
         self.tenancy.kind()
     }
 
     /// Periodic housekeeping: idle tenants and sessions.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let tenants = self.tenancy.sweep();
         let sessions = self.sessions.sweep();
         if tenants + sessions > 0 {
@@ -184,7 +206,7 @@ impl Gate {
 }
 
 /// The axum middleware: runs every check, then the MCP service.
-pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let client = client_key(gate.client_ip(&request));
 
     // 1. DNS rebinding.
@@ -200,6 +222,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         return refuse(StatusCode::FORBIDDEN, "forbidden", message);
     }
 
+    // Until its body is in, this request has done nothing: its connection may be closed to make
+    // room for another client's (see `conn`).
+    let receiving = request
+        .extensions()
+        .get::<BodyWatch>()
+        .map(BodyWatch::receiving);
+
     // 2. Declared body size.
     let declared = request
         .headers()
@@ -210,9 +239,19 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return refuse_body(too_large(), body, gate.limits.body_read).await;
     }
+    let declared = declared.map(|n| n as usize);
 
-    // 3. The whole body, before any slot is taken.
-    let body = match read_body(body, gate.limits.body_read).await {
+    // 3. The whole body, charged before it is read, before any slot is taken.
+    let mut charge = gate.limits.bodies.open(client);
+    if let Err(over) = charge.grow(declared.unwrap_or(0)) {
+        metrics::rate_limited(match over {
+            OverBudget::Process => "request_bytes",
+            OverBudget::Client => "client_request_bytes",
+        });
+        tracing::debug!(%client, ?over, "refused: the budget of request bytes");
+        return refuse_body(over.refusal(), body, gate.limits.body_read).await;
+    }
+    let body = match read_body(body, gate.limits.body_read, &mut charge, declared).await {
         Ok(bytes) => bytes,
         Err(refusal) => {
             // Debug only: a slow-body flood would otherwise be one line per connection.
@@ -220,6 +259,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             return refusal;
         }
     };
+    drop(receiving);
     let answer = parts.method == Method::POST && is_response(&body);
     // A handle on the same bytes (no copy), for OAuth mode's scope check.
     let message = body.clone();
@@ -240,7 +280,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             Duration::from_secs(1),
         );
     };
-    if let Err(wait) = gate.limits.client_rate.check(client) {
+    if let Err(wait) = gate.limits.client_rate.check(client).await {
         tracing::info!(%client, "refused: client rate limit");
         metrics::rate_limited("client_rate");
         return too_many(
@@ -327,11 +367,15 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // 8. The tenant, then its limits. Resolving the tenant first puts an unknown key behind the
     // client's new-tenant limit before it can take a slot in the per-tenant limiter tables, so a
     // spray of random keys cannot push real tenants' buckets out (and reset their limits).
-    let tenant = match gate.tenancy.tenant(&who, &base, branch.as_deref(), client) {
+    let tenant = match gate
+        .tenancy
+        .tenant(&who, &base, branch.as_deref(), client)
+        .await
+    {
         Ok(t) => t,
         Err(response) => return response,
     };
-    if let Err(wait) = gate.limits.tenant_rate.check(who.tenant) {
+    if let Err(wait) = gate.limits.tenant_rate.check(who.tenant).await {
         tracing::info!(tenant = %who.fingerprint, "refused: tenant rate limit");
         metrics::rate_limited("tenant_rate");
         return too_many(
@@ -357,7 +401,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // once while the call runs on in rmcp's session worker, whether or not the caller is still
     // there. Anything else (a notification's 202, a refusal) holds them no longer than this
     // function.
-    let slots = CallSlots::new((process_slot, client_slot, tenant_slot));
+    // The body's charge too: rmcp holds the decoded request for as long as the call runs.
+    let slots = CallSlots::new((process_slot, client_slot, tenant_slot, charge));
     if work {
         request
             .extensions_mut()
@@ -414,106 +459,6 @@ fn is_response(body: &[u8]) -> bool {
     }
     serde_json::from_slice::<Shape>(body)
         .is_ok_and(|m| m.method.is_none() && (m.result.is_some() || m.error.is_some()))
-}
-
-/// The refusal of a body larger than [`MAX_BODY_BYTES`].
-fn too_large() -> Response {
-    refuse(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        &format!(
-            "the request body is larger than {} MiB",
-            MAX_BODY_BYTES >> 20
-        ),
-    )
-}
-
-/// Why a request body could not be read.
-enum BodyError {
-    TooLarge,
-    Broken,
-}
-
-/// How much of a refused body is read and thrown away before the connection is closed. Closing
-/// a socket whose peer is still sending makes the kernel answer with a reset, and a client that
-/// is still writing its body then never reads the refusal: so, like a web server's lingering
-/// close, the rest of a body that is somewhat too large is drained first, within the body-read
-/// timeout. Past this much the sender is not an honest client and is cut off.
-const LINGER_BYTES: usize = 4 * MAX_BODY_BYTES;
-
-/// Sends `refusal` after draining (reading and discarding, never buffering) up to
-/// [`LINGER_BYTES`] of the body within `within`, and closes the connection.
-async fn refuse_body(mut refusal: Response, mut body: Body, within: Duration) -> Response {
-    let drain = async {
-        let mut seen = 0usize;
-        while seen <= LINGER_BYTES {
-            match std::future::poll_fn(|cx| {
-                http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
-            })
-            .await
-            {
-                Some(Ok(frame)) => {
-                    seen += frame.data_ref().map_or(0, Bytes::len);
-                }
-                Some(Err(_)) | None => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(within, drain).await;
-    refusal
-        .headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    refusal
-}
-
-/// Reads a whole request body (at most [`MAX_BODY_BYTES`]) within `within`, or the refusal to
-/// send. Every refusal closes the connection: what is left of the body could not be told apart
-/// from the next request.
-async fn read_body(mut body: Body, within: Duration) -> Result<Bytes, Response> {
-    let started = tokio::time::Instant::now();
-    let read = async {
-        let mut buf = BytesMut::new();
-        while let Some(frame) = std::future::poll_fn(|cx| {
-            http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
-        })
-        .await
-        {
-            let frame = frame.map_err(|_| BodyError::Broken)?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > MAX_BODY_BYTES {
-                    return Err(BodyError::TooLarge);
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
-    };
-    let mut refusal = match tokio::time::timeout(within, read).await {
-        Ok(Ok(bytes)) => return Ok(bytes),
-        Ok(Err(BodyError::TooLarge)) => {
-            // An undeclared (chunked) body that grew too large: drain its rest in what is left
-            // of the time, so that the client reads the refusal.
-            let left = within.saturating_sub(started.elapsed());
-            return Err(refuse_body(too_large(), body, left).await);
-        }
-        Ok(Err(BodyError::Broken)) => refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the request body could not be read",
-        ),
-        Err(_) => refuse(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            &format!(
-                "the request body did not arrive within {} s",
-                within.as_secs()
-            ),
-        ),
-    };
-    refusal
-        .headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    Err(refusal)
 }
 
 #[cfg(test)]

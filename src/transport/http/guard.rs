@@ -30,14 +30,14 @@ enum OriginRule {
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     Host,
     Origin,
 }
 
 /// The two allow-lists, parsed once at start-up.
 #[derive(Debug, Clone)]
-pub struct HostGuard {
+pub(crate) struct HostGuard {
     hosts: Vec<HostRule>,
     origins: Vec<OriginRule>,
 }
@@ -88,7 +88,7 @@ fn parse_origin(raw: &str) -> Option<(String, String, Option<u16>)> {
 
 impl HostGuard {
     /// Parses the operator's lists; a malformed entry is a start-up error naming it.
-    pub fn new(hosts: &[String], origins: &[String]) -> Result<Self, String> {
+    pub(crate) fn new(hosts: &[String], origins: &[String]) -> Result<Self, String> {
         let hosts = hosts
             .iter()
             .map(|h| {
@@ -133,7 +133,7 @@ impl HostGuard {
     }
 
     /// Checks `Host` (or the request target's authority when there is no `Host`) and `Origin`.
-    pub fn check(&self, uri: &http::Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, uri: &http::Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         let host = match headers.get(http::header::HOST) {
             Some(v) => v.to_str().ok().and_then(parse_authority),
             None => uri

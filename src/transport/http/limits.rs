@@ -1,5 +1,17 @@
-//! Abuse limits, answered at the HTTP layer with 429 and `Retry-After`: request rates (token
-//! buckets) and requests in flight, per client address and per tenant.
+//! Abuse limits, answered at the HTTP layer with 429 and `Retry-After`: request rates and
+//! requests in flight, per client address and per tenant.
+//!
+//! Rates are counted in this process (token buckets), or with a shared store (`--store
+//! redis://...`) in Redis, so that replicas share one count: the `rate` key family,
+//! `paylink:v1:rate:<limit>:<who>`, counted atomically by one Lua script in **fixed windows of 60
+//! seconds**, each starting at the first request it counts (the key expires with it). A limit of
+//! N per minute lets N requests through per window, over all replicas together; the next is
+//! refused with `Retry-After` set to what is left of the window. (Unlike a token bucket, a fixed
+//! window may let up to 2N through across a window's end.) When the store does not answer, a
+//! rate fails open to this replica's own bucket: a warning in the log, and
+//! `paylink_store_limit_fail_open_total{limit}`. Requests in flight are always counted per
+//! replica: they are held for a call's length, and a count in Redis would outlive a replica that
+//! dies holding it.
 //!
 //! Every table is bounded: rate buckets live in an LRU of fixed size (a forgotten bucket comes
 //! back full, which only ever favours the caller, never another one), and in-flight counters
@@ -9,14 +21,101 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use crate::observability::metrics;
+use crate::store::{Family, Script, Store};
+use crate::tenant::cache::TenantKey;
+
+const FAMILY: Family = Family::new("rate");
+
+/// The window of a shared rate.
+pub(crate) const SHARED_WINDOW: Duration = Duration::from_secs(60);
+
+/// KEYS: the counter. ARGV: the window in ms. Returns {count, ms left in the window}.
+static COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "rate_count",
+        r#"
+local n = redis.call('INCR', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return {n, left}
+"#,
+    )
+});
+
+/// How a limited thing is named in a shared key: never a caller's key (tenants are hashes).
+pub(crate) trait LimitKey {
+    fn limit_id(&self) -> String;
+}
+
+impl LimitKey for IpAddr {
+    fn limit_id(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl LimitKey for TenantKey {
+    fn limit_id(&self) -> String {
+        self.hex()
+    }
+}
+
+/// A rate counted in the shared store.
+struct SharedRate {
+    store: Store,
+    /// The limit's name, as in `paylink_rate_limited_total{reason}`.
+    limit: &'static str,
+    /// When a fail-open was last logged (ms since `epoch`), so an outage logs a line every
+    /// ten seconds per limit rather than one per request.
+    warned: AtomicU64,
+    epoch: Instant,
+}
+
+impl SharedRate {
+    /// `Some(verdict)` from the shared count, `None` when the store did not answer.
+    async fn check(&self, id: &str, per_minute: u32) -> Option<Result<(), Duration>> {
+        if !self.store.recently_failed() {
+            let mut inv = COUNT.prepare();
+            inv.key(FAMILY.key(&format!("{}:{id}", self.limit)))
+                .arg(SHARED_WINDOW.as_millis() as u64);
+            match self.store.invoke::<(u64, i64)>(COUNT.op, &inv).await {
+                Ok((count, _)) if count <= u64::from(per_minute) => return Some(Ok(())),
+                Ok((_, left)) => {
+                    return Some(Err(Duration::from_millis(left.max(1) as u64)));
+                }
+                Err(_) => {}
+            }
+        }
+        metrics::store_fail_open(self.limit);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.warned.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self
+                .warned
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                limit = self.limit,
+                "the shared store did not answer: this limit is counted by this replica alone until it does (fail open)"
+            );
+        }
+        None
+    }
+}
+
 /// A client, as far as limits are concerned: an IPv4 address, or an IPv6 /64 (one host
 /// usually owns a whole /64, and would otherwise have 2^64 fresh buckets).
-pub fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -34,23 +133,64 @@ struct Bucket {
     updated: Instant,
 }
 
-/// `per_minute` requests a minute per key, in bursts of up to a minute's worth.
-pub struct RateLimiter<K: Hash + Eq> {
+/// `per_minute` requests a minute per key: in this process, in bursts of up to a minute's
+/// worth; with a shared store, per fixed window over every replica (see the module
+/// documentation).
+pub(crate) struct RateLimiter<K: Hash + Eq> {
     buckets: Mutex<LruCache<K, Bucket>>,
     per_minute: u32,
+    shared: Option<SharedRate>,
 }
 
 impl<K: Hash + Eq> RateLimiter<K> {
     /// `per_minute == 0` disables the limit; `keys` bounds the table.
-    pub fn new(per_minute: u32, keys: NonZeroUsize) -> Self {
+    pub(crate) fn new(per_minute: u32, keys: NonZeroUsize) -> Self {
         RateLimiter {
             buckets: Mutex::new(LruCache::new(keys)),
             per_minute,
+            shared: None,
         }
     }
 
-    /// Takes one token for `key`, or says how long until one is available.
-    pub fn check(&self, key: K) -> Result<(), Duration> {
+    /// [`new`](Self::new), counted in `store` when there is one; `limit` names it there and in
+    /// the metrics (one of `metrics::SHARED_LIMITS`).
+    pub(crate) fn shared(
+        per_minute: u32,
+        keys: NonZeroUsize,
+        limit: &'static str,
+        store: Option<Store>,
+    ) -> Self {
+        RateLimiter {
+            shared: store.map(|store| SharedRate {
+                store,
+                limit,
+                warned: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+            ..Self::new(per_minute, keys)
+        }
+    }
+
+    /// Counts one request of `key`: the shared count when there is one and it answers, else
+    /// this process's bucket. `Err` says how long until one more is allowed.
+    pub(crate) async fn check(&self, key: K) -> Result<(), Duration>
+    where
+        K: LimitKey,
+    {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        if let Some(shared) = &self.shared
+            && let Some(verdict) = shared.check(&key.limit_id(), self.per_minute).await
+        {
+            return verdict;
+        }
+        self.check_local(key)
+    }
+
+    /// Takes one token of this process's bucket for `key`, or says how long until one is
+    /// available.
+    pub(crate) fn check_local(&self, key: K) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }
@@ -76,13 +216,13 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
 /// Requests in flight per key, at most `max` each. The table holds only keys with at least one
 /// request in flight.
-pub struct InFlight<K: Hash + Eq + Clone + Send + 'static> {
+pub(crate) struct InFlight<K: Hash + Eq + Clone + Send + 'static> {
     counts: Mutex<HashMap<K, u32>>,
     max: u32,
 }
 
 /// Releases one in-flight slot when dropped.
-pub struct Slot<K: Hash + Eq + Clone + Send + 'static> {
+pub(crate) struct Slot<K: Hash + Eq + Clone + Send + 'static> {
     table: Arc<InFlight<K>>,
     key: K,
     /// False when the limit is off: nothing was counted, nothing to release.
@@ -91,7 +231,7 @@ pub struct Slot<K: Hash + Eq + Clone + Send + 'static> {
 
 impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
     /// `max == 0` disables the limit (nothing is counted).
-    pub fn new(max: u32) -> Arc<Self> {
+    pub(crate) fn new(max: u32) -> Arc<Self> {
         Arc::new(InFlight {
             counts: Mutex::new(HashMap::new()),
             max,
@@ -99,12 +239,13 @@ impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
     }
 
     /// A slot for `key`, or `None` when `key` already has `max` requests in flight.
-    pub fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
+    #[cfg(test)]
+    pub(crate) fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         self.acquire_if(true, key)
     }
 
     /// [`acquire`](Self::acquire) when `count`, else a slot that counts nothing.
-    pub fn acquire_if(self: &Arc<Self>, count: bool, key: K) -> Option<Slot<K>> {
+    pub(crate) fn acquire_if(self: &Arc<Self>, count: bool, key: K) -> Option<Slot<K>> {
         if self.max == 0 || !count {
             return Some(Slot {
                 table: self.clone(),
@@ -162,19 +303,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> Drop for Slot<K> {
 /// gate releases the slots of every answer that is not a request's (`200`) when it gets that
 /// answer, so that a notification cannot hold a slot its sender's next request needs.
 #[derive(Clone)]
-pub struct CallSlots {
+pub(crate) struct CallSlots {
     held: Arc<Mutex<Option<Box<dyn Send>>>>,
 }
 
 impl CallSlots {
-    pub fn new(held: impl Send + 'static) -> Self {
+    pub(crate) fn new(held: impl Send + 'static) -> Self {
         CallSlots {
             held: Arc::new(Mutex::new(Some(Box::new(held)))),
         }
     }
 
     /// Releases the slots now, whoever still holds a clone.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(held);
     }
@@ -188,17 +329,17 @@ mod tests {
     fn buckets_refill_and_say_when() {
         let limiter = RateLimiter::new(60, NonZeroUsize::new(8).unwrap());
         for _ in 0..60 {
-            assert!(limiter.check("a").is_ok());
+            assert!(limiter.check_local("a").is_ok());
         }
-        let wait = limiter.check("a").unwrap_err();
+        let wait = limiter.check_local("a").unwrap_err();
         assert!(
             wait <= Duration::from_secs(1) && wait > Duration::ZERO,
             "{wait:?}"
         );
-        assert!(limiter.check("b").is_ok());
+        assert!(limiter.check_local("b").is_ok());
         let off = RateLimiter::new(0, NonZeroUsize::new(1).unwrap());
         for _ in 0..1000 {
-            assert!(off.check(1).is_ok());
+            assert!(off.check_local(1).is_ok());
         }
     }
 
@@ -206,7 +347,7 @@ mod tests {
     fn bucket_tables_are_bounded() {
         let limiter = RateLimiter::new(1, NonZeroUsize::new(2).unwrap());
         for k in 0..100 {
-            assert!(limiter.check(k).is_ok());
+            assert!(limiter.check_local(k).is_ok());
         }
         assert_eq!(limiter.buckets.lock().unwrap().len(), 2);
     }

@@ -68,7 +68,7 @@ async fn not_found() -> Response {
 }
 
 /// The route to merge into the main app.
-pub fn main_route(gate: Arc<Gate>) -> Router {
+pub(crate) fn main_route(gate: Arc<Gate>) -> Router {
     Router::new()
         .route("/metrics", get(on_main))
         .with_state(gate)
@@ -76,7 +76,7 @@ pub fn main_route(gate: Arc<Gate>) -> Router {
 
 /// Binds the separate listener now (a refused address stops start-up) and serves it until
 /// `stop`. Returns the bound address.
-pub async fn serve_separate(
+pub(crate) async fn serve_separate(
     addr: SocketAddr,
     gate: Arc<Gate>,
     settings: ConnSettings,

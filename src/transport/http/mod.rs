@@ -15,17 +15,18 @@
 //!
 //! Every option is checked before the socket is opened: a refused configuration never listens.
 
-pub mod auth;
-pub mod conn;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod conn;
 mod door;
-pub mod gate;
-pub mod guard;
-pub mod limits;
-pub mod metrics;
-pub mod reply;
-pub mod sessions;
+pub(crate) mod gate;
+pub(crate) mod guard;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod reply;
+pub(crate) mod sessions;
 mod tenancy;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -42,8 +43,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::auth::AccessTokens;
+use self::body::MAX_BODY_BYTES;
 use self::conn::ConnSettings;
-use self::gate::{Callers, Gate, LimitSettings, MAX_BODY_BYTES};
+use self::gate::{Callers, Gate, LimitSettings};
 use self::guard::HostGuard;
 use self::reply::refuse;
 use self::sessions::{SessionCaps, SessionOwners};
@@ -52,6 +54,7 @@ use crate::config::{GlobalOpts, HttpOpts, Secrets, check_base_url};
 use crate::model::BackendKind;
 use crate::oauth::{OAuthSettings, ResourceServer};
 use crate::server::PaylinkServer;
+use crate::store::Store;
 use crate::tenant::Tenant;
 use crate::tenant::cache::TenantCache;
 
@@ -77,16 +80,22 @@ struct Plan {
     oauth: Option<Arc<ResourceServer>>,
 }
 
-/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM. `oauth`:
-/// OAuth mode's settings, already checked (start-up owns their typed errors).
-pub fn run(
+/// What start-up built for the HTTP server beyond its options (start-up owns their typed
+/// errors): OAuth mode's settings, already checked, and the store replicas share.
+pub(crate) struct Shared {
+    pub oauth: Option<OAuthSettings>,
+    pub store: Option<Store>,
+}
+
+/// `paylink-mcp http`: checks the configuration, then serves until SIGINT/SIGTERM.
+pub(crate) fn run(
     kind: BackendKind,
     global: &GlobalOpts,
     opts: &HttpOpts,
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
-    oauth: Option<OAuthSettings>,
+    shared: Shared,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -94,7 +103,7 @@ pub fn run(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     // Built inside the runtime: the session manager and pools may spawn.
     let result = runtime.block_on(async {
-        let plan = plan(kind, global, opts, secrets, server, factory, oauth)?;
+        let plan = plan(kind, global, opts, secrets, server, factory, shared)?;
         serve(plan).await
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -128,6 +137,31 @@ fn operator_key(
     })
 }
 
+/// Builds (and drops) a backend with the operator's key, as every tenant of operator-key and
+/// OAuth modes will: a key the backend refuses (not a Stripe key, say) stops the server here,
+/// rather than answering every caller with a refusal they cannot act on. No network call.
+fn try_operator_key(
+    factory: &BackendFactory,
+    key: Option<&crate::secret::ApiKey>,
+    base: &str,
+    branch: &Option<String>,
+) -> Result<(), String> {
+    if key.is_none() {
+        return Ok(());
+    }
+    let name = match factory.kind() {
+        BackendKind::Stripe => "STRIPE_API_KEY",
+        _ => "STREAM_API_KEY",
+    };
+    match factory.backend("operator-check", key, base, branch.as_deref()) {
+        Err(crate::backend::factory::BuildError::Key(why)) => {
+            Err(format!("{name} cannot be used: {why}"))
+        }
+        // A backend this build cannot serve is the self-check's to report.
+        _ => Ok(()),
+    }
+}
+
 fn plan(
     kind: BackendKind,
     global: &GlobalOpts,
@@ -135,7 +169,7 @@ fn plan(
     secrets: &Secrets,
     server: PaylinkServer,
     factory: BackendFactory,
-    oauth: Option<OAuthSettings>,
+    Shared { oauth, store }: Shared,
 ) -> Result<Plan, String> {
     let loopback = is_loopback(&opts.bind);
     if !loopback && opts.tls_cert.is_none() && !opts.behind_tls_proxy {
@@ -174,7 +208,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         allowed_bases.push(default_base.clone());
     }
 
-    let resource = oauth.map(|settings| Arc::new(ResourceServer::new(settings)));
+    let resource = oauth
+        .map(|settings| ResourceServer::new(settings).map(Arc::new))
+        .transpose()?;
     let callers = match (&resource, &opts.access_tokens_file) {
         (Some(server), _) => {
             // jsonwebtoken's provider is process-wide: ours (ring) must be the one in place.
@@ -188,12 +224,21 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 audience = %settings.audience,
                 metadata = %settings.metadata_url,
                 introspection = settings.introspection.is_some(),
+                shared_fingerprint_key = settings.fingerprint_key.is_some(),
                 "OAuth mode: callers present access tokens from the issuer"
             );
+            let default_branch = global.branch_id().map_err(|e| e.to_string())?;
+            let upstream_key = operator_key(kind, secrets, "OAuth mode")?;
+            try_operator_key(
+                &factory,
+                upstream_key.as_ref(),
+                &default_base,
+                &default_branch,
+            )?;
             Callers::OAuth {
                 server: server.clone(),
-                upstream_key: operator_key(kind, secrets, "OAuth mode")?,
-                default_branch: global.branch_id().map_err(|e| e.to_string())?,
+                upstream_key,
+                default_branch,
             }
         }
         (None, Some(path)) => {
@@ -205,6 +250,13 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 ));
             }
             let upstream_key = operator_key(kind, secrets, "operator-key mode")?;
+            let default_branch = global.branch_id().map_err(|e| e.to_string())?;
+            try_operator_key(
+                &factory,
+                upstream_key.as_ref(),
+                &default_base,
+                &default_branch,
+            )?;
             tracing::info!(
                 tokens = tokens.len(),
                 "operator-key mode: callers present server access tokens"
@@ -212,7 +264,7 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
             Callers::Operator {
                 tokens,
                 upstream_key,
-                default_branch: global.branch_id().map_err(|e| e.to_string())?,
+                default_branch,
             }
         }
         (None, None) => {
@@ -233,7 +285,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
                 Some(Arc::new(Tenant {
                     fingerprint: "anonymous".to_owned(),
                     scope: "anonymous".to_owned(),
-                    backend: factory.backend(None, "", None).map_err(|e| e.to_string())?,
+                    backend: factory
+                        .backend("anonymous", None, "", None)
+                        .map_err(|e| e.to_string())?,
                 }))
             } else {
                 None
@@ -271,6 +325,9 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         process_in_flight: opts.max_concurrent_requests,
         tenant_table: max_tenants.saturating_mul(NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN)),
         body_read: Duration::from_secs(opts.body_read_timeout_secs),
+        request_bytes: opts.max_request_bytes,
+        request_bytes_per_client: opts.max_request_bytes_per_client,
+        store: store.clone(),
     };
     let gate = Arc::new(Gate::new(
         guard,
@@ -298,11 +355,15 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         .with_cancellation_token(stop.child_token());
     // The metrics exist only in this mode: stdio never installs them and pays nothing.
     crate::observability::metrics::install();
+    if let Some(store) = &store {
+        announce(store.clone());
+    }
     let conn = ConnSettings {
         header_read: Duration::from_secs(opts.header_read_timeout_secs),
         keep_alive: Duration::from_secs(opts.keep_alive_timeout_secs),
         handshake: Duration::from_secs(opts.tls_handshake_timeout_secs),
         write: Duration::from_secs(opts.write_timeout_secs),
+        min_write_rate: opts.min_write_rate,
         max_total: opts.max_connections,
         // Behind a proxy every connection comes from the proxy: a per-address cap would cap the
         // proxy, and so everyone. The proxy owns per-client connection limits there.
@@ -324,6 +385,19 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
         conn,
         oauth: resource,
     })
+}
+
+/// Says which shared store this server uses, and (in the background: start-up never waits for
+/// it) whether it answers now. A store that does not is not fatal: reads are served, writes are
+/// refused until it answers, and the connection recovers by itself.
+fn announce(store: Store) {
+    tracing::info!(store = %store.redacted_url(), "shared store: Redis (state is shared with every replica using it)");
+    tokio::spawn(async move {
+        // A failure is logged by the store itself (once, until it answers again).
+        if store.ping().await.is_ok() {
+            tracing::info!("the shared store answers");
+        }
+    });
 }
 
 /// The axum app: `/mcp` behind the gate, plus the unauthenticated odds and ends.

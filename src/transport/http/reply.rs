@@ -11,10 +11,10 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
 /// The realm of every Bearer challenge.
-pub const REALM_CHALLENGE: &str = "Bearer realm=\"paylink-mcp\"";
+pub(crate) const REALM_CHALLENGE: &str = "Bearer realm=\"paylink-mcp\"";
 
 /// A JSON refusal.
-pub fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
     // Refused before any processing: sending the same request again is safe.
     let retry_safe = matches!(
         status,
@@ -35,7 +35,7 @@ pub fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 /// 401 with the Bearer challenge.
-pub fn unauthorized(message: &str) -> Response {
+pub(crate) fn unauthorized(message: &str) -> Response {
     let mut response = refuse(StatusCode::UNAUTHORIZED, "unauthorized", message);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -45,7 +45,7 @@ pub fn unauthorized(message: &str) -> Response {
 }
 
 /// 429 (or 503 for the whole-process cap) with `Retry-After` in whole seconds, at least 1.
-pub fn too_many(status: StatusCode, message: &str, retry_after: Duration) -> Response {
+pub(crate) fn too_many(status: StatusCode, message: &str, retry_after: Duration) -> Response {
     let mut response = refuse(status, "rate_limited", message);
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     response

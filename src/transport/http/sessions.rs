@@ -39,7 +39,7 @@ struct Owner {
 
 /// The outcome of a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
+pub(crate) enum Ownership {
     /// Opened by this tenant.
     Mine,
     /// Opened by another tenant.
@@ -50,7 +50,7 @@ pub enum Ownership {
 
 /// Why a new session was not recorded (and was closed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoRoom {
+pub(crate) enum NoRoom {
     /// The client address is at its cap, and the tenant has no session from it to give up.
     Client,
     /// The table is full, and the tenant has no session to give up.
@@ -59,7 +59,7 @@ pub enum NoRoom {
 
 /// The caps of a [`SessionOwners`] table (`0` turns a per-tenant or per-client cap off).
 #[derive(Debug, Clone, Copy)]
-pub struct SessionCaps {
+pub(crate) struct SessionCaps {
     pub total: NonZeroUsize,
     pub per_tenant: u32,
     pub per_client: u32,
@@ -95,7 +95,7 @@ impl Table {
     }
 }
 
-pub struct SessionOwners {
+pub(crate) struct SessionOwners {
     table: Mutex<Table>,
     caps: SessionCaps,
     idle: Duration,
@@ -105,7 +105,7 @@ pub struct SessionOwners {
 impl SessionOwners {
     /// `manager` is the one rmcp serves sessions from: sessions given up, refused or expired are
     /// closed in it.
-    pub fn new(caps: SessionCaps, manager: Arc<LocalSessionManager>) -> Self {
+    pub(crate) fn new(caps: SessionCaps, manager: Arc<LocalSessionManager>) -> Self {
         SessionOwners {
             table: Mutex::new(Table {
                 // Bounded by `caps.total`, which `record` enforces itself: a full table refuses
@@ -126,7 +126,7 @@ impl SessionOwners {
     }
 
     /// Who owns session `id`, from `tenant`'s point of view. Marks the session as just used.
-    pub fn check(&self, id: &str, tenant: &TenantKey) -> Ownership {
+    pub(crate) fn check(&self, id: &str, tenant: &TenantKey) -> Ownership {
         if id.len() > MAX_SESSION_ID_LEN {
             return Ownership::Unknown;
         }
@@ -147,7 +147,7 @@ impl SessionOwners {
     /// Records that `tenant` opened session `id` from `client`, giving up the tenant's own least
     /// recently used session if a cap requires it. With no room (and nothing of its own to give
     /// up), the new session is closed and not recorded.
-    pub fn record(&self, id: &str, tenant: TenantKey, client: IpAddr) -> Result<(), NoRoom> {
+    pub(crate) fn record(&self, id: &str, tenant: TenantKey, client: IpAddr) -> Result<(), NoRoom> {
         let id: Arc<str> = Arc::from(id);
         let mut given_up = None;
         let outcome = {
@@ -213,12 +213,12 @@ impl SessionOwners {
     }
 
     /// Forgets session `id` (the client deleted it).
-    pub fn forget(&self, id: &str) {
+    pub(crate) fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
 
     /// Forgets and closes sessions unused for longer than rmcp keeps them.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut expired = Vec::new();
         {
@@ -249,11 +249,13 @@ impl SessionOwners {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().all.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

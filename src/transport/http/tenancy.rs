@@ -30,12 +30,12 @@ use crate::tenant::Tenant;
 use crate::tenant::cache::{TenantCache, TenantKey};
 
 /// Header a caller uses to pick a Stream API (from the allow-list).
-pub const BASE_URL_HEADER: &str = "x-stream-base-url";
+pub(crate) const BASE_URL_HEADER: &str = "x-stream-base-url";
 /// Header a caller uses to pick a Stream branch (a UUID).
-pub const BRANCH_HEADER: &str = "x-stream-branch-id";
+pub(crate) const BRANCH_HEADER: &str = "x-stream-branch-id";
 
 /// How callers prove who they are.
-pub enum Callers {
+pub(crate) enum Callers {
     /// Each caller's Bearer token is its own upstream key (on the sandbox: a tenant name).
     OwnKeys {
         /// The tenant of requests with no `Authorization` header at all: only on the sandbox
@@ -152,7 +152,7 @@ impl Tenancy {
                         grant.issuer.as_bytes(),
                         grant.subject.as_bytes(),
                     ]),
-                    fingerprint: grant.fingerprint(),
+                    fingerprint: server.fingerprint(&grant),
                     upstream_key: upstream_key.clone(),
                     fixed: None,
                     access: Some(grant.access),
@@ -302,7 +302,7 @@ impl Tenancy {
     }
 
     /// The tenant for `who`, from the cache or built now (rate-limited per client).
-    pub(super) fn tenant(
+    pub(super) async fn tenant(
         &self,
         who: &Identity,
         base: &str,
@@ -323,7 +323,7 @@ impl Tenancy {
         if let Some(tenant) = self.cache.get(&key) {
             return Ok(tenant);
         }
-        if let Err(wait) = self.new_tenants.check(client) {
+        if let Err(wait) = self.new_tenants.check(client).await {
             tracing::info!(%client, "refused: too many new keys from this client");
             metrics::rate_limited("new_tenants");
             return Err(too_many(
@@ -333,9 +333,13 @@ impl Tenancy {
             ));
         }
         let built = self.cache.get_or_try_insert(key, || {
-            let backend = self
-                .factory
-                .backend(who.upstream_key.as_ref(), base, branch)?;
+            let backend = self.factory.backend_for(
+                &key.hex(),
+                who.upstream_key.as_ref(),
+                base,
+                branch,
+                Some(client),
+            )?;
             Ok::<_, BuildError>(Arc::new(Tenant {
                 fingerprint: who.fingerprint.clone(),
                 // The cache key: caller, upstream and branch, so an idempotency key used on two
@@ -350,6 +354,16 @@ impl Tenancy {
                     tracing::info!(tenant = %who.fingerprint, "new tenant");
                 }
                 Ok(tenant)
+            }
+            // The operator's key was tried at start-up; should it fail here all the same, it is
+            // still not the caller's to fix: no challenge, no token of theirs would help.
+            Err(BuildError::Key(message)) if self.callers.operators_key() => {
+                tracing::error!(tenant = %who.fingerprint, "the operator's upstream key cannot be used: {message}");
+                Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "this server cannot serve this request",
+                ))
             }
             Err(BuildError::Key(message)) => Err(unauthorized(&message)),
             Err(BuildError::Unavailable(message)) => {

@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Loads a PEM certificate chain and private key into a server configuration (HTTP/1.1 only).
 /// Errors name the file, never its contents.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("--tls-cert {} cannot be read: {e}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()

@@ -145,6 +145,23 @@ impl Server {
         peak_rss_of(self.child.id()).expect("VmHWM in the server's /proc status")
     }
 
+    /// The sum of every series of `/metrics` whose name and labels start with `prefix`
+    /// (`paylink_store_operations_total{op="idempotency_` sums that family's operations).
+    pub async fn metric_sum(&self, prefix: &str) -> f64 {
+        let text = raw_client()
+            .get(format!("{}/metrics", self.root()))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The value of one series in the server's `/metrics` (labels as encoded, in order).
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = raw_client()

@@ -4,7 +4,8 @@
 //! - [`stdio`]: over stdin/stdout, behind rmcp's real client ([`stdio::Server`]) or raw pipes
 //!   ([`stdio::RawSession`], [`stdio::run_until_exit`]);
 //! - [`http`]: `paylink-mcp http` on 127.0.0.1 ([`http::Server`]), driven by rmcp's streamable HTTP
-//!   client ([`http::client`]) or raw reqwest ([`http::post`]).
+//!   client ([`http::client`]) or raw reqwest ([`http::post`]);
+//! - [`redis`]: a redis-server of the test's own for the shared store ([`redis::Redis`]).
 //!
 //! Both read a tool's outcome the same way ([`call`], [`outcome`]): `Ok(structuredContent)` or
 //! `Err(the error envelope's "error" object)`, after checking the shapes every client relies on.
@@ -18,6 +19,7 @@
 //! generous deadline so that a hung server fails the test instead of hanging it.
 
 pub mod http;
+pub mod redis;
 pub mod stdio;
 
 use std::collections::BTreeSet;

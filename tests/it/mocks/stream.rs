@@ -66,6 +66,9 @@ pub enum Fault {
     RawWithRequestId(u16, &'static str, &'static str, String),
     /// Answer normally, but only after this delay.
     Delay(Duration),
+    /// Set this product's price in this currency (as [`set_price`]), then process the
+    /// request normally: a price that changes between a preview's reads and the create.
+    Reprice(&'static str, &'static str, &'static str),
 }
 
 /// The token that makes the mock accept any non-empty key, each key its own account
@@ -84,6 +87,21 @@ pub struct State {
     pub next_request_id: u64,
     /// When each request arrived, with its method and path.
     pub arrivals: Vec<(std::time::Instant, String, String)>,
+    /// Prices changed by the test, by (product id, currency): the amount, and whether it
+    /// includes VAT (the catalog's own are all VAT-inclusive).
+    pub prices: std::collections::HashMap<(String, String), (String, bool)>,
+}
+
+impl State {
+    /// `product`'s price in `currency` now: the amount, and whether it includes VAT.
+    fn price(&self, p: &MockProduct, currency: &str) -> Option<(String, bool)> {
+        if let Some(changed) = self.prices.get(&(p.0.to_owned(), currency.to_owned())) {
+            return Some(changed.clone());
+        }
+        p.4.iter()
+            .find(|(c, _)| *c == currency)
+            .map(|(_, a)| ((*a).to_owned(), true))
+    }
 }
 
 pub struct MockStream {
@@ -158,18 +176,26 @@ fn decimal(minor: i64, exp: u32) -> String {
     )
 }
 
-fn product_json(p: &MockProduct) -> Value {
+fn product_json(p: &MockProduct, state: &State) -> Value {
+    let prices: Vec<Value> = p
+        .4
+        .iter()
+        .filter_map(|(c, _)| {
+            let (amount, inclusive) = state.price(p, c)?;
+            Some(json!({"id": "00000000-0000-4000-8000-000000000000", "currency": c, "amount": amount, "is_active": true, "is_price_inclusive_of_vat": inclusive, "is_price_exempt_from_vat": false}))
+        })
+        .collect();
     json!({
         "id": p.0, "name": p.1, "description": null, "type": p.2, "recurring_interval": p.3,
-        "recurring_interval_count": 1, "price": p.4[0].1, "currency": p.4[0].0,
+        "recurring_interval_count": 1, "price": prices[0]["amount"], "currency": p.4[0].0,
         "is_active": true, "created_at": "2026-01-01T00:00:00Z",
-        "prices": p.4.iter().map(|(c, a)| json!({"id": "00000000-0000-4000-8000-000000000000", "currency": c, "amount": a, "is_active": true, "is_price_inclusive_of_vat": true, "is_price_exempt_from_vat": false})).collect::<Vec<_>>(),
+        "prices": prices,
     })
 }
 
 impl Handler {
     #[allow(clippy::result_large_err)] // test code: the error is the answer to send
-    fn create(&self, body: &Value) -> Result<Value, ResponseTemplate> {
+    fn create(&self, body: &Value, state: &State) -> Result<Value, ResponseTemplate> {
         let Some(obj) = body.as_object() else {
             return Err(detail(
                 vec![json!("body")],
@@ -297,7 +323,7 @@ impl Handler {
                     &format!("Product {pid} not found"),
                 ));
             };
-            let Some((_, amount)) = p.4.iter().find(|(c, _)| *c == currency) else {
+            let Some((amount, _)) = state.price(p, currency) else {
                 return Err(err(
                     400,
                     "PRODUCT_PRICE_NOT_FOUND",
@@ -305,14 +331,14 @@ impl Handler {
                 ));
             };
             kinds.push(p.2);
-            let unit = minor(amount, exp_of(currency));
+            let unit = minor(&amount, exp_of(currency));
             let line = unit * q;
             total += line;
             out_items.push(json!({
                 "id": uuid::Uuid::new_v4().to_string(), "product_id": pid, "quantity": q,
                 "original_amount": decimal(line, exp_of(currency)), "discounted_amount": decimal(line, exp_of(currency)),
                 "original_amount_in_smallest_unit": line, "discounted_amount_in_smallest_unit": line,
-                "currency": currency, "allow_custom_quantity": false, "product": product_json(p),
+                "currency": currency, "allow_custom_quantity": false, "product": product_json(p, state),
             }));
         }
         if kinds.contains(&"ONE_OFF") && kinds.contains(&"RECURRING") {
@@ -356,6 +382,12 @@ impl Respond for Handler {
             .position(|(m, p, _)| *m == method && path.starts_with(p.as_str()))
             .and_then(|i| state.faults.remove(i))
             .map(|(_, _, f)| f);
+        if let Some(Fault::Reprice(product, currency, amount)) = &fault {
+            state.prices.insert(
+                ((*product).to_owned(), (*currency).to_owned()),
+                ((*amount).to_owned(), true),
+            );
+        }
         let with_id = |t: ResponseTemplate| t.insert_header("x-request-id", rid.as_str());
         match &fault {
             Some(Fault::Status(s, b)) => {
@@ -421,7 +453,7 @@ impl Respond for Handler {
                         ));
                     }
                 };
-                match self.create(&body) {
+                match self.create(&body, &state) {
                     Ok(link) => {
                         if let Some(id) = link["id"].as_str() {
                             state.owners.insert(id.to_owned(), key.to_owned());
@@ -500,7 +532,7 @@ impl Respond for Handler {
             ("GET", p) if p.starts_with("/api/v2/products/") => {
                 let id = &p["/api/v2/products/".len()..];
                 match PRODUCTS.iter().find(|pr| pr.0 == id) {
-                    Some(pr) => ResponseTemplate::new(200).set_body_json(product_json(pr)),
+                    Some(pr) => ResponseTemplate::new(200).set_body_json(product_json(pr, &state)),
                     None => err(404, "PRODUCT_NOT_FOUND", &format!("Product {id} not found")),
                 }
             }
@@ -520,7 +552,7 @@ impl Respond for Handler {
                     .iter()
                     .skip((page - 1) * limit)
                     .take(limit)
-                    .map(product_json)
+                    .map(|p| product_json(p, &state))
                     .collect();
                 let max_page = PRODUCTS.len().div_ceil(limit);
                 ResponseTemplate::new(200).set_body_json(json!({"data": data, "pagination": {"total_count": PRODUCTS.len(), "max_page": max_page, "current_page": page, "limit": limit, "has_next_page": page < max_page, "has_previous_page": page > 1}}))
@@ -597,6 +629,11 @@ impl MockStream {
             .push_back((method.into(), path.into(), fault));
     }
 
+    /// [`set_price`] on this mock.
+    pub fn set_price(&self, product: &str, currency: &str, amount: &str, inclusive_of_vat: bool) {
+        set_price(&self.state, product, currency, amount, inclusive_of_vat);
+    }
+
     pub fn link_count(&self) -> usize {
         self.state.lock().unwrap().links.len()
     }
@@ -613,4 +650,20 @@ impl MockStream {
             .filter(|r| r.method.as_str() == "POST")
             .collect()
     }
+}
+
+/// Changes `product`'s price in `currency` (one it already has) to `amount`, from the next
+/// request on; `inclusive_of_vat: false` makes it a price VAT is added to. On the mock's state,
+/// so that a test's client handler can change a price while the user is being asked.
+pub fn set_price(
+    state: &Mutex<State>,
+    product: &str,
+    currency: &str,
+    amount: &str,
+    inclusive_of_vat: bool,
+) {
+    state.lock().unwrap().prices.insert(
+        (product.to_owned(), currency.to_owned()),
+        (amount.to_owned(), inclusive_of_vat),
+    );
 }

@@ -20,6 +20,8 @@
 // Test hooks, under /__test/ (never part of a real authorization server):
 //   POST /__test/rotate     replace the ES256 signing key by a new one (new kid)
 //   POST /__test/jwks-down  answer 503 on /jwks;  POST /__test/jwks-up  answer it again
+//   POST /__test/introspection-down  answer 503 on /token/introspection;
+//   POST /__test/introspection-up    answer it again
 //   GET  /__test/stats      {"jwks": <GETs of /jwks>, "introspections": <POSTs to /token/introspection>,
 //                            "discovery": [<well-known paths asked, in order>]}
 //
@@ -89,6 +91,7 @@ let oidc = provider.callback();
 
 const stats = { jwks: 0, introspections: 0, discovery: [] };
 let jwksDown = false;
+let introspectionDown = false;
 
 async function interaction(req, res) {
   const details = await provider.interactionDetails(req, res);
@@ -125,6 +128,8 @@ server.on('request', async (req, res) => {
     }
     if (req.method === 'POST' && path === '/__test/jwks-down') { jwksDown = true; return json(res, 200, {}); }
     if (req.method === 'POST' && path === '/__test/jwks-up') { jwksDown = false; return json(res, 200, {}); }
+    if (req.method === 'POST' && path === '/__test/introspection-down') { introspectionDown = true; return json(res, 200, {}); }
+    if (req.method === 'POST' && path === '/__test/introspection-up') { introspectionDown = false; return json(res, 200, {}); }
     if (path.startsWith('/.well-known/')) {
       stats.discovery.push(path);
       if (process.env.HIDE_OAUTH_AS_METADATA && path.startsWith('/.well-known/oauth-authorization-server')) {
@@ -135,7 +140,10 @@ server.on('request', async (req, res) => {
       stats.jwks += 1;
       if (jwksDown) return json(res, 503, { error: 'temporarily_unavailable' });
     }
-    if (path === '/token/introspection') stats.introspections += 1;
+    if (path === '/token/introspection') {
+      stats.introspections += 1;
+      if (introspectionDown) return json(res, 503, { error: 'temporarily_unavailable' });
+    }
     if (path.startsWith('/interaction/')) return await interaction(req, res);
     return oidc(req, res);
   } catch (err) {
