@@ -528,8 +528,26 @@ fn clock_ticks_per_sec() -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken.
+    // `cargo bench` passes `--bench`. `-- --instructions-only` runs only the callgrind part;
+    // `--callgrind-floor` is this binary re-run as the floor's client under callgrind.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--callgrind-floor") {
+        let n = |i: usize| args.get(at + i).and_then(|v| v.parse().ok()).unwrap_or(0);
+        callgrind_floor_client(&args[at + 1], n(2), n(3));
+        return;
+    }
     let base = start_mock();
+    if args.iter().any(|a| a == "--instructions-only") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        let instructions = instructions_per_call(&base, &runtime);
+        print_instructions(instructions.as_ref());
+        println!("{}", json!({ "instructions_per_call": instructions }));
+        return;
+    }
     let (floor_create, floor_get) = floor(&base);
 
     let mut cold = Vec::with_capacity(COLD_STARTS);
@@ -612,6 +630,7 @@ fn main() {
                 "throughput_ratio": load.rps / floor.rps,
                 "latency": load.latency,
                 "floor_latency": floor.latency,
+                "cpu_ms_per_call": cpu / load.calls as f64,
             }));
         }
         server.stop();
@@ -622,6 +641,8 @@ fn main() {
     http_runtime.block_on(many_tenants(&tenants.url, TENANTS));
     let tenants_hwm_kib = tenants.vm_hwm_kib();
     tenants.stop();
+
+    let instructions = instructions_per_call(&base, &http_runtime);
 
     let binary_bytes = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
     println!("paylink-mcp overhead benchmark (release build, loopback, mock Stream upstream)");
@@ -672,12 +693,12 @@ fn main() {
     );
     println!();
     println!(
-        "{:<10} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10}",
-        "http mode", "conc", "rps", "floor rps", "ratio", "p50 us", "p99 us", "floor p50"
+        "{:<10} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10} {:>8}",
+        "http mode", "conc", "rps", "floor rps", "ratio", "p50 us", "p99 us", "floor p50", "cpu ms"
     );
     for r in &http_rows {
         println!(
-            "{:<10} {:>4} {:>9.0} {:>10.0} {:>5.0}% {:>9.0} {:>9.0} {:>10.0}",
+            "{:<10} {:>4} {:>9.0} {:>10.0} {:>5.0}% {:>9.0} {:>9.0} {:>10.0} {:>8.3}",
             r["mode"].as_str().unwrap_or(""),
             r["concurrency"],
             r["throughput_rps"].as_f64().unwrap_or(0.0),
@@ -686,6 +707,7 @@ fn main() {
             r["latency"]["p50_us"].as_f64().unwrap_or(0.0),
             r["latency"]["p99_us"].as_f64().unwrap_or(0.0),
             r["floor_latency"]["p50_us"].as_f64().unwrap_or(0.0),
+            r["cpu_ms_per_call"].as_f64().unwrap_or(0.0),
         );
     }
     println!(
@@ -699,7 +721,9 @@ fn main() {
         after_load_hwm_kib as f64 / 1024.0,
         tenants_hwm_kib as f64 / 1024.0
     );
+    print_instructions(instructions.as_ref());
     let report = json!({
+        "instructions_per_call": instructions,
         "floor": {"create": floor_create, "get": floor_get},
         "stdio": {
             "cold_start_ms_median": cold_start_ms,
@@ -724,4 +748,300 @@ fn main() {
         "binary_bytes": binary_bytes,
     });
     println!("{report}");
+}
+
+// Instructions per call, under callgrind: the stable figure beside the timings. This machine's
+// timings move with whatever else runs on its cores; the instructions a call executes do not.
+// Kept apart from `main`'s timed runs (and from their helpers) so that each can change alone.
+
+/// Calls made before the counted ones, in both runs of a pair: the upstream connection, the
+/// tenant, lazily built clients and caches are then in place, as they are in steady state.
+const CG_WARM: usize = 20;
+/// Calls counted: instructions per call = (I(warm + calls) - I(warm)) / calls, which takes
+/// start-up, `initialize` and shutdown out of the figure.
+const CG_CALLS: usize = 200;
+
+/// Instructions per call (callgrind's `Ir`), each next to the floor: the same upstream request
+/// sent by reqwest from a process of its own, counted the same way.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Instructions {
+    stdio_create: f64,
+    stdio_get: f64,
+    stateless_get: f64,
+    floor_create: f64,
+    floor_get: f64,
+}
+
+/// valgrind's absolute path, if it is installed (the figures are skipped otherwise).
+fn valgrind_path() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("valgrind"))
+        .find(|p| p.is_file())
+}
+
+/// The server binary the callgrind runs use: `OVERHEAD_PROFILE_BIN` when set (a build with
+/// symbols, for `callgrind_annotate`), else the benchmark's own.
+fn cg_server_bin() -> String {
+    std::env::var("OVERHEAD_PROFILE_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
+/// `valgrind --tool=callgrind` writing to `out`, then `program`.
+fn under_callgrind(valgrind: &std::path::Path, out: &std::path::Path, program: &str) -> Command {
+    let mut cmd = Command::new(valgrind);
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(program)
+        .env_clear();
+    cmd
+}
+
+/// The total instruction count of a finished callgrind run.
+fn callgrind_total(out: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(out).expect("callgrind output");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("a callgrind total")
+}
+
+/// One stdio server under callgrind: `CG_WARM` creates and gets, then `creates` creates and
+/// `gets` gets; its total instruction count once it has exited.
+fn cg_stdio_run(
+    valgrind: &std::path::Path,
+    dir: &std::path::Path,
+    base: &str,
+    creates: usize,
+    gets: usize,
+) -> u64 {
+    let out = dir.join(format!("stdio-{creates}-{gets}.out"));
+    let mut child = under_callgrind(valgrind, &out, &cg_server_bin())
+        .args(["--backend", "stream"])
+        .env("STREAM_API_KEY", "bench")
+        .env("STREAM_BASE_URL", base)
+        .env("PAYLINK_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn paylink-mcp under callgrind");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut s = StdioServer {
+        child,
+        stdin,
+        stdout,
+        next_id: 1,
+    };
+    s.initialize();
+    let create = json!({"name": "create_payment_link", "arguments": {"name": "Bench", "items": [{"product_id": PRODUCT, "quantity": 2}]}});
+    let get = json!({"name": "get_payment_link", "arguments": {"payment_link_id": LINK_ID}});
+    for _ in 0..CG_WARM {
+        s.request("tools/call", create.clone());
+        s.request("tools/call", get.clone());
+    }
+    for (args, n) in [(&create, creates), (&get, gets)] {
+        for _ in 0..n {
+            let v = s.request("tools/call", args.clone());
+            assert_eq!(v["result"]["isError"], false, "{v}");
+        }
+    }
+    s.close();
+    callgrind_total(&out)
+}
+
+/// The stateless HTTP server's arguments: the abuse limits lifted as in [`HttpServer::spawn`].
+const CG_HTTP_ARGS: &[&str] = &[
+    "http",
+    "--bind",
+    "127.0.0.1:0",
+    "--backend",
+    "stream",
+    "--stateless",
+    "--new-tenants-per-minute",
+    "0",
+    "--client-rate-limit-per-minute",
+    "0",
+    "--rate-limit-per-minute",
+    "0",
+    "--max-connections-per-client",
+    "0",
+];
+
+/// One stateless HTTP server under callgrind: `CG_WARM + gets` sequential `get_payment_link`
+/// calls from one client (one tenant, one kept-alive connection); its total instruction count
+/// once SIGTERM has stopped it.
+fn cg_http_run(
+    valgrind: &std::path::Path,
+    dir: &std::path::Path,
+    base: &str,
+    runtime: &tokio::runtime::Runtime,
+    gets: usize,
+) -> u64 {
+    let out = dir.join(format!("http-{gets}.out"));
+    let mut child = under_callgrind(valgrind, &out, &cg_server_bin())
+        .args(CG_HTTP_ARGS)
+        .env("STREAM_BASE_URL", base)
+        .env("PAYLINK_LOG", "warn,paylink_mcp::transport=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paylink-mcp http under callgrind");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("stderr line");
+        if let Some(at) = line.find("listening on ") {
+            break line[at + "listening on ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    let drain = std::thread::spawn(move || for _ in lines {});
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        http_client_calls(client, url, "bench-cg".into(), true, CG_WARM + gets).await;
+    });
+    // SIGTERM, not SIGKILL: callgrind writes its counts when the process exits.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = drain.join();
+    callgrind_total(&out)
+}
+
+/// The floor under callgrind: this benchmark's own binary, re-run with `--callgrind-floor`,
+/// sending `n` POSTs (`create`) or GETs straight to the mock with reqwest after `CG_WARM` of each.
+fn cg_floor_run(
+    valgrind: &std::path::Path,
+    dir: &std::path::Path,
+    base: &str,
+    creates: usize,
+    gets: usize,
+) -> u64 {
+    let out = dir.join(format!("floor-{creates}-{gets}.out"));
+    let me = std::env::current_exe().expect("the benchmark's path");
+    let status = under_callgrind(valgrind, &out, &me.to_string_lossy())
+        .args([
+            "--callgrind-floor",
+            base,
+            &creates.to_string(),
+            &gets.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run the floor under callgrind");
+    assert!(status.success(), "the floor run failed: {status}");
+    callgrind_total(&out)
+}
+
+/// The floor process (`--callgrind-floor BASE CREATES GETS`): what [`floor`] sends, on the same
+/// kind of runtime, `CG_WARM` of each first.
+fn callgrind_floor_client(base: &str, creates: usize, gets: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let body =
+            json!({"name": "Bench", "items": [{"product_id": PRODUCT, "quantity": 2}]}).to_string();
+        let create = || async {
+            let r = client
+                .post(format!("{base}/api/v2/payment_links"))
+                .header("x-api-key", "bench")
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("floor create");
+            let _: Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+        };
+        let get = || async {
+            let r = client
+                .get(format!("{base}/api/v2/payment_links/{LINK_ID}"))
+                .header("x-api-key", "bench")
+                .send()
+                .await
+                .expect("floor get");
+            let _: Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+        };
+        for _ in 0..CG_WARM {
+            create().await;
+            get().await;
+        }
+        for _ in 0..creates {
+            create().await;
+        }
+        for _ in 0..gets {
+            get().await;
+        }
+    });
+}
+
+/// Instructions per call for stdio creates and gets, stateless HTTP gets and the two floors;
+/// `None` without valgrind. Callgrind's files are kept in `OVERHEAD_CALLGRIND_DIR` when set.
+fn instructions_per_call(base: &str, runtime: &tokio::runtime::Runtime) -> Option<Instructions> {
+    let valgrind = valgrind_path()?;
+    let dir = tempfile::tempdir().expect("a directory for callgrind's files");
+    let kept = std::env::var_os("OVERHEAD_CALLGRIND_DIR").map(std::path::PathBuf::from);
+    let d = kept.as_deref().unwrap_or(dir.path());
+    let per_call = |more: u64, less: u64| (more.saturating_sub(less)) as f64 / CG_CALLS as f64;
+    let stdio_base = cg_stdio_run(&valgrind, d, base, 0, 0);
+    let stdio_create = per_call(cg_stdio_run(&valgrind, d, base, CG_CALLS, 0), stdio_base);
+    let stdio_get = per_call(cg_stdio_run(&valgrind, d, base, 0, CG_CALLS), stdio_base);
+    let http_base = cg_http_run(&valgrind, d, base, runtime, 0);
+    let stateless_get = per_call(
+        cg_http_run(&valgrind, d, base, runtime, CG_CALLS),
+        http_base,
+    );
+    let floor_base = cg_floor_run(&valgrind, d, base, 0, 0);
+    let floor_create = per_call(cg_floor_run(&valgrind, d, base, CG_CALLS, 0), floor_base);
+    let floor_get = per_call(cg_floor_run(&valgrind, d, base, 0, CG_CALLS), floor_base);
+    Some(Instructions {
+        stdio_create,
+        stdio_get,
+        stateless_get,
+        floor_create,
+        floor_get,
+    })
+}
+
+/// The instruction rows of the printed table.
+fn print_instructions(i: Option<&Instructions>) {
+    let Some(i) = i else {
+        println!("instructions per call: skipped (valgrind is not installed)");
+        return;
+    };
+    println!(
+        "{:<34} {:>12} {:>12} {:>12}",
+        "instructions per call (callgrind)", "paylink", "floor", "ratio"
+    );
+    for (name, ours, floor) in [
+        ("stdio create_payment_link", i.stdio_create, i.floor_create),
+        ("stdio get_payment_link", i.stdio_get, i.floor_get),
+        (
+            "stateless HTTP get_payment_link",
+            i.stateless_get,
+            i.floor_get,
+        ),
+    ] {
+        println!(
+            "{:<34} {:>11.0}k {:>11.0}k {:>11.2}x",
+            name,
+            ours / 1e3,
+            floor / 1e3,
+            ours / floor
+        );
+    }
 }

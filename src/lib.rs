@@ -52,7 +52,8 @@ mod upstream;
 pub mod testing {
     pub use crate::backend::BackendRules;
     pub use crate::backend::stream::{
-        StreamErrors, line_item_from_stream, link_from_stream, product_from_stream,
+        CountedLink, ItemizedLink, StreamErrors, StreamPage, StreamProduct, line_item_from_stream,
+        link_from_stream, product_from_stream,
     };
     pub use crate::backend::stripe::{
         StripeErrors, apply_line_items, line_item_from_stripe, link_from_stripe, our_field,
@@ -65,6 +66,6 @@ pub mod testing {
     pub use crate::tools::create::{CreatePaymentLinkArgs, refuse_unsupported};
     pub use crate::tools::lifecycle::{ListPaymentLinksArgs, UpdatePaymentLinkStatusArgs};
     pub use crate::tools::read::{GetPaymentLinkArgs, ListLineItemsArgs, ListProductsArgs};
-    pub use crate::upstream::json::{MEMORY_BUDGET, Refusal, estimate, read};
+    pub use crate::upstream::json::{MEMORY_BUDGET, Refusal, estimate, parse, read};
     pub use crate::upstream::{ErrorDecoder, RetryMode, Scrubber, UpstreamResponse, json_body};
 }

@@ -2,9 +2,11 @@
 //! headers marked sensitive, timeouts, the retry policy, a capped body read, and scrubbing of
 //! secrets from anything an upstream echoes back.
 //!
-//! Every answer is decoded in one place ([`json::read`], called by [`UpstreamResponse::new`]):
-//! bounded in memory before decoding, per answer and for all answers being read at once
-//! (`budget`), then scrubbed of the tenant's key after decoding (see [`scrub`]). Backends read answers only through [`UpstreamResponse::json`], never raw bytes.
+//! Every answer is checked in one place ([`json::read`] and `json::check_estimated`, called by
+//! [`UpstreamResponse::new`]): bounded in memory before decoding, per answer and for all answers
+//! being read at once (`budget`), then scrubbed of the tenant's key after decoding (see
+//! [`scrub`]). Backends read answers only through [`UpstreamResponse::json`] (refusals),
+//! [`UpstreamResponse::read`] (typed) and [`json_body`], never raw bytes.
 //!
 //! A backend only says what to send ([`UpstreamRequest`]) and how to read an error answer (its
 //! [`ErrorDecoder`]); this module decides whether and when to try again. It must never retry a
@@ -30,7 +32,7 @@ pub(crate) mod scrub;
 pub(crate) use client::{UpstreamClient, UpstreamPools, UpstreamSettings, install_crypto_provider};
 pub use request::RetryMode;
 pub(crate) use request::{Body, UpstreamRequest, sensitive_header};
-pub(crate) use response::Parsed;
 pub use response::{ErrorDecoder, UpstreamResponse, json_body};
+pub(crate) use response::{Parsed, typed_body};
 pub(crate) use retry::retry_after;
 pub use scrub::Scrubber;

@@ -67,7 +67,7 @@ impl Refused {
         field: Option<String>,
     ) -> Self {
         let status = response.status.as_u16();
-        let described = match (message, response.json.is_ok()) {
+        let described = match (message, response.json().is_ok()) {
             (Some(m), _) => format!("{name} answered {status}: {}", cut_message(m)),
             (None, true) => format!("{name} answered {status}"),
             (None, false) if response.body_len == 0 => {

@@ -5,6 +5,9 @@ use serde_json::Value;
 
 use crate::domain::CurrencyCode;
 
+pub(crate) mod object;
+pub(crate) mod typed;
+
 /// A currency code we know (any case), or `None`: an unknown code has no amounts we can state.
 pub(crate) fn known_currency(code: &str) -> Option<CurrencyCode> {
     CurrencyCode::parse(code, "currency").ok()
@@ -44,15 +47,6 @@ impl<'a> Obj<'a> {
     /// `u32::MAX`. Anything else is unreadable (`None`), never clamped to a plausible value.
     pub(crate) fn count(&self, key: &str) -> Option<u32> {
         self.i64(key).and_then(|n| u32::try_from(n).ok())
-    }
-
-    /// A decimal amount as text, from a string or a number.
-    pub(crate) fn decimal_str(&self, key: &str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
     }
 
     /// A currency code we know, read from `key` (see [`known_currency`]).

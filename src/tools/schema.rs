@@ -7,7 +7,11 @@
 //! - `"type": ["string", "null"]` for an `Option`: an optional input is simply not required (a
 //!   `null` sent anyway still reads as absent); an optional output is `anyOf` a type and `null`,
 //!   because an output field that is `null` is present, not absent;
-//! - `$ref`/`$defs`: definitions are inlined (ours are small and not recursive);
+//! - `$ref`/`$defs` in inputs: definitions are inlined (ours are small and not recursive). An
+//!   output schema keeps, in its own `$defs`, the definitions it uses more than once (the money
+//!   object: a link's three amounts, a line item's two) and inlines the rest: outputs are read by
+//!   clients that validate results, not by the model's function-calling dialect, and MCP
+//!   resolves a `$ref` within the schema document it is in;
 //! - `oneOf` of `const` for an enum: written as `enum`;
 //! - integer `format`s (`int64`, `uint32`): dropped, the bounds say what matters;
 //! - `$schema`: dropped, 2020-12 is MCP's default dialect.
@@ -22,9 +26,72 @@ pub(crate) fn portable_input(schema: &JsonObject) -> JsonObject {
     portable(schema, Nullable::Drop)
 }
 
-/// An output schema, made portable.
+/// An output schema, made portable, with the definitions it uses more than once shared in its
+/// `$defs` instead of repeated.
 pub(crate) fn portable_output(schema: &JsonObject) -> JsonObject {
-    portable(schema, Nullable::AnyOf)
+    let defs = definitions(schema);
+    let mut uses = Map::new();
+    count_uses(&Value::Object(schema.clone()), &defs, &mut uses, 0);
+    let (shared, inlined): (Map<String, Value>, Map<String, Value>) = defs
+        .into_iter()
+        .partition(|(name, _)| uses.get(name).and_then(Value::as_u64).unwrap_or(0) > 1);
+    let mut out = portable_with(schema, &inlined, Nullable::AnyOf);
+    if !shared.is_empty() {
+        let shared = shared
+            .into_iter()
+            .map(|(name, def)| {
+                let mut def = def;
+                rewrite(&mut def, &inlined, Nullable::AnyOf, 0);
+                (name, def)
+            })
+            .collect();
+        out.insert("$defs".into(), Value::Object(shared));
+    }
+    out
+}
+
+fn definitions(schema: &JsonObject) -> Map<String, Value> {
+    schema
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// How many times each definition would appear in `value` with every `$ref` inlined.
+fn count_uses(
+    value: &Value,
+    defs: &Map<String, Value>,
+    uses: &mut Map<String, Value>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| count_uses(v, defs, uses, depth + 1)),
+        Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("$defs", _) => {}
+                    ("$ref", Value::String(reference)) => {
+                        let Some(name) = reference.strip_prefix("#/$defs/") else {
+                            continue;
+                        };
+                        let seen = uses.get(name).and_then(Value::as_u64).unwrap_or(0);
+                        uses.insert(name.to_owned(), Value::from(seen + 1));
+                        if let Some(def) = defs.get(name) {
+                            count_uses(def, defs, uses, depth + 1);
+                        }
+                    }
+                    (_, child) => count_uses(child, defs, uses, depth + 1),
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -36,16 +103,16 @@ enum Nullable {
 }
 
 fn portable(schema: &JsonObject, nullable: Nullable) -> JsonObject {
-    let defs = schema
-        .get("$defs")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    portable_with(schema, &definitions(schema), nullable)
+}
+
+/// `schema` without `$schema` and `$defs`, every `$ref` to one of `defs` inlined.
+fn portable_with(schema: &JsonObject, defs: &Map<String, Value>, nullable: Nullable) -> JsonObject {
     let mut out = schema.clone();
     out.remove("$defs");
     out.remove("$schema");
     let mut value = Value::Object(out);
-    rewrite(&mut value, &defs, nullable, 0);
+    rewrite(&mut value, defs, nullable, 0);
     match value {
         Value::Object(map) => map,
         // `rewrite` keeps an object an object.
@@ -241,6 +308,41 @@ mod tests {
     }
 
     #[test]
+    fn outputs_share_what_they_use_more_than_once_and_inline_the_rest() {
+        let schema = obj(json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {"$ref": "#/$defs/Link"}}
+            },
+            "$defs": {
+                "Link": {"type": "object", "properties": {
+                    "total": {"anyOf": [{"$ref": "#/$defs/Money"}, {"type": "null"}], "description": "t"},
+                    "paid": {"$ref": "#/$defs/Money"},
+                    "status": {"$ref": "#/$defs/Status"}
+                }},
+                "Money": {"type": "object", "properties": {"minor": {"type": "integer", "format": "int64"}}},
+                "Status": {"oneOf": [{"const": "a"}, {"const": "b"}]}
+            }
+        }));
+        let out = Value::Object(portable_output(&schema));
+        assert_eq!(
+            out,
+            json!({
+                "type": "object",
+                "properties": {
+                    "data": {"type": "array", "items": {"type": "object", "properties": {
+                        "total": {"anyOf": [{"$ref": "#/$defs/Money"}, {"type": "null"}], "description": "t"},
+                        "paid": {"$ref": "#/$defs/Money"},
+                        "status": {"type": "string", "enum": ["a", "b"]}
+                    }}}
+                },
+                "$defs": {"Money": {"type": "object", "properties": {"minor": {"type": "integer"}}}}
+            })
+        );
+    }
+
+    #[test]
     fn a_recursive_definition_stops_instead_of_looping() {
         let schema = obj(json!({
             "type": "object",
@@ -248,5 +350,6 @@ mod tests {
             "$defs": {"N": {"type": "object", "properties": {"next": {"$ref": "#/$defs/N"}}}}
         }));
         let _ = portable_input(&schema);
+        let _ = portable_output(&schema);
     }
 }

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rmcp::model::{CallToolResponse, CallToolResult, InputRequiredResult, JsonObject};
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock, InputRequiredResult, JsonObject,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -110,14 +112,31 @@ pub(crate) trait Output: AuditView + Send + 'static {
 
 impl Output for PaymentLink {
     fn respond(self) -> Result<CallToolResponse> {
-        Ok(CallToolResult::structured(to_value(self)?).into())
+        structured(&self)
     }
 }
 
 impl<T: Serialize + Send + 'static> Output for Page<T> {
     fn respond(self) -> Result<CallToolResponse> {
-        Ok(CallToolResult::structured(to_value(self)?).into())
+        structured(&self)
     }
+}
+
+/// A successful result: `output` as `structuredContent`, mirrored as its JSON text for clients
+/// that read only text (as the MCP spec recommends).
+///
+/// Each is made from the typed output, once: rmcp's result holds the structured content as a
+/// `Value`, which is built here and serialized only by rmcp, with the answer; the text is
+/// written straight from the typed output (`CallToolResult::structured` would write it from the
+/// `Value`, a second walk over a tree of maps). Its members are therefore in the output type's
+/// order (`id` first), where `structuredContent`'s are in the `Value`'s sorted order; the JSON
+/// is the same.
+fn structured<T: Serialize>(output: &T) -> Result<CallToolResponse> {
+    let text = serde_json::to_string(output)
+        .map_err(|e| Error::internal(format!("could not encode the result: {e}")))?;
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(to_value(output)?);
+    Ok(result.into())
 }
 
 /// What a write answers: its output, or (to a 2026-07-28 client) the user's confirmation to ask

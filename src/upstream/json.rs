@@ -140,29 +140,77 @@ pub fn read(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
 /// budget, see `super::budget`).
 pub(super) fn read_estimated(
     body: &[u8],
-    (cost, depth): (usize, usize),
+    estimate: (usize, usize),
     scrubber: &Scrubber,
 ) -> Result<Value, Refusal> {
+    within_bounds(estimate)?;
+    decode_scrubbed(body, scrubber)
+}
+
+/// How an answer's text may be read, once its bounds are checked.
+#[derive(Debug)]
+pub(super) enum Checked {
+    /// Read straight from the text, into typed structs (see `backend::tolerant::typed`): it
+    /// cannot hold a secret (none as is, no escape that could hide one, no number that could be
+    /// one), so a decoded tree would not be scrubbed either. Not yet parsed: malformed text is
+    /// refused when read.
+    Plain,
+    /// Decoded and scrubbed: it may hold a secret. Typed structs are read from this tree.
+    Tree(Value),
+}
+
+/// [`read_estimated`] for an answer that is to be read into typed structs: the same bounds, the
+/// same scrubbing, but no tree is built when scrubbing could not change anything (the common
+/// case), since the typed reader borrows what it keeps straight from the text. What the typed
+/// reader allocates is bounded as a tree is (see `tests/it/parse_budget.rs`), and is charged to
+/// the process's budget as the tree would be.
+pub(super) fn check_estimated(
+    body: &[u8],
+    estimate: (usize, usize),
+    scrubber: &Scrubber,
+) -> Result<Checked, Refusal> {
+    within_bounds(estimate)?;
+    if needs_scrubbing(body, scrubber) {
+        decode_scrubbed(body, scrubber).map(Checked::Tree)
+    } else {
+        Ok(Checked::Plain)
+    }
+}
+
+fn within_bounds((cost, depth): (usize, usize)) -> Result<(), Refusal> {
     if depth > MAX_DEPTH {
         return Err(Refusal::TooDeep);
     }
     if cost > MEMORY_BUDGET {
         return Err(Refusal::TooLarge);
     }
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
-    // Without a backslash, every decoded string is a slice of the raw text: a raw search finds
-    // any secret. With one, a key may be hiding behind an escape: look at the decoded strings.
-    // A secret that could be a number may be hiding in a number written another way
-    // (`9.8765432e7`): look at the decoded tree whatever the text.
-    if !scrubber.is_empty()
+    Ok(())
+}
+
+/// Without a backslash, every decoded string is a slice of the raw text: a raw search finds any
+/// secret. With one, a key may be hiding behind an escape: the decoded strings must be looked at.
+/// A secret that could be a number may be hiding in a number written another way
+/// (`9.8765432e7`): then the decoded tree is looked at whatever the text.
+fn needs_scrubbing(body: &[u8], scrubber: &Scrubber) -> bool {
+    !scrubber.is_empty()
         && (scrubber.could_be_a_number()
             || memchr::memchr(b'\\', body).is_some()
             || scrubber.found_in(body))
-    {
+}
+
+fn decode_scrubbed(body: &[u8], scrubber: &Scrubber) -> Result<Value, Refusal> {
+    let mut value: Value = parse(body)?;
+    if needs_scrubbing(body, scrubber) {
         scrubber.scrub_value(&mut value);
     }
     Ok(value)
+}
+
+/// Parses checked text (see [`check_estimated`]) as `T`, with the message a refusal of malformed JSON
+/// carries. Typed readers built from `backend::tolerant::typed` accept exactly the JSON a
+/// `Value` accepts, so either way an answer is refused with the same words.
+pub fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))
 }
 
 #[cfg(test)]

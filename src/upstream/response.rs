@@ -1,14 +1,20 @@
-//! An upstream's answer as backends see it ([`UpstreamResponse`]): decoded once, bounded and
-//! scrubbed, with the request id and content type cut after scrubbing; the [`ErrorDecoder`] a
-//! backend reads refusals with; and [`json_body`], which reads a 2xx answer's JSON or says what
+//! An upstream's answer as backends see it ([`UpstreamResponse`]): bounded and scrubbed, with the
+//! request id and content type cut after scrubbing; the [`ErrorDecoder`] a backend reads
+//! refusals with; and [`typed_body`] (or [`json_body`]), which reads a 2xx answer or says what
 //! came instead.
 //!
-//! It must not hand out raw body bytes: everything a backend reads has passed [`super::json::read`].
+//! A refusal (non-2xx) is decoded as a `Value`, which error decoders read. A 2xx answer is read
+//! into the backend's typed structs, straight from the text when scrubbing could change nothing
+//! (see [`super::json::check_estimated`]). It must not hand out raw body bytes: everything a backend reads
+//! has passed the bounds and the scrubber.
 
 use std::ops::Deref;
+use std::sync::OnceLock;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::budget::ParseCharge;
 use super::json;
@@ -33,8 +39,7 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     /// Length of the body in bytes.
     pub body_len: usize,
-    /// The body decoded as JSON (bounded and scrubbed, see [`json::read`]), or why it was not.
-    pub json: Result<serde_json::Value, json::Refusal>,
+    body: Text,
     /// The upstream's request id: scrubbed, then cut to [`REQUEST_ID_MAX_CHARS`].
     pub request_id: Option<String>,
     /// The `Content-Type`, scrubbed and cut, or `none`.
@@ -43,9 +48,24 @@ pub struct UpstreamResponse {
     charge: ParseCharge,
 }
 
+/// The body, as far as it was read.
+#[derive(Debug)]
+enum Text {
+    /// Decoded as JSON (bounded and scrubbed, see [`json::read`]), or why it was not: every
+    /// refusal, and a 2xx answer that had to be scrubbed.
+    Decoded(Result<Value, json::Refusal>),
+    /// A 2xx answer within bounds that scrubbing could not change (see [`json::check_estimated`]): read
+    /// into typed structs from its text. `tree` is its `Value`, decoded only if asked for.
+    Plain {
+        text: Vec<u8>,
+        tree: OnceLock<Result<Value, json::Refusal>>,
+    },
+}
+
 impl UpstreamResponse {
-    /// Decodes an answer: `body` through [`json::read`], `request_id` (the raw header value) and
-    /// the content type through the scrubber, each before being cut to length.
+    /// Reads an answer: a refusal's `body` through [`json::read`], a 2xx `body` through
+    /// [`json::check_estimated`]; `request_id` (the raw header value) and the content type through the
+    /// scrubber, each before being cut to length.
     pub fn new(
         status: StatusCode,
         headers: HeaderMap,
@@ -83,14 +103,47 @@ impl UpstreamResponse {
                 || "none".to_owned(),
                 |ct| scrub_then_cut(scrubber, ct, CONTENT_TYPE_MAX_CHARS),
             );
+        let decoded = if status.is_success() {
+            match json::check_estimated(body, estimate, scrubber) {
+                Ok(json::Checked::Plain) => Text::Plain {
+                    text: body.to_vec(),
+                    tree: OnceLock::new(),
+                },
+                Ok(json::Checked::Tree(value)) => Text::Decoded(Ok(value)),
+                Err(refusal) => Text::Decoded(Err(refusal)),
+            }
+        } else {
+            Text::Decoded(json::read_estimated(body, estimate, scrubber))
+        };
         UpstreamResponse {
             status,
             body_len: body.len(),
-            json: json::read_estimated(body, estimate, scrubber),
+            body: decoded,
             request_id: request_id.map(|id| scrub_then_cut(scrubber, id, REQUEST_ID_MAX_CHARS)),
             content_type,
             headers,
             charge,
+        }
+    }
+
+    /// The body decoded as JSON (bounded and scrubbed), or why it was not. Error decoders read
+    /// refusals with this; a 2xx answer is better read with [`UpstreamResponse::read`].
+    pub fn json(&self) -> Result<&Value, &json::Refusal> {
+        match &self.body {
+            Text::Decoded(decoded) => decoded.as_ref(),
+            Text::Plain { text, tree } => tree.get_or_init(|| json::parse(text)).as_ref(),
+        }
+    }
+
+    /// The body read as `T`: one of the backends' tolerant structs (see
+    /// `backend::tolerant::typed`), whose strings borrow from the answer where they can.
+    pub fn read<'a, T: Deserialize<'a>>(&'a self) -> Result<T, json::Refusal> {
+        match &self.body {
+            Text::Plain { text, .. } => json::parse(text),
+            Text::Decoded(Ok(value)) => {
+                T::deserialize(value).map_err(|e| json::Refusal::Malformed(e.to_string()))
+            }
+            Text::Decoded(Err(refusal)) => Err(refusal.clone()),
         }
     }
 
@@ -124,7 +177,7 @@ pub trait ErrorDecoder: Send + Sync {
     /// The response header carrying the upstream's request id.
     fn request_id_header(&self) -> &'static str;
 
-    /// Turns a non-2xx answer into an error. Read the body through `response.json` only: it has
+    /// Turns a non-2xx answer into an error. Read the body through `response.json()` only: it has
     /// been scrubbed.
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error;
 
@@ -153,11 +206,40 @@ impl Deref for Parsed {
 
 /// The JSON body of a successful answer, or an error that explains what came instead.
 pub fn json_body(response: UpstreamResponse, name: &str) -> Result<Parsed, Error> {
-    let upstream = response.context();
+    readable(&response, name)?;
+    let (status, upstream) = (response.status.as_u16(), response.context());
+    let value = match response.body {
+        Text::Decoded(decoded) => decoded,
+        Text::Plain { text, tree } => tree.into_inner().unwrap_or_else(|| json::parse(&text)),
+    };
+    value
+        .map(|value| Parsed {
+            value,
+            _charge: response.charge,
+        })
+        .map_err(|refusal| refused(name, status, upstream, refusal))
+}
+
+/// The body of a successful answer read as `T` (a backend's tolerant struct), or an error that
+/// explains what came instead: the same errors, in the same words, as [`json_body`]. What `T`
+/// borrows, it borrows from `response`, which holds the answer's share of the process's parse
+/// budget: the backend keeps it until it has turned `T` into its result.
+pub(crate) fn typed_body<'a, T: Deserialize<'a>>(
+    response: &'a UpstreamResponse,
+    name: &str,
+) -> Result<T, Error> {
+    readable(response, name)?;
+    response
+        .read()
+        .map_err(|refusal| refused(name, response.status.as_u16(), response.context(), refusal))
+}
+
+/// Refuses an empty body and one declared as something else than JSON.
+fn readable(response: &UpstreamResponse, name: &str) -> Result<(), Error> {
     let bad = |what: String| {
         Error::upstream_failure(
             format!("{name} answered {} with {what}", response.status.as_u16()),
-            upstream.clone(),
+            response.context(),
         )
     };
     if response.body_len == 0 {
@@ -169,17 +251,11 @@ pub fn json_body(response: UpstreamResponse, name: &str) -> Result<Parsed, Error
             response.content_type()
         )));
     }
-    let status = response.status.as_u16();
-    match response.json {
-        Ok(value) => Ok(Parsed {
-            value,
-            _charge: response.charge,
-        }),
-        Err(refusal) => Err(Error::upstream_failure(
-            format!("{name} answered {status} with {refusal}"),
-            upstream,
-        )),
-    }
+    Ok(())
+}
+
+fn refused(name: &str, status: u16, upstream: UpstreamContext, refusal: json::Refusal) -> Error {
+    Error::upstream_failure(format!("{name} answered {status} with {refusal}"), upstream)
 }
 
 #[cfg(test)]
@@ -211,9 +287,27 @@ mod tests {
         assert_eq!(rid.chars().count(), REQUEST_ID_MAX_CHARS);
         assert_eq!(&rid[195..], "[reda");
         assert!(!r.content_type().contains("sk_"), "{}", r.content_type());
-        assert_eq!(
-            r.json.as_ref().unwrap()["error"]["message"],
-            "bad key [redacted]"
-        );
+        assert_eq!(r.json().unwrap()["error"]["message"], "bad key [redacted]");
+    }
+
+    /// A 2xx answer is read into typed structs from its text only when scrubbing could change
+    /// nothing: an all-digit secret echoed as a number in exponent form is found by no raw
+    /// search, so such an answer is decoded and scrubbed first, and typed reads see the scrub.
+    #[test]
+    fn a_success_echoing_a_numeric_secret_in_exponent_form_is_scrubbed_before_typed_reads() {
+        #[derive(Deserialize)]
+        struct Echo {
+            loc: Vec<Value>,
+        }
+        let s = Scrubber::new(vec!["98765432".into()]);
+        let body = br#"{"loc": ["body", 9.8765432e7], "ok": 12}"#;
+        assert!(!s.found_in(body));
+        let r = UpstreamResponse::new(StatusCode::OK, HeaderMap::new(), body, None, &s);
+        assert!(matches!(r.body, Text::Decoded(Ok(_))), "{:?}", r.body);
+        let echo: Echo = typed_body(&r, "upstream").unwrap();
+        assert_eq!(echo.loc[1], "[redacted]");
+        let value = json_body(r, "upstream").unwrap();
+        assert_eq!(value["loc"][1], "[redacted]");
+        assert_eq!(value["ok"], 12);
     }
 }

@@ -163,3 +163,59 @@ fn decoding_upstream_json_stays_within_its_memory_budget() {
         }
     }
 }
+
+/// The same bound for answers read into typed structs, as 2xx answers are (no `Value` tree):
+/// what the typed reader allocates stays under the estimate for the shapes whose entries it
+/// keeps (a link's items, a page's links and products, a product's prices), however small each
+/// entry's text.
+#[test]
+fn typed_reading_stays_within_the_estimate() {
+    use paylink_mcp::testing::{CountedLink, ItemizedLink, StreamPage, StreamProduct, parse};
+
+    /// `{"<key>":[unit,unit,...]}` of about `total` bytes, inside `wrap` (`{}` for none).
+    fn shape(wrap: (&str, &str), key: &str, unit: &str, total: usize) -> Vec<u8> {
+        let inner = repeated(unit, total);
+        let mut s = format!("{}{{\"{key}\":", wrap.0).into_bytes();
+        s.extend_from_slice(&inner);
+        s.extend_from_slice(format!("}}{}", wrap.1).as_bytes());
+        s
+    }
+    type Reader = fn(&[u8]) -> bool;
+    let readers: [(&str, (&str, &str), &str, Reader); 6] = [
+        ("a link's items", ("", ""), "items", |b| {
+            parse::<ItemizedLink>(b).is_ok()
+        }),
+        ("a counted link's items", ("", ""), "items", |b| {
+            parse::<CountedLink>(b).is_ok()
+        }),
+        ("a page of links", ("", ""), "data", |b| {
+            parse::<StreamPage<CountedLink>>(b).is_ok()
+        }),
+        ("a page of products", ("", ""), "data", |b| {
+            parse::<StreamPage<StreamProduct>>(b).is_ok()
+        }),
+        ("a product's prices", ("", ""), "prices", |b| {
+            parse::<StreamProduct>(b).is_ok()
+        }),
+        (
+            "a page of products' prices",
+            ("{\"data\":[", "]}"),
+            "prices",
+            |b| parse::<StreamPage<StreamProduct>>(b).is_ok(),
+        ),
+    ];
+    for (what, wrap, key, read) in readers {
+        for unit in ["{}", "{\"id\":\"\"}", "{\"product\":{}}", "0", "[]", "\"\""] {
+            for total in [1024, 64 * 1024] {
+                let body = shape(wrap, key, unit, total);
+                let (cost, _) = estimate(&body);
+                let (ok, peak) = peak_of(|| read(&body));
+                assert!(ok, "{what} of `{unit}`");
+                assert!(
+                    peak <= cost,
+                    "{what} of `{unit}` ({total} B): read allocated {peak} bytes, estimated {cost}"
+                );
+            }
+        }
+    }
+}

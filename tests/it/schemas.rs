@@ -137,6 +137,16 @@ fn unportable(schema: &Value, path: &str, input: bool, out: &mut Vec<String>) {
             for (key, value) in map {
                 let here = format!("{path}.{key}");
                 match key.as_str() {
+                    // An output schema may share a definition it uses more than once, in its own
+                    // `$defs` (the portability rules are about inputs, which models read); every
+                    // reference must then resolve within the document (see `resolves`).
+                    "$defs" if !input && path == "outputSchema" => {
+                        for (name, def) in value.as_object().into_iter().flatten() {
+                            unportable(def, &format!("{here}.{name}"), input, out);
+                        }
+                    }
+                    "$ref"
+                        if !input && value.as_str().is_some_and(|r| r.starts_with("#/$defs/")) => {}
                     "$ref" | "$defs" | "definitions" => out.push(format!("{here}: a reference")),
                     "type" if value.is_array() => out.push(format!("{here}: a type array")),
                     "oneOf" => out.push(format!("{here}: oneOf (enums are `enum`)")),
@@ -164,6 +174,27 @@ fn unportable(schema: &Value, path: &str, input: bool, out: &mut Vec<String>) {
     }
 }
 
+/// Every `$ref` in `schema` names a definition in `root`'s `$defs`.
+fn resolves(schema: &Value, root: &Value, tool: &str) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map {
+                if key == "$ref" {
+                    let name = value.as_str().and_then(|r| r.strip_prefix("#/$defs/"));
+                    assert!(
+                        name.is_some_and(|n| root["$defs"].get(n).is_some()),
+                        "{tool}: {value} does not resolve within its outputSchema"
+                    );
+                } else {
+                    resolves(value, root, tool);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| resolves(v, root, tool)),
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn every_schema_is_in_the_portable_subset() {
     for args in [&[][..], &["--backend", "stripe"][..]] {
@@ -172,6 +203,8 @@ async fn every_schema_is_in_the_portable_subset() {
             unportable(&tool["inputSchema"], "inputSchema", true, &mut found);
             unportable(&tool["outputSchema"], "outputSchema", false, &mut found);
             assert!(found.is_empty(), "{name}: {found:#?}");
+            let output = &tool["outputSchema"];
+            resolves(output, output, &name);
             assert_eq!(
                 tool["inputSchema"]["additionalProperties"], false,
                 "{name}: unknown inputs are refused"

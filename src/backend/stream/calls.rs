@@ -8,12 +8,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::Method;
-use serde_json::Value;
+use serde::Deserialize;
 use std::sync::Arc;
 
 use super::errors::{CREATE_MAY_HAVE_HAPPENED, StreamErrors};
 use super::parse::{
-    find_reference, line_items_of, link_from_stream, preview_line, product_from_stream, stream_page,
+    CountedLink, ItemizedLink, StreamPage, StreamProduct, find_reference, line_items_of, link_of,
+    preview_line, product_of, stream_page,
 };
 use super::request::{
     LINKS_PATH, LinksFilter, StreamHeaders, create_body, is_live_base_url, link_path, links_path,
@@ -24,14 +25,13 @@ use crate::backend::request::{
     LineItemsQuery, LinksQuery, NewPaymentLink, ProductsQuery, StatusUpdate,
 };
 use crate::backend::rest::{name_not_found, unreadable_created, unreadable_write};
-use crate::backend::tolerant::Obj;
 use crate::backend::{Backend, Preview};
 use crate::domain::{CurrencyCode, Cursor, PaymentLinkId};
 use crate::error::{Error, Result};
 use crate::model::{BackendKind, LineItem, Page, PaymentLink, Product, ProductKind};
 use crate::secret::ApiKey;
 use crate::upstream::{
-    Body, Parsed, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, json_body,
+    Body, RetryMode, Scrubber, UpstreamClient, UpstreamRequest, UpstreamResponse, typed_body,
 };
 
 const RECOVERY_PAGES: u32 = 2;
@@ -63,16 +63,15 @@ impl StreamBackend {
         })
     }
 
-    async fn send(&self, request: UpstreamRequest) -> Result<Parsed> {
-        let response = self
-            .client
+    /// A 2xx answer, to be read with [`read`].
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse> {
+        self.client
             .send(&request, &StreamErrors, &self.scrubber)
-            .await?;
-        json_body(response, "Stream")
+            .await
     }
 
     /// A GET; reads are always safe to retry.
-    async fn get(&self, path_and_query: String) -> Result<Parsed> {
+    async fn get(&self, path_and_query: String) -> Result<UpstreamResponse> {
         self.send(
             self.headers
                 .request(Method::GET, path_and_query, Body::None, RetryMode::Read),
@@ -81,14 +80,14 @@ impl StreamBackend {
     }
 
     /// A GET of one link: a 404 names `payment_link_id`.
-    async fn get_link(&self, id: &PaymentLinkId) -> Result<Parsed> {
+    async fn get_link(&self, id: &PaymentLinkId) -> Result<UpstreamResponse> {
         self.get(link_path(id))
             .await
             .map_err(|e| name_not_found(e, "payment_link_id"))
     }
 
-    fn link(&self, v: &Value) -> Result<PaymentLink> {
-        link_from_stream(v, self.live)
+    fn link(&self, link: CountedLink<'_>) -> Result<PaymentLink> {
+        link_of(link, self.live)
     }
 
     /// Looks through the most recent links for one carrying `reference` in its metadata.
@@ -101,10 +100,10 @@ impl StreamBackend {
                 tokio::time::sleep(RECOVERY_PAUSE).await;
             }
             for page in 1..=RECOVERY_PAGES {
-                let v = self
+                let answer = self
                     .get(links_path(page, RECOVERY_PAGE_SIZE, &LinksFilter::NONE))
                     .await?;
-                let (found, more) = find_reference(&v, reference);
+                let (found, more) = find_reference(read(&answer)?, reference);
                 if let Some(link) = found {
                     return self.link(link).map(Some);
                 }
@@ -115,6 +114,11 @@ impl StreamBackend {
         }
         Ok(None)
     }
+}
+
+/// A 2xx answer of Stream's, read as `T` (see [`super::parse`]).
+fn read<'a, T: Deserialize<'a>>(answer: &'a UpstreamResponse) -> Result<T> {
+    typed_body(answer, "Stream")
 }
 
 #[async_trait]
@@ -147,11 +151,13 @@ impl Backend for StreamBackend {
             .await;
         // A 5xx is already an unknown outcome (see `StreamErrors`); so is a 2xx we cannot read.
         let created = answer
-            .map_err(|e| unreadable_write(e, CREATE_MAY_HAVE_HAPPENED))
-            .and_then(|v| {
-                self.link(&v)
-                    .map_err(|e| unreadable_created(e, "Stream", ""))
-            });
+            .and_then(|answer| {
+                read(&answer).and_then(|link| {
+                    self.link(link)
+                        .map_err(|e| unreadable_created(e, "Stream", ""))
+                })
+            })
+            .map_err(|e| unreadable_write(e, CREATE_MAY_HAVE_HAPPENED));
         match created {
             Ok(link) => Ok(link),
             Err(e @ Error::OutcomeUnknown { .. }) => {
@@ -177,7 +183,7 @@ impl Backend for StreamBackend {
     /// guess their effect, it says they apply and totals the link before them.
     async fn preview_payment_link(&self, request: &NewPaymentLink) -> Result<Preview> {
         let currency = request.currency.unwrap_or_else(CurrencyCode::sar);
-        let mut products: Vec<(&str, Parsed)> = Vec::new();
+        let mut products: Vec<(&str, UpstreamResponse)> = Vec::new();
         let mut lines = Vec::with_capacity(request.items.len());
         let mut kinds = Vec::with_capacity(request.items.len());
         for (i, item) in request.items.iter().enumerate() {
@@ -195,7 +201,8 @@ impl Backend for StreamBackend {
                     products.len() - 1
                 }
             };
-            let (line, kind) = preview_line(i, &products[at].1, id, item.quantity.get(), currency)?;
+            let product: StreamProduct = read(&products[at].1)?;
+            let (line, kind) = preview_line(i, &product, id, item.quantity.get(), currency)?;
             lines.push(line);
             kinds.extend(kind);
         }
@@ -234,25 +241,24 @@ impl Backend for StreamBackend {
     }
 
     async fn get_payment_link(&self, id: &PaymentLinkId) -> Result<PaymentLink> {
-        let v = self.get_link(id).await?;
-        self.link(&v)
+        let answer = self.get_link(id).await?;
+        self.link(read(&answer)?)
     }
 
     async fn list_line_items(&self, query: LineItemsQuery) -> Result<Page<LineItem>> {
         // Stream has no line-item endpoint: the items are the link's.
-        let v = self.get_link(&query.payment_link_id).await?;
-        page_by_item_id(line_items_of(&v), &query)
+        let answer = self.get_link(&query.payment_link_id).await?;
+        let link: ItemizedLink = read(&answer)?;
+        page_by_item_id(line_items_of(&link), &query)
     }
 
     async fn list_products(&self, query: ProductsQuery) -> Result<Page<Product>> {
         let cursor = Cursor::page_or_first(query.cursor.as_ref(), query.limit)?;
-        let v = self.get(products_path(cursor)).await?;
-        Ok(stream_page(
-            &Obj(&v),
-            cursor,
-            query.max_bytes,
-            product_from_stream,
-        ))
+        let answer = self.get(products_path(cursor)).await?;
+        let page: StreamPage<StreamProduct> = read(&answer)?;
+        Ok(stream_page(page, cursor, query.max_bytes, |p| {
+            product_of(&p)
+        }))
     }
 
     async fn list_payment_links(&self, query: LinksQuery) -> Result<Page<PaymentLink>> {
@@ -262,17 +268,18 @@ impl Backend for StreamBackend {
             created_from: query.created_from,
             created_to: query.created_to,
         };
-        let v = self
+        let answer = self
             .get(links_path(cursor.page, cursor.limit.get(), &filter))
             .await?;
-        Ok(stream_page(&Obj(&v), cursor, query.max_bytes, |l| {
+        let page: StreamPage<CountedLink> = read(&answer)?;
+        Ok(stream_page(page, cursor, query.max_bytes, |l| {
             self.link(l).ok()
         }))
     }
 
     async fn update_payment_link_status(&self, update: StatusUpdate) -> Result<PaymentLink> {
         // Setting a status is idempotent: sending it twice leaves the same state.
-        let v = self
+        let answer = self
             .send(self.headers.request(
                 Method::PATCH,
                 status_path(&update.payment_link_id),
@@ -281,6 +288,6 @@ impl Backend for StreamBackend {
             ))
             .await
             .map_err(|e| name_not_found(e, "payment_link_id"))?;
-        self.link(&v)
+        self.link(read(&answer)?)
     }
 }

@@ -58,7 +58,7 @@ impl ErrorDecoder for StreamErrors {
     }
 
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error {
-        let root = response.json.as_ref().ok().map(Obj);
+        let root = response.json().ok().map(Obj);
         // 422 {"detail": [{"loc": [...], "msg": ...}]}
         if let Some(first) = root
             .as_ref()

@@ -8,7 +8,8 @@
 //!
 //! The files, by job: `request` (hosts, auth headers, the create body and query strings),
 //! `calls` (the [`Backend`](super::Backend) implementation: which request for which method, and
-//! the recovery of a create whose outcome is unknown), `parse` (answers as our model) and
+//! the recovery of a create whose outcome is unknown), `parse` (answers read into tolerant
+//! structs, then as our model) and
 //! `errors` (Stream's error shapes). This file only re-exports.
 
 mod calls;
@@ -18,5 +19,8 @@ mod request;
 
 pub(crate) use calls::StreamBackend;
 pub use errors::StreamErrors;
-pub use parse::{line_item_from_stream, link_from_stream, product_from_stream};
+pub use parse::{
+    CountedLink, ItemizedLink, StreamPage, StreamProduct, line_item_from_stream, link_from_stream,
+    product_from_stream,
+};
 pub(crate) use request::{PRODUCTION_BASE_URL, STAGING_BASE_URL};

@@ -1,38 +1,162 @@
 //! Stream's answers as our model: a `PaymentLinkDetailed` as a [`PaymentLink`], its items as
 //! [`LineItem`]s, a `ProductDto` as a [`Product`], and one page of a listing within its byte cap.
 //!
-//! Read tolerantly (see [`super::super::tolerant`]): only a link without an id is an error, an
-//! entry that cannot be read is skipped, an amount that cannot be read is null. It must not send
-//! anything or decide what a failure means.
+//! Answers are read straight into the tolerant structs below (see [`super::super::tolerant`]),
+//! never into a `Value` first: only a link without an id is an error, an entry that cannot be
+//! read is skipped, an amount that cannot be read is null. It must not send anything or decide
+//! what a failure means.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::backend::paging::page_numbered;
 use crate::backend::preview::PreviewLine;
 use crate::backend::prices::{one_per_currency, unit_from_subtotal};
 use crate::backend::rest::no_link_id;
-use crate::backend::tolerant::Obj;
+use crate::backend::tolerant::object::{Metadata, Nested, tolerant_object};
+use crate::backend::tolerant::typed::{Count, Decimal, Flag, Int, List, Text};
 use crate::domain::{CurrencyCode, Money, PageBytes, PageCursor};
 use crate::error::{Error, Result};
-use crate::model::{
-    BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind, REQUEST_REF_KEY,
-    visible_metadata,
-};
+use crate::model::{BackendKind, LineItem, LinkStatus, Page, PaymentLink, Product, ProductKind};
+
+tolerant_object! {
+    /// One of a product's `prices[]`.
+    pub struct StreamPrice<'a> {
+        "currency" => currency: Text<'a>,
+        "is_active" => is_active: Flag,
+        "amount_in_smallest_unit" => minor: Int,
+        "amount" => amount: Decimal<'a>,
+        "is_price_inclusive_of_vat" => vat_inclusive: Flag,
+        "is_price_exempt_from_vat" => vat_exempt: Flag,
+    }
+}
+
+tolerant_object! {
+    /// A `ProductDto` (also nested in a link's items).
+    pub struct StreamProduct<'a> {
+        "id" => id: Text<'a>,
+        "name" => name: Text<'a>,
+        "description" => description: Text<'a>,
+        "type" => kind: Text<'a>,
+        "recurring_interval" => interval: Text<'a>,
+        "currency" => currency: Text<'a>,
+        "price_in_smallest_unit" => price_minor: Int,
+        "price" => price: Decimal<'a>,
+        "prices" => prices: List<Nested<StreamPrice<'a>>>,
+    }
+}
+
+tolerant_object! {
+    /// A `PaymentLinkItemDto`.
+    pub struct StreamItem<'a> {
+        "id" => id: Text<'a>,
+        "product_id" => product_id: Text<'a>,
+        "quantity" => quantity: Int,
+        "currency" => currency: Text<'a>,
+        "original_amount_in_smallest_unit" => original_minor: Int,
+        "original_amount" => original: Decimal<'a>,
+        "discounted_amount_in_smallest_unit" => discounted_minor: Int,
+        "discounted_amount" => discounted: Decimal<'a>,
+        "product" => product: Nested<StreamProduct<'a>>,
+    }
+}
+
+tolerant_object! {
+    /// A `PaymentLinkDetailed`. `I` is what its `items` are read as: [`Count`] where only their
+    /// number is shown, a [`List`] of [`StreamItem`] where the items themselves are.
+    pub struct StreamLink<'a, I> {
+        "id" => id: Text<'a>,
+        "url" => url: Text<'a>,
+        "name" => name: Text<'a>,
+        "description" => description: Text<'a>,
+        "status" => status: Text<'a>,
+        "currency" => currency: Text<'a>,
+        "amount_in_smallest_unit" => total_minor: Int,
+        "amount" => total: Decimal<'a>,
+        "original_amount_in_smallest_unit" => original_minor: Int,
+        "original_amount" => original: Decimal<'a>,
+        "amount_collected_in_smallest_unit" => collected_minor: Int,
+        "amount_collected" => collected: Decimal<'a>,
+        "items" => items: I,
+        "max_number_of_payments" => max_payments: Int,
+        "valid_until" => valid_until: Text<'a>,
+        "success_redirect_url" => success_url: Text<'a>,
+        "failure_redirect_url" => failure_url: Text<'a>,
+        "recurring_interval" => interval: Text<'a>,
+        "deactivate_message" => inactive_message: Text<'a>,
+        "created_at" => created_at: Text<'a>,
+        "custom_metadata" => metadata: Metadata<'a>,
+    }
+}
+
+/// A link whose items are only counted.
+pub type CountedLink<'a> = StreamLink<'a, Count>;
+/// A link with its items.
+pub type ItemizedLink<'a> = StreamLink<'a, List<Nested<StreamItem<'a>>>>;
+
+/// How many items a link's `items` held: `None` when absent (or null), `Some(0)` when it held
+/// something other than an array.
+pub(super) trait ItemsSeen {
+    fn seen(&self) -> Option<usize>;
+}
+
+impl ItemsSeen for Count {
+    fn seen(&self) -> Option<usize> {
+        self.present.then_some(self.len)
+    }
+}
+
+impl<T> ItemsSeen for List<T> {
+    fn seen(&self) -> Option<usize> {
+        self.present.then_some(self.items.len())
+    }
+}
+
+/// One page of a Stream listing: `data[]`, each entry read as `T` (`None` for one that is not
+/// an object), and whether a page follows.
+#[derive(Debug, Default)]
+pub struct StreamPage<T> {
+    pub data: List<Nested<T>>,
+    pub has_next_page: bool,
+}
+
+tolerant_object! {
+    /// A listing's `pagination`.
+    struct Pagination {
+        "has_next_page" => has_next_page: Flag,
+    }
+}
+
+tolerant_object! {
+    struct RawPage<T> {
+        "data" => data: T,
+        "pagination" => pagination: Nested<Pagination>,
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StreamPage<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = RawPage::<List<Nested<T>>>::deserialize(d)?;
+        Ok(StreamPage {
+            data: raw.data,
+            has_next_page: raw
+                .pagination
+                .get()
+                .and_then(|p| p.has_next_page.0)
+                .unwrap_or(false),
+        })
+    }
+}
 
 /// An amount in `currency`, from the integer minor-unit field or else the decimal one.
-fn money(
-    v: &Obj<'_>,
-    minor_key: &str,
-    decimal_key: &str,
-    currency: Option<CurrencyCode>,
-) -> Option<Money> {
+fn money(minor: Int, decimal: &Decimal<'_>, currency: Option<CurrencyCode>) -> Option<Money> {
     let currency = currency?;
-    if let Some(minor) = v.i64(minor_key) {
+    if let Some(minor) = minor.0 {
         return Some(Money::from_minor(minor, currency));
     }
-    v.decimal_str(decimal_key)
-        .and_then(|s| Money::parse_decimal(&s, currency).ok())
+    decimal
+        .get()
+        .and_then(|s| Money::parse_decimal(s, currency).ok())
 }
 
 fn status_of(s: &str) -> Option<LinkStatus> {
@@ -54,152 +178,125 @@ fn kind_of(s: &str) -> Option<ProductKind> {
 }
 
 /// A `PaymentLinkDetailed` as our [`PaymentLink`]. Only a missing `id` is an error.
-pub fn link_from_stream(v: &Value, live: bool) -> Result<PaymentLink> {
-    let o = Obj(v);
-    let id = o.str("id").ok_or_else(|| no_link_id("Stream"))?;
-    let currency = o.currency("currency");
-    let items = o.array("items");
+pub(super) fn link_of<I: ItemsSeen>(l: StreamLink<'_, I>, live: bool) -> Result<PaymentLink> {
+    let id = l.id.owned().ok_or_else(|| no_link_id("Stream"))?;
+    let currency = l.currency.currency();
     Ok(PaymentLink {
-        id: id.to_owned(),
-        url: o.str("url").map(str::to_owned),
-        name: o.str("name").map(str::to_owned),
-        description: o.str("description").map(str::to_owned),
-        status: o.str("status").and_then(status_of),
+        id,
+        url: l.url.owned(),
+        name: l.name.owned(),
+        description: l.description.owned(),
+        status: l.status.get().and_then(status_of),
         currency: currency
             .map(|c| c.code().to_owned())
-            .or_else(|| o.str("currency").map(str::to_owned)),
-        total: money(&o, "amount_in_smallest_unit", "amount", currency).map(Money::view),
-        original_total: money(
-            &o,
-            "original_amount_in_smallest_unit",
-            "original_amount",
-            currency,
-        )
-        .map(Money::view),
-        amount_collected: money(
-            &o,
-            "amount_collected_in_smallest_unit",
-            "amount_collected",
-            currency,
-        )
-        .map(Money::view),
-        item_count: o.get("items").map(|_| items.len() as u32),
-        max_number_of_payments: o
-            .i64("max_number_of_payments")
-            .and_then(|m| u32::try_from(m).ok()),
-        valid_until: o.str("valid_until").map(str::to_owned),
-        success_redirect_url: o.str("success_redirect_url").map(str::to_owned),
-        failure_redirect_url: o.str("failure_redirect_url").map(str::to_owned),
-        recurring_interval: o.str("recurring_interval").map(str::to_ascii_lowercase),
-        inactive_message: o.str("deactivate_message").map(str::to_owned),
-        created_at: o.str("created_at").map(str::to_owned),
-        metadata: o
-            .obj("custom_metadata")
-            .map(|m| visible_metadata(m.0.as_object().into_iter().flatten()))
-            .unwrap_or_default(),
+            .or_else(|| l.currency.owned()),
+        total: money(l.total_minor, &l.total, currency).map(Money::view),
+        original_total: money(l.original_minor, &l.original, currency).map(Money::view),
+        amount_collected: money(l.collected_minor, &l.collected, currency).map(Money::view),
+        item_count: l.items.seen().map(|n| n as u32),
+        max_number_of_payments: l.max_payments.0.and_then(|m| u32::try_from(m).ok()),
+        valid_until: l.valid_until.owned(),
+        success_redirect_url: l.success_url.owned(),
+        failure_redirect_url: l.failure_url.owned(),
+        recurring_interval: l.interval.get().map(str::to_ascii_lowercase),
+        inactive_message: l.inactive_message.owned(),
+        created_at: l.created_at.owned(),
+        metadata: l.metadata.visible.unwrap_or_default(),
         backend: BackendKind::Stream,
         livemode: live,
     })
 }
 
+/// A `PaymentLinkDetailed` (as a decoded tree) as our [`PaymentLink`]; see [`link_of`].
+pub fn link_from_stream(v: &Value, live: bool) -> Result<PaymentLink> {
+    link_of(CountedLink::deserialize(v).unwrap_or_default(), live)
+}
+
 /// The items of a `PaymentLinkDetailed`, in order; items without an id are skipped.
-pub(super) fn line_items_of(link: &Value) -> Vec<LineItem> {
-    let link = Obj(link);
-    let currency = link.currency("currency");
-    link.array("items")
+pub(super) fn line_items_of(link: &ItemizedLink<'_>) -> Vec<LineItem> {
+    let currency = link.currency.currency();
+    link.items
+        .items
         .iter()
-        .filter_map(|i| line_item_from_stream(i, currency))
+        .filter_map(|i| item_of(i.get()?, currency))
         .collect()
 }
 
 /// A `PaymentLinkItemDto` as our [`LineItem`]; an item without an id is skipped (it could not
 /// be paged to).
-pub fn line_item_from_stream(v: &Value, link_currency: Option<CurrencyCode>) -> Option<LineItem> {
-    let o = Obj(v);
-    let id = o.str("id")?.to_owned();
+pub(super) fn item_of(i: &StreamItem<'_>, link_currency: Option<CurrencyCode>) -> Option<LineItem> {
+    let id = i.id.owned()?;
     // Unreadable stays unknown: reading it as 1 made the line's total look like its unit price.
-    let quantity = o.count("quantity");
-    let currency = o.currency("currency").or(link_currency);
-    let product = o.obj("product");
+    let quantity = i.quantity.count();
+    let currency = i.currency.currency().or(link_currency);
+    let product = i.product.get();
     let unit = product
-        .as_ref()
         .and_then(|p| product_price(p, currency))
-        .or_else(|| {
-            let original = money(
-                &o,
-                "original_amount_in_smallest_unit",
-                "original_amount",
-                currency,
-            );
-            unit_from_subtotal(original, quantity)
-        });
+        .or_else(|| unit_from_subtotal(money(i.original_minor, &i.original, currency), quantity));
     Some(LineItem {
         id,
-        product_id: o
-            .str("product_id")
-            .or_else(|| product.as_ref().and_then(|p| p.str("id")))
+        product_id: i
+            .product_id
+            .get()
+            .or_else(|| product.and_then(|p| p.id.get()))
             .map(str::to_owned),
-        product_name: product
-            .as_ref()
-            .and_then(|p| p.str("name"))
-            .map(str::to_owned),
+        product_name: product.and_then(|p| p.name.owned()),
         quantity,
         unit_amount: unit.map(Money::view),
-        total: money(
-            &o,
-            "discounted_amount_in_smallest_unit",
-            "discounted_amount",
-            currency,
-        )
-        .map(Money::view),
-        kind: product
-            .as_ref()
-            .and_then(|p| p.str("type"))
-            .and_then(kind_of),
+        total: money(i.discounted_minor, &i.discounted, currency).map(Money::view),
+        kind: product.and_then(|p| p.kind.get()).and_then(kind_of),
         interval: product
-            .as_ref()
-            .and_then(|p| p.str("recurring_interval"))
+            .and_then(|p| p.interval.get())
             .map(str::to_ascii_lowercase),
     })
 }
 
+/// A `PaymentLinkItemDto` (as a decoded tree) as our [`LineItem`]; see [`item_of`].
+pub fn line_item_from_stream(v: &Value, link_currency: Option<CurrencyCode>) -> Option<LineItem> {
+    item_of(
+        &StreamItem::deserialize(v).unwrap_or_default(),
+        link_currency,
+    )
+}
+
 /// A product's active prices (`prices[]`).
-fn active_prices<'a>(p: &Obj<'a>) -> impl Iterator<Item = Obj<'a>> {
-    p.array("prices")
+fn active_prices<'p, 'a>(p: &'p StreamProduct<'a>) -> impl Iterator<Item = &'p StreamPrice<'a>> {
+    p.prices
+        .items
         .iter()
-        .map(Obj)
-        .filter(|pr| pr.bool("is_active") != Some(false))
+        .filter_map(Nested::get)
+        .filter(|pr| pr.is_active.0 != Some(false))
 }
 
 /// The product's price in `currency`, from its `prices[]` or its default price.
-fn product_price(p: &Obj<'_>, currency: Option<CurrencyCode>) -> Option<Money> {
+fn product_price(p: &StreamProduct<'_>, currency: Option<CurrencyCode>) -> Option<Money> {
     let currency = currency?;
     active_prices(p)
         .find(|pr| {
-            pr.str("currency")
+            pr.currency
+                .get()
                 .is_some_and(|c| c.eq_ignore_ascii_case(currency.code()))
         })
-        .and_then(|pr| money(&pr, "amount_in_smallest_unit", "amount", Some(currency)))
+        .and_then(|pr| money(pr.minor, &pr.amount, Some(currency)))
         .or_else(|| {
-            p.str("currency")
+            p.currency
+                .get()
                 .filter(|c| c.eq_ignore_ascii_case(currency.code()))
-                .and_then(|_| money(p, "price_in_smallest_unit", "price", Some(currency)))
+                .and_then(|_| money(p.price_minor, &p.price, Some(currency)))
         })
 }
 
 /// True when the product's price in `currency` is set exclusive of VAT and is not VAT-exempt:
 /// its `amount` is then before VAT, and Stream's API description does not say how the VAT a link
 /// adds is computed or rounded (per unit or per line), so its total cannot be known exactly.
-fn vat_added(p: &Obj<'_>, currency: CurrencyCode) -> bool {
+fn vat_added(p: &StreamProduct<'_>, currency: CurrencyCode) -> bool {
     active_prices(p)
         .find(|pr| {
-            pr.str("currency")
+            pr.currency
+                .get()
                 .is_some_and(|c| c.eq_ignore_ascii_case(currency.code()))
         })
-        .is_some_and(|pr| {
-            pr.bool("is_price_inclusive_of_vat") == Some(false)
-                && pr.bool("is_price_exempt_from_vat") != Some(true)
-        })
+        .is_some_and(|pr| pr.vat_inclusive.0 == Some(false) && pr.vat_exempt.0 != Some(true))
 }
 
 /// One line of a create's preview, from the `ProductDto` of its product: the unit price is the
@@ -209,14 +306,13 @@ fn vat_added(p: &Obj<'_>, currency: CurrencyCode) -> bool {
 /// rather than shown below what the link would charge.
 pub(super) fn preview_line(
     index: usize,
-    product: &Value,
+    product: &StreamProduct<'_>,
     sells: &str,
     quantity: u32,
     currency: CurrencyCode,
 ) -> Result<(PreviewLine, Option<ProductKind>)> {
-    let p = Obj(product);
-    let name = p.str("name").map(str::to_owned);
-    if vat_added(&p, currency) {
+    let name = product.name.owned();
+    if vat_added(product, currency) {
         return Err(Error::validation(
             format!("items[{index}].product_id"),
             format!(
@@ -225,8 +321,8 @@ pub(super) fn preview_line(
             ),
         ));
     }
-    let unit = product_price(&p, Some(currency)).ok_or_else(|| {
-        let have: Vec<String> = product_from_stream(product)
+    let unit = product_price(product, Some(currency)).ok_or_else(|| {
+        let have: Vec<String> = product_of(product)
             .map(|pr| pr.prices.into_iter().map(|m| m.currency).collect())
             .unwrap_or_default();
         Error::validation(
@@ -248,33 +344,32 @@ pub(super) fn preview_line(
         name,
         quantity,
         unit,
-        p.str("recurring_interval").map(str::to_ascii_lowercase),
+        product.interval.get().map(str::to_ascii_lowercase),
     )?;
-    Ok((line, p.str("type").and_then(kind_of)))
+    Ok((line, product.kind.get().and_then(kind_of)))
 }
 
 /// A `ProductDto` as our [`Product`].
-pub fn product_from_stream(v: &Value) -> Option<Product> {
-    let o = Obj(v);
-    let id = o.str("id")?.to_owned();
-    let mut prices: Vec<Money> = active_prices(&o)
+pub(super) fn product_of(p: &StreamProduct<'_>) -> Option<Product> {
+    let id = p.id.owned()?;
+    let mut prices: Vec<Money> = active_prices(p)
         .filter_map(|pr| {
-            let c = pr.currency("currency")?;
-            money(&pr, "amount_in_smallest_unit", "amount", Some(c))
+            let c = pr.currency.currency()?;
+            money(pr.minor, &pr.amount, Some(c))
         })
         .collect();
     if prices.is_empty()
-        && let Some(c) = o.currency("currency")
-        && let Some(m) = money(&o, "price_in_smallest_unit", "price", Some(c))
+        && let Some(c) = p.currency.currency()
+        && let Some(m) = money(p.price_minor, &p.price, Some(c))
     {
         prices.push(m);
     }
     Some(Product {
         id,
-        name: o.str("name").map(str::to_owned),
-        description: o.str("description").map(str::to_owned),
-        kind: o.str("type").and_then(kind_of),
-        interval: o.str("recurring_interval").map(str::to_ascii_lowercase),
+        name: p.name.owned(),
+        description: p.description.owned(),
+        kind: p.kind.get().and_then(kind_of),
+        interval: p.interval.get().map(str::to_ascii_lowercase),
         // The first active price of each currency.
         prices: one_per_currency(prices)
             .into_iter()
@@ -283,45 +378,47 @@ pub fn product_from_stream(v: &Value) -> Option<Product> {
     })
 }
 
-/// Whether Stream says a page follows this one.
-fn has_next_page(root: &Obj<'_>) -> bool {
-    root.obj("pagination")
-        .and_then(|p| p.bool("has_next_page"))
-        .unwrap_or(false)
+/// A `ProductDto` (as a decoded tree) as our [`Product`]; see [`product_of`].
+pub fn product_from_stream(v: &Value) -> Option<Product> {
+    product_of(&StreamProduct::deserialize(v).unwrap_or_default())
 }
 
 /// A page of a Stream listing, within the byte cap: Stream says whether a next page exists;
 /// our cursor names it. A page cut by the byte cap continues in the same Stream page (see
 /// [`page_numbered`]).
-pub(super) fn stream_page<T: Serialize>(
-    root: &Obj<'_>,
+pub(super) fn stream_page<D, T: Serialize>(
+    page: StreamPage<D>,
     cursor: PageCursor,
     max_bytes: PageBytes,
-    parse: impl Fn(&Value) -> Option<T>,
+    parse: impl Fn(D) -> Option<T>,
 ) -> Page<T> {
     // Each entry with its position in Stream's page, so that a cut resumes after the last one
     // returned even when entries that cannot be read were skipped.
-    let entries: Vec<(usize, T)> = root
-        .array("data")
-        .iter()
+    let entries: Vec<(usize, T)> = page
+        .data
+        .items
+        .into_iter()
         .enumerate()
         .skip(cursor.skip as usize)
-        .filter_map(|(i, v)| parse(v).map(|t| (i, t)))
+        .filter_map(|(i, v)| parse(*v.0?).map(|t| (i, t)))
         .collect();
-    page_numbered(entries, cursor, max_bytes, has_next_page(root))
+    page_numbered(entries, cursor, max_bytes, page.has_next_page)
 }
 
 /// What recovery finds on one page of the newest links: the link that carries `reference` in its
 /// metadata, and whether older pages follow.
-pub(super) fn find_reference<'a>(root: &'a Value, reference: &str) -> (Option<&'a Value>, bool) {
-    let root = Obj(root);
-    let found = root.array("data").iter().find(|l| {
-        Obj(l)
-            .obj("custom_metadata")
-            .and_then(|m| m.str(REQUEST_REF_KEY))
-            == Some(reference)
-    });
-    (found, has_next_page(&root))
+pub(super) fn find_reference<'a>(
+    page: StreamPage<CountedLink<'a>>,
+    reference: &str,
+) -> (Option<CountedLink<'a>>, bool) {
+    let more = page.has_next_page;
+    let found = page
+        .data
+        .items
+        .into_iter()
+        .filter_map(|l| l.0)
+        .find(|l| l.metadata.reference.as_deref() == Some(reference));
+    (found.map(|l| *l), more)
 }
 
 #[cfg(test)]
@@ -334,6 +431,16 @@ mod tests {
         page.data.iter().map(|s| &s[..1]).collect()
     }
 
+    tolerant_object! {
+        struct Named<'a> {
+            "name" => name: Text<'a>,
+        }
+    }
+
+    fn read(v: &Value) -> StreamPage<Named<'_>> {
+        StreamPage::deserialize(v).unwrap()
+    }
+
     #[test]
     fn a_page_cut_by_its_byte_cap_resumes_in_the_same_stream_page() {
         // Five entries on Stream's page, one of them unreadable (skipped).
@@ -342,14 +449,14 @@ mod tests {
             "data": [entry("a"), {"name": 7}, entry("b"), entry("c"), entry("d")],
             "pagination": {"has_next_page": true}
         });
-        let parse = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let parse = |n: Named<'_>| n.name.owned();
         let cap = PageBytes::new(PAGE_ENVELOPE + 2 * 303);
         let first = PageCursor {
             page: 4,
             limit: PageLimit::parse(Some(5), "limit").unwrap(),
             skip: 0,
         };
-        let page = stream_page(&Obj(&v), first, cap, parse);
+        let page = stream_page(read(&v), first, cap, parse);
         assert_eq!(names(&page), ["a", "b"]);
         assert!(page.has_more);
         let Cursor::Page(resume) = Cursor::decode(&page.next_cursor.unwrap(), None).unwrap() else {
@@ -361,7 +468,7 @@ mod tests {
             "after `b`, in Stream's page 4"
         );
         // The same Stream page again, from there: the rest, then Stream's next page.
-        let page = stream_page(&Obj(&v), resume, cap, parse);
+        let page = stream_page(read(&v), resume, cap, parse);
         assert_eq!(names(&page), ["c", "d"]);
         let Cursor::Page(next) = Cursor::decode(&page.next_cursor.unwrap(), None).unwrap() else {
             panic!("a page cursor")
@@ -369,7 +476,7 @@ mod tests {
         assert_eq!((next.page, next.skip), (5, 0));
         // Uncut and last: no cursor.
         let last = json!({"data": [entry("a")], "pagination": {"has_next_page": false}});
-        let page = stream_page(&Obj(&last), first, cap, parse);
+        let page = stream_page(read(&last), first, cap, parse);
         assert!(!page.has_more && page.next_cursor.is_none());
     }
 

@@ -86,7 +86,7 @@ fn should_retry_header(response: &UpstreamResponse) -> Option<bool> {
 }
 
 fn error_code(response: &UpstreamResponse) -> Option<&str> {
-    let v = response.json.as_ref().ok()?;
+    let v = response.json().ok()?;
     Obj(v).obj("error").and_then(|e| e.str("code"))
 }
 
@@ -114,11 +114,7 @@ impl ErrorDecoder for StripeErrors {
 
     fn decode_error(&self, response: &UpstreamResponse, retry: RetryMode) -> Error {
         let status = response.status.as_u16();
-        let error = response
-            .json
-            .as_ref()
-            .ok()
-            .and_then(|v| Obj(v).obj("error"));
+        let error = response.json().ok().and_then(|v| Obj(v).obj("error"));
         let kind = error.and_then(|e| e.str("type"));
         let code = error.and_then(|e| e.str("code"));
         let message = error.and_then(|e| e.str("message"));

@@ -342,12 +342,15 @@ Serve TLS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-ter
     ));
 
     let stop = CancellationToken::new();
-    // rmcp checks Host and Origin too; the gate has already applied the same lists, first.
+    // Host and Origin are the gate's, checked first on every request against lists parsed once
+    // (see `guard`). rmcp's own lists are left empty: it clones its configuration with every
+    // request and re-parses each entry of its lists on every request, so the same check cost
+    // twice, and more with each entry. (rmcp still refuses a Host header it cannot parse.)
     let rmcp = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!opts.stateless)
         .with_json_response(opts.stateless)
-        .with_allowed_hosts(opts.allowed_hosts.clone())
-        .with_allowed_origins(opts.allowed_origins.clone())
+        .disable_allowed_hosts()
+        .disable_allowed_origins()
         .with_max_request_body_bytes(MAX_BODY_BYTES)
         .with_cancellation_token(stop.child_token());
     // The metrics exist only in this mode: stdio never installs them and pays nothing.
