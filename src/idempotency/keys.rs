@@ -45,8 +45,7 @@ pub(crate) trait Hold: Send {
     async fn complete(self: Box<Self>, outcome: Outcome);
 
     /// What an earlier attempt with an unknown outcome was sent as (the digest of the preview it
-    /// sent), once confirmed and counted; `None` when not kept (the shared store keeps none: a
-    /// repeat there is asked and counted again).
+    /// sent), once confirmed and counted; `None` when nothing was kept.
     fn previous_sent(&self) -> Option<[u8; 32]> {
         None
     }

@@ -203,14 +203,14 @@ impl IdempotencyKeys for SharedKeys {
             let sent = Instant::now();
             let answer = self.claim_once(&keys, &args, &owner, &reference).await?;
             match answer.first().map(String::as_str) {
-                Some("run") if answer.len() >= 3 => {
-                    dropped_unknown(&answer[3..]);
+                Some("run") if answer.len() >= 4 => {
+                    dropped_unknown(&answer[4..]);
                     return Ok(Claimed::Run(Box::new(SharedHold::start(
                         self,
                         keys,
                         owner,
                         answer[1].clone(),
-                        answer[2] == "1",
+                        (answer[2] == "1", from_hex(&answer[3])),
                         sent,
                     ))));
                 }
@@ -258,6 +258,10 @@ struct SharedHold {
     owner: Arc<str>,
     reference: String,
     previous_unknown: bool,
+    /// What the earlier attempt with an unknown outcome sent, as kept in the store.
+    previous_sent: Option<[u8; 32]>,
+    /// What this call is sending, kept with an unknown outcome.
+    sent: Option<[u8; 32]>,
     lease: Duration,
     attempt: Duration,
     limits: StoreLimits,
@@ -273,7 +277,7 @@ impl SharedHold {
         keys: EntryKeys,
         owner: String,
         reference: String,
-        previous_unknown: bool,
+        (previous_unknown, previous_sent): (bool, Option<[u8; 32]>),
         sent: Instant,
     ) -> Self {
         let keys = Arc::new(keys);
@@ -292,6 +296,8 @@ impl SharedHold {
             owner,
             reference,
             previous_unknown,
+            previous_sent,
+            sent: None,
             lease: keys_store.lease,
             attempt: keys_store.attempt,
             limits: keys_store.limits,
@@ -413,6 +419,22 @@ impl Hold for SharedHold {
         self.previous_unknown
     }
 
+    fn previous_sent(&self) -> Option<[u8; 32]> {
+        self.previous_sent
+    }
+
+    fn sending(&mut self, sent: Option<[u8; 32]>) {
+        self.sent = sent;
+    }
+
+    async fn complete_unknown(self: Box<Self>) {
+        let outcome = Outcome::Unknown {
+            reference: self.reference.clone(),
+            sent: self.sent,
+        };
+        self.complete(outcome).await;
+    }
+
     async fn before_send(&mut self) -> Result<()> {
         // One attempt and a margin must fit in the lease, or another replica could take the key
         // over (and look for the link, then create it) while ours is still on its way.
@@ -448,9 +470,9 @@ impl Hold for SharedHold {
                 let bytes = ENTRY_OVERHEAD + text.len();
                 ("C", text, bytes)
             }
-            Outcome::Unknown { reference, .. } => (
+            Outcome::Unknown { reference, sent } => (
                 "U",
-                String::new(),
+                sent.map(|d| to_hex(&d)).unwrap_or_default(),
                 ENTRY_OVERHEAD + reference.len().max(REFERENCE_BYTES),
             ),
             Outcome::Failed(_) => ("F", String::new(), 0),
@@ -510,9 +532,40 @@ impl Drop for SharedHold {
                 self.limits,
             );
             let bytes = ENTRY_OVERHEAD + self.reference.len().max(REFERENCE_BYTES);
+            let sent = self.sent.map(|d| to_hex(&d)).unwrap_or_default();
             handle.spawn(async move {
-                let _ = finish(&store, &keys, &owner, "U", "", bytes, &limits).await;
+                let _ = finish(&store, &keys, &owner, "U", &sent, bytes, &limits).await;
             });
+        }
+    }
+}
+
+fn to_hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A digest kept as hex; anything else (nothing kept) is `None`.
+fn from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::{from_hex, to_hex};
+
+    #[test]
+    fn a_digest_reads_back_from_its_hex_and_nothing_else_reads_as_one() {
+        let d: [u8; 32] = std::array::from_fn(|i| (i * 7 + 3) as u8);
+        assert_eq!(from_hex(&to_hex(&d)), Some(d));
+        for bad in ["", "00", &"zz".repeat(32), &"0".repeat(63), &"0".repeat(65)] {
+            assert_eq!(from_hex(bad), None, "{bad}");
         }
     }
 }

@@ -1143,3 +1143,61 @@ async fn a_confirmed_status_change_cannot_be_replayed_with_its_state() {
     assert_eq!(patches(), 1, "the change was not made again");
     client.cancel().await.unwrap();
 }
+
+/// The same over two replicas sharing one Redis (`--store`): what the first attempt sent is
+/// kept with its unknown outcome in the shared store, so the retry on the other replica is the
+/// same write again — not asked, and Stripe answers it with the link the first attempt made.
+#[tokio::test]
+async fn over_replicas_a_stripe_create_that_timed_out_is_not_asked_again_on_the_other() {
+    let redis = crate::harness::redis::Redis::start();
+    let mock = stripe_mock::MockStripe::start(STRIPE_KEY).await;
+    let url = redis.url();
+    let replica = || {
+        http_support::Server::start(
+            &[
+                "--backend",
+                "stripe",
+                "--stripe-base-url",
+                &mock.uri(),
+                "--store",
+                &url,
+                "--confirm-writes",
+                "always",
+                "--upstream-timeout-secs",
+                "1",
+                "--request-deadline-secs",
+                "4",
+                "--max-retries",
+                "0",
+            ],
+            &[],
+        )
+    };
+    let (a, b) = (replica(), replica());
+    let order = json!({"name": "Beans", "idempotency_key": "slow",
+        "items": [{"product_id": "price_espresso_usd", "quantity": 3}]});
+    mock.fault(
+        "POST",
+        "/v1/payment_links",
+        stripe_mock::Fault::Delay(std::time::Duration::from_secs(5)),
+    );
+    let user_a = User::new(Mode::Accept);
+    let on_a = http(&user_a, &a, STRIPE_KEY, None).await;
+    let e = call(&on_a, "create_payment_link", order.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e["kind"], "upstream", "{e}");
+    assert_eq!(e["retry_safe"], true, "{e}");
+    assert_eq!(user_a.questions().len(), 1);
+    assert_eq!(mock.link_count(), 1, "Stripe made the link");
+
+    let user_b = User::new(Mode::Accept);
+    let on_b = http(&user_b, &b, STRIPE_KEY, None).await;
+    let link = call(&on_b, "create_payment_link", order).await.unwrap();
+    assert!(user_b.questions().is_empty(), "not asked again on B");
+    assert_eq!(link["total"]["amount"], "10.50");
+    assert_eq!(mock.link_count(), 1, "no second link");
+    assert_eq!(mock.replays(), 1, "Stripe replayed the first create");
+    on_a.cancel().await.unwrap();
+    on_b.cancel().await.unwrap();
+}

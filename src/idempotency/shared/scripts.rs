@@ -55,24 +55,31 @@ end
 /// KEYS: entry, index, book. ARGV: args hash, owner, reference, lease ms, ttl ms, id, entry
 /// prefix, max entries, max bytes, small entry bytes, scan.
 /// Returns {'conflict'} | {'replay', json} | {'wait', ms} | {'busy'} |
-/// {'run', reference, takeover 0/1, dropped unknown references...}.
+/// {'run', reference, takeover 0/1, what the earlier attempt sent (hex, or ''), dropped unknown
+/// references...}.
 const CLAIM: &str = r#"
 local now = now_ms()
 local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local id, prefix = ARGV[6], ARGV[7]
-local e = redis.call('HMGET', KEYS[1], 'a', 's', 'r', 'x', 'v', 'o', 'p')
+local e = redis.call('HMGET', KEYS[1], 'a', 's', 'r', 'x', 'v', 'o', 'p', 'd')
 local takeover, reference = '0', ARGV[3]
 if e[1] then
   if e[1] ~= ARGV[1] then return {'conflict'} end
   if e[2] == 'C' then return {'replay', e[5] or ''} end
   -- This very claim, sent again after a dropped connection: it already holds the key.
-  if e[2] == 'L' and e[6] == ARGV[2] then return {'run', e[3], e[7] or '0'} end
+  if e[2] == 'L' and e[6] == ARGV[2] then
+    local p = e[7] or '0'
+    return {'run', e[3], p, (p == '1' and e[8]) or ''}
+  end
   if e[2] == 'L' and tonumber(e[4] or '0') > now then
     return {'wait', tostring(tonumber(e[4]) - now)}
   end
   -- Unknown, or a lease whose holder is gone: taken over, looking the link up first.
   takeover, reference = '1', e[3]
 end
+-- What an earlier attempt that ended unknown sent (a digest of its confirmed preview): kept
+-- with the entry while it is taken over, so a repeat can send the same write again.
+local sent = (takeover == '1' and e[8]) or ''
 forget_expired(KEYS[2], KEYS[3], now, ttl)
 local dropped = {}
 if takeover == '0' then
@@ -87,18 +94,19 @@ end
 redis.call('HSET', KEYS[1], 'a', ARGV[1], 's', 'L', 'r', reference, 'o', ARGV[2],
   'x', string.format('%.0f', now + lease), 'p', takeover)
 redis.call('HDEL', KEYS[1], 'v')
+if takeover == '0' then redis.call('HDEL', KEYS[1], 'd') end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now, id)
 charge(KEYS[3], id, tonumber(ARGV[10]))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-local out = {'run', reference, takeover}
+local out = {'run', reference, takeover, sent}
 for _, r in ipairs(dropped) do table.insert(out, r) end
 return out
 "#;
 
-/// KEYS: entry, index, book. ARGV: owner, state C/U/F, created JSON, id, its bytes, max bytes,
-/// small entry bytes, entry prefix, scan.
+/// KEYS: entry, index, book. ARGV: owner, state C/U/F, the created JSON (C) or what was sent
+/// (U: a digest in hex, or ''), id, its bytes, max bytes, small entry bytes, entry prefix, scan.
 /// Returns 'lost' (the key is another claim's now), 'gone' (no entry), or the state recorded
 /// (C, U, F), then the references of unknown outcomes dropped to make room. The owner stays on
 /// a finished entry, so that the same call sent twice records once.
@@ -129,9 +137,15 @@ if state == 'C' then
 end
 if state == 'C' then
   redis.call('HSET', KEYS[1], 's', 'C', 'v', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'd')
 else
   redis.call('HSET', KEYS[1], 's', 'U')
   redis.call('HDEL', KEYS[1], 'v')
+  if ARGV[2] == 'U' and ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[1], 'd', ARGV[3])
+  else
+    redis.call('HDEL', KEYS[1], 'd')
+  end
 end
 redis.call('HDEL', KEYS[1], 'x', 'p')
 charge(KEYS[3], id, bytes)
