@@ -459,21 +459,7 @@ impl HttpServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn paylink-mcp http");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("stderr line");
-            if let Some(at) = line.find("listening on ") {
-                break line[at + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-            }
-        };
+        let (url, lines) = listening_url(child.stderr.take().expect("stderr"));
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         HttpServer { child, url }
@@ -892,20 +878,7 @@ fn cg_http_run(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn paylink-mcp http under callgrind");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .expect("stderr line");
-        if let Some(at) = line.find("listening on ") {
-            break line[at + "listening on ".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
+    let (url, lines) = listening_url(child.stderr.take().expect("stderr"));
     let drain = std::thread::spawn(move || for _ in lines {});
     runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -1044,4 +1017,27 @@ fn print_instructions(i: Option<&Instructions>) {
             ours / floor
         );
     }
+}
+
+/// Reads a starting `paylink-mcp http`'s stderr up to its `listening on URL` line: the URL, and
+/// the rest of the lines (for the caller to keep draining, so the server never blocks on a full
+/// pipe).
+fn listening_url(
+    stderr: std::process::ChildStderr,
+) -> (String, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("stderr line");
+        if let Some(at) = line.find("listening on ") {
+            break line[at + "listening on ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    (url, lines)
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::{ACCEPT, BIN, Latency, Load, PRODUCT, answer_of, latency};
+use super::{ACCEPT, BIN, Latency, Load, PRODUCT, answer_of, latency, listening_url};
 
 /// Creates per measured round, spread over the clients.
 const CREATES: usize = 4000;
@@ -135,20 +135,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn paylink-mcp http");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("stderr line");
-            if let Some(at) = line.find("listening on ") {
-                break line[at + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-            }
-        };
+        let (url, lines) = listening_url(child.stderr.take().expect("stderr"));
         std::thread::spawn(move || for _ in lines {});
         let root = url.trim_end_matches("/mcp").to_owned();
         Server { child, url, root }
