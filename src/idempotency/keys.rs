@@ -46,22 +46,14 @@ pub(crate) trait Hold: Send {
 
     /// What an earlier attempt with an unknown outcome was sent as (the digest of the preview it
     /// sent), once confirmed and counted; `None` when nothing was kept.
-    fn previous_sent(&self) -> Option<[u8; 32]> {
-        None
-    }
+    fn previous_sent(&self) -> Option<[u8; 32]>;
 
     /// The digest of what is about to be sent, kept with an unknown outcome.
-    fn sending(&mut self, _sent: Option<[u8; 32]>) {}
+    fn sending(&mut self, sent: Option<[u8; 32]>);
 
-    /// The outcome is unknown: a repeat looks for the link by the reference first.
-    async fn complete_unknown(self: Box<Self>) {
-        let reference = self.reference().to_owned();
-        self.complete(Outcome::Unknown {
-            reference,
-            sent: None,
-        })
-        .await;
-    }
+    /// The outcome is unknown: a repeat looks for the link by the reference first, and may send
+    /// again what [`sending`](Hold::sending) kept.
+    async fn complete_unknown(self: Box<Self>);
 
     /// Gives the key back: nothing was sent and nothing decided (the user is being asked
     /// first, or the call ended before its write). A twin waiting for it claims it anew.

@@ -497,20 +497,9 @@ impl Hold for SharedHold {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        // Deleting the entry is the whole of it; done in the background because a release
-        // happens where nothing can wait (a question going back to the client, a drop). Not
-        // done, the lease lapses into an unknown outcome, which a repeat looks up first.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (store, keys, owner, limits) = (
-                self.store.clone(),
-                self.keys.clone(),
-                self.owner.clone(),
-                self.limits,
-            );
-            handle.spawn(async move {
-                let _ = finish(&store, &keys, &owner, "F", "", 0, &limits).await;
-            });
-        }
+        // Deleting the entry is the whole of it. Not done, the lease lapses into an unknown
+        // outcome, which a repeat looks up first.
+        self.finish_in_background("F", String::new(), 0);
     }
 }
 
@@ -524,6 +513,17 @@ impl Drop for SharedHold {
         }
         // Cancelled before an outcome: record it as unknown now rather than when the lease
         // lapses, so a waiting twin or a repeat looks the link up at once.
+        let bytes = ENTRY_OVERHEAD + self.reference.len().max(REFERENCE_BYTES);
+        let sent = self.sent.map(|d| to_hex(&d)).unwrap_or_default();
+        self.finish_in_background("U", sent, bytes);
+    }
+}
+
+impl SharedHold {
+    /// Records `state` without waiting for the store: for where nothing can wait (a question
+    /// going back to the client, a drop). Outside a runtime (the process ending), the lease
+    /// lapses instead.
+    fn finish_in_background(&self, state: &'static str, value: String, bytes: usize) {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (store, keys, owner, limits) = (
                 self.store.clone(),
@@ -531,10 +531,8 @@ impl Drop for SharedHold {
                 self.owner.clone(),
                 self.limits,
             );
-            let bytes = ENTRY_OVERHEAD + self.reference.len().max(REFERENCE_BYTES);
-            let sent = self.sent.map(|d| to_hex(&d)).unwrap_or_default();
             handle.spawn(async move {
-                let _ = finish(&store, &keys, &owner, "U", &sent, bytes, &limits).await;
+                let _ = finish(&store, &keys, &owner, state, &value, bytes, &limits).await;
             });
         }
     }
