@@ -11,41 +11,25 @@ use super::Cli;
 /// One option as clap declares it.
 #[derive(Debug)]
 struct Declared {
+    env: Option<String>,
     flag: Option<String>,
     defaults: Vec<String>,
 }
 
-/// Every option with an environment variable, in every subcommand, by variable.
-fn declared() -> BTreeMap<String, Declared> {
-    fn walk(cmd: &clap::Command, out: &mut BTreeMap<String, Declared>) {
-        for arg in cmd.get_arguments() {
-            let Some(env) = arg.get_env() else { continue };
-            let env = env.to_string_lossy().into_owned();
-            let defaults = arg
-                .get_default_values()
-                .iter()
-                .map(|v| v.to_string_lossy().into_owned())
-                .collect();
-            let flag = arg.get_long().map(|l| format!("--{l}"));
-            out.insert(env, Declared { flag, defaults });
-        }
-        for sub in cmd.get_subcommands() {
-            walk(sub, out);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(&Cli::command(), &mut out);
-    out
-}
-
-/// Every long flag clap accepts, in every subcommand (with or without a variable).
-fn flags() -> Vec<String> {
-    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
-        out.extend(
-            cmd.get_arguments()
-                .filter_map(|a| a.get_long())
-                .map(|l| format!("--{l}")),
-        );
+/// Every option of every subcommand.
+fn arguments() -> Vec<Declared> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<Declared>) {
+        out.extend(cmd.get_arguments().map(|arg| {
+            Declared {
+                env: arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                flag: arg.get_long().map(|l| format!("--{l}")),
+                defaults: arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect(),
+            }
+        }));
         for sub in cmd.get_subcommands() {
             walk(sub, out);
         }
@@ -53,6 +37,14 @@ fn flags() -> Vec<String> {
     let mut out = Vec::new();
     walk(&Cli::command(), &mut out);
     out
+}
+
+/// The options with an environment variable, by variable.
+fn declared(arguments: &[Declared]) -> BTreeMap<&str, &Declared> {
+    arguments
+        .iter()
+        .filter_map(|a| a.env.as_deref().map(|env| (env, a)))
+        .collect()
 }
 
 /// One row of a configuration table: its variables, its flags (none for `–`), its default
@@ -105,12 +97,13 @@ fn read_directly(var: &str) -> bool {
 fn the_configuration_table_lists_every_option_with_its_flag_and_default() {
     let doc = include_str!("../../docs/configuration.md");
     let table = rows(doc);
-    let declared = declared();
-    let flags = flags();
+    let arguments = arguments();
+    let declared = declared(&arguments);
+    let flags: Vec<&str> = arguments.iter().filter_map(|a| a.flag.as_deref()).collect();
     let mut problems = Vec::new();
 
     for (env, option) in &declared {
-        let Some(row) = table.iter().find(|r| r.vars.contains(env)) else {
+        let Some(row) = table.iter().find(|r| r.vars.iter().any(|v| v == env)) else {
             problems.push(format!("{env} is not in docs/configuration.md"));
             continue;
         };
@@ -135,14 +128,14 @@ fn the_configuration_table_lists_every_option_with_its_flag_and_default() {
     }
     for row in &table {
         for var in &row.vars {
-            if !declared.contains_key(var) && !read_directly(var) {
+            if !declared.contains_key(var.as_str()) && !read_directly(var) {
                 problems.push(format!(
                     "{var} is in docs/configuration.md but nothing reads it"
                 ));
             }
         }
         for flag in &row.flags {
-            if !flags.contains(flag) {
+            if !flags.contains(&flag.as_str()) {
                 problems.push(format!(
                     "{flag} is in docs/configuration.md but clap has no such flag"
                 ));
